@@ -1,0 +1,113 @@
+"""The complete default configuration: every field the code reads, with its meaning.
+
+Values are those of the paper's CIFAR-10 NCSN++ (VE SDE, continuous) experiment. Experiment files
+under ``configs/{ve,vp,subvp}/`` import this and override only their delta; ``configs/embedded.py``
+and ``configs/smoke.py`` shrink it for a CPU.
+
+Any field can be overridden on the command line, e.g.
+``python main.py --config configs/default.py --config.training.batch_size=64 --workdir DIR``.
+"""
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 42  # Every random stream (init, noise, data order, sampling) derives from it.
+
+  # ---------------------------------------------------------------------------------- training
+  config.training = training = ml_collections.ConfigDict()
+  training.sde = 'vesde'  # 'vesde' | 'vpsde' | 'subvpsde' (sde_lib registry).
+  training.continuous = True  # Continuous-time DSM (eq. 7); False: discrete SMLD / DDPM losses.
+  training.reduce_mean = False  # Mean (True) or sum (False) of the per-pixel loss per example.
+  training.likelihood_weighting = False  # lambda(t) = g(t)^2 (Song et al. 2021b) instead of std^2.
+  training.batch_size = 128  # Global batch over all devices of all hosts.
+  training.n_iters = 1300001  # Total optimisation steps.
+  training.log_freq = 50  # Steps between loss lines on stdout and in TensorBoard.
+  training.eval_freq = 100  # Steps between evaluation losses on held-out data.
+  training.snapshot_freq = 50000  # Steps between kept checkpoints (and sample grids).
+  training.snapshot_freq_for_preemption = 10000  # Steps between the preemption checkpoint.
+  training.max_to_keep = 0  # Kept periodic checkpoints; 0 keeps all of them.
+  training.snapshot_sampling = True  # Sample a grid from the EMA weights at every snapshot.
+  training.n_snapshot_samples = 64  # Images in that grid.
+
+  # ---------------------------------------------------------------------------------- sampling
+  config.sampling = sampling = ml_collections.ConfigDict()
+  sampling.method = 'pc'  # 'pc' | 'ode' | 'heun' (EDM) | 'dpm_solver' (DPM-Solver++).
+  sampling.predictor = 'reverse_diffusion'  # predictor registry name; 'none' for corrector-only.
+  sampling.corrector = 'langevin'  # corrector registry name; 'none' for predictor-only.
+  sampling.n_steps_each = 1  # Corrector steps per predictor step.
+  sampling.noise_removal = True  # Final Tweedie denoising step at t = eps.
+  sampling.probability_flow = False  # PC predictor on the probability-flow ODE instead of the SDE.
+  sampling.snr = 0.16  # Signal-to-noise ratio of the Langevin corrector.
+  sampling.num_steps = 0  # Steps of the fast samplers (heun, dpm_solver); 0: the SDE's N.
+  sampling.rtol = 1e-5  # ODE sampler tolerances (RK45 as in the paper).
+  sampling.atol = 1e-5
+
+  # ---------------------------------------------------------------------------------- evaluation
+  config.eval = evaluate = ml_collections.ConfigDict()
+  evaluate.begin_ckpt = 1  # First checkpoint (in units of snapshot_freq) to evaluate.
+  evaluate.end_ckpt = 26  # Last checkpoint, inclusive.
+  evaluate.batch_size = 1024  # Global batch of samples per round.
+  evaluate.enable_sampling = False  # FID / KID / IS from samples.
+  evaluate.num_samples = 50000
+  evaluate.enable_loss = True  # Held-out DSM loss.
+  evaluate.enable_bpd = False  # Bits/dim through the probability-flow ODE.
+  evaluate.bpd_dataset = 'test'  # 'train' | 'test'.
+  evaluate.inception_path = ''  # Local Inception-v3 weights file for FID/KID/IS.
+
+  # ---------------------------------------------------------------------------------- data
+  config.data = data = ml_collections.ConfigDict()
+  data.dataset = 'CIFAR10'  # data registry name, e.g. 'MNIST_EMBEDDED', 'CIFAR10', 'IMAGE_FOLDER'.
+  data.data_dir = ''  # tfds data_dir, tfrecord directory or image folder, per dataset.
+  data.image_size = 32  # Height = width; a power of two.
+  data.num_channels = 3
+  data.random_flip = True  # Horizontal flips during training.
+  data.centered = False  # Scale to [-1, 1] (True) or [0, 1] (False).
+  data.uniform_dequantization = False  # Add U[0, 1) / 256 noise to 8-bit pixels.
+
+  # ---------------------------------------------------------------------------------- model
+  config.model = model = ml_collections.ConfigDict()
+  model.name = 'ncsnpp'  # model registry name.
+  model.ema_rate = 0.999  # 0.999 for VE, 0.9999 for VP / sub-VP experiments.
+  # SDE hyper-parameters (read by sde_lib.get_sde).
+  model.sigma_min = 0.01
+  model.sigma_max = 50.
+  model.num_scales = 1000  # N: discretisation steps of the SDE (samplers, discrete losses).
+  model.beta_min = 0.1
+  model.beta_max = 20.
+  # Architecture.
+  model.scale_by_sigma = True  # Divide the output by sigma (VE): the net predicts -noise/sigma.
+  model.normalization = 'GroupNorm'
+  model.nonlinearity = 'swish'  # 'swish' | 'elu' | 'relu' | 'lrelu'.
+  model.nf = 128  # Base channel count.
+  model.ch_mult = (1, 2, 2, 2)  # Channel multiplier per resolution.
+  model.num_res_blocks = 4  # Residual blocks per resolution.
+  model.attn_resolutions = (16,)  # Resolutions with self-attention.
+  model.dropout = 0.1
+  model.resamp_with_conv = True
+  model.conditional = True  # Condition on time / noise level.
+  model.fir = True  # FIR up/down-sampling (StyleGAN2) with fir_kernel.
+  model.fir_kernel = (1, 3, 3, 1)
+  model.skip_rescale = True  # Divide residual sums by sqrt(2).
+  model.resblock_type = 'biggan'  # 'biggan' | 'ddpm'.
+  model.progressive = 'none'  # 'none' | 'output_skip' | 'residual'.
+  model.progressive_input = 'residual'  # 'none' | 'input_skip' | 'residual'.
+  model.progressive_combine = 'sum'  # 'sum' | 'cat'.
+  model.attention_type = 'ddpm'
+  model.init_scale = 0.
+  model.embedding_type = 'fourier'  # 'fourier' (continuous) | 'positional'.
+  model.fourier_scale = 16.
+  model.conv_size = 3
+
+  # ---------------------------------------------------------------------------------- optim
+  config.optim = optim = ml_collections.ConfigDict()
+  optim.optimizer = 'Adam'  # 'Adam' | 'AdamW'.
+  optim.lr = 2e-4
+  optim.beta1 = 0.9
+  optim.beta2 = 0.999
+  optim.eps = 1e-8
+  optim.weight_decay = 0.
+  optim.warmup = 5000  # Linear learning-rate warmup steps.
+  optim.grad_clip = 1.  # Global-norm clipping; <= 0 disables it.
+
+  return config

