@@ -1,0 +1,40 @@
+"""The training state: one frozen pytree that a step takes in and gives back.
+
+There is no RNG in the state: every random draw of step ``s`` comes from
+``fold_in(key(seed), s)``, so resuming at step ``s`` needs only the step counter, and the same
+draws happen whatever the device count.
+"""
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Parameters, their exponential moving average and the optimizer state.
+
+  Attributes:
+    step: int32 scalar, optimisation steps taken so far.
+    params: the model's parameter pytree (what the optimizer updates).
+    params_ema: EMA of ``params`` (the weights that sample); the released score_sde checkpoints
+      use the same name.
+    opt_state: optax state of the optimizer chain.
+  """
+  step: jax.Array
+  params: Any
+  params_ema: Any
+  opt_state: optax.OptState
+
+
+def create_train_state(params, tx: optax.GradientTransformation) -> TrainState:
+  """A step-0 state whose EMA starts at the initial parameters."""
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    params_ema=jax.tree.map(jnp.copy, params), opt_state=tx.init(params))
+
+
+def ema_update(params_ema, params, rate: float):
+  """``params_ema <- rate * params_ema + (1 - rate) * params``, leaf by leaf."""
+  return jax.tree.map(lambda e, p: rate * e + (1. - rate) * p, params_ema, params)
