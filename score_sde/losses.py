@@ -1,0 +1,164 @@
+"""Denoising score-matching objectives and the train / eval step built on them.
+
+Three objectives, each first written on plain callables so they can be checked against closed
+forms, then adapted to a Flax model:
+
+* ``dsm_loss``: the continuous-time objective of eq. (7),
+  ``E_t E_{x0} E_z [lambda(t) || s(alpha x0 + std z, t) + z / std ||^2]`` with ``t ~ U(eps, T)``
+  and ``lambda(t) = std(t)^2`` (written as ``|| std s + z ||^2``) or, with
+  ``likelihood_weighting``, ``lambda(t) = g(t)^2`` (Song et al. 2021b, which bounds the negative
+  log-likelihood).
+* ``smld_loss``: the discrete NCSN objective over the ``N`` noise scales of a VE SDE (eq. 1), with
+  ``lambda_i = sigma_i^2``.
+* ``ddpm_loss``: the discrete DDPM epsilon-prediction objective of a VP SDE (eq. 3).
+
+Per-example losses are sums (or means, with ``reduce_mean``) over the data dimensions; the batch
+loss is their mean. Random draws use the global batch shape, so a loss does not depend on how the
+batch is sharded.
+"""
+from typing import Callable, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from score_sde import sde_lib, train_state
+from score_sde.sde_lib import batch_mul
+
+ModelFn = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+def _reduce(x: jax.Array, reduce_mean: bool) -> jax.Array:
+  x = x.reshape(x.shape[0], -1)
+  return jnp.mean(x, axis=-1) if reduce_mean else jnp.sum(x, axis=-1)
+
+
+def dsm_loss(score_fn: sde_lib.ScoreFn, sde: sde_lib.SDE, rng: jax.Array, data: jax.Array,
+             reduce_mean: bool = False, likelihood_weighting: bool = False,
+             eps: float = 1e-5) -> jax.Array:
+  """Continuous denoising score matching, eq. (7); returns per-example losses ``(B,)``.
+
+  Args:
+    score_fn: ``score_fn(x, t)``, the model's score at perturbed data ``x`` and times ``t (B,)``.
+    sde: the forward SDE that perturbs ``data``.
+    rng: key for ``t`` and the noise ``z``.
+    data: clean data ``x0``, float ``(B, ...)``.
+    reduce_mean: mean instead of sum over the data dimensions.
+    likelihood_weighting: ``lambda(t) = g(t)^2`` instead of ``std(t)^2``.
+    eps: smallest time sampled (the score diverges as t -> 0).
+  """
+  t_rng, z_rng = jax.random.split(rng)
+  t = jax.random.uniform(t_rng, (data.shape[0],), minval=eps, maxval=sde.T)
+  z = jax.random.normal(z_rng, data.shape, data.dtype)
+  mean, std = sde.marginal_prob(data, t)
+  score = score_fn(mean + batch_mul(std, z), t)
+  if likelihood_weighting:
+    g2 = sde.sde(jnp.zeros_like(data), t)[1] ** 2
+    return _reduce(jnp.square(score + batch_mul(1. / std, z)), reduce_mean) * g2
+  return _reduce(jnp.square(batch_mul(std, score) + z), reduce_mean)
+
+
+def smld_loss(model_fn: ModelFn, sde: sde_lib.VESDE, rng: jax.Array, data: jax.Array,
+              reduce_mean: bool = False) -> jax.Array:
+  """The discrete SMLD / NCSN objective, per example ``(B,)``.
+
+  A noise level ``sigma_i`` is drawn uniformly from the ``N`` discrete scales; the network is
+  called with label ``i`` indexing the scales in *descending* order (label 0 is ``sigma_max``,
+  the released NCSN++ convention) and must output the score; the loss is
+  ``sigma_i^2 || s - (-noise / sigma_i^2) ||^2``.
+  """
+  if not isinstance(sde, sde_lib.VESDE):
+    raise ValueError(f'The SMLD loss needs a VESDE, got {type(sde).__name__}; set '
+                     'training.sde = "vesde" or training.continuous = True.')
+  label_rng, z_rng = jax.random.split(rng)
+  sigmas_descending = sde.discrete_sigmas[::-1]
+  labels = jax.random.randint(label_rng, (data.shape[0],), 0, sde.N)
+  sigmas = sigmas_descending[labels]
+  noise = batch_mul(sigmas, jax.random.normal(z_rng, data.shape, data.dtype))
+  score = model_fn(data + noise, labels)
+  target = -batch_mul(1. / sigmas ** 2, noise)
+  return _reduce(jnp.square(score - target), reduce_mean) * sigmas ** 2
+
+
+def ddpm_loss(model_fn: ModelFn, sde: sde_lib.VPSDE, rng: jax.Array, data: jax.Array,
+              reduce_mean: bool = False) -> jax.Array:
+  """The discrete DDPM objective ``|| eps_theta(sqrt(abar_i) x0 + sqrt(1 - abar_i) z, i) - z ||^2``
+  per example ``(B,)``, with ``i`` uniform over the ``N`` steps of the chain."""
+  if type(sde) is not sde_lib.VPSDE:  # A sub-VP SDE has no discrete chain.
+    raise ValueError(f'The DDPM loss needs a VPSDE, got {type(sde).__name__}; set '
+                     'training.sde = "vpsde" or training.continuous = True.')
+  label_rng, z_rng = jax.random.split(rng)
+  labels = jax.random.randint(label_rng, (data.shape[0],), 0, sde.N)
+  z = jax.random.normal(z_rng, data.shape, data.dtype)
+  perturbed = (batch_mul(sde.sqrt_alphas_cumprod[labels], data)
+               + batch_mul(sde.sqrt_1m_alphas_cumprod[labels], z))
+  return _reduce(jnp.square(model_fn(perturbed, labels) - z), reduce_mean)
+
+
+def get_sde_loss_fn(sde: sde_lib.SDE, model, train: bool, reduce_mean: bool = False,
+                    continuous: bool = True, likelihood_weighting: bool = False,
+                    eps: float = 1e-5):
+  """The training objective for a Flax ``model``, as ``loss_fn(rng, params, batch) -> loss``.
+
+  ``continuous`` selects eq. (7) (``dsm_loss``); otherwise the discrete objective that matches the
+  SDE (``smld_loss`` for VE, ``ddpm_loss`` for VP). ``batch['image']`` is the scaled data
+  ``(B, H, W, C)``; ``rng`` also drives dropout when ``train``. The scalar loss is the mean over
+  the global batch.
+  """
+  from score_sde.models import utils as mutils  # Imported here: models import this package.
+
+  if not continuous and likelihood_weighting:
+    raise ValueError('likelihood_weighting applies to the continuous objective only; set '
+                     'training.continuous = True or training.likelihood_weighting = False.')
+
+  def loss_fn(rng, params, batch):
+    loss_rng, dropout_rng = jax.random.split(rng)
+    data = batch['image']
+    if continuous:
+      score_fn = mutils.get_score_fn(sde, model, params, train=train, continuous=True,
+                                     rng=dropout_rng)
+      losses = dsm_loss(score_fn, sde, loss_rng, data, reduce_mean, likelihood_weighting, eps)
+    else:
+      model_fn = mutils.get_model_fn(model, params, train=train, rng=dropout_rng)
+      discrete_loss = smld_loss if isinstance(sde, sde_lib.VESDE) else ddpm_loss
+      losses = discrete_loss(model_fn, sde, loss_rng, data, reduce_mean)
+    return jnp.mean(losses)
+
+  return loss_fn
+
+
+def get_step_fn(sde: sde_lib.SDE, model, train: bool,
+                optimizer: Optional[optax.GradientTransformation] = None,
+                ema_rate: float = 0.999, reduce_mean: bool = False, continuous: bool = True,
+                likelihood_weighting: bool = False, eps: float = 1e-5):
+  """One training or evaluation step, ``step_fn(state, batch, key) -> (state, metrics)``.
+
+  The step's randomness is ``fold_in(key, state.step)``: a pure function of the run's key and the
+  step, so a resumed run draws what the uninterrupted one would. Training differentiates the
+  loss of ``state.params``, applies ``optimizer`` and updates the EMA; evaluation returns the
+  loss of ``state.params_ema`` and the state unchanged. Jit it at the call site with the state
+  replicated and the batch split over devices; XLA then averages the gradient over the global
+  batch with one all-reduce.
+
+  Returns:
+    ``(new_state, {'loss': scalar})``.
+  """
+  if train and optimizer is None:
+    raise ValueError('A training step needs an optax optimizer.')
+  loss_fn = get_sde_loss_fn(sde, model, train, reduce_mean, continuous, likelihood_weighting,
+                            eps)
+
+  def step_fn(state: train_state.TrainState, batch, key: jax.Array
+              ) -> Tuple[train_state.TrainState, dict]:
+    rng = jax.random.fold_in(key, state.step)
+    if not train:
+      return state, {'loss': loss_fn(rng, state.params_ema, batch)}
+    loss, grads = jax.value_and_grad(loss_fn, argnums=1)(rng, state.params, batch)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    new_state = state.replace(
+        step=state.step + 1, params=params, opt_state=opt_state,
+        params_ema=train_state.ema_update(state.params_ema, params, ema_rate))
+    return new_state, {'loss': loss, 'grad_norm': optax.tree.norm(grads)}
+
+  return step_fn
