@@ -1,0 +1,167 @@
+"""Random-access image sources, the dataset registry and ``get_dataset``.
+
+A source is a finite, indexable set of examples: ``len(source)`` and
+``source.get(indices) -> {'image': uint8 (n, H, W, C), 'label': int32 (n,)}``, with images already
+cropped and resized to ``(data.image_size, data.image_size, data.num_channels)``. Order, shuffling,
+sharding over hosts and augmentation belong to ``pipeline.py``, so that a batch is a pure function
+of ``(seed, step)`` and training resumes exactly. Unlabelled sources give label ``-1``.
+
+Each dataset module registers a factory ``factory(data_config, split) -> Source`` under the name
+that ``config.data.dataset`` uses; importing ``score_sde.data`` fills ``DATASETS``.
+"""
+import abc
+import pathlib
+from typing import Dict, Sequence, Tuple
+
+import ml_collections
+import numpy as np
+from PIL import Image
+
+from score_sde import registry
+from score_sde.data import images
+
+DATASETS = registry.Registry('dataset')
+SPLITS = ('train', 'test')
+NO_LABEL = -1
+IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp')
+
+
+class Source(abc.ABC):
+  """A finite, random-access set of ``uint8`` images of one shape, with ``int32`` labels."""
+
+  @property
+  @abc.abstractmethod
+  def image_shape(self) -> Tuple[int, int, int]:
+    """``(H, W, C)`` of every image."""
+
+  @abc.abstractmethod
+  def __len__(self) -> int:
+    """Number of examples."""
+
+  @abc.abstractmethod
+  def _load(self, indices: np.ndarray) -> Dict[str, np.ndarray]:
+    """``get`` without the argument checks."""
+
+  def get(self, indices: Sequence[int]) -> Dict[str, np.ndarray]:
+    """Examples at ``indices``, in that order (repeats allowed).
+
+    Args:
+      indices: integers in ``[0, len(self))``, any 1-D sequence.
+    Returns:
+      ``{'image': uint8 (n, H, W, C), 'label': int32 (n,)}``.
+    Raises:
+      IndexError: when an index is out of range.
+    """
+    indices = np.asarray(indices)
+    if indices.ndim != 1 or (indices.size and not np.issubdtype(indices.dtype, np.integer)):
+      raise ValueError(f'indices must be a 1-D integer array, got {indices.dtype} {indices.shape}.')
+    if indices.size and (indices.min() < 0 or indices.max() >= len(self)):
+      raise IndexError(f'Indices must lie in [0, {len(self)}); got [{indices.min()}, '
+                       f'{indices.max()}].')
+    if not indices.size:
+      return {'image': np.zeros((0,) + self.image_shape, np.uint8),
+              'label': np.zeros((0,), np.int32)}
+    return self._load(indices.astype(np.int64))
+
+
+class ArraySource(Source):
+  """Examples held in memory: ``images`` uint8 ``(N, H, W, C)``, ``labels`` int ``(N,)``."""
+
+  def __init__(self, image_array: np.ndarray, labels: np.ndarray):
+    if image_array.ndim != 4 or image_array.dtype != np.uint8:
+      raise ValueError(f'images must be uint8 (N, H, W, C), got {image_array.dtype} '
+                       f'{image_array.shape}.')
+    if labels.shape != image_array.shape[:1]:
+      raise ValueError(f'labels must have shape ({len(image_array)},), got {labels.shape}.')
+    self._images = image_array
+    self._labels = labels.astype(np.int32)
+
+  @property
+  def image_shape(self):
+    return tuple(self._images.shape[1:])
+
+  def __len__(self):
+    return len(self._images)
+
+  def _load(self, indices):
+    return {'image': self._images[indices], 'label': self._labels[indices]}
+
+
+def list_images(folder: pathlib.Path) -> Tuple[pathlib.Path, ...]:
+  """Every png / jpg / jpeg / webp file under ``folder`` (recursively), sorted by path."""
+  return tuple(sorted(p for p in folder.rglob('*')
+                      if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()))
+
+
+class ImageFolderSource(Source):
+  """Image files decoded lazily with PIL, centre-cropped to a square and resized (bicubic).
+
+  The order is that of the sorted paths, so indices mean the same files on every host and run.
+  """
+
+  def __init__(self, paths: Sequence[pathlib.Path], image_size: int, num_channels: int):
+    if not paths:
+      raise ValueError('An image folder source needs at least one image file.')
+    self._paths = tuple(paths)
+    self._shape = images.image_shape(image_size, num_channels)
+
+  @property
+  def image_shape(self):
+    return self._shape
+
+  @property
+  def paths(self) -> Tuple[pathlib.Path, ...]:
+    return self._paths
+
+  def __len__(self):
+    return len(self._paths)
+
+  def _read(self, path: pathlib.Path) -> np.ndarray:
+    with Image.open(path) as image:
+      array = images.from_pil(image, self._shape[-1])
+    return images.crop_resize(array, self._shape[0], 'bicubic')
+
+  def _load(self, indices):
+    return {'image': np.stack([self._read(self._paths[i]) for i in indices]),
+            'label': np.full((len(indices),), NO_LABEL, np.int32)}
+
+
+@DATASETS.register('IMAGE_FOLDER')
+def image_folder(data_config: ml_collections.ConfigDict, split: str) -> ImageFolderSource:
+  """Images under ``data.data_dir``; ``data_dir/train`` and ``data_dir/test`` if both exist.
+
+  Without split subfolders both splits are the whole folder, as the reference does for FFHQ.
+  """
+  root = pathlib.Path(data_config.data_dir).expanduser()
+  if not str(data_config.data_dir) or not root.is_dir():
+    raise FileNotFoundError(
+        f'IMAGE_FOLDER: data.data_dir={str(data_config.data_dir)!r} is not a directory. Point '
+        '--config.data.data_dir at a folder of .png/.jpg/.jpeg/.webp images.')
+  split_dirs = [root / s for s in SPLITS if (root / s).is_dir()]
+  if split_dirs and len(split_dirs) != len(SPLITS):
+    raise FileNotFoundError(
+        f'IMAGE_FOLDER: {root} has {split_dirs[0].name}/ but not the other split; add both '
+        f'{"/ and ".join(SPLITS)}/ subfolders, or neither.')
+  folder = root / split if split_dirs else root
+  paths = list_images(folder)
+  if not paths:
+    raise FileNotFoundError(f'IMAGE_FOLDER: no {"/".join(IMAGE_SUFFIXES)} files under {folder}.')
+  return ImageFolderSource(paths, data_config.image_size, data_config.num_channels)
+
+
+def get_dataset(data_config: ml_collections.ConfigDict, split: str) -> Source:
+  """The source that ``data_config.dataset`` names, for ``split`` in ``('train', 'test')``.
+
+  Args:
+    data_config: ``config.data`` (``dataset``, ``image_size``, ``num_channels``, ``data_dir``
+      and per-dataset fields such as ``category`` or ``tfrecords_path``).
+    split: ``'train'`` or ``'test'`` (held-out data; the dataset's validation split where the
+      reference evaluates on it).
+  Raises:
+    KeyError: for an unknown dataset name (the message lists the known ones).
+    ValueError: for a bad split, image size or channel count.
+  """
+  if split not in SPLITS:
+    raise ValueError(f'split must be one of {SPLITS}, got {split!r}.')
+  images.image_shape(data_config.image_size, data_config.num_channels)
+  return DATASETS.get(data_config.dataset)(data_config, split)
