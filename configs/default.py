@@ -29,6 +29,8 @@ def get_config() -> ml_collections.ConfigDict:
   training.max_to_keep = 0  # Kept periodic checkpoints; 0 keeps all of them.
   training.snapshot_sampling = True  # Sample a grid from the EMA weights at every snapshot.
   training.n_snapshot_samples = 64  # Images in that grid.
+  # Smallest diffusion time of the continuous DSM loss, t ~ U[eps, T]: the score blows up as t -> 0.
+  training.eps = 1e-5
 
   # ---------------------------------------------------------------------------------- sampling
   config.sampling = sampling = ml_collections.ConfigDict()
@@ -42,6 +44,9 @@ def get_config() -> ml_collections.ConfigDict:
   sampling.num_steps = 0  # Steps of the fast samplers (heun, dpm_solver); 0: the SDE's N.
   sampling.rtol = 1e-5  # ODE sampler tolerances (RK45 as in the paper).
   sampling.atol = 1e-5
+  # Time at which samplers stop (then denoise): 1e-5 for VE, 1e-3 for VP / sub-VP, the values
+  # of the reference code.
+  sampling.eps = 1e-5
 
   # ---------------------------------------------------------------------------------- evaluation
   config.eval = evaluate = ml_collections.ConfigDict()
@@ -64,6 +69,10 @@ def get_config() -> ml_collections.ConfigDict:
   data.random_flip = True  # Horizontal flips during training.
   data.centered = False  # Scale to [-1, 1] (True) or [0, 1] (False).
   data.uniform_dequantization = False  # Add U[0, 1) / 256 noise to 8-bit pixels.
+  data.category = ''  # LSUN scene category, e.g. 'bedroom' or 'church_outdoor'; LSUN only.
+  # FFHQ / CELEBAHQ: one multi-resolution .tfrecords file of the wanted size (the reference's
+  # 'ffhq-r08.tfrecords' holds 256 px, '-r10' 1024 px); '' means look in data_dir.
+  data.tfrecords_path = ''
 
   # ---------------------------------------------------------------------------------- model
   config.model = model = ml_collections.ConfigDict()

@@ -1,0 +1,372 @@
+"""Checks a whole configuration once, at the boundary, before anything is built or written.
+
+``validate_config`` reads every field of a config, collects every problem it finds and raises one
+``ValueError`` listing all of them, each naming the field, its bad value and the fix. A run with a
+typo, a batch that does not split over the devices or a loss that does not exist for the chosen
+SDE therefore fails in the first second instead of after compilation or hours into training.
+
+Names (SDE, model, dataset, predictor, corrector) are checked against the registries of the
+subpackages that define them (``sde_lib.SDES``, ``models.MODELS``, ``data.DATASETS``,
+``sampling.PREDICTORS``, ``sampling.CORRECTORS``), imported only when validation runs. Which
+combinations are legal follows the reference implementation (yang-song/score_sde):
+
+* Discrete-time training exists for two SDEs only: the SMLD loss (Song & Ermon 2019) is the
+  VE SDE's and the DDPM loss (Ho et al. 2020) the VP SDE's; the sub-VP SDE has no discrete
+  counterpart. Likelihood weighting exists only for the continuous loss (eq. 7).
+* The network is conditioned on sigma(t) when a VE model is trained in continuous time and on an
+  integer-like step index otherwise; only the Gaussian Fourier embedding (of log sigma) reads the
+  former, and it needs continuous training because log(0) of a step index is not finite.
+* ``scale_by_sigma`` divides the output by the VE noise level; VP / sub-VP models are divided by
+  the marginal std when the score is formed, so dividing again would be wrong.
+* Ancestral sampling is stochastic by construction: it has no probability-flow form.
+* A weight decay needs the decoupled form of AdamW (``optim.py`` refuses it with Adam).
+"""
+import difflib
+import importlib
+from typing import Any, Iterable, List, Sequence, Tuple
+
+import ml_collections
+
+# Values the code branches on; anything else is a typo.
+CHOICES = {
+    'sampling.method': ('pc', 'ode', 'heun', 'dpm_solver'),
+    'model.normalization': ('GroupNorm',),
+    'model.nonlinearity': ('swish', 'elu', 'relu', 'lrelu'),
+    'model.resblock_type': ('biggan', 'ddpm'),
+    'model.progressive': ('none', 'output_skip', 'residual'),
+    'model.progressive_input': ('none', 'input_skip', 'residual'),
+    'model.progressive_combine': ('sum', 'cat'),
+    'model.attention_type': ('ddpm',),
+    'model.embedding_type': ('fourier', 'positional'),
+    'optim.optimizer': ('Adam', 'AdamW'),
+    'eval.bpd_dataset': ('train', 'test'),
+}
+
+# (field, module, registry attribute, names used while the module does not exist yet).
+REGISTRIES = (
+    ('training.sde', 'score_sde.sde_lib', 'SDES', ('vesde', 'vpsde', 'subvpsde')),
+    ('model.name', 'score_sde.models', 'MODELS', ('ncsnpp', 'ddpm')),
+    ('data.dataset', 'score_sde.data', 'DATASETS',
+     ('mnist_embedded', 'cifar10', 'svhn', 'celeba', 'lsun', 'ffhq', 'celebahq', 'image_folder')),
+    ('sampling.predictor', 'score_sde.sampling', 'PREDICTORS',
+     ('euler_maruyama', 'reverse_diffusion', 'ancestral_sampling', 'none')),
+    ('sampling.corrector', 'score_sde.sampling', 'CORRECTORS', ('langevin', 'ald', 'none')),
+)
+
+# Channels of the datasets whose images have a fixed colour format.
+DATASET_CHANNELS = {'mnist_embedded': 1, 'cifar10': 3, 'svhn': 3, 'celeba': 3, 'lsun': 3,
+                    'ffhq': 3, 'celebahq': 3}
+
+# The predictor / corrector name that switches the step off: valid whatever is registered.
+_OFF = 'none'
+
+
+def registered_names(module_name: str, attribute: str, fallback: Sequence[str]) -> Tuple[str, ...]:
+  """Lower-case names in a registry, or ``fallback`` while its module does not exist yet.
+
+  Importing the module fills the registry; a module that exists but fails to import is a bug
+  that should surface, so only its absence falls back.
+  """
+  try:
+    module = importlib.import_module(module_name)
+  except ModuleNotFoundError as e:
+    if e.name and module_name.startswith(e.name):
+      return tuple(fallback)
+    raise
+  registry = getattr(module, attribute, None)
+  if registry is None:
+    return tuple(fallback)
+  return tuple(str(name).lower() for name in registry)
+
+
+def validate_config(config: ml_collections.ConfigDict, num_devices: int,
+                    num_hosts: int = 1) -> None:
+  """Raises one ValueError listing every problem of ``config``; returns None when there is none.
+
+  Args:
+    config: a complete configuration (see ``configs/default.py``).
+    num_devices: devices over all hosts that the global batches are split over.
+    num_hosts: processes that each load an equal, contiguous share of every batch.
+  Raises:
+    ValueError: ``num_devices`` / ``num_hosts`` are not positive with hosts dividing devices, or
+      the config has problems; the message has one line per problem.
+  """
+  problems = config_problems(config, num_devices, num_hosts)
+  if problems:
+    raise ValueError(f'{len(problems)} problem(s) in the config:\n' +
+                     '\n'.join(f'  - {p}' for p in problems))
+
+
+def config_problems(config: ml_collections.ConfigDict, num_devices: int,
+                    num_hosts: int = 1) -> List[str]:
+  """Every problem of ``config`` as one sentence each (empty when it is valid); see above."""
+  if not (isinstance(num_devices, int) and isinstance(num_hosts, int)
+          and num_devices > 0 and num_hosts > 0 and num_devices % num_hosts == 0):
+    raise ValueError(f'num_devices={num_devices!r} and num_hosts={num_hosts!r} must be positive '
+                     'integers with num_hosts dividing num_devices (every host has as many '
+                     'devices); pass jax.device_count() and jax.process_count().')
+  missing, unknown = _field_problems(config)
+  if missing:
+    return missing + unknown  # The checks below read every field of the default config.
+  problems, c = unknown, config
+  problems += _name_problems(c)
+  problems += _batch_problems(c, num_devices, num_hosts)
+  problems += _training_problems(c)
+  problems += _sampling_problems(c)
+  problems += _eval_problems(c)
+  problems += _data_problems(c)
+  problems += _model_problems(c)
+  problems += _optim_problems(c)
+  return problems
+
+
+# --------------------------------------------------------------------------------- field names
+def _leaves(config: ml_collections.ConfigDict, prefix: str = '') -> Iterable[str]:
+  for key, value in config.items():
+    path = f'{prefix}{key}'
+    if isinstance(value, ml_collections.ConfigDict):
+      yield from _leaves(value, path + '.')
+    else:
+      yield path
+
+
+def _field_problems(config: ml_collections.ConfigDict) -> Tuple[List[str], List[str]]:
+  """Problems of fields missing from ``config`` and of fields unknown to the code (typos)."""
+  from configs import default  # The one list of every field the code reads.
+  expected = set(_leaves(default.get_config()))
+  present = set(_leaves(config))
+  missing = [f'config.{f} is missing; add it (see configs/default.py for its meaning).'
+             for f in sorted(expected - present)]
+  unknown = []
+  for field in sorted(present - expected):
+    close = difflib.get_close_matches(field, expected, n=1)
+    hint = f'did you mean config.{close[0]}?' if close else 'remove it.'
+    unknown.append(f'config.{field} is not a field the code reads; {hint}')
+  return missing, unknown
+
+
+def _get(config: ml_collections.ConfigDict, field: str) -> Any:
+  node = config
+  for part in field.split('.'):
+    node = node[part]
+  return node
+
+
+# --------------------------------------------------------------------------------- names
+def _name_problems(c) -> List[str]:
+  problems = []
+  for field, module, attribute, fallback in REGISTRIES:
+    known = set(registered_names(module, attribute, fallback))
+    if field.startswith('sampling.'):
+      known.add(_OFF)
+    value = _get(c, field)
+    if str(value).lower() not in known:
+      problems.append(f'config.{field}={value!r} is not registered; use one of '
+                      f'{", ".join(sorted(known))}.')
+  for field, options in CHOICES.items():
+    value = _get(c, field)
+    if value not in options:
+      problems.append(f'config.{field}={value!r} is not supported; use one of '
+                      f'{", ".join(repr(o) for o in options)}.')
+  return problems
+
+
+# --------------------------------------------------------------------------------- helpers
+def _require(problems: List[str], ok: bool, field: str, value: Any, fix: str) -> None:
+  if not ok:
+    problems.append(f'config.{field}={value!r} is invalid: {fix}.')
+
+
+def _positive_int(problems: List[str], c, field: str) -> None:
+  value = _get(c, field)
+  _require(problems, isinstance(value, int) and value > 0, field, value,
+           'use a positive integer')
+
+
+def _split_problem(field: str, value: Any, n: int, what: str) -> List[str]:
+  if isinstance(value, int) and value > 0 and value % n == 0:
+    return []
+  lower = max(n, value // n * n) if isinstance(value, int) else n
+  return [f'config.{field}={value!r} does not split evenly over {n} {what}; use a positive '
+          f'multiple of {n}, e.g. {lower} or {lower + n}.']
+
+
+# --------------------------------------------------------------------------------- sections
+def _batch_problems(c, num_devices: int, num_hosts: int) -> List[str]:
+  """Global batches are split over all devices, and each host loads an equal share.
+
+  Every host drives as many devices, so a multiple of ``num_devices`` also splits over the hosts.
+  """
+  fields = ['training.batch_size', 'eval.batch_size']
+  if c.training.snapshot_sampling:
+    fields.append('training.n_snapshot_samples')
+  where = 'devices' if num_hosts == 1 else f'devices on {num_hosts} hosts'
+  problems = []
+  for field in fields:
+    problems += _split_problem(field, _get(c, field), num_devices, where)
+  return problems
+
+
+def _training_problems(c) -> List[str]:
+  t, problems = c.training, []
+  for name in ('n_iters', 'log_freq', 'eval_freq', 'snapshot_freq',
+               'snapshot_freq_for_preemption'):
+    _positive_int(problems, c, f'training.{name}')
+  _require(problems, t.max_to_keep >= 0, 'training.max_to_keep', t.max_to_keep,
+           'use 0 to keep every checkpoint or a positive count')
+  _require(problems, 0. < t.eps < 1., 'training.eps', t.eps,
+           'the loss samples t in [eps, 1]; use a small positive value such as 1e-5')
+  sde = str(t.sde).lower()
+  if not t.continuous:
+    _require(problems, sde in ('vesde', 'vpsde'), 'training.continuous', t.continuous,
+             f'discrete-time losses exist only for vesde (SMLD) and vpsde (DDPM), not {sde!r}; '
+             'set training.continuous=True')
+    _require(problems, not t.likelihood_weighting, 'training.likelihood_weighting',
+             t.likelihood_weighting, 'likelihood weighting exists only for the continuous loss; '
+                                     'set it to False or training.continuous=True')
+  return problems
+
+
+def _sampling_problems(c) -> List[str]:
+  s, problems = c.sampling, []
+  predictor, corrector = str(s.predictor).lower(), str(s.corrector).lower()
+  if s.method == 'pc':
+    _require(problems, predictor != _OFF or corrector != _OFF, 'sampling.predictor', s.predictor,
+             "with sampling.corrector='none' too the PC sampler would do nothing; "
+             'name a predictor or a corrector')
+  if s.method == 'pc' and predictor == 'ancestral_sampling':
+    _require(problems, not s.probability_flow, 'sampling.probability_flow', s.probability_flow,
+             'ancestral sampling has no probability-flow form; set it to False or use '
+             "sampling.predictor='reverse_diffusion'")
+  if corrector != _OFF:
+    _positive_int(problems, c, 'sampling.n_steps_each')
+    _require(problems, s.snr > 0, 'sampling.snr', s.snr,
+             'the Langevin step size needs a positive signal-to-noise ratio, typically 0.05-0.2')
+  _require(problems, isinstance(s.num_steps, int) and s.num_steps >= 0, 'sampling.num_steps',
+           s.num_steps, "use 0 (the SDE's N) or a positive step count")
+  for name in ('rtol', 'atol'):
+    _require(problems, _get(s, name) > 0, f'sampling.{name}', _get(s, name),
+             'ODE tolerances must be positive, e.g. 1e-5')
+  _require(problems, 0. < s.eps < 1., 'sampling.eps', s.eps,
+           'samplers stop at t = eps in (0, 1); use 1e-5 (VE) or 1e-3 (VP, sub-VP)')
+  return problems
+
+
+def _eval_problems(c) -> List[str]:
+  e, problems = c.eval, []
+  _positive_int(problems, c, 'eval.begin_ckpt')
+  _require(problems, e.end_ckpt >= e.begin_ckpt, 'eval.end_ckpt', e.end_ckpt,
+           f'it is below eval.begin_ckpt={e.begin_ckpt}; the range is inclusive, so use '
+           f'end_ckpt >= begin_ckpt')
+  _positive_int(problems, c, 'eval.num_samples')
+  return problems
+
+
+def _data_problems(c) -> List[str]:
+  d, problems = c.data, []
+  size = d.image_size
+  _require(problems, isinstance(size, int) and size >= 8 and size & (size - 1) == 0,
+           'data.image_size', size, 'use a power of two >= 8 (8, 16, 32, ..., 1024)')
+  dataset = str(d.dataset).lower()
+  channels = DATASET_CHANNELS.get(dataset)
+  if channels is None:
+    _require(problems, d.num_channels in (1, 3), 'data.num_channels', d.num_channels,
+             'use 1 (grey) or 3 (RGB)')
+  else:
+    _require(problems, d.num_channels == channels, 'data.num_channels', d.num_channels,
+             f'{d.dataset} images have {channels} channel(s); set it to {channels}')
+  if dataset == 'lsun':
+    _require(problems, bool(d.category), 'data.category', d.category,
+             "LSUN needs a scene category, e.g. 'bedroom' or 'church_outdoor'")
+  return problems
+
+
+def _model_problems(c) -> List[str]:
+  m, problems = c.model, []
+  for name in ('nf', 'num_res_blocks', 'num_scales'):
+    _positive_int(problems, c, f'model.{name}')
+  _require(problems, m.num_scales >= 2, 'model.num_scales', m.num_scales,
+           'the discretisation needs at least 2 noise levels')
+  _require(problems, m.conv_size == 3, 'model.conv_size', m.conv_size,
+           'the models implement 3x3 convolutions only; set it to 3')
+  _require(problems, 0. <= m.ema_rate < 1., 'model.ema_rate', m.ema_rate,
+           'use a decay in [0, 1): 0.999 (VE) or 0.9999 (VP, sub-VP)')
+  _require(problems, 0. <= m.dropout < 1., 'model.dropout', m.dropout, 'use a rate in [0, 1)')
+  _require(problems, m.init_scale >= 0., 'model.init_scale', m.init_scale,
+           'use 0 (the default initialiser scale) or a positive scale')
+  problems += _architecture_problems(c)
+  problems += _sde_parameter_problems(c)
+  return problems
+
+
+def _architecture_problems(c) -> List[str]:
+  m, problems = c.model, []
+  ch_mult = tuple(m.ch_mult)
+  ok_mult = bool(ch_mult) and all(isinstance(k, int) and k > 0 for k in ch_mult)
+  _require(problems, ok_mult, 'model.ch_mult', m.ch_mult,
+           'use a non-empty tuple of positive integers, one per resolution')
+  size = c.data.image_size
+  if ok_mult and isinstance(size, int) and size > 0:
+    factor = 2 ** (len(ch_mult) - 1)
+    _require(problems, size % factor == 0, 'model.ch_mult', m.ch_mult,
+             f'{len(ch_mult)} resolutions halve data.image_size={size} {len(ch_mult) - 1} times, '
+             f'which needs a multiple of {factor}; use fewer entries or larger images')
+    if size % factor == 0:
+      reachable = [size // 2 ** i for i in range(len(ch_mult))]
+      bad = [r for r in m.attn_resolutions if r not in reachable]
+      _require(problems, not bad, 'model.attn_resolutions', m.attn_resolutions,
+               f'{bad} is never reached; the network runs at {reachable}')
+  if m.fir:
+    kernel = tuple(m.fir_kernel)
+    _require(problems, bool(kernel) and all(k > 0 for k in kernel), 'model.fir_kernel',
+             m.fir_kernel, 'use a non-empty sequence of positive taps, e.g. (1, 3, 3, 1)')
+  continuous, sde = c.training.continuous, str(c.training.sde).lower()
+  if m.embedding_type == 'fourier':
+    _require(problems, continuous, 'model.embedding_type', m.embedding_type,
+             'the Fourier embedding reads log sigma(t), which discrete training does not pass; '
+             "use 'positional' or training.continuous=True")
+    _require(problems, m.fourier_scale > 0, 'model.fourier_scale', m.fourier_scale,
+             'use a positive scale of the random frequencies, e.g. 16')
+  elif sde == 'vesde' and continuous:
+    problems.append(f'config.model.embedding_type={m.embedding_type!r} is invalid: continuous VE '
+                    "training conditions the network on sigma(t); use 'fourier'.")
+  _require(problems, not (m.scale_by_sigma and sde in ('vpsde', 'subvpsde')),
+           'model.scale_by_sigma', m.scale_by_sigma,
+           f'{sde} scores are already divided by the marginal std; set it to False '
+           '(True is for vesde only)')
+  return problems
+
+
+def _sde_parameter_problems(c) -> List[str]:
+  m, problems = c.model, []
+  sde = str(c.training.sde).lower()
+  if sde == 'vesde':
+    _require(problems, 0. < m.sigma_min < m.sigma_max, 'model.sigma_max', m.sigma_max,
+             f'VE needs 0 < sigma_min (={m.sigma_min}) < sigma_max; sigma_max is usually the '
+             'largest pairwise distance between training images')
+  elif sde in ('vpsde', 'subvpsde'):
+    _require(problems, 0. < m.beta_min < m.beta_max, 'model.beta_max', m.beta_max,
+             f'{sde} needs 0 < beta_min (={m.beta_min}) < beta_max, e.g. (0.1, 20)')
+    if sde == 'vpsde' and not c.training.continuous:
+      # The DDPM chain uses beta_i = beta(t_i) / N, which must be a probability.
+      _require(problems, m.beta_max < m.num_scales, 'model.beta_max', m.beta_max,
+               f'discrete DDPM steps use beta_max / num_scales (={m.num_scales}) < 1; '
+               'raise model.num_scales or lower beta_max')
+  return problems
+
+
+def _optim_problems(c) -> List[str]:
+  o, problems = c.optim, []
+  _require(problems, o.lr > 0, 'optim.lr', o.lr, 'use a positive learning rate, e.g. 2e-4')
+  _require(problems, isinstance(o.warmup, int) and o.warmup >= 0, 'optim.warmup', o.warmup,
+           'use 0 (no warmup) or a positive step count')
+  for name in ('beta1', 'beta2'):
+    value = _get(o, name)
+    _require(problems, 0. <= value < 1., f'optim.{name}', value, 'use a decay in [0, 1)')
+  _require(problems, o.eps > 0, 'optim.eps', o.eps, 'use a small positive value, e.g. 1e-8')
+  _require(problems, o.weight_decay >= 0, 'optim.weight_decay', o.weight_decay,
+           'use 0 or a positive decay')
+  _require(problems, not (o.weight_decay and o.optimizer == 'Adam'), 'optim.weight_decay',
+           o.weight_decay, "Adam has no decoupled weight decay; set optim.optimizer='AdamW' or "
+                           'the decay to 0')
+  return problems
