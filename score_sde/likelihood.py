@@ -1,0 +1,364 @@
+"""Exact likelihoods, in bits per dimension, through the probability-flow ODE (Song et al. 2021,
+sec. 4.3 and app. D.2).
+
+The probability-flow ODE (eq. 13) ``dx/dt = f~(x, t) = f(x, t) - 1/2 g(t)^2 score(x, t)`` carries
+``p_t`` to ``p_s`` deterministically, so the instantaneous change of variables (Chen et al. 2018)
+gives the log-density of a point ``x`` put at time ``eps``:
+
+    log p_eps(x) = log p_T(z) + int_eps^T div f~(x(t), t) dt,   x(eps) = x, z = x(T),
+
+because ``d log p_t(x(t)) / dt = -div f~(x(t), t)`` along a trajectory. ``(x, delta_logp)`` is
+integrated together, forward from ``eps`` to ``T``, by an adaptive Runge-Kutta solver (diffrax,
+inside ``jit``). The divergence is exact (a full Jacobian trace; small dimensions only) or the
+Hutchinson-Skilling estimate ``v^T (d f~ / dx) v`` with ``E[v v^T] = I``, one Jacobian-vector
+product per probe ``v``; ``v`` stays fixed during a solve, which makes the integral an unbiased
+estimate of ``int div f~ dt`` (the quadratic form ``v^T M v`` of ``M = int d f~/dx dt``).
+
+Bits per dimension of 8-bit images (how ``bits_per_dim`` converts, derived in its docstring):
+
+    bpd = -log p_y(y) / (D ln 2) - log2 |dy/dx| / D + 8    (+7 for centered data, +8 otherwise).
+"""
+from typing import Callable, Iterable, Iterator, NamedTuple, Optional, Tuple
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh
+
+from score_sde import sde_lib, sharding
+
+HUTCHINSON_TYPES = ('rademacher', 'gaussian', 'exact')
+# 'rk45' is the reference's scipy method name: the Dormand-Prince pair, i.e. dopri5.
+_SOLVERS = {'tsit5': diffrax.Tsit5, 'dopri5': diffrax.Dopri5, 'rk45': diffrax.Dopri5}
+
+# The reference evaluates on uniformly dequantized data, going 5 times over the test split (fresh
+# dequantization and probe noise each time) and once over the training split.
+NUM_REPEATS = {'test': 5, 'train': 1}
+
+
+class FlowResult(NamedTuple):
+  """What ``flow_to_prior`` returns.
+
+  Attributes:
+    z: ``x(T)``, the latent code, shape and dtype of the data.
+    delta_logp: ``(P, B)`` float32, ``int_eps^T div f~ dt`` per probe and example (``P = 1`` for
+      the exact divergence).
+    nfe: int32 scalar, the number of score-function evaluations (batched calls) of the solve.
+  """
+  z: jax.Array
+  delta_logp: jax.Array
+  nfe: jax.Array
+
+
+def bits_per_dim(logp: jax.Array, dim: int, centered: bool = False) -> jax.Array:
+  """Bits/dim of 8-bit data from the model's log-density in model space (the paper's metric).
+
+  Derivation. Let ``k in {0, ..., 255}^D`` be the pixels and ``u ~ U[0, 1)^D``. The pipeline
+  dequantizes ``x = (k + u) / 256 in [0, 1)^D`` and the model sees ``y = scaler(x)``: ``y = x``,
+  or ``y = 2 x - 1`` when ``centered``. Write ``s = 256 x = k + u in [0, 256)^D`` (the 8-bit
+  scale, where a pixel bin has width one). Changes of variables give
+  ``p_x(x) = p_y(y) |dy/dx|`` and ``p_s(s) = p_x(x) 256^-D``. The discrete model the density
+  defines, ``P(k) = int_[0,1)^D p_s(k + u) du``, is bounded by Jensen's inequality:
+
+      -log2 P(k) <= E_u[-log2 p_s(k + u)] = E_u[-log2 p_y(y) - log2 |dy/dx|] + 8 D,
+
+  so per dimension ``bpd = -log p_y(y) / (D ln 2) - log2|dy/dx| / D + 8`` is, in expectation over
+  ``u``, an upper bound on the discrete negative log-likelihood in bits. With ``y = 2 x - 1``,
+  ``log2 |dy/dx| = D``: ``bpd = -log p_y / (D ln 2) + 7`` (the reference's ``+ 7``, written there
+  as ``log2(d inverse_scaler / dy) + 8``); with ``y = x`` it is ``+ 8``.
+
+  Without dequantization the data sit on the 256^D grid points, and a continuous density can pile
+  up mass around them: ``p_s`` there grows without bound, and so ``-log2 p_s`` (and bpd) can go
+  below zero. It is then no bound on ``-log2 P(k) >= 0``. With dequantization ``E_u[bpd] >= 0``,
+  though a single draw of ``u`` (or of the Hutchinson probe) may still land below zero.
+
+  Args:
+    logp: ``log p_y(y)`` in nats, any shape (typically ``(B,)``), the density of model space.
+    dim: ``D``, the number of dimensions of one example (``H W C``).
+    centered: whether model space is ``[-1, 1]`` (``y = 2 x - 1``) rather than ``[0, 1]``.
+  Returns:
+    bits/dim, float of the shape of ``logp``.
+  """
+  if int(dim) < 1:
+    raise ValueError(f'dim={dim} must be the positive number of dimensions of one example.')
+  log2_jacobian_per_dim = 1. if centered else 0.  # log2 |dy/dx| / D.
+  return -logp / (dim * np.log(2.)) - log2_jacobian_per_dim + 8.
+
+
+def _inverse_scaler_log_det(inverse_scaler: Callable, y: jax.Array) -> jax.Array:
+  """``log |det dx/dy|`` per example, ``(B,)``, for an elementwise ``x = inverse_scaler(y)``.
+
+  The Jacobian of an elementwise map is diagonal, and one JVP with a tangent of ones returns that
+  diagonal; this is the reference's "gradient of the inverse data normalizer", at every pixel.
+  """
+  _, diag = jax.jvp(inverse_scaler, (y,), (jnp.ones_like(y),))
+  return jnp.sum(jnp.log(jnp.abs(diag)).reshape(y.shape[0], -1), axis=-1)
+
+
+def sample_probes(rng: jax.Array, shape: Tuple[int, ...], hutchinson_type: str,
+                  num_probes: int = 1, dtype=jnp.float32) -> Optional[jax.Array]:
+  """Hutchinson probes ``v`` with ``E[v v^T] = I``: ``(num_probes, *shape)``, or ``None`` for
+  ``'exact'``. Drawn at the global batch shape, so they do not depend on the device count."""
+  kind = _check_hutchinson_type(hutchinson_type)
+  if kind == 'exact':
+    return None
+  full_shape = (int(num_probes),) + tuple(shape)
+  if kind == 'gaussian':
+    return jax.random.normal(rng, full_shape, dtype)
+  return jax.random.rademacher(rng, full_shape, dtype)
+
+
+def _check_hutchinson_type(hutchinson_type: str) -> str:
+  kind = str(hutchinson_type).lower()
+  if kind not in HUTCHINSON_TYPES:
+    raise ValueError(f'Unknown hutchinson_type {hutchinson_type!r}; use one of {HUTCHINSON_TYPES}.')
+  return kind
+
+
+def _sum_event(x: jax.Array) -> jax.Array:
+  """Sums all but the two leading (probe, batch) axes."""
+  return jnp.sum(x.reshape(x.shape[:2] + (-1,)), axis=-1)
+
+
+def drift_and_divergence(drift_fn: Callable[[jax.Array], jax.Array], x: jax.Array,
+                         probes: Optional[jax.Array]) -> Tuple[jax.Array, jax.Array]:
+  """``f(x)`` and its divergence per example, for a batch-separable ``f``, with one primal call.
+
+  ``jax.linearize`` evaluates ``f`` once and returns its Jacobian-vector product, which is then
+  mapped over the probes (``div ~ v^T J v``, the Hutchinson-Skilling estimator) or over the ``D``
+  coordinate directions (``div = sum_i e_i^T J e_i``, exact; ``D`` JVPs, for small ``D``).
+
+  Args:
+    drift_fn: ``(B, ...) -> (B, ...)``; example ``b`` of the output depends on example ``b`` only.
+    x: ``(B, ...)``.
+    probes: ``(P, B, ...)`` or ``None`` for the exact divergence.
+  Returns:
+    ``f(x)`` of the shape of ``x``, and the divergence ``(P, B)`` (``(1, B)`` when exact).
+  """
+  drift, jvp_fn = jax.linearize(drift_fn, x)
+  if probes is not None:
+    return drift, _sum_event(probes * jax.vmap(jvp_fn)(probes))
+  batch, dim = x.shape[0], int(np.prod(x.shape[1:]))
+  basis = jnp.broadcast_to(jnp.eye(dim, dtype=x.dtype)[:, None], (dim, batch, dim))
+  columns = jax.vmap(jvp_fn)(basis.reshape((dim,) + x.shape))  # columns[i] = J e_i.
+  trace = jnp.einsum('ibi->b', columns.reshape(dim, batch, dim))
+  return drift, trace[None]
+
+
+def flow_to_prior(sde: sde_lib.SDE, score_fn: sde_lib.ScoreFn, x: jax.Array,
+                  probes: Optional[jax.Array] = None, *, rtol: float = 1e-5, atol: float = 1e-5,
+                  method: str = 'tsit5', eps: float = 1e-5, max_steps: int = 4096) -> FlowResult:
+  """Solves the probability-flow ODE (eq. 13) from ``x`` at ``t = eps`` to ``T``, with the change
+  in log-density ``int_eps^T div f~(x(t), t) dt`` (so ``log p_eps(x) = log p_T(z) + delta_logp``).
+
+  Steps are controlled on the RMS error, relative to ``atol + rtol |y|``, of the whole augmented
+  state ``(x, delta_logp)`` of the batch, like the reference's single scipy solve; a result thus
+  depends on the rest of its batch, within the tolerance. Jittable, and shardable along the batch.
+
+  Args:
+    sde: the forward SDE of ``sde_lib``.
+    score_fn: ``score_fn(x (B, ...), t (B,)) -> (B, ...)``.
+    x: ``(B, ...)`` float32, data in model space.
+    probes: ``(P, B, ...)`` Hutchinson probes (``sample_probes``), or ``None`` for the exact
+      divergence.
+    rtol, atol: tolerances of the PID step-size controller.
+    method: ``'tsit5'`` or ``'dopri5'`` (alias ``'rk45'``), explicit 5(4) FSAL pairs.
+    eps: the start time, in ``(0, T)``.
+    max_steps: a solve needing more steps fails: its ``z`` and ``delta_logp`` are NaN.
+  """
+  solver = _check_solve_args(sde, method, rtol, atol, eps)
+  if probes is not None and probes.shape[1:] != x.shape:
+    raise ValueError(f'probes of shape {probes.shape} do not match data {x.shape}; '
+                     'expected (num_probes, *data.shape).')
+  flow = sde.reverse(score_fn, probability_flow=True)
+
+  def vector_field(t, state, probes):
+    t_batch = jnp.full((x.shape[0],), t, jnp.float32)
+    return drift_and_divergence(lambda y: flow.sde(y, t_batch)[0], state[0], probes)
+
+  num_probes = 1 if probes is None else probes.shape[0]
+  y0 = (x, jnp.zeros((num_probes, x.shape[0]), jnp.float32))
+  term = diffrax.ODETerm(vector_field)
+  # diffrax re-evaluates an FSAL solver's first stage on every try of the first step, rejected
+  # ones included, and reports no evaluation count. Handing it that first evaluation makes the
+  # cost exactly (stages - 1) per step, so the NFE follows from the step count. The FSAL state
+  # layout (first_step, f0) is diffrax's; the NFE test fails if a release changes it.
+  f0 = vector_field(eps, y0, probes)
+  # First step: 1% of the interval, about what diffrax starts with; the controller adapts it.
+  solution = diffrax.diffeqsolve(
+      term, solver, t0=eps, t1=sde.T, dt0=(sde.T - eps) / 100., y0=y0, args=probes,
+      stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol), max_steps=max_steps,
+      solver_state=(jnp.array(False), f0), throw=False)
+  # NaN marks a failed solve instead of diffrax's raising host callback, which the SPMD
+  # partitioner cannot shard (it would gather the state to one device on every solve).
+  ok = solution.result == diffrax.RESULTS.successful
+  z, delta_logp = jax.tree.map(lambda leaf: jnp.where(ok, leaf[-1], jnp.nan), solution.ys)
+  nfe = 1 + (solver.tableau.num_stages - 1) * solution.stats['num_steps']
+  return FlowResult(z, delta_logp, jnp.asarray(nfe, jnp.int32))
+
+
+def _check_solve_args(sde, method, rtol, atol, eps):
+  """Fails before tracing on bad solver settings; returns the diffrax solver."""
+  if str(method).lower() not in _SOLVERS:
+    raise ValueError(f'Unknown ODE method {method!r}; use one of {sorted(_SOLVERS)}.')
+  if not 0. < eps < sde.T:
+    raise ValueError(f'eps={eps} must lie in (0, T={sde.T}); the reference uses 1e-5.')
+  if rtol <= 0 or atol <= 0:
+    raise ValueError(f'rtol={rtol} and atol={atol} must be positive.')
+  solver = _SOLVERS[str(method).lower()]()
+  assert solver.tableau.fsal, 'flow_to_prior counts evaluations of FSAL solvers only.'
+  return solver
+
+
+def get_likelihood_fn(sde: sde_lib.SDE, inverse_scaler: Optional[Callable] = None,
+                      hutchinson_type: str = 'rademacher', rtol: float = 1e-5,
+                      atol: float = 1e-5, method: str = 'tsit5', eps: float = 1e-5,
+                      num_probes: int = 1, max_steps: int = 4096):
+  """Builds ``likelihood_fn(rng, score_fn, data) -> (bpd, z, nfe)`` (the reference's interface,
+  with the score function passed in rather than a model state).
+
+  ``bpd = bits(log p_T(z) + delta_logp - log|det d inverse_scaler / dy|)``, with the prior
+  ``sde.prior_logp`` standing in for ``p_T`` and ``delta_logp`` the probe average of
+  ``flow_to_prior``. ``likelihood_fn`` is pure and traceable: jit it with the score function
+  closed over (``get_sharded_likelihood_fn`` does so on a mesh).
+
+  Args:
+    sde: the forward SDE.
+    inverse_scaler: elementwise map from model space back to ``[0, 1]`` (``data`` package); None
+      for the identity (uncentered data).
+    hutchinson_type: ``'rademacher'`` (the reference's default), ``'gaussian'``, or ``'exact'``
+      (the full divergence through ``D`` JVPs per evaluation: small data, or checking the noise
+      of the estimator).
+    rtol, atol, method, eps, max_steps: as for ``flow_to_prior``.
+    num_probes: Hutchinson probes per example, averaged (one augmented solve; the score is still
+      evaluated once per step stage, each probe adding a JVP).
+  Returns:
+    ``likelihood_fn(rng, score_fn, data)`` with ``rng`` a typed key, ``data`` float32
+    ``(B, ...)`` in model space (dequantized, then scaled), returning ``bpd (B,)`` float32,
+    ``z`` of the shape of ``data`` and ``nfe`` an int32 scalar.
+  """
+  kind = _check_hutchinson_type(hutchinson_type)
+  _check_solve_args(sde, method, rtol, atol, eps)
+  if int(num_probes) < 1:
+    raise ValueError(f'num_probes={num_probes} must be >= 1.')
+  inverse_scaler = (lambda y: y) if inverse_scaler is None else inverse_scaler
+
+  def likelihood_fn(rng: jax.Array, score_fn: sde_lib.ScoreFn, data: jax.Array):
+    probes = sample_probes(rng, data.shape, kind, num_probes, data.dtype)
+    flow = flow_to_prior(sde, score_fn, data, probes, rtol=rtol, atol=atol, method=method,
+                         eps=eps, max_steps=max_steps)
+    logp_model = sde.prior_logp(flow.z) + jnp.mean(flow.delta_logp, axis=0)
+    logp_data = logp_model - _inverse_scaler_log_det(inverse_scaler, data)
+    dim = int(np.prod(data.shape[1:]))
+    return bits_per_dim(logp_data, dim, centered=False), flow.z, flow.nfe
+
+  return likelihood_fn
+
+
+def get_sharded_likelihood_fn(likelihood_fn, make_score_fn: Callable, mesh: Mesh,
+                              scaler: Optional[Callable] = None):
+  """``likelihood_fn`` compiled once for a mesh: the batch split over ``'data'``, the rest
+  replicated. The ODE's step control reads a norm over the global batch, so the results equal
+  the one-device ones up to float32 reduction order.
+
+  Args:
+    likelihood_fn: from ``get_likelihood_fn``.
+    make_score_fn: ``make_score_fn(params) -> score_fn``, e.g.
+      ``lambda p: models.utils.get_score_fn(sde, model, p, train=False, continuous=True)``.
+    mesh: from ``sharding.make_mesh``.
+    scaler: elementwise ``[0, 1] -> model space`` applied on device first (None: identity).
+  Returns:
+    ``fn(rng, params, images) -> (bpd (B,), z, nfe)``; ``images`` ``(B, ...)`` in ``[0, 1]``
+    (already dequantized), a global ``jax.Array`` or this host's rows as numpy.
+  """
+  scaler = (lambda x: x) if scaler is None else scaler
+
+  def step(rng, params, images):
+    return likelihood_fn(rng, make_score_fn(params), scaler(images))
+
+  split, whole = sharding.data_sharding(mesh), sharding.replicated(mesh)
+  compiled = jax.jit(step, in_shardings=(whole, whole, split),
+                     out_shardings=(split, split, whole))
+
+  def sharded_fn(rng, params, images):
+    if isinstance(images, np.ndarray):
+      images = sharding.to_global(images, mesh)
+    sharding.check_divisible(images.shape[0], mesh, 'likelihood batch size')
+    return compiled(rng, params, images)
+
+  return sharded_fn
+
+
+class BpdRound(NamedTuple):
+  """One batch of one pass: its ``(repeat, batch)`` index, the bits/dim of its real (unpadded)
+  examples as float64 numpy, and the NFE of its solve."""
+  repeat: int
+  batch: int
+  bpd: np.ndarray
+  nfe: int
+
+
+def dataset_bpd_rounds(bpd_fn: Callable, make_batches: Callable[[int], Iterable[dict]],
+                       rng: jax.Array, num_repeats: int,
+                       start: Tuple[int, int] = (0, 0)) -> Iterator[BpdRound]:
+  """Bits/dim over a split, ``num_repeats`` times, one ``BpdRound`` per batch (resumable).
+
+  Args:
+    bpd_fn: ``bpd_fn(rng, images) -> (bpd (B,), z, nfe)``, e.g. ``get_sharded_likelihood_fn``'s
+      function with the parameters bound.
+    make_batches: ``make_batches(repeat)`` iterates one pass over the split: dicts with
+      ``'image'`` (dequantized, in ``[0, 1]``, this host's rows) and optionally ``'mask'``
+      (``False`` on padding rows), like ``data.epoch_batches(..., uniform_dequantization=True,
+      seed=...)`` with a seed that changes with ``repeat`` so every pass draws fresh noise.
+    rng: typed key; batch ``(r, b)`` uses ``fold_in(fold_in(rng, r), b)``, so a resumed run and
+      any device count see the same probes.
+    num_repeats: passes over the split (``NUM_REPEATS``: 5 for test, 1 for train).
+    start: the first ``(repeat, batch)`` to compute; earlier batches are loaded and skipped.
+  Raises:
+    FloatingPointError: naming the round, when a bits/dim is NaN or infinite (a failed solve).
+  """
+  if int(num_repeats) < 1:
+    raise ValueError(f'num_repeats={num_repeats} must be >= 1.')
+  for repeat in range(start[0], int(num_repeats)):
+    for index, batch in enumerate(make_batches(repeat)):
+      if (repeat, index) < tuple(start):
+        continue
+      key = jax.random.fold_in(jax.random.fold_in(rng, repeat), index)
+      bpd, _, nfe = bpd_fn(key, batch['image'])
+      bpd = _gather(bpd)
+      if 'mask' in batch:
+        bpd = bpd[_gather(batch['mask']).astype(bool)]
+      if not np.all(np.isfinite(bpd)):
+        raise FloatingPointError(
+            f'bits/dim is not finite in repeat {repeat}, batch {index}: the ODE solve failed '
+            '(raise max_steps or loosen rtol/atol) or the score function returned NaN.')
+      yield BpdRound(repeat, index, bpd.astype(np.float64), int(np.asarray(nfe)))
+
+
+def _gather(x) -> np.ndarray:
+  """All rows of a global array, or of every host's local rows, as numpy on every host."""
+  if isinstance(x, jax.Array) and x.is_fully_addressable:
+    return np.asarray(x)
+  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+class BpdSummary(NamedTuple):
+  """Mean bits/dim over every example of every repeat, its standard error, the number of
+  estimates and the mean NFE per batch."""
+  mean: float
+  stderr: float
+  count: int
+  mean_nfe: float
+
+
+def summarize_bpd(rounds: Iterable[BpdRound]) -> BpdSummary:
+  """Consumes ``dataset_bpd_rounds`` and averages (the paper's reported bits/dim)."""
+  rounds = list(rounds)
+  if not rounds:
+    raise ValueError('No batches were evaluated; check make_batches and start.')
+  values = np.concatenate([r.bpd for r in rounds])
+  stderr = values.std(ddof=1) / np.sqrt(values.size) if values.size > 1 else float('nan')
+  return BpdSummary(float(values.mean()), float(stderr), int(values.size),
+                    float(np.mean([r.nfe for r in rounds])))
