@@ -1,0 +1,328 @@
+"""Training-state checkpoints: periodic snapshots and frequent preemption checkpoints (orbax).
+
+Layout under ``workdir`` (directory names as in the reference score_sde, so users recognise them):
+
+  checkpoints/<step>/        periodic snapshots, kept per ``max_to_keep``; evaluation reads these
+  checkpoints-meta/<step>/   preemption checkpoints, only the last ``preemption_to_keep`` kept
+
+Each ``<step>`` directory holds two orbax items: ``state`` (the ``TrainState`` pytree, tensorstore
+OCDBT) and ``checksums`` (``crc32.json``: the CRC-32 of every leaf, see ``leaf_checksums``).
+
+Writes are atomic: orbax writes ``<step>.orbax-checkpoint-tmp-<n>`` and renames it to ``<step>``
+once every file is written (on GCS, where renames are not atomic, a ``commit_success.txt`` file
+marks completion instead), so a run killed mid-save leaves no ``<step>`` directory behind. What
+atomicity cannot catch (a disk that truncates or scribbles on a finished file) is caught on
+restore: unreadable files fail in tensorstore, and silently wrong bytes fail the checksums.
+``restore_latest`` then warns and falls back to the next newest checkpoint.
+"""
+import json
+import os
+import zlib
+from typing import Any, Dict, List, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from absl import logging
+from etils import epath
+
+PERIODIC_DIR = 'checkpoints'
+PREEMPTION_DIR = 'checkpoints-meta'
+_STATE = 'state'
+_CHECKSUMS = 'checksums'
+_CHECKSUM_FORMAT = 1
+_CHECKSUM_FILE = 'crc32.json'
+_MAX_LISTED = 8  # Paths named in one error message.
+
+
+class CorruptCheckpointError(RuntimeError):
+  """A checkpoint exists but cannot be read back intact."""
+
+
+class StructureMismatchError(ValueError):
+  """A checkpoint holds a different tree (names, shapes or dtypes) than the one asked for."""
+
+
+# ------------------------------------------------------------------------------ tree helpers
+def _path_str(path) -> str:
+  return jax.tree_util.keystr(path, simple=True, separator='.')
+
+
+def leaf_specs(tree) -> Dict[str, Tuple[Tuple[int, ...], str]]:
+  """``{'params.Conv_0.kernel': (shape, dtype name), ...}`` for arrays or abstract arrays.
+
+  Works on a ``TrainState`` of arrays, of ``jax.ShapeDtypeStruct``s, and on orbax's metadata tree
+  (dicts and lists of ``ArrayMetadata``); the dotted paths agree between all three, because
+  attribute, dict and sequence keys all print as their bare name or index.
+  """
+  specs = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    specs[_path_str(path)] = (tuple(leaf.shape), np.dtype(leaf.dtype).name)
+  return specs
+
+
+def _leaf_crc(x) -> Optional[int]:
+  """CRC-32 of a leaf's bytes (C order), or None for an array this process cannot see whole."""
+  if isinstance(x, jax.Array):
+    if not x.is_fully_addressable and not x.is_fully_replicated:
+      return None
+    if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+      x = jax.random.key_data(x)
+  return zlib.crc32(np.ascontiguousarray(np.asarray(x)).view(np.uint8).ravel())
+
+
+def leaf_checksums(tree) -> Dict[str, int]:
+  """CRC-32 (``zlib.crc32``) of every leaf's raw bytes, keyed by dotted path.
+
+  Computed on the host, one leaf at a time (peak memory: the largest leaf), from the copy of
+  the leaf this process holds; replicated training state is whole on every host. Leaves split
+  over hosts are skipped (absent from the dict). It guards against disk corruption; it is not a
+  cryptographic hash.
+
+  Args:
+    tree: a pytree of ``jax.Array``s or numpy arrays.
+  Returns:
+    ``{dotted path: crc}`` with Python ints, JSON-ready.
+  """
+  sums = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    crc = _leaf_crc(leaf)
+    if crc is not None:
+      sums[_path_str(path)] = crc
+  return sums
+
+
+_CONFIG_HINT = ('It was probably written with another config (model.*, optim.* or data.*). '
+                'Pass the config it was trained with, or use a fresh --workdir.')
+
+
+def check_structure(expected: Dict[str, Any], found: Dict[str, Any], where: str,
+                    hint: str = _CONFIG_HINT) -> None:
+  """Raises ``StructureMismatchError`` naming the paths where two ``leaf_specs`` differ.
+
+  Args:
+    expected, found: ``leaf_specs`` of the wanted tree and of the stored one.
+    where: names the stored tree in the message (a checkpoint directory).
+    hint: the last line of the message: what to do about it.
+  """
+  missing = sorted(set(expected) - set(found))
+  extra = sorted(set(found) - set(expected))
+  changed = sorted(k for k in set(expected) & set(found) if expected[k] != found[k])
+  if not (missing or extra or changed):
+    return
+  lines = [f'{where} does not match the tree this run expects:']
+  if missing:
+    lines.append(f'  missing from the checkpoint ({len(missing)}): '
+                 f'{", ".join(missing[:_MAX_LISTED])}')
+  if extra:
+    lines.append(f'  only in the checkpoint ({len(extra)}): {", ".join(extra[:_MAX_LISTED])}')
+  for k in changed[:_MAX_LISTED]:
+    lines.append(f'  {k}: checkpoint {found[k]}, expected {expected[k]}')
+  lines.append(hint)
+  raise StructureMismatchError('\n'.join(lines))
+
+
+def _verify(restored, where: str) -> None:
+  """Compares the restored leaves' CRC-32s with those saved next to them (if any)."""
+  path = epath.Path(where) / _CHECKSUMS / _CHECKSUM_FILE
+  if not path.exists():
+    logging.warning('%s has no checksums; restored without verifying them.', where)
+    return
+  try:
+    stored = json.loads(path.read_text())['leaves']
+  except Exception as e:
+    raise CorruptCheckpointError(f'{where}: unreadable checksums ({type(e).__name__}: {e})')
+  actual = leaf_checksums(restored)
+  bad = sorted(k for k in actual if k in stored and stored[k] != actual[k])
+  if bad:
+    raise CorruptCheckpointError(
+        f'{where}: checksum mismatch in {len(bad)} arrays, e.g. {", ".join(bad[:_MAX_LISTED])}')
+
+
+# ------------------------------------------------------------------------------ manager
+class Checkpointer:
+  """Saves and restores ``TrainState``s under ``workdir``; see the module docstring for layout.
+
+  Every process of a multi-host run must construct it and call ``save`` / ``restore*`` together
+  (orbax coordinates them; each host writes the shards it owns).
+
+  Example:
+    ckpt = Checkpointer(workdir, max_to_keep=config.training.max_to_keep)
+    state, step = ckpt.restore_latest(abstract_state)
+    ...
+    ckpt.save(step, state, periodic=step % snapshot_freq == 0)
+    ckpt.close()  # Waits for the last asynchronous save.
+  """
+
+  def __init__(self, workdir: str, max_to_keep: int = 0, preemption_to_keep: int = 2, *,
+               async_save: bool = True, read_only: bool = False):
+    """Opens (and, unless ``read_only``, creates) both checkpoint directories.
+
+    Args:
+      workdir: the run's directory.
+      max_to_keep: periodic snapshots kept (the oldest are deleted); 0 keeps all of them.
+      preemption_to_keep: preemption checkpoints kept, >= 1. Two survive one bad write.
+      async_save: write in a background thread after the device-to-host copy; call
+        ``wait_until_finished`` or ``close`` before the process exits.
+      read_only: never write or delete (an evaluation job watching a training run).
+    """
+    if max_to_keep < 0:
+      raise ValueError(f'max_to_keep={max_to_keep}; use 0 to keep all checkpoints or a count.')
+    if preemption_to_keep < 1:
+      raise ValueError(f'preemption_to_keep={preemption_to_keep}; it must be >= 1.')
+    self.workdir = os.fspath(workdir)
+    self._periodic = self._manager(PERIODIC_DIR, max_to_keep or None, async_save, read_only)
+    self._preemption = self._manager(PREEMPTION_DIR, preemption_to_keep, async_save, read_only)
+
+  def _manager(self, name, keep, async_save, read_only) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep, create=not read_only, read_only=read_only,
+        enable_async_checkpointing=async_save,
+        # Left False on purpose: a reader (evaluation) must not delete a writer's tmp dirs.
+        cleanup_tmp_directories=False)
+    handlers = {_STATE: ocp.StandardCheckpointHandler(),
+                _CHECKSUMS: ocp.JsonCheckpointHandler(filename=_CHECKSUM_FILE)}
+    return ocp.CheckpointManager(os.path.join(self.workdir, name), options=options,
+                                 item_handlers=handlers)
+
+  def _manager_for(self, periodic: bool) -> ocp.CheckpointManager:
+    return self._periodic if periodic else self._preemption
+
+  # ---------------------------------------------------------------------------- saving
+  def save(self, step: int, state, *, periodic: bool) -> bool:
+    """Writes ``state`` as checkpoint ``step`` (asynchronously unless ``async_save=False``).
+
+    A step already present is not written again: in the periodic directory for a periodic save,
+    in either directory for a preemption save (a periodic snapshot already covers it).
+
+    Returns:
+      Whether a checkpoint was written.
+    """
+    step = int(step)
+    if step < 0:
+      raise ValueError(f'step={step}; checkpoint steps are >= 0.')
+    mngr = self._manager_for(periodic)
+    if step in mngr.all_steps():
+      logging.warning('Not saving step %d again: %s exists.', step, self._directory(mngr, step))
+      return False
+    if not periodic and step in self._periodic.all_steps():
+      return False  # The periodic snapshot of this step serves for resuming as well.
+    checksums = {'format': _CHECKSUM_FORMAT, 'leaves': leaf_checksums(state)}
+    args = ocp.args.Composite(**{_STATE: ocp.args.StandardSave(state),
+                                 _CHECKSUMS: ocp.args.JsonSave(checksums)})
+    # force: a step below the newest one is legitimate after falling back past a bad checkpoint.
+    return mngr.save(step, args=args, force=True)
+
+  def wait_until_finished(self) -> None:
+    """Blocks until every asynchronous save has been renamed into place."""
+    self._periodic.wait_until_finished()
+    self._preemption.wait_until_finished()
+
+  def close(self) -> None:
+    """Waits for pending saves and releases the managers."""
+    self._periodic.close()
+    self._preemption.close()
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
+
+  # ---------------------------------------------------------------------------- listing
+  def periodic_steps(self) -> List[int]:
+    """Steps of the periodic snapshots on disk, ascending (re-read: a trainer may add more)."""
+    self._periodic.reload()
+    return sorted(self._periodic.all_steps())
+
+  def preemption_steps(self) -> List[int]:
+    """Steps of the preemption checkpoints on disk, ascending."""
+    self._preemption.reload()
+    return sorted(self._preemption.all_steps())
+
+  def _directory(self, mngr, step) -> str:
+    return os.path.join(os.fspath(mngr.directory), str(step))
+
+  # ---------------------------------------------------------------------------- restoring
+  def _read(self, mngr: ocp.CheckpointManager, step: int, abstract_state):
+    """Restores one checkpoint after checking its structure; verifies checksums if present.
+
+    Raises:
+      StructureMismatchError: the checkpoint holds a different tree.
+      CorruptCheckpointError: anything unreadable, missing or wrong on disk.
+    """
+    where = self._directory(mngr, step)
+    try:
+      metadata = mngr.item_metadata(step)[_STATE]
+      found = None if metadata is None else leaf_specs(metadata.tree)
+    except Exception as e:  # Orbax / tensorstore / json raise many types for a bad file.
+      raise CorruptCheckpointError(f'{where}: cannot read metadata ({type(e).__name__}: {e})')
+    if found is None:
+      raise CorruptCheckpointError(f'{where}: its {_STATE}/_METADATA file is missing')
+    check_structure(leaf_specs(abstract_state), found, f'Checkpoint {where}')
+    try:
+      restored = mngr.restore(step, args=ocp.args.Composite(
+          **{_STATE: ocp.args.StandardRestore(abstract_state)}))[_STATE]
+    except Exception as e:
+      raise CorruptCheckpointError(f'{where}: cannot read arrays ({type(e).__name__}: {e})')
+    _verify(restored, where)
+    return restored
+
+  def restore(self, step: int, abstract_state):
+    """The checkpoint at ``step`` (periodic directory first, then preemption), on the shardings
+    of ``abstract_state``.
+
+    Args:
+      step: a step listed by ``periodic_steps`` or ``preemption_steps``.
+      abstract_state: the expected ``TrainState`` with ``jax.ShapeDtypeStruct`` leaves carrying
+        ``.sharding`` (``jax.eval_shape`` + the mesh's replicated sharding); arrays also work.
+    Raises:
+      KeyError: no checkpoint at ``step``.
+      StructureMismatchError, CorruptCheckpointError: as ``restore_latest``, without fallback.
+    """
+    step = int(step)
+    for mngr in (self._periodic, self._preemption):
+      mngr.reload()
+      if step in mngr.all_steps():
+        return self._read(mngr, step, abstract_state)
+    raise KeyError(f'No checkpoint at step {step} under {self.workdir}; periodic steps: '
+                   f'{self.periodic_steps()}, preemption steps: {self.preemption_steps()}.')
+
+  def restore_latest(self, abstract_state) -> Tuple[Optional[Any], int]:
+    """The newest readable checkpoint over both directories, or ``(None, 0)`` if there is none.
+
+    A checkpoint that cannot be read intact is logged as a WARNING, left on disk untouched, and
+    the next newest is tried.
+
+    Returns:
+      ``(state, step)``, the state placed on the shardings of ``abstract_state``.
+    Raises:
+      StructureMismatchError: a checkpoint was written for another config (not a fallback case).
+      CorruptCheckpointError: checkpoints exist but none is readable. Starting from scratch
+        would overwrite the run, so this is left to the user.
+    """
+    candidates = []
+    for mngr in (self._periodic, self._preemption):
+      mngr.reload()
+      candidates += [(step, mngr) for step in mngr.all_steps()]
+    # Newest first; at equal steps the periodic copy (listed first) wins: the sort is stable.
+    candidates.sort(key=lambda c: -c[0])
+    failures = []
+    for step, mngr in candidates:
+      try:
+        state = self._read(mngr, step, abstract_state)
+      except CorruptCheckpointError as e:
+        logging.warning('Skipping unreadable checkpoint %s', e)
+        failures.append(str(e))
+        continue
+      if failures:
+        logging.warning('Resumed from the older checkpoint %s.', self._directory(mngr, step))
+      return state, step
+    if failures:
+      raise CorruptCheckpointError(
+          f'None of the {len(failures)} checkpoints under {self.workdir}/{{{PERIODIC_DIR},'
+          f'{PREEMPTION_DIR}}} can be read:\n  ' + '\n  '.join(failures) +
+          '\nThey were left untouched. To start this run from scratch, move both directories '
+          'aside (or pass a new --workdir).')
+    return None, 0

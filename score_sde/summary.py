@@ -1,0 +1,168 @@
+"""What a run reports: TensorBoard scalars and image grids, PNG files, and a progress line.
+
+Only process 0 of a multi-host run writes (every process computes the same replicated values);
+elsewhere ``SummaryWriter`` does nothing, so callers need no ``if process_index() == 0``.
+"""
+import math
+import time
+from typing import Mapping, Optional
+
+import jax
+import numpy as np
+import tensorboardX
+from etils import epath
+from PIL import Image
+
+
+# ------------------------------------------------------------------------------ images
+def image_grid(images, nrow: Optional[int] = None, padding: int = 2,
+               pad_value: float = 0.) -> np.ndarray:
+  """Tiles a batch into one image, row-major, as torchvision / the reference's save_image.
+
+  Image ``k`` sits in grid row ``k // nrow``, column ``k % nrow``; every image is framed by
+  ``padding`` pixels of ``pad_value``, and cells after the last image stay ``pad_value``.
+  Pixels map to bytes as ``clip(255 x + 0.5, 0, 255)`` (round to nearest).
+
+  Args:
+    images: (B, H, W, C) floats in [0, 1], numpy or jax.
+    nrow: images per grid row; default ``floor(sqrt(B))`` (square for square B).
+    padding: frame width in pixels.
+    pad_value: frame colour in [0, 1].
+  Returns:
+    uint8 array of shape ``(rows (H + p) + p, ncol (W + p) + p, C)`` with ``ncol = min(nrow, B)``,
+    ``rows = ceil(B / ncol)``, ``p = padding``.
+  """
+  images = np.asarray(images, dtype=np.float32)
+  if images.ndim != 4 or images.shape[0] == 0:
+    raise ValueError(f'image_grid takes a non-empty (B, H, W, C) batch; got shape {images.shape}.')
+  b, h, w, c = images.shape
+  ncol = min(nrow or max(int(math.isqrt(b)), 1), b)
+  if ncol < 1 or padding < 0:
+    raise ValueError(f'nrow={nrow}, padding={padding}: need nrow >= 1 and padding >= 0.')
+  rows = -(-b // ncol)
+  cells = np.full((rows * ncol, h + padding, w + padding, c), pad_value, np.float32)
+  cells[:b, padding:, padding:] = images  # Each cell: its top/left frame, then the image.
+  grid = cells.reshape(rows, ncol, h + padding, w + padding, c).transpose(0, 2, 1, 3, 4)
+  grid = grid.reshape(rows * (h + padding), ncol * (w + padding), c)
+  grid = np.pad(grid, ((0, padding), (0, padding), (0, 0)), constant_values=pad_value)
+  return np.clip(grid * 255. + .5, 0, 255).astype(np.uint8)
+
+
+def _pil(grid: np.ndarray) -> Image.Image:
+  grid = np.asarray(grid)
+  if grid.dtype != np.uint8 or grid.ndim != 3 or grid.shape[-1] not in (1, 3, 4):
+    raise ValueError(f'Expected a uint8 (H, W, 1|3|4) grid (see image_grid); got '
+                     f'{grid.dtype} {grid.shape}.')
+  return Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
+
+
+def save_png(path, grid: np.ndarray) -> None:
+  """Writes a uint8 (H, W, C) grid (C = 1 grey, 3 RGB, 4 RGBA) as a PNG; local or gs:// paths."""
+  path = epath.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with path.open('wb') as f:
+    _pil(grid).save(f, format='PNG')
+
+
+# ------------------------------------------------------------------------------ TensorBoard
+class SummaryWriter:
+  """TensorBoard event files under ``logdir``, written by process 0 only.
+
+  Example:
+    with SummaryWriter(os.path.join(workdir, 'tensorboard')) as writer:
+      writer.scalars(step, {'training_loss': loss})
+      writer.image('samples', image_grid(samples), step)
+  """
+
+  def __init__(self, logdir, enabled: Optional[bool] = None, flush_secs: int = 60):
+    """Args:
+      logdir: directory of the event files (created).
+      enabled: write or not; default ``jax.process_index() == 0``.
+      flush_secs: longest time a value waits in memory before reaching disk.
+    """
+    self.enabled = jax.process_index() == 0 if enabled is None else enabled
+    self._writer = (tensorboardX.SummaryWriter(str(logdir), flush_secs=flush_secs)
+                    if self.enabled else None)
+
+  def scalar(self, tag: str, value, step: int) -> None:
+    """One float (a Python number, numpy or jax scalar) at ``step``."""
+    if self.enabled:
+      self._writer.add_scalar(tag, float(value), global_step=int(step))
+
+  def scalars(self, step: int, values: Mapping[str, float]) -> None:
+    """Several scalars at the same step, ``{tag: value}``."""
+    for tag, value in values.items():
+      self.scalar(tag, value, step)
+
+  def image(self, tag: str, grid: np.ndarray, step: int) -> None:
+    """A uint8 (H, W, C) grid from ``image_grid``; grey grids are shown as RGB."""
+    if self.enabled:
+      grid = np.asarray(_pil(grid).convert('RGB'))  # Also validates dtype and shape.
+      self._writer.add_image(tag, grid, global_step=int(step), dataformats='HWC')
+
+  def text(self, tag: str, text: str, step: int = 0) -> None:
+    """Markdown text, e.g. the config of the run."""
+    if self.enabled:
+      self._writer.add_text(tag, text, global_step=int(step))
+
+  def flush(self) -> None:
+    if self.enabled:
+      self._writer.flush()
+
+  def close(self) -> None:
+    if self.enabled:
+      self._writer.close()
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
+
+
+# ------------------------------------------------------------------------------ progress
+def format_duration(seconds: float) -> str:
+  """``'2d 03:04:05'``, ``'03:04:05'``; ``'?'`` for an unknown (inf / nan) duration."""
+  if not math.isfinite(seconds):
+    return '?'
+  days, rest = divmod(int(round(max(seconds, 0.))), 86400)
+  hours, rest = divmod(rest, 3600)
+  text = f'{hours:02d}:{rest // 60:02d}:{rest % 60:02d}'
+  return f'{days}d {text}' if days else text
+
+
+class Progress:
+  """Progress lines with throughput measured since the previous line.
+
+  Measuring over the last interval (not since the start) keeps the first interval's
+  compilation out of later rates and ETAs. Times default to ``time.time()``; tests pass them.
+
+  Example:
+    progress = Progress(total_steps=n_iters, start_step=step, batch_size=batch)
+    ...
+    logging.info('loss %.4f, %s', loss, progress.line(step))
+  """
+
+  def __init__(self, total_steps: int, start_step: int, batch_size: int,
+               now: Optional[float] = None):
+    if total_steps < start_step:
+      raise ValueError(f'total_steps={total_steps} is before start_step={start_step}.')
+    self.total_steps = int(total_steps)
+    self.batch_size = int(batch_size)
+    self._last = (int(start_step), time.time() if now is None else float(now))
+
+  def line(self, step: int, now: Optional[float] = None) -> str:
+    """``'step 1200/2000 (60.0%) | 5.00 steps/s | 320 images/s | ETA 00:02:40'``.
+
+    Rates come from the steps and seconds since the last call (or construction); the ETA
+    assumes the remaining ``total_steps - step`` run at that rate.
+    """
+    now = time.time() if now is None else float(now)
+    last_step, last_time = self._last
+    self._last = (int(step), now)
+    dt, ds = now - last_time, step - last_step
+    rate = ds / dt if dt > 0 and ds > 0 else float('nan')
+    eta = (self.total_steps - step) / rate if rate > 0 else float('inf')
+    percent = 100. * step / self.total_steps if self.total_steps else 100.
+    return (f'step {step}/{self.total_steps} ({percent:.1f}%) | {rate:.2f} steps/s | '
+            f'{rate * self.batch_size:.0f} images/s | ETA {format_duration(eta)}')

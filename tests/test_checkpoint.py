@@ -1,0 +1,261 @@
+"""Tests for score_sde.checkpoint: exact round trips, retention, fallback past bad checkpoints."""
+import gc
+import logging
+import os
+import pathlib
+import zlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from score_sde import checkpoint, sharding
+from score_sde.train_state import create_train_state
+
+TX = optax.adam(1e-2)
+
+# A failed tensorstore read leaves a callback for orbax's closed asyncio loop, reported when it
+# is garbage collected: harmless noise. Collect after every test so it surfaces (and is ignored)
+# here rather than in whichever later test happens to trigger the collection.
+pytestmark = pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage():
+  yield
+  gc.collect()
+
+
+def toy_state(seed: int):
+  """A TrainState after two Adam steps, so every leaf (step, mu, nu, EMA) is non-trivial.
+
+  The (32, 64) kernel is large enough to be stored out of line in the OCDBT data files.
+  """
+  keys = jax.random.split(jax.random.key(seed), 3)
+  params = {'Dense_0': {'kernel': jax.random.normal(keys[0], (32, 64)),
+                        'bias': jax.random.normal(keys[1], (64,))},
+            'Conv_0': {'kernel': jax.random.normal(keys[2], (3, 3, 1, 4))}}
+  state = create_train_state(params, TX)
+  for i in range(2):
+    grads = jax.tree.map(lambda p: jnp.sin(p * (i + 1)), state.params)
+    updates, opt_state = TX.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                          params_ema=jax.tree.map(lambda e, p: .9 * e + .1 * p,
+                                                  state.params_ema, params))
+  return state
+
+
+def abstract(state, mesh=None):
+  sh = sharding.replicated(mesh or sharding.make_mesh())
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh), state)
+
+
+def assert_same(a, b):
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    assert x.dtype == y.dtype
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.fixture(scope='module')
+def states():
+  return {seed: toy_state(seed) for seed in range(3)}
+
+
+def test_round_trip_is_exact_and_lands_replicated_on_the_mesh(tmp_path, states):
+  """Every leaf (step, params, EMA, Adam count/mu/nu) comes back bit for bit, on the 8-device
+  replicated sharding asked for, through a fresh Checkpointer (a restarted process)."""
+  mesh = sharding.make_mesh()
+  assert mesh.devices.size == 8
+  state = jax.device_put(states[0], sharding.replicated(mesh))
+  with checkpoint.Checkpointer(tmp_path) as ckpt:  # Asynchronous save, awaited by close().
+    assert ckpt.save(7, state, periodic=True)
+  ckpt = checkpoint.Checkpointer(tmp_path)
+  restored = ckpt.restore(7, abstract(state, mesh))
+  assert_same(restored, states[0])
+  for leaf in jax.tree.leaves(restored):
+    assert leaf.sharding == sharding.replicated(mesh)
+    assert len(leaf.addressable_shards) == 8
+  restored, step = ckpt.restore_latest(abstract(state, mesh))
+  assert step == 7
+  assert_same(restored, states[0])
+  ckpt.close()
+
+
+def test_retention_of_periodic_and_preemption_directories(tmp_path, states):
+  """max_to_keep keeps the newest periodic snapshots (0 keeps all); the preemption directory
+  keeps only the last few; a step is never written twice into one directory."""
+  st = states[0]
+  with checkpoint.Checkpointer(tmp_path / 'a', max_to_keep=2, async_save=False) as ckpt:
+    for step in range(1, 5):
+      ckpt.save(step, st, periodic=True)
+      ckpt.save(step + 10, st, periodic=False)
+    assert ckpt.periodic_steps() == [3, 4]
+    assert ckpt.preemption_steps() == [13, 14]
+    assert sorted(os.listdir(tmp_path / 'a')) == ['checkpoints', 'checkpoints-meta']
+    assert not ckpt.save(4, states[1], periodic=True)  # Existing step: refused, not replaced.
+    assert not ckpt.save(4, states[1], periodic=False)  # Covered by the periodic snapshot.
+    assert_same(ckpt.restore(4, abstract(st)), st)
+  with checkpoint.Checkpointer(tmp_path / 'b', max_to_keep=0, async_save=False) as ckpt:
+    for step in range(1, 5):
+      ckpt.save(step, st, periodic=True)
+    assert ckpt.periodic_steps() == [1, 2, 3, 4]
+
+
+def test_restore_latest_takes_the_newest_over_both_directories(tmp_path, states):
+  """The newest step wins whichever directory holds it; no checkpoint at all gives (None, 0)."""
+  with checkpoint.Checkpointer(tmp_path, async_save=False) as ckpt:
+    assert ckpt.restore_latest(abstract(states[0])) == (None, 0)
+    ckpt.save(4, states[0], periodic=True)
+    ckpt.save(6, states[1], periodic=False)
+    restored, step = ckpt.restore_latest(abstract(states[0]))
+    assert step == 6
+    assert_same(restored, states[1])
+    ckpt.save(8, states[2], periodic=True)
+    restored, step = ckpt.restore_latest(abstract(states[0]))
+    assert step == 8
+    assert_same(restored, states[2])
+
+
+def _array_files(step_dir: pathlib.Path):
+  files = sorted(p for p in (step_dir / 'state').rglob('*')
+                 if p.is_file() and p.parent.name == 'd')
+  assert files, f'no OCDBT data files under {step_dir}'
+  return files
+
+
+def _truncate(step_dir):
+  for f in _array_files(step_dir):
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+
+
+def _delete(step_dir):
+  for f in _array_files(step_dir):
+    f.unlink()
+
+
+def _junk(step_dir):
+  rng = np.random.default_rng(0)
+  for f in _array_files(step_dir):
+    f.write_bytes(rng.bytes(f.stat().st_size))
+
+
+def _flip_one_byte(step_dir):
+  biggest = max(_array_files(step_dir), key=lambda f: f.stat().st_size)
+  data = bytearray(biggest.read_bytes())
+  data[len(data) // 2] ^= 0x5A
+  biggest.write_bytes(bytes(data))
+
+
+def _delete_metadata(step_dir):
+  (step_dir / 'state' / '_METADATA').unlink()
+
+
+def _junk_checksums(step_dir):
+  (step_dir / 'checksums' / 'crc32.json').write_text('{"leaves": ')
+
+
+CORRUPTIONS = [_truncate, _delete, _junk, _flip_one_byte, _delete_metadata, _junk_checksums]
+
+
+@pytest.mark.parametrize('corrupt', CORRUPTIONS, ids=lambda f: f.__name__.strip('_'))
+def test_bad_newest_checkpoint_warns_and_falls_back(tmp_path, states, corrupt, caplog):
+  """A damaged newest checkpoint (truncated, deleted or junk array files, one flipped byte, lost
+  metadata or checksums) is reported as a WARNING naming its directory and left on disk, and the
+  previous checkpoint (here in the other directory) is restored intact."""
+  with checkpoint.Checkpointer(tmp_path, async_save=False) as ckpt:
+    ckpt.save(2, states[0], periodic=True)
+    ckpt.save(3, states[1], periodic=False)
+    bad = tmp_path / 'checkpoints-meta' / '3'
+    corrupt(bad)
+    with caplog.at_level(logging.WARNING):
+      restored, step = ckpt.restore_latest(abstract(states[0]))
+  assert step == 2
+  assert_same(restored, states[0])
+  assert any(r.levelno == logging.WARNING and str(bad) in r.getMessage() for r in caplog.records)
+  assert bad.is_dir()
+
+
+def test_all_checkpoints_bad_raises_and_keeps_them(tmp_path, states):
+  """When every checkpoint is unreadable the run must stop (not restart and overwrite), with an
+  error naming each bad directory and how to start fresh; nothing is deleted."""
+  with checkpoint.Checkpointer(tmp_path, async_save=False) as ckpt:
+    ckpt.save(2, states[0], periodic=True)
+    ckpt.save(3, states[1], periodic=False)
+    _junk(tmp_path / 'checkpoints' / '2')
+    _delete(tmp_path / 'checkpoints-meta' / '3')
+    with pytest.raises(checkpoint.CorruptCheckpointError) as err:
+      ckpt.restore_latest(abstract(states[0]))
+  message = str(err.value)
+  assert str(tmp_path / 'checkpoints' / '2') in message
+  assert str(tmp_path / 'checkpoints-meta' / '3') in message
+  assert 'move both directories aside' in message
+  assert (tmp_path / 'checkpoints' / '2').is_dir()
+  assert (tmp_path / 'checkpoints-meta' / '3').is_dir()
+
+
+def test_unfinished_write_is_ignored(tmp_path, states):
+  """A save killed before its atomic rename leaves only a *.orbax-checkpoint-tmp-* directory:
+  it is not a step, restore_latest skips it silently and does not delete it."""
+  with checkpoint.Checkpointer(tmp_path, async_save=False) as ckpt:
+    ckpt.save(2, states[0], periodic=True)
+  partial = tmp_path / 'checkpoints' / '5.orbax-checkpoint-tmp-1234'
+  (partial / 'state').mkdir(parents=True)
+  (partial / 'state' / '_METADATA').write_text('{"tree_metadata": {')
+  with checkpoint.Checkpointer(tmp_path) as ckpt:
+    assert ckpt.periodic_steps() == [2]
+    restored, step = ckpt.restore_latest(abstract(states[0]))
+  assert step == 2
+  assert_same(restored, states[0])
+  assert partial.is_dir()
+
+
+def test_structure_mismatch_names_the_paths(tmp_path, states):
+  """A checkpoint of another model (extra / missing parameters, other shapes) is refused with an
+  error naming the offending paths, instead of a deep orbax error or a silent fallback."""
+  with checkpoint.Checkpointer(tmp_path, async_save=False) as ckpt:
+    ckpt.save(2, states[0], periodic=True)
+    params = dict(states[0].params)
+    params['Dense_0'] = {'kernel': jnp.zeros((32, 16)), 'bias': jnp.zeros((16,))}
+    params['Dense_1'] = {'kernel': jnp.zeros((2, 2))}
+    del params['Conv_0']
+    other = create_train_state(params, TX)
+    with pytest.raises(checkpoint.StructureMismatchError) as err:
+      ckpt.restore_latest(abstract(other))
+  message = str(err.value)
+  assert 'params.Dense_1.kernel' in message  # Expected but not in the checkpoint.
+  assert 'params.Conv_0.kernel' in message  # In the checkpoint only.
+  assert 'params.Dense_0.kernel: checkpoint ((32, 64), \'float32\')' in message
+  assert 'another config' in message
+
+
+def test_restore_of_a_missing_step_lists_the_steps(tmp_path, states):
+  """Asking for a step that is not on disk names the steps that are."""
+  with checkpoint.Checkpointer(tmp_path, async_save=False) as ckpt:
+    ckpt.save(2, states[0], periodic=True)
+    with pytest.raises(KeyError, match=r'periodic steps: \[2\]'):
+      ckpt.restore(5, abstract(states[0]))
+
+
+def test_leaf_checksums_are_crc32_of_the_bytes_whatever_the_sharding():
+  """A leaf split over the 8 devices is checksummed as the whole array: the CRC-32 of its
+  C-order bytes (computed independently from the numpy array); one changed ulp changes it."""
+  x = np.random.default_rng(1).standard_normal((8, 5)).astype(np.float32)
+  mesh = sharding.make_mesh()
+  tree = {'a': jax.device_put(x, sharding.data_sharding(mesh)), 'b': {'c': np.arange(3)}}
+  sums = checkpoint.leaf_checksums(tree)
+  assert sums == {'a': zlib.crc32(x.tobytes()), 'b.c': zlib.crc32(np.arange(3).tobytes())}
+  y = x.copy()
+  y[3, 2] = np.nextafter(y[3, 2], np.inf)
+  assert checkpoint.leaf_checksums({'a': y})['a'] != sums['a']
+
+
+def test_bad_arguments_are_refused(tmp_path):
+  """Negative retention counts fail at construction with the fix in the message."""
+  with pytest.raises(ValueError, match='use 0 to keep all'):
+    checkpoint.Checkpointer(tmp_path, max_to_keep=-1)
+  with pytest.raises(ValueError, match='>= 1'):
+    checkpoint.Checkpointer(tmp_path, preemption_to_keep=0)
