@@ -1,0 +1,188 @@
+"""Layers shared by the DDPM (Ho et al. 2020) and NCSN++ / DDPM++ score networks.
+
+Parameter names follow the released score_sde checkpoints, which were made by Flax linen modules
+auto-named in creation order: a convolution made by ``conv3x3`` inside a module is that module's
+``Conv_<i>``; ``NIN`` holds ``W`` and ``b``. The helpers ``conv1x1`` / ``conv3x3`` therefore create
+their ``nn.Conv`` in the calling module's scope and must be called from a ``@nn.compact`` method.
+"""
+import functools
+import math
+from typing import Callable, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Activation = Callable[[jax.Array], jax.Array]
+
+_ACTIVATIONS = {
+    'elu': nn.elu,
+    'relu': nn.relu,
+    'lrelu': functools.partial(nn.leaky_relu, negative_slope=0.2),
+    'swish': nn.swish,
+}
+
+
+def get_act(name: str) -> Activation:
+  """The nonlinearity named ``name``: 'elu', 'relu', 'lrelu' (slope 0.2) or 'swish'."""
+  try:
+    return _ACTIVATIONS[name.lower()]
+  except KeyError:
+    raise ValueError(
+        f'Unknown nonlinearity {name!r}; use one of {sorted(_ACTIVATIONS)}.') from None
+
+
+def default_init(scale: float = 1.) -> Callable[..., jax.Array]:
+  """DDPM's initializer: variance scaling, fan-average, uniform; ``scale = 0`` means 1e-10.
+
+  A (nearly) zero scale makes a layer start as (nearly) zero, so residual branches begin as the
+  identity; exact zero would stall gradients through products of such layers.
+  """
+  return nn.initializers.variance_scaling(1e-10 if scale == 0 else scale, 'fan_avg', 'uniform')
+
+
+def conv1x1(x: jax.Array, out_ch: int, stride: int = 1, bias: bool = True,
+            init_scale: float = 1.) -> jax.Array:
+  """1x1 convolution with DDPM initialisation, created in the caller's scope. NHWC."""
+  return nn.Conv(out_ch, (1, 1), strides=(stride, stride), padding='SAME', use_bias=bias,
+                 kernel_init=default_init(init_scale), bias_init=nn.initializers.zeros)(x)
+
+
+def conv3x3(x: jax.Array, out_ch: int, stride: int = 1, bias: bool = True,
+            init_scale: float = 1.) -> jax.Array:
+  """3x3 'SAME' convolution with DDPM initialisation, created in the caller's scope. NHWC."""
+  return nn.Conv(out_ch, (3, 3), strides=(stride, stride), padding='SAME', use_bias=bias,
+                 kernel_init=default_init(init_scale), bias_init=nn.initializers.zeros)(x)
+
+
+def group_norm(num_channels: int) -> nn.GroupNorm:
+  """GroupNorm with ``min(C / 4, 32)`` groups, the NCSN++ choice that also fits narrow layers."""
+  return nn.GroupNorm(num_groups=min(num_channels // 4, 32))
+
+
+def get_timestep_embedding(timesteps: jax.Array, embedding_dim: int,
+                           max_positions: int = 10000) -> jax.Array:
+  """Sinusoidal embedding of (possibly fractional) time steps (Vaswani et al. 2017; DDPM).
+
+  ``emb[b] = [sin(t_b w_0), ..., sin(t_b w_{h-1}), cos(t_b w_0), ..., cos(t_b w_{h-1})]`` with
+  ``h = embedding_dim // 2`` and ``w_j = max_positions^(-j / (h - 1))``; zero-padded to an odd
+  ``embedding_dim``.
+
+  Args:
+    timesteps: ``(B,)``.
+  Returns:
+    ``(B, embedding_dim)`` float32.
+  """
+  if timesteps.ndim != 1:
+    raise ValueError(f'timesteps must have shape (B,); got {timesteps.shape}.')
+  half = embedding_dim // 2
+  freqs = jnp.exp(jnp.arange(half, dtype=jnp.float32) * -(math.log(max_positions) / (half - 1)))
+  args = timesteps.astype(jnp.float32)[:, None] * freqs[None, :]
+  emb = jnp.concatenate([jnp.sin(args), jnp.cos(args)], axis=1)
+  if embedding_dim % 2:
+    emb = jnp.pad(emb, ((0, 0), (0, 1)))
+  return emb
+
+
+class NIN(nn.Module):
+  """Network-in-network: a per-pixel dense layer ``y = x W + b`` on the last axis.
+
+  Parameters: ``W`` ``(C_in, num_units)``, ``b`` ``(num_units,)``.
+  """
+  num_units: int
+  init_scale: float = 0.1
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    w = self.param('W', default_init(self.init_scale), (x.shape[-1], self.num_units))
+    b = self.param('b', nn.initializers.zeros, (self.num_units,))
+    return jnp.tensordot(x, w, axes=1) + b
+
+
+def spatial_attention(h: jax.Array, q_layer: nn.Module, k_layer: nn.Module,
+                      v_layer: nn.Module) -> jax.Array:
+  """Single-head dot-product self-attention over the ``H W`` pixels of ``h`` ``(B, H, W, C)``.
+
+  ``softmax_j(q_i . k_j / sqrt(C)) v_j`` for every pixel ``i``; returns ``(B, H, W, C)``.
+  """
+  b, height, width, c = h.shape
+  q, k, v = q_layer(h), k_layer(h), v_layer(h)
+  logits = jnp.einsum('bhwc,bHWc->bhwHW', q, k) * (c ** -0.5)
+  weights = jax.nn.softmax(logits.reshape(b, height, width, height * width), axis=-1)
+  return jnp.einsum('bhwHW,bHWc->bhwc', weights.reshape(logits.shape), v)
+
+
+class AttnBlock(nn.Module):
+  """DDPM's self-attention block ``x + NIN(attention(GroupNorm(x)))``; last NIN starts at 0.
+
+  Parameters: ``GroupNorm_0``, ``NIN_0..2`` (q, k, v), ``NIN_3`` (output).
+  """
+  num_groups: int = 32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    c = x.shape[-1]
+    h = nn.GroupNorm(num_groups=self.num_groups)(x)
+    h = spatial_attention(h, NIN(c), NIN(c), NIN(c))
+    return x + NIN(c, init_scale=0.)(h)
+
+
+class Upsample(nn.Module):
+  """Nearest-neighbour 2x upsampling, then (``with_conv``) a 3x3 convolution: ``Conv_0``."""
+  with_conv: bool = False
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    b, h, w, c = x.shape
+    x = jax.image.resize(x, (b, 2 * h, 2 * w, c), 'nearest')
+    return conv3x3(x, c) if self.with_conv else x
+
+
+class Downsample(nn.Module):
+  """2x downsampling: a stride-2 3x3 convolution (``Conv_0``) or 2x2 average pooling."""
+  with_conv: bool = False
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    if self.with_conv:
+      return conv3x3(x, x.shape[-1], stride=2)
+    return nn.avg_pool(x, window_shape=(2, 2), strides=(2, 2), padding='SAME')
+
+
+class ResnetBlockDDPM(nn.Module):
+  """DDPM's residual block with a time-embedding bias (Ho et al. 2020, app. B).
+
+  ``h = conv(act(GN(x))) + Dense(act(temb)); h = conv0(dropout(act(GN(h)))); x' = x + h``, where
+  ``conv0`` starts at zero and the shortcut is ``NIN_0`` (or a 3x3 conv) when channels change.
+
+  Parameters: ``GroupNorm_0``, ``Conv_0``, ``Dense_0`` (with ``temb``), ``GroupNorm_1``,
+  ``Conv_1``, and ``NIN_0`` / ``Conv_2`` for the shortcut.
+  """
+  act: Activation
+  out_ch: Optional[int] = None
+  conv_shortcut: bool = False
+  dropout: float = 0.1
+  num_groups: int = 32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, temb: Optional[jax.Array] = None,
+               train: bool = False) -> jax.Array:
+    c = x.shape[-1]
+    out_ch = self.out_ch or c
+    h = self.act(nn.GroupNorm(num_groups=self.num_groups)(x))
+    h = conv3x3(h, out_ch)
+    if temb is not None:
+      h = h + nn.Dense(out_ch, kernel_init=default_init())(self.act(temb))[:, None, None, :]
+    h = self.act(nn.GroupNorm(num_groups=self.num_groups)(h))
+    h = nn.Dropout(self.dropout)(h, deterministic=not train)
+    h = conv3x3(h, out_ch, init_scale=0.)
+    if c != out_ch:
+      x = conv3x3(x, out_ch) if self.conv_shortcut else NIN(out_ch)(x)
+    return x + h
+
+
+def residual_sum(x: jax.Array, h: jax.Array, skip_rescale: bool) -> jax.Array:
+  """``x + h``, divided by ``sqrt(2)`` with ``skip_rescale`` to keep the variance constant."""
+  return (x + h) / np.sqrt(2.) if skip_rescale else x + h
+

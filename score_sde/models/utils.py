@@ -1,0 +1,184 @@
+"""Model registry, construction, initialisation, and the network -> score-function adapter.
+
+``MODELS`` maps ``config.model.name`` to a linen module class with a ``from_config(config)``
+constructor; importing ``score_sde.models`` fills it. ``get_score_fn`` turns a network into the
+``score_fn(x, t)`` that samplers and likelihoods take, with the time-label and output-scaling
+conventions the released checkpoints were trained with.
+"""
+from typing import Callable, Optional, Sequence, Union
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from score_sde import sde_lib
+from score_sde.registry import Registry
+
+MODELS = Registry('model')
+
+ModelFn = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+def get_sigmas(sigma_min: float, sigma_max: float, num_scales: int) -> jax.Array:
+  """The SMLD noise ladder, geometric and DESCENDING: ``sigma_i = sigma_max (sigma_min /
+  sigma_max)^(i / (num_scales - 1))``, shape ``(num_scales,)`` float32.
+
+  Index 0 is the largest noise, matching the discrete VE time label ``round((T - t)(N - 1))``.
+  """
+  return jnp.exp(jnp.linspace(np.log(sigma_max), np.log(sigma_min), num_scales,
+                              dtype=jnp.float32))
+
+
+def check_image_size(image_size: int, num_resolutions: int) -> None:
+  """Fails unless a U-Net with ``num_resolutions`` levels can halve ``image_size`` evenly."""
+  factor = 2 ** (num_resolutions - 1)
+  if image_size < factor or image_size % factor:
+    raise ValueError(f'Image size {image_size} must be a multiple of {factor} = '
+                     f'2^(len(ch_mult) - 1) for {num_resolutions} resolutions.')
+
+
+def check_model_inputs(x: jax.Array, time_cond: jax.Array, num_resolutions: int) -> None:
+  """Fails at trace time unless ``x`` is ``(B, H, W, C)`` and ``time_cond`` is ``(B,)``."""
+  if x.ndim != 4:
+    raise ValueError(f'Model input must be (B, H, W, C) images; got shape {x.shape}.')
+  if time_cond.shape != x.shape[:1]:
+    raise ValueError(f'time_cond must have shape (B,) = {x.shape[:1]}; got {time_cond.shape}. '
+                     'Pass one time / noise level per image.')
+  for size in x.shape[1:3]:
+    check_image_size(size, num_resolutions)
+
+
+def get_model(config: ml_collections.ConfigDict) -> nn.Module:
+  """The module named by ``config.model.name``, built by its class's ``from_config``.
+
+  Raises:
+    KeyError: for an unknown name, listing the registered ones.
+  """
+  return MODELS.get(config.model.name).from_config(config)
+
+
+def _model_and_shape(config_or_model, image_shape):
+  if isinstance(config_or_model, nn.Module):
+    model = config_or_model
+    if image_shape is None:
+      raise ValueError('Pass image_shape=(H, W, C) when initialising a module directly '
+                       '(only a config knows its data shape).')
+  else:
+    model = get_model(config_or_model)
+    data = config_or_model.data
+    if image_shape is None:
+      image_shape = (data.image_size, data.image_size, data.num_channels)
+  image_shape = tuple(image_shape)
+  if len(image_shape) == 3:
+    image_shape = (1,) + image_shape
+  if len(image_shape) != 4:
+    raise ValueError(f'image_shape must be (H, W, C) or (B, H, W, C); got {image_shape}.')
+  return model, image_shape
+
+
+def _init_fn(model: nn.Module, image_shape: Sequence[int]):
+  def init(rng):
+    x = jnp.zeros(image_shape, jnp.float32)
+    # Label 1 is valid for every embedding (a positive sigma, a step index); values don't matter.
+    labels = jnp.ones(image_shape[:1], jnp.float32)
+    return model.init({'params': rng}, x, labels, train=False)['params']
+  return init
+
+
+def init_params(rng: jax.Array, config_or_model: Union[ml_collections.ConfigDict, nn.Module],
+                image_shape: Optional[Sequence[int]] = None):
+  """Freshly initialised parameters of a model (or of the model a config names).
+
+  Args:
+    rng: a typed key (``jax.random.key``).
+    config_or_model: a full config or a linen module.
+    image_shape: ``(H, W, C)`` (or ``(B, H, W, C)``); from ``config.data`` when omitted.
+  Returns:
+    The ``params`` pytree (nested dicts of float32 arrays), the layout of released checkpoints.
+  """
+  model, shape = _model_and_shape(config_or_model, image_shape)
+  return jax.jit(_init_fn(model, shape))(rng)
+
+
+def abstract_params(config_or_model: Union[ml_collections.ConfigDict, nn.Module],
+                    image_shape: Optional[Sequence[int]] = None):
+  """The parameter pytree as ``jax.ShapeDtypeStruct`` leaves, without allocating or computing
+  anything: the target for sharded initialisation and checkpoint restoring."""
+  model, shape = _model_and_shape(config_or_model, image_shape)
+  return jax.eval_shape(_init_fn(model, shape), jax.random.key(0))
+
+
+def count_params(params) -> int:
+  """Number of scalars in a parameter pytree (arrays or ``ShapeDtypeStruct`` leaves)."""
+  return int(sum(np.prod(leaf.shape, dtype=np.int64) for leaf in jax.tree.leaves(params)))
+
+
+def get_model_fn(model: nn.Module, params, train: bool = False,
+                 rng: Optional[jax.Array] = None) -> ModelFn:
+  """``model_fn(x, labels) -> output``: the network with fixed parameters.
+
+  Args:
+    model: a linen score network.
+    params: its ``params`` pytree.
+    train: dropout on (needs ``rng``) or off.
+    rng: key of the 'dropout' stream; the same key gives the same dropout masks.
+  """
+  if train and rng is None and getattr(model, 'dropout', 0.) > 0:
+    raise ValueError('train=True applies dropout; pass rng=<a jax.random.key> for it.')
+  rngs = {} if rng is None else {'dropout': rng}
+
+  def model_fn(x: jax.Array, labels: jax.Array) -> jax.Array:
+    return model.apply({'params': params}, x, labels, train=train, rngs=rngs)
+
+  return model_fn
+
+
+def get_score_fn(sde: sde_lib.SDE, model: nn.Module, params, train: bool = False,
+                 continuous: bool = False,
+                 rng: Optional[jax.Array] = None) -> sde_lib.ScoreFn:
+  """``score_fn(x, t) ~ grad_x log p_t(x)`` from a network, with the released conventions.
+
+  * VP and sub-VP: the network predicts the noise ``z`` of ``x_t = alpha x_0 + std z``, so
+    ``score = -output / std`` (from ``E[z | x_t] = -std grad log p_t``). Continuous-time (and every
+    sub-VP) model: label ``999 t``, ``std`` the SDE's marginal std. Discrete DDPM model: label
+    ``t (N - 1)``, ``std = sqrt(1 - alphabar_i)`` at ``i = int(label)``.
+  * VE: the network output is the score. Continuous: label ``sigma(t)``. Discrete SMLD: label
+    ``round((T - t)(N - 1))``, the index into the descending sigma ladder (0 = largest noise).
+
+  Args:
+    sde: a ``VPSDE``, ``subVPSDE`` or ``VESDE``.
+    model, params, train, rng: as for ``get_model_fn``.
+    continuous: whether the model was trained with continuous-time labels.
+  Returns:
+    ``score_fn(x (B, H, W, C), t (B,)) -> (B, H, W, C)``.
+  """
+  model_fn = get_model_fn(model, params, train=train, rng=rng)
+
+  if isinstance(sde, sde_lib.VPSDE):  # subVPSDE included.
+    def score_fn(x, t):
+      if continuous or isinstance(sde, sde_lib.subVPSDE):
+        labels = t * 999
+        std = sde.marginal_prob(jnp.zeros_like(x), t)[1]
+      else:
+        labels = t * (sde.N - 1)
+        std = sde.sqrt_1m_alphas_cumprod[labels.astype(jnp.int32)]
+      return sde_lib.batch_mul(-1. / std, model_fn(x, labels))
+
+  elif isinstance(sde, sde_lib.VESDE):
+    def score_fn(x, t):
+      if continuous:
+        labels = sde.marginal_prob(jnp.zeros_like(x), t)[1]
+      else:
+        labels = jnp.round((sde.T - t) * (sde.N - 1)).astype(jnp.int32)
+      return model_fn(x, labels)
+
+  else:
+    raise ValueError(f'No score parameterisation for SDE {type(sde).__name__}; '
+                     'use VPSDE, subVPSDE or VESDE.')
+  return score_fn
+
+
+__all__ = ['MODELS', 'get_sigmas', 'get_model', 'init_params', 'abstract_params', 'count_params',
+           'get_model_fn', 'get_score_fn']
