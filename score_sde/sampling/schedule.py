@@ -1,0 +1,99 @@
+"""Noise levels of a linear SDE as functions of time, their inverse, and the denoiser.
+
+Every SDE of ``sde_lib`` has the kernel ``p_0t = N(alpha(t) x0, std(t)^2 I)``. Two reparameter-
+isations of its time make the fast solvers SDE-agnostic:
+
+* ``sigma(t) = std(t) / alpha(t)``: the noise level of ``x / alpha``, EDM's sigma with scale
+  ``s(t) = alpha(t)`` (Karras et al. 2022, eq. 4 / Table 1);
+* ``lambda(t) = log(alpha(t) / std(t)) = -log sigma(t)``: half the log signal-to-noise ratio,
+  DPM-Solver's time variable (Lu et al. 2022, sec. 3.1).
+
+Both are monotone in ``t`` for VP, sub-VP and VE, so ``t`` is recovered from either by bisection
+inside jit; no SDE needs a hand-written inverse. Times, sigmas and lambdas are float32 arrays of
+any shape; ``x`` is ``(B, ...)``.
+"""
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+
+from score_sde import sde_lib
+
+# 2^-64 of [0, T] is below float32 spacing at any t >= 1e-12, so the bisection is exact to the
+# last bit for every eps the samplers use.
+_BISECTION_STEPS = 64
+
+
+def sigma(sde: sde_lib.SDE, t: jax.Array) -> jax.Array:
+  """``std(t) / alpha(t)``, the shape of ``t``."""
+  alpha, std = sde.marginal_coeffs(jnp.asarray(t, jnp.float32))
+  return std / alpha
+
+
+def half_log_snr(sde: sde_lib.SDE, t: jax.Array) -> jax.Array:
+  """``lambda(t) = log(alpha(t) / std(t))``, the shape of ``t``."""
+  return -jnp.log(sigma(sde, t))
+
+
+def t_of_sigma(sde: sde_lib.SDE, target: jax.Array, t_max: Optional[float] = None) -> jax.Array:
+  """The time at which ``sigma(t) = target``, elementwise, by bisection on ``[0, t_max]``.
+
+  Args:
+    sde: the SDE whose ``sigma(t)`` is increasing.
+    target: float32 array of noise levels.
+    t_max: upper end of the bracket (default ``sde.T``); targets beyond ``sigma(t_max)`` return
+      ``t_max`` and targets below ``sigma(0)`` return 0.
+  Returns:
+    float32 times, the shape of ``target``.
+  """
+  target = jnp.asarray(target, jnp.float32)
+  t_max = sde.T if t_max is None else t_max
+  log_target = jnp.log(target)
+
+  def halve(_, bracket):
+    lo, hi = bracket
+    mid = 0.5 * (lo + hi)
+    below = jnp.log(sigma(sde, mid)) < log_target
+    return jnp.where(below, mid, lo), jnp.where(below, hi, mid)
+
+  lo = jnp.zeros_like(target)
+  hi = jnp.full_like(target, t_max)
+  lo, hi = jax.lax.fori_loop(0, _BISECTION_STEPS, halve, (lo, hi))
+  return 0.5 * (lo + hi)
+
+
+def t_of_half_log_snr(sde: sde_lib.SDE, lam: jax.Array) -> jax.Array:
+  """Inverse of ``half_log_snr``: the time at which ``lambda(t) = lam`` (elementwise)."""
+  return t_of_sigma(sde, jnp.exp(-jnp.asarray(lam, jnp.float32)))
+
+
+def karras_sigmas(sigma_min: float, sigma_max: float, n: int, rho: float = 7.) -> jax.Array:
+  """EDM's ``n`` noise levels from ``sigma_max`` down to ``sigma_min`` (Karras et al. eq. 5):
+
+      sigma_i = (sigma_max^(1/rho) + i / (n - 1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho.
+
+  Returns:
+    float32 ``(n,)``, decreasing; ``n = 1`` gives ``[sigma_max]``.
+  """
+  if n < 1:
+    raise ValueError(f'karras_sigmas needs n >= 1 noise levels; got n={n}.')
+  frac = jnp.linspace(0., 1., n) if n > 1 else jnp.zeros((1,))
+  lo, hi = sigma_min ** (1. / rho), sigma_max ** (1. / rho)
+  return jnp.asarray((hi + frac * (lo - hi)) ** rho, jnp.float32)
+
+
+def data_prediction(sde: sde_lib.SDE, score_fn: sde_lib.ScoreFn, x: jax.Array,
+                    t: jax.Array) -> jax.Array:
+  """Tweedie's denoiser ``E[x(0) | x(t)] = (x + std(t)^2 score(x, t)) / alpha(t)``.
+
+  This is EDM's ``D(x / alpha; sigma)`` and DPM-Solver++'s data prediction ``x_theta`` (with
+  ``eps_theta = -std * score``). One score evaluation.
+
+  Args:
+    x: ``(B, ...)`` float32.
+    t: ``(B,)`` float32.
+  Returns:
+    The shape of ``x``.
+  """
+  alpha, std = sde.marginal_coeffs(t)
+  return sde_lib.batch_mul(1. / alpha, x + sde_lib.batch_mul(std ** 2, score_fn(x, t)))

@@ -1,0 +1,124 @@
+"""The sampler contract around the math: config dispatch, sharding, exact ODE evaluation counts,
+the encoder, and early failures on bad input."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import test_sampling_support as support
+from score_sde import analytic, sampling, sde_lib, sharding
+
+
+def _toy(dim=4, sde_name='vpsde'):
+  sde = support.SDES[sde_name]()
+  return sde, analytic.score_fn(support.mixture(dim), sde)
+
+
+def test_get_sampler_runs_every_method_from_the_smoke_config(smoke_config):
+  """get_sampler builds each config method on a plain score_fn (what the training loop calls)
+  with the nfe each documents: PC N (1 + n_steps_each), Heun 2 num_steps - 1, DPM-Solver++
+  num_steps + 1, ODE the counted calls."""
+  sde = sde_lib.get_sde(smoke_config)
+  shape = (2, 4, 4, 1)
+  expected = {'pc': sde.N * 2, 'heun': 2 * 4 - 1, 'dpm_solver': 4 + 1, 'ode': None}
+
+  def standard_normal_data_score(x, t):  # Exact for x(0) ~ N(0, I) under VE.
+    return sde_lib.batch_mul(-1. / (1. + sde.marginal_coeffs(t)[1] ** 2), x)
+
+  for method, want in expected.items():
+    smoke_config.sampling.method = method
+    score_fn, calls = support.counting(standard_normal_data_score)
+    sampler = sampling.get_sampler(smoke_config, sde, shape, sampling.identity, eps=1e-5)
+    samples, nfe = jax.jit(lambda r: sampler(r, score_fn))(jax.random.key(0))
+    assert samples.shape == shape and np.isfinite(np.asarray(samples)).all(), method
+    assert int(nfe) == calls[0] == (want or calls[0]), method
+  smoke_config.sampling.method = 'langevin'
+  with pytest.raises(KeyError, match='pc, ode, heun, dpm_solver'):
+    sampling.get_sampler(smoke_config, sde, shape, sampling.identity, eps=1e-5)
+
+
+@pytest.mark.parametrize('method', ['RK45', 'Tsit5', 'Bosh3', 'Dopri8'])
+def test_ode_nfe_is_the_number_of_score_calls(method):
+  """The ODE sampler's nfe, computed from diffrax's step count and each method's stage table
+  (FSAL first evaluation + new stages per attempted step, rejected steps included), equals the
+  score_fn calls counted at run time, denoising step included."""
+  sde, score_fn = _toy()
+  score_fn, calls = support.counting(score_fn)
+  sampler = sampling.get_ode_sampler(sde, (16, 4), sampling.identity, denoise=True, rtol=1e-4,
+                                     atol=1e-4, method=method)
+  _, nfe = jax.jit(lambda r: sampler(r, score_fn))(jax.random.key(0))
+  assert int(nfe) == calls[0]
+
+
+def test_encoder_maps_p_eps_to_the_prior_and_inverts_the_sampler():
+  """Encoding exact draws of p_eps through the probability-flow ODE gives latents with the
+  prior's law N(0, I) (VP; mean and variance within 5 standard errors, p_T's own offset from
+  the prior being ~1e-2 of those), and solving back from the latents recovers the data."""
+  sde, score_fn = _toy()
+  eps = support.EPS['vpsde']
+  law = analytic.marginal(support.mixture(4), sde, eps)
+  data = jnp.asarray(support.exact_draws(law, 4000, seed=0), jnp.float32)
+  encoder = sampling.get_ode_encoder(sde, rtol=1e-6, atol=1e-6, eps=eps)
+  latents, _ = jax.jit(lambda x: encoder(score_fn, x))(data)
+  z = np.asarray(latents, np.float64)
+  np.testing.assert_array_less(np.abs(z.mean(0)), 5 / np.sqrt(len(z)))
+  np.testing.assert_array_less(np.abs(z.var(0) - 1.), 5 * np.sqrt(2. / len(z)))
+  back, _ = jax.jit(lambda z: sampling.solve_probability_flow(sde, score_fn, z, sde.T, eps,
+                                                              1e-6, 1e-6))(latents)
+  np.testing.assert_allclose(back, data, atol=2e-3)
+
+
+@pytest.mark.parametrize('kind', ['pc', 'dpm_solver'])
+def test_sharded_sampling_does_not_depend_on_the_device_count(kind):
+  """The same key gives the same samples on a 1-device and an 8-device mesh (noise drawn at the
+  global shape; per-example Langevin norms), and the 8-device result is split over 'data'."""
+  sde, score_fn = _toy(sde_name='vesde')
+  shape = (64, 4)
+  if kind == 'pc':
+    sampler = sampling.get_pc_sampler(sde, shape, 'reverse_diffusion', 'langevin',
+                                      sampling.identity, 0.16, eps=1e-5)
+  else:
+    sampler = sampling.get_dpm_solver_sampler(sde, shape, sampling.identity, 10, eps=1e-5)
+  results = []
+  for devices in (jax.devices()[:1], jax.devices()):
+    mesh = sharding.make_mesh(devices)
+    sample = sampling.get_sharded_sampler(sampler, lambda params: score_fn, mesh)
+    samples, nfe = sample(None, jax.random.key(7))
+    results.append(np.asarray(samples))
+  assert len(samples.sharding.device_set) == len(jax.devices()) == 8
+  assert samples.sharding.spec[0] == sharding.DATA_AXIS
+  np.testing.assert_allclose(results[0], results[1], rtol=1e-5, atol=1e-5)
+
+
+def test_sharded_sampler_rejects_a_batch_that_does_not_split():
+  """A batch of 12 over 8 devices fails before running, naming the fix."""
+  sde, score_fn = _toy()
+  sampler = sampling.get_heun_sampler(sde, (12, 4), sampling.identity, 3)
+  sample = sampling.get_sharded_sampler(sampler, lambda p: score_fn, sharding.make_mesh())
+  with pytest.raises(ValueError, match='multiple of 8'):
+    sample(None, jax.random.key(0))
+
+
+def test_bad_arguments_fail_early_with_the_fix():
+  """Unknown names list the known ones; impossible settings say what to use instead."""
+  sde, _ = _toy()
+  identity = sampling.identity
+  with pytest.raises(KeyError, match='euler_maruyama'):
+    sampling.get_pc_sampler(sde, (4, 2), 'euler', 'none', identity, 0.1)
+  with pytest.raises(KeyError, match='langevin_batch'):
+    sampling.get_pc_sampler(sde, (4, 2), 'none', 'langevn', identity, 0.1)
+  with pytest.raises(ValueError, match='probability_flow'):
+    sampling.get_pc_sampler(sde, (4, 2), 'ancestral_sampling', 'none', identity, 0.1,
+                            probability_flow=True)
+  with pytest.raises(ValueError, match='batch'):
+    sampling.get_ode_sampler(sde, (4,), identity)
+  with pytest.raises(ValueError, match='eps'):
+    sampling.get_heun_sampler(sde, (4, 2), identity, 10, eps=0.)
+  with pytest.raises(ValueError, match='num_steps >= 2'):
+    sampling.get_heun_sampler(sde, (4, 2), identity, 1)
+  with pytest.raises(ValueError, match='order'):
+    sampling.get_dpm_solver_sampler(sde, (4, 2), identity, 10, order=4)
+  with pytest.raises(KeyError, match='dopri5'):
+    sampling.get_ode_sampler(sde, (4, 2), identity, method='RK23')
+  with pytest.raises(ValueError, match='labels'):
+    sampling.get_conditional_score_fn(lambda x, t: x, lambda x, t: x, jnp.zeros((2, 1), int))
