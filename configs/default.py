@@ -59,6 +59,14 @@ def get_config() -> ml_collections.ConfigDict:
   evaluate.enable_bpd = False  # Bits/dim through the probability-flow ODE.
   evaluate.bpd_dataset = 'test'  # 'train' | 'test'.
   evaluate.inception_path = ''  # Local Inception-v3 weights file for FID/KID/IS.
+  # Reference Inception statistics of the training data (.npz) for FID / KID, made once with
+  # `python -m score_sde.metrics.dataset_stats --config CONFIG --out PATH`; needed for sampling.
+  evaluate.stats_path = ''
+  # Seconds to wait for a checkpoint that training has not written yet; 0: skip it at once.
+  evaluate.wait_for_checkpoint_secs = 0.
+  # Inception Score parts (is_std is the std over them): 1 as the reference (tf-gan over all
+  # samples, the paper's IS), 10 as Salimans et al. 2016.
+  evaluate.is_splits = 1
 
   # ---------------------------------------------------------------------------------- data
   config.data = data = ml_collections.ConfigDict()

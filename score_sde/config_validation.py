@@ -259,6 +259,14 @@ def _eval_problems(c) -> List[str]:
            f'it is below eval.begin_ckpt={e.begin_ckpt}; the range is inclusive, so use '
            f'end_ckpt >= begin_ckpt')
   _positive_int(problems, c, 'eval.num_samples')
+  if e.enable_sampling:
+    _require(problems, e.num_samples >= 2, 'eval.num_samples', e.num_samples,
+             'FID needs a covariance of the samples; use at least 2 (the paper uses 50000)')
+  _require(problems, isinstance(e.is_splits, int) and 1 <= e.is_splits <= e.num_samples,
+           'eval.is_splits', e.is_splits,
+           f'use a part count between 1 and eval.num_samples={e.num_samples} (1 or 10)')
+  _require(problems, e.wait_for_checkpoint_secs >= 0, 'eval.wait_for_checkpoint_secs',
+           e.wait_for_checkpoint_secs, 'use 0 (do not wait) or a number of seconds')
   return problems
 
 

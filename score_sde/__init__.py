@@ -1,0 +1,29 @@
+"""Score-based generative modeling through SDEs (Song et al., ICLR 2021) in JAX.
+
+The public modules, each imported on first use so that ``import score_sde`` stays light:
+
+* ``sde_lib``: VP, sub-VP and VE SDEs, reverse-time SDEs and probability-flow ODEs.
+* ``losses``: continuous DSM, SMLD and DDPM objectives; train / eval steps.
+* ``models``: NCSN++ / DDPM++ and DDPM networks, ``models.utils.get_score_fn``.
+* ``sampling``: predictor-corrector, probability-flow ODE, Heun (EDM), DPM-Solver++,
+  inpainting / colorization / classifier guidance.
+* ``likelihood``: bits/dim through the probability-flow ODE.
+* ``metrics``: FID / KID / Inception Score with a Flax Inception-v3.
+* ``data``, ``train``, ``evaluate``, ``checkpoint``, ``released_checkpoints``, ``analytic``
+  (closed-form Gaussian-mixture targets), ``sharding``, ``optim``, ``train_state``, ``summary``,
+  ``config_validation``, ``registry``.
+"""
+import importlib
+
+__version__ = '0.1.0'
+__all__ = [
+    'analytic', 'checkpoint', 'config_validation', 'data', 'evaluate', 'likelihood', 'losses',
+    'metrics', 'models', 'optim', 'registry', 'released_checkpoints', 'sampling', 'sde_lib',
+    'sharding', 'summary', 'train', 'train_state',
+]
+
+
+def __getattr__(name):
+  if name in __all__:
+    return importlib.import_module(f'{__name__}.{name}')
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

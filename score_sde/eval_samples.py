@@ -1,0 +1,220 @@
+"""Sample-quality evaluation of one checkpoint: FID, KID and Inception Score, in resumable rounds.
+
+``eval.num_samples`` samples are drawn in ``R = ceil(num_samples / eval.batch_size)`` rounds of
+``eval.batch_size``, each split over the mesh. Round ``r`` of checkpoint ``step`` uses the key
+``fold_in(fold_in(key(seed, SAMPLE_STREAM), step), r)``, so a round is the same whenever and on
+however many devices it is computed. Samples are rounded to the 8-bit grid (``round(255 x) / 255``,
+as the reference did by saving them as uint8) and go through the FID Inception network; every
+round's ``pool_3`` features and logits are saved atomically to ``ckpt_<step>/round_<r>.npz``. A
+killed evaluation therefore loses at most the round in flight: the next run computes only the
+rounds without a file. Once all exist, the first ``num_samples`` rows give
+
+* FID (Heusel et al. 2017) between the Gaussian of the sample features and the reference
+  statistics ``eval.stats_path``, the moments merged round by round in float64;
+* KID (Binkowski et al. 2018) against the reference file's stored features (if it has any),
+  on the first ``KID_FEATURES`` sample features;
+* IS (Salimans et al. 2016) from the logits, over ``eval.is_splits`` parts.
+"""
+import os
+from typing import Any, Callable, Dict, List
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from etils import epath
+from jax.experimental import multihost_utils
+
+from score_sde import data, eval_report, sampling, summary, train
+from score_sde.metrics import fid, inception
+from score_sde.models import utils as mutils
+
+KID_FEATURES = 10000  # Sample features kept for KID; as dataset_stats' default --kid_features.
+GRID_FILE = 'samples.png'  # The first round's first GRID_IMAGES samples, per ckpt_<step>.
+GRID_IMAGES = 64
+
+
+# ------------------------------------------------------------------------------ set-up
+def stats_command(config) -> str:
+  """The command that makes the missing reference statistics, for error messages."""
+  out = f'assets/stats/{str(config.data.dataset).lower()}_train_stats.npz'
+  inception_flag = (f' --config.eval.inception_path={config.eval.inception_path}'
+                    if config.eval.inception_path else '')
+  return (f'python -m score_sde.metrics.dataset_stats --config CONFIG_FILE --out {out} '
+          f'--split train{inception_flag}\n(CONFIG_FILE: the config file you evaluate with), '
+          f'then pass --config.eval.stats_path={out}')
+
+
+def load_reference_stats(config) -> Dict[str, np.ndarray]:
+  """The dataset statistics FID and KID compare against, checked before anything is sampled.
+
+  Raises:
+    ValueError: ``eval.stats_path`` is empty, or the file's features are not pool_3's.
+    FileNotFoundError: the file does not exist; both messages give the command that makes it.
+  """
+  path = config.eval.stats_path
+  if not path:
+    raise ValueError('config.eval.stats_path is empty, and FID / KID need the reference Inception '
+                     'statistics of the data. Make them once with\n  ' + stats_command(config))
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'config.eval.stats_path={path!r} does not exist. Make it with\n  ' +
+                            stats_command(config))
+  stats = fid.load_stats(path)
+  if stats[fid.MU].shape != (inception.POOL_DIM,):
+    raise ValueError(f'{path} holds {stats[fid.MU].shape[0]}-dimensional statistics; FID needs '
+                     f'the {inception.POOL_DIM} pool_3 features. Remake it with\n  ' +
+                     stats_command(config))
+  return stats
+
+
+def round_path(ckpt_dir: str, index: int) -> str:
+  return os.path.join(ckpt_dir, f'round_{index}.npz')
+
+
+def num_rounds(num_samples: int, batch_size: int) -> int:
+  return -(-int(num_samples) // int(batch_size))
+
+
+def round_key(seed: int, step: int, index: int) -> jax.Array:
+  """The sampler's key of round ``index`` of checkpoint ``step``."""
+  stream = train.stream_key(seed, train.SAMPLE_STREAM)
+  return jax.random.fold_in(jax.random.fold_in(stream, step), index)
+
+
+def _to_host(x) -> np.ndarray:
+  """Every row of a global array, on every host."""
+  if isinstance(x, jax.Array) and not x.is_fully_addressable:
+    x = multihost_utils.process_allgather(x, tiled=True)
+  return np.asarray(x)
+
+
+# ------------------------------------------------------------------------------ sampling
+def make_round_fn(config, sde, model, mesh, inception_fn: Callable
+                  ) -> Callable[..., Dict[str, Any]]:
+  """``round_fn(params, key, with_images=False) -> dict(pool_3, logits, nfe[, images])``: one
+  round, sharded over ``mesh``.
+
+  ``pool_3`` (B, 2048) and ``logits`` (B, 1008) are float32 numpy on every host, ``nfe`` an int;
+  with ``with_images`` also ``images``, (B, H, W, C) float32 on the 8-bit grid in [0, 1] (only
+  the round that makes the PNG grid pays for gathering them).
+  """
+  shape = (config.eval.batch_size,) + train.image_shape(config)
+  inverse_scaler = data.get_data_inverse_scaler(config.data.centered)
+  sampler = sampling.get_sampler(config, sde, shape, inverse_scaler, eps=config.sampling.eps)
+
+  def sample_8bit(rng, score_fn):
+    samples, nfe = sampler(rng, score_fn)
+    return jnp.round(jnp.clip(samples, 0., 1.) * 255.) / 255., nfe
+
+  def make_score_fn(params):
+    return mutils.get_score_fn(sde, model, params, train=False,
+                               continuous=config.training.continuous)
+
+  sample = sampling.get_sharded_sampler(sample_8bit, make_score_fn, mesh)
+
+  def round_fn(params, key, with_images: bool = False):
+    images, nfe = sample(params, key)
+    features = inception_fn(images)
+    result = {'pool_3': _to_host(features['pool_3']), 'logits': _to_host(features['logits']),
+              'nfe': int(np.asarray(nfe))}
+    if with_images:
+      result['images'] = _to_host(images)
+    return result
+
+  return round_fn
+
+
+def save_round(path: str, result: Dict[str, Any]) -> None:
+  """Writes one round's features, logits and NFE (process 0 only, atomically)."""
+  if jax.process_index() == 0:
+    eval_report.save_npz(path, pool_3=result['pool_3'].astype(np.float32),
+                         logits=result['logits'].astype(np.float32),
+                         nfe=np.asarray(result['nfe'], np.int64))
+
+
+def compute_rounds(round_fn: Callable, params, seed: int, step: int, ckpt_dir: str,
+                   rounds: int, writer=None) -> List[int]:
+  """Computes and saves every round of checkpoint ``step`` that has no file yet.
+
+  The first ``GRID_IMAGES`` images of round 0 are also written as a PNG grid (``GRID_FILE``)
+  and to TensorBoard.
+
+  Returns:
+    The round indices computed by this call.
+  """
+  exists = np.array([epath.Path(round_path(ckpt_dir, r)).exists() for r in range(rounds)])
+  missing = np.flatnonzero(~eval_report.host0_view(exists)).tolist()
+  if len(missing) < rounds:
+    logging.info('step %d: %d of %d sample rounds are on disk; computing the other %d.', step,
+                 rounds - len(missing), rounds, len(missing))
+  for index in missing:
+    result = round_fn(params, round_key(seed, step, index), with_images=index == 0)
+    if index == 0:
+      grid = summary.image_grid(result['images'][:GRID_IMAGES])
+      if jax.process_index() == 0:
+        summary.save_png(os.path.join(ckpt_dir, GRID_FILE), grid)
+      if writer is not None:
+        writer.image('eval/samples', grid, step)
+    save_round(round_path(ckpt_dir, index), result)
+    logging.info('step %d: sample round %d of %d done (%d score evaluations).', step, index + 1,
+                 rounds, result['nfe'])
+  return missing
+
+
+# ------------------------------------------------------------------------------ metrics
+def sample_metrics(paths: List[str], num_samples: int, reference: Dict[str, np.ndarray],
+                   is_splits: int = 1) -> Dict[str, Any]:
+  """FID, KID and IS of the first ``num_samples`` rows of the round files ``paths`` (in order).
+
+  Returns:
+    dict(fid, kid, kid_std, is, is_std, num_samples, nfe) with Python numbers; kid and kid_std
+    are None when ``reference`` holds no pool_3 features. nfe is the mean per round.
+  """
+  moments, logits, kid_rows, nfes = fid.init_moments(inception.POOL_DIM), [], [], []
+  for path in paths:
+    left = num_samples - moments.count
+    if left <= 0:
+      break
+    arrays = eval_report.load_npz(path)
+    pool_3 = arrays['pool_3'][:left]
+    moments = fid.update_moments(moments, pool_3)
+    logits.append(arrays['logits'][:left])
+    kid_rows.append(pool_3[:max(KID_FEATURES - sum(map(len, kid_rows)), 0)])
+    nfes.append(int(arrays['nfe']))
+  if moments.count != num_samples:
+    raise ValueError(f'The round files hold {moments.count} samples, not {num_samples}.')
+  mu, sigma = fid.moments_statistics(moments)
+  values = {'fid': fid.frechet_distance(mu, sigma, reference[fid.MU], reference[fid.SIGMA]),
+            'kid': None, 'kid_std': None, 'num_samples': int(num_samples),
+            'nfe': float(np.mean(nfes))}
+  if fid.FEATURES in reference:
+    values['kid'], values['kid_std'] = fid.kernel_inception_distance(
+        np.concatenate(kid_rows), reference[fid.FEATURES])
+  else:
+    logging.warning('The reference statistics hold no pool_3 features; KID is not computed. '
+                    'Remake them with dataset_stats --kid_features 10000.')
+  values['is'], values['is_std'] = fid.inception_score(np.concatenate(logits), splits=is_splits)
+  return values
+
+
+def make_sample_evaluator(config, sde, model, mesh, inception_fn: Callable,
+                          reference: Dict[str, np.ndarray]):
+  """``evaluate_samples(params, step, ckpt_dir, writer) -> report columns`` (see module doc).
+
+  The sampler is compiled once, at the first call, and reused for every checkpoint. The returned
+  columns are those of ``sample_metrics`` on process 0 and empty elsewhere (only process 0 has
+  the round files).
+  """
+  round_fn = make_round_fn(config, sde, model, mesh, inception_fn)
+  e = config.eval
+  rounds = num_rounds(e.num_samples, e.batch_size)
+
+  def evaluate_samples(params, step: int, ckpt_dir: str, writer=None) -> Dict[str, Any]:
+    compute_rounds(round_fn, params, config.seed, step, ckpt_dir, rounds, writer)
+    if jax.process_index() != 0:
+      return {}
+    paths = [round_path(ckpt_dir, r) for r in range(rounds)]
+    return sample_metrics(paths, e.num_samples, reference, e.is_splits)
+
+  return evaluate_samples
+

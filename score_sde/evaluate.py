@@ -1,0 +1,323 @@
+"""``evaluate(config, workdir, eval_folder)``: held-out loss, bits/dim and FID / KID / IS of a run's
+checkpoints, resumable at every level.
+
+Which checkpoints: the periodic snapshots ``k * training.snapshot_freq`` for
+``eval.begin_ckpt <= k <= eval.end_ckpt`` that training reaches (``<= training.n_iters``), plus
+the final checkpoint ``n_iters`` when it is not a multiple of ``snapshot_freq``: it counts as
+snapshot ``ceil(n_iters / snapshot_freq)`` and is evaluated when that index is in the range.
+A checkpoint not on disk yet is waited for, polling, up to ``eval.wait_for_checkpoint_secs``
+(training may still be running), then skipped with a warning.
+
+Per checkpoint, from the EMA weights and as enabled:
+
+* ``eval.enable_loss``: the training objective averaged over every example of the test split
+  (padding rows of the last batch masked out), batch ``b`` drawing its noise from
+  ``loss_batch_key(seed, b)``: the same noise for every checkpoint, so differences between
+  checkpoints are the model's, not the noise's.
+* ``eval.enable_bpd``: bits/dim through the probability-flow ODE (``likelihood``) over
+  ``eval.bpd_dataset``, ``likelihood.NUM_REPEATS`` passes (5 over test, 1 over train). The data
+  are always uniformly dequantized, with fresh noise per pass, whatever
+  ``data.uniform_dequantization`` says: the paper's bits/dim (Table 2) are defined on dequantized
+  data, and without it they are no bound on the discrete likelihood. Progress is saved after each
+  batch, so a killed run resumes at the next batch.
+* ``eval.enable_sampling``: FID / KID / IS from ``eval.num_samples`` samples (``eval_samples``),
+  resumable per round.
+
+Results go to ``workdir/<eval_folder>``: ``report.json`` / ``report.csv`` (one row per checkpoint,
+updated as each metric finishes; finished metrics are not recomputed on a rerun), TensorBoard
+scalars under ``tensorboard/`` and per-checkpoint files under ``ckpt_<step>/``. Process 0 writes;
+all processes compute together and follow process 0's view of what is left to do.
+"""
+import os
+import time
+from typing import Any, Callable, Dict, List, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+from etils import epath
+
+from score_sde import (checkpoint, config_validation, data, eval_report, eval_samples,
+                       likelihood, losses, optim, sde_lib, sharding, summary, train)
+from score_sde.metrics import inception, inception_weights
+from score_sde.models import utils as mutils
+
+POLL_SECS = 30.  # Between looks for a checkpoint that is not there yet.
+BPD_PROGRESS_FILE = 'bpd_progress.npz'
+# Sub-streams of train.EVAL_STREAM.
+_LOSS_NOISE, _BPD_PROBES, _BPD_DEQUANTIZATION = range(3)
+
+# ``evaluator(params_ema, step, ckpt_dir, writer) -> report columns``: one metric of one
+# checkpoint; ``ckpt_dir`` holds its resumable work files.
+Evaluator = Callable[[Any, int, str, Optional[summary.SummaryWriter]], Dict[str, Any]]
+
+
+class EvalResult(NamedTuple):
+  """What ``evaluate`` returns: the report rows of the evaluated checkpoints (``eval_report.
+  COLUMNS``, None where not computed) and the steps skipped because they never appeared."""
+  rows: List[Dict[str, Any]]
+  missing_steps: List[int]
+
+
+# ------------------------------------------------------------------------------ checkpoints
+def checkpoint_steps(begin_ckpt: int, end_ckpt: int, snapshot_freq: int,
+                     n_iters: int) -> List[int]:
+  """The training steps whose checkpoints an evaluation visits, ascending (module docstring).
+
+  >>> checkpoint_steps(1, 26, 4, 6)
+  [4, 6]
+  """
+  if not 1 <= begin_ckpt <= end_ckpt or snapshot_freq < 1:
+    raise ValueError(f'Need 1 <= begin_ckpt ({begin_ckpt}) <= end_ckpt ({end_ckpt}) and '
+                     f'snapshot_freq ({snapshot_freq}) >= 1.')
+  steps = [k * snapshot_freq for k in range(begin_ckpt, end_ckpt + 1)
+           if k * snapshot_freq <= n_iters]
+  if n_iters % snapshot_freq and begin_ckpt <= -(-n_iters // snapshot_freq) <= end_ckpt:
+    steps.append(n_iters)
+  if not steps:
+    raise ValueError(
+        f'No checkpoint to evaluate: snapshots {begin_ckpt}..{end_ckpt} of '
+        f'training.snapshot_freq={snapshot_freq} are all past training.n_iters={n_iters}. '
+        'Lower config.eval.begin_ckpt.')
+  return steps
+
+
+def wait_for_checkpoint(available: Callable[[], List[int]], step: int, timeout_secs: float,
+                        poll_secs: float = POLL_SECS, sleep: Callable[[float], None] = time.sleep,
+                        clock: Callable[[], float] = time.monotonic) -> bool:
+  """Whether checkpoint ``step`` is in ``available()``, polling up to ``timeout_secs``."""
+  deadline = clock() + timeout_secs
+  while step not in available():
+    left = deadline - clock()
+    if left <= 0:
+      return False
+    logging.info('Waiting for checkpoint %d (%.0f s left).', step, left)
+    sleep(min(poll_secs, left))
+  return True
+
+
+# ------------------------------------------------------------------------------ loss
+def per_example_loss_fn(sde: sde_lib.SDE, model, training: ml_collections.ConfigDict):
+  """``fn(rng, params, x) -> (B,)`` losses of the training objective, without dropout.
+
+  The dispatch of ``losses.get_sde_loss_fn`` (eq. 7 when continuous; SMLD / DDPM otherwise)
+  with the same key split, so a full batch's mean is the training loop's eval loss for that key;
+  per example, so that padding rows can be masked out.
+  """
+
+  def fn(rng, params, x):
+    loss_rng, _ = jax.random.split(rng)  # The second key is dropout's, off in evaluation.
+    if training.continuous:
+      score_fn = mutils.get_score_fn(sde, model, params, train=False, continuous=True)
+      return losses.dsm_loss(score_fn, sde, loss_rng, x, training.reduce_mean,
+                             training.likelihood_weighting, training.eps)
+    model_fn = mutils.get_model_fn(model, params, train=False)
+    discrete = losses.smld_loss if isinstance(sde, sde_lib.VESDE) else losses.ddpm_loss
+    return discrete(model_fn, sde, loss_rng, x, training.reduce_mean)
+
+  return fn
+
+
+def loss_batch_key(seed: int, index: int) -> jax.Array:
+  """The key of held-out batch ``index`` (the same for every checkpoint)."""
+  eval_key = train.stream_key(seed, train.EVAL_STREAM)
+  return jax.random.fold_in(jax.random.fold_in(eval_key, _LOSS_NOISE), index)
+
+
+def make_loss_evaluator(config, sde, model, mesh) -> Evaluator:
+  """``evaluate_loss(params, ...) -> {'loss': mean over the test split}``, compiled once."""
+  loss_fn = per_example_loss_fn(sde, model, config.training)
+
+  def masked_sums(params, batch, key):
+    values = loss_fn(key, params, batch['image'])
+    mask = batch['mask'].astype(values.dtype)
+    return jnp.sum(values * mask), jnp.sum(mask)
+
+  rep, split = sharding.replicated(mesh), sharding.data_sharding(mesh)
+  compiled = jax.jit(masked_sums, in_shardings=(rep, split, rep), out_shardings=(rep, rep))
+  source = data.get_dataset(config.data, 'test')
+  scaler = data.get_data_scaler(config.data.centered)
+
+  def evaluate_loss(params, step=None, ckpt_dir=None, writer=None) -> Dict[str, float]:
+    del step, ckpt_dir, writer  # The loss keeps no files.
+    sums = []
+    batches = data.epoch_batches(
+        source, config.eval.batch_size, jax.process_index(), jax.process_count(),
+        uniform_dequantization=config.data.uniform_dequantization, seed=config.seed)
+    for index, batch in enumerate(batches):
+      batch = sharding.to_global({'image': scaler(batch['image']), 'mask': batch['mask']}, mesh)
+      sums.append(compiled(params, batch, loss_batch_key(config.seed, index)))
+    totals = np.asarray(jax.device_get(sums), np.float64)  # One transfer at the end.
+    return {'loss': float(totals[:, 0].sum() / totals[:, 1].sum())}
+
+  return evaluate_loss
+
+
+# ------------------------------------------------------------------------------ bits/dim
+def dequantization_seed(seed: int, repeat: int) -> int:
+  """The data pipeline's seed for the dequantization noise of pass ``repeat``."""
+  return int(np.random.SeedSequence([seed, _BPD_DEQUANTIZATION, repeat]).generate_state(1)[0])
+
+
+def make_bpd_evaluator(config, sde, model, mesh) -> Evaluator:
+  """``evaluate_bpd(params, step, ckpt_dir) -> {'bpd', 'bpd_stderr', 'bpd_nfe'}``, resumable per
+  batch through ``ckpt_dir/BPD_PROGRESS_FILE``.
+
+  The likelihood uses ``likelihood.get_likelihood_fn``'s defaults: one Rademacher probe per
+  example, an adaptive 5th-order solver (Tsit5; the reference used RK45) with the reference's
+  rtol = atol = 1e-5, from t = 1e-5. Values are computed on every process; the progress file and
+  the returned columns are process 0's (empty elsewhere).
+  """
+  split = config.eval.bpd_dataset
+  num_repeats = likelihood.NUM_REPEATS[split]
+  centered = config.data.centered
+  if not config.data.uniform_dequantization:
+    logging.info('bits/dim: uniform dequantization is on for the likelihood data, as the paper '
+                 'defines bits/dim on dequantized data (data.uniform_dequantization is False).')
+  likelihood_fn = likelihood.get_likelihood_fn(sde, data.get_data_inverse_scaler(centered))
+  bpd_fn = likelihood.get_sharded_likelihood_fn(
+      likelihood_fn,
+      lambda p: mutils.get_score_fn(sde, model, p, train=False,
+                                    continuous=config.training.continuous),
+      mesh, scaler=data.get_data_scaler(centered))
+  source = data.get_dataset(config.data, split)
+  probe_key = jax.random.fold_in(train.stream_key(config.seed, train.EVAL_STREAM), _BPD_PROBES)
+
+  def make_batches(repeat):
+    return data.epoch_batches(source, config.eval.batch_size, jax.process_index(),
+                              jax.process_count(), uniform_dequantization=True,
+                              seed=dequantization_seed(config.seed, repeat))
+
+  def evaluate_bpd(params, step, ckpt_dir: str, writer=None) -> Dict[str, float]:
+    del step, writer
+    path = os.path.join(ckpt_dir, BPD_PROGRESS_FILE)
+    done = _load_bpd_progress(path) if jax.process_index() == 0 else []
+    start = eval_report.host0_view(_next_batch(done)).tolist()
+    rounds = likelihood.dataset_bpd_rounds(lambda key, x: bpd_fn(key, params, x), make_batches,
+                                           probe_key, num_repeats, start=tuple(start))
+    for bpd_round in rounds:
+      done.append(bpd_round)
+      if jax.process_index() == 0:
+        _save_bpd_progress(path, done)
+    if jax.process_index() != 0:
+      return {}
+    result = likelihood.summarize_bpd(done)
+    return {'bpd': result.mean, 'bpd_stderr': result.stderr, 'bpd_nfe': result.mean_nfe}
+
+  return evaluate_bpd
+
+
+def _next_batch(done: List[likelihood.BpdRound]) -> List[int]:
+  return [done[-1].repeat, done[-1].batch + 1] if done else [0, 0]
+
+
+def _save_bpd_progress(path: str, done: List[likelihood.BpdRound]) -> None:
+  eval_report.save_npz(path, index=np.array([[r.repeat, r.batch] for r in done], np.int64),
+                       nfe=np.array([r.nfe for r in done], np.int64),
+                       count=np.array([r.bpd.size for r in done], np.int64),
+                       bpd=np.concatenate([r.bpd for r in done]))
+
+
+def _load_bpd_progress(path: str) -> List[likelihood.BpdRound]:
+  if not epath.Path(path).exists():
+    return []
+  arrays = eval_report.load_npz(path)
+  values = np.split(arrays['bpd'], np.cumsum(arrays['count'])[:-1])
+  return [likelihood.BpdRound(int(r), int(b), v, int(n))
+          for (r, b), v, n in zip(arrays['index'], values, arrays['nfe'])]
+
+
+# ------------------------------------------------------------------------------ driver
+def _sample_setup(config, mesh):
+  """Reference statistics and the Inception network: loaded before any checkpoint or sampler,
+  so a missing file fails in the first seconds with the command that makes it."""
+  reference = eval_samples.load_reference_stats(config)
+  params = inception_weights.load_inception_params(config.eval.inception_path)
+  return inception.get_inception_fn(params, mesh), reference
+
+
+def _pending(row: Dict[str, Any], eval_config) -> List[str]:
+  """The enabled metrics that ``row`` lacks (a sample row with another count is stale)."""
+  todo = []
+  if eval_config.enable_loss and row['loss'] is None:
+    todo.append('loss')
+  if eval_config.enable_bpd and row['bpd'] is None:
+    todo.append('bpd')
+  if eval_config.enable_sampling and (row['fid'] is None
+                                      or row['num_samples'] != eval_config.num_samples):
+    todo.append('samples')
+  return todo
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str, eval_folder: str = 'eval',
+             mesh: Optional[jax.sharding.Mesh] = None) -> EvalResult:
+  """Evaluates the checkpoints of the run in ``workdir`` (see the module docstring).
+
+  Args:
+    config: the config the run was trained with, plus the ``eval`` fields to use.
+    workdir: the training run's directory (its ``checkpoints/`` are read, never written).
+    eval_folder: sub-directory of ``workdir`` for the results.
+    mesh: the device mesh; by default every device of every host.
+  Returns:
+    ``EvalResult``: the rows of the evaluated checkpoints (process 0 has every column) and the
+    steps that never appeared.
+  Raises:
+    ValueError / FileNotFoundError: before any sampling, for a bad config, a missing
+      ``eval.stats_path`` or Inception weights, or a folder holding another config's results.
+  """
+  mesh = sharding.make_mesh() if mesh is None else mesh
+  config_validation.validate_config(config, num_devices=mesh.devices.size,
+                                    num_hosts=jax.process_count())
+  e, is_writer = config.eval, jax.process_index() == 0
+  steps = checkpoint_steps(e.begin_ckpt, e.end_ckpt, config.training.snapshot_freq,
+                           config.training.n_iters)
+  sample_setup = _sample_setup(config, mesh) if e.enable_sampling else None
+  folder = os.path.join(workdir, eval_folder)
+  eval_report.check_config_record(folder, config, write=is_writer)
+  report = eval_report.Report(folder, write=is_writer)
+
+  sde, model = sde_lib.get_sde(config), mutils.get_model(config)
+  init_fn = train.state_factory(config, model, optim.get_optimizer(config.optim))
+  abstract = train.abstract_state(init_fn, mesh)
+  evaluators = {}  # Built (and compiled) at first use: a finished folder compiles nothing.
+  builders = {'loss': lambda: make_loss_evaluator(config, sde, model, mesh),
+              'bpd': lambda: make_bpd_evaluator(config, sde, model, mesh),
+              'samples': lambda: eval_samples.make_sample_evaluator(config, sde, model, mesh,
+                                                                    *sample_setup)}
+  ckpt = checkpoint.Checkpointer(workdir, read_only=True)
+  writer = summary.SummaryWriter(os.path.join(folder, 'tensorboard'))
+  missing = []
+  try:
+    for step in steps:
+      present = wait_for_checkpoint(ckpt.periodic_steps, step, e.wait_for_checkpoint_secs)
+      if not eval_report.host0_view(present):
+        missing.append(step)
+        continue
+      flags = [name in _pending(report.row(step), e) for name in builders]
+      todo = [name for name, flag in zip(builders, eval_report.host0_view(flags)) if flag]
+      if not todo:
+        logging.info('step %d: already evaluated (%s).', step, folder)
+        continue
+      params = ckpt.restore(step, abstract).params_ema
+      ckpt_dir = os.path.join(folder, f'ckpt_{step}')
+      for name in todo:
+        if name not in evaluators:
+          evaluators[name] = builders[name]()
+        start = time.time()
+        values = evaluators[name](params, step, ckpt_dir, writer)
+        report.update(step, values)
+        writer.scalars(step, {f'eval/{k}': v for k, v in values.items() if v is not None})
+        logging.info('step %d: %s in %.1f s: %s', step, name, time.time() - start, values)
+      writer.flush()
+  finally:
+    writer.close()
+    ckpt.close()
+  if missing:
+    logging.warning(
+        'Checkpoints %s were not found under %s/%s (waited up to %s s each) and were skipped. '
+        'Run the evaluation again once training has written them (config.eval.'
+        'wait_for_checkpoint_secs sets the wait); finished checkpoints are not recomputed.',
+        missing, workdir, checkpoint.PERIODIC_DIR, e.wait_for_checkpoint_secs)
+  return EvalResult(report.rows(steps), missing)
