@@ -4,6 +4,8 @@ Every config field can be overridden, e.g. ``--config.training.batch_size=64``. 
 multi-node GPU cluster, start one process per host with ``--distributed``; each host then loads
 only its share of every batch.
 """
+import logging as std_logging
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -18,9 +20,18 @@ _DISTRIBUTED = flags.DEFINE_bool(
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
+class _OnlyWarningsFromLibraries(std_logging.Filter):
+  """Keeps the run's own INFO lines readable: orbax and jax log every step of their work."""
+
+  def filter(self, record):
+    return record.levelno >= std_logging.WARNING or '/score_sde/' in record.pathname or (
+        record.pathname.endswith('main.py'))
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  logging.get_absl_handler().addFilter(_OnlyWarningsFromLibraries())
   import jax  # After flag parsing, so --help stays fast.
   if _DISTRIBUTED.value:
     jax.distributed.initialize()

@@ -171,7 +171,8 @@ class Checkpointer:
       raise ValueError(f'max_to_keep={max_to_keep}; use 0 to keep all checkpoints or a count.')
     if preemption_to_keep < 1:
       raise ValueError(f'preemption_to_keep={preemption_to_keep}; it must be >= 1.')
-    self.workdir = os.fspath(workdir)
+    # orbax (tensorstore) needs absolute paths, and users pass relative --workdir values.
+    self.workdir = os.path.abspath(os.fspath(workdir))
     self._periodic = self._manager(PERIODIC_DIR, max_to_keep or None, async_save, read_only)
     self._preemption = self._manager(PREEMPTION_DIR, preemption_to_keep, async_save, read_only)
 

@@ -42,15 +42,13 @@ CHOICES = {
     'eval.bpd_dataset': ('train', 'test'),
 }
 
-# (field, module, registry attribute, names used while the module does not exist yet).
+# (field, module holding the registry, registry attribute). Importing the module fills it.
 REGISTRIES = (
-    ('training.sde', 'score_sde.sde_lib', 'SDES', ('vesde', 'vpsde', 'subvpsde')),
-    ('model.name', 'score_sde.models', 'MODELS', ('ncsnpp', 'ddpm')),
-    ('data.dataset', 'score_sde.data', 'DATASETS',
-     ('mnist_embedded', 'cifar10', 'svhn', 'celeba', 'lsun', 'ffhq', 'celebahq', 'image_folder')),
-    ('sampling.predictor', 'score_sde.sampling', 'PREDICTORS',
-     ('euler_maruyama', 'reverse_diffusion', 'ancestral_sampling', 'none')),
-    ('sampling.corrector', 'score_sde.sampling', 'CORRECTORS', ('langevin', 'ald', 'none')),
+    ('training.sde', 'score_sde.sde_lib', 'SDES'),
+    ('model.name', 'score_sde.models', 'MODELS'),
+    ('data.dataset', 'score_sde.data', 'DATASETS'),
+    ('sampling.predictor', 'score_sde.sampling', 'PREDICTORS'),
+    ('sampling.corrector', 'score_sde.sampling', 'CORRECTORS'),
 )
 
 # Channels of the datasets whose images have a fixed colour format.
@@ -61,22 +59,10 @@ DATASET_CHANNELS = {'mnist_embedded': 1, 'cifar10': 3, 'svhn': 3, 'celeba': 3, '
 _OFF = 'none'
 
 
-def registered_names(module_name: str, attribute: str, fallback: Sequence[str]) -> Tuple[str, ...]:
-  """Lower-case names in a registry, or ``fallback`` while its module does not exist yet.
-
-  Importing the module fills the registry; a module that exists but fails to import is a bug
-  that should surface, so only its absence falls back.
-  """
-  try:
-    module = importlib.import_module(module_name)
-  except ModuleNotFoundError as e:
-    if e.name and module_name.startswith(e.name):
-      return tuple(fallback)
-    raise
-  registry = getattr(module, attribute, None)
-  if registry is None:
-    return tuple(fallback)
-  return tuple(str(name).lower() for name in registry)
+def registered_names(module_name: str, attribute: str) -> Tuple[str, ...]:
+  """Lower-case names in the registry ``module_name.attribute``."""
+  return tuple(str(name).lower()
+               for name in getattr(importlib.import_module(module_name), attribute))
 
 
 def validate_config(config: ml_collections.ConfigDict, num_devices: int,
@@ -155,8 +141,8 @@ def _get(config: ml_collections.ConfigDict, field: str) -> Any:
 # --------------------------------------------------------------------------------- names
 def _name_problems(c) -> List[str]:
   problems = []
-  for field, module, attribute, fallback in REGISTRIES:
-    known = set(registered_names(module, attribute, fallback))
+  for field, module, attribute in REGISTRIES:
+    known = set(registered_names(module, attribute))
     if field.startswith('sampling.'):
       known.add(_OFF)
     value = _get(c, field)

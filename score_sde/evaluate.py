@@ -99,27 +99,6 @@ def wait_for_checkpoint(available: Callable[[], List[int]], step: int, timeout_s
 
 
 # ------------------------------------------------------------------------------ loss
-def per_example_loss_fn(sde: sde_lib.SDE, model, training: ml_collections.ConfigDict):
-  """``fn(rng, params, x) -> (B,)`` losses of the training objective, without dropout.
-
-  The dispatch of ``losses.get_sde_loss_fn`` (eq. 7 when continuous; SMLD / DDPM otherwise)
-  with the same key split, so a full batch's mean is the training loop's eval loss for that key;
-  per example, so that padding rows can be masked out.
-  """
-
-  def fn(rng, params, x):
-    loss_rng, _ = jax.random.split(rng)  # The second key is dropout's, off in evaluation.
-    if training.continuous:
-      score_fn = mutils.get_score_fn(sde, model, params, train=False, continuous=True)
-      return losses.dsm_loss(score_fn, sde, loss_rng, x, training.reduce_mean,
-                             training.likelihood_weighting, training.eps)
-    model_fn = mutils.get_model_fn(model, params, train=False)
-    discrete = losses.smld_loss if isinstance(sde, sde_lib.VESDE) else losses.ddpm_loss
-    return discrete(model_fn, sde, loss_rng, x, training.reduce_mean)
-
-  return fn
-
-
 def loss_batch_key(seed: int, index: int) -> jax.Array:
   """The key of held-out batch ``index`` (the same for every checkpoint)."""
   eval_key = train.stream_key(seed, train.EVAL_STREAM)
@@ -128,10 +107,13 @@ def loss_batch_key(seed: int, index: int) -> jax.Array:
 
 def make_loss_evaluator(config, sde, model, mesh) -> Evaluator:
   """``evaluate_loss(params, ...) -> {'loss': mean over the test split}``, compiled once."""
-  loss_fn = per_example_loss_fn(sde, model, config.training)
+  training = config.training
+  loss_fn = losses.get_per_example_loss_fn(
+      sde, model, train=False, reduce_mean=training.reduce_mean, continuous=training.continuous,
+      likelihood_weighting=training.likelihood_weighting, eps=training.eps)
 
   def masked_sums(params, batch, key):
-    values = loss_fn(key, params, batch['image'])
+    values = loss_fn(key, params, batch)
     mask = batch['mask'].astype(values.dtype)
     return jnp.sum(values * mask), jnp.sum(mask)
 

@@ -95,15 +95,15 @@ def ddpm_loss(model_fn: ModelFn, sde: sde_lib.VPSDE, rng: jax.Array, data: jax.A
   return _reduce(jnp.square(model_fn(perturbed, labels) - z), reduce_mean)
 
 
-def get_sde_loss_fn(sde: sde_lib.SDE, model, train: bool, reduce_mean: bool = False,
-                    continuous: bool = True, likelihood_weighting: bool = False,
-                    eps: float = 1e-5):
-  """The training objective for a Flax ``model``, as ``loss_fn(rng, params, batch) -> loss``.
+def get_per_example_loss_fn(sde: sde_lib.SDE, model, train: bool, reduce_mean: bool = False,
+                            continuous: bool = True, likelihood_weighting: bool = False,
+                            eps: float = 1e-5):
+  """The training objective per example, ``loss_fn(rng, params, batch) -> (B,)``.
 
   ``continuous`` selects eq. (7) (``dsm_loss``); otherwise the discrete objective that matches the
   SDE (``smld_loss`` for VE, ``ddpm_loss`` for VP). ``batch['image']`` is the scaled data
-  ``(B, H, W, C)``; ``rng`` also drives dropout when ``train``. The scalar loss is the mean over
-  the global batch.
+  ``(B, H, W, C)``; ``rng`` also drives dropout when ``train``. Per example so that evaluation
+  can mask the padding rows of a split's last batch.
   """
   from score_sde.models import utils as mutils  # Imported here: models import this package.
 
@@ -117,14 +117,22 @@ def get_sde_loss_fn(sde: sde_lib.SDE, model, train: bool, reduce_mean: bool = Fa
     if continuous:
       score_fn = mutils.get_score_fn(sde, model, params, train=train, continuous=True,
                                      rng=dropout_rng)
-      losses = dsm_loss(score_fn, sde, loss_rng, data, reduce_mean, likelihood_weighting, eps)
-    else:
-      model_fn = mutils.get_model_fn(model, params, train=train, rng=dropout_rng)
-      discrete_loss = smld_loss if isinstance(sde, sde_lib.VESDE) else ddpm_loss
-      losses = discrete_loss(model_fn, sde, loss_rng, data, reduce_mean)
-    return jnp.mean(losses)
+      return dsm_loss(score_fn, sde, loss_rng, data, reduce_mean, likelihood_weighting, eps)
+    model_fn = mutils.get_model_fn(model, params, train=train, rng=dropout_rng)
+    discrete_loss = smld_loss if isinstance(sde, sde_lib.VESDE) else ddpm_loss
+    return discrete_loss(model_fn, sde, loss_rng, data, reduce_mean)
 
   return loss_fn
+
+
+def get_sde_loss_fn(sde: sde_lib.SDE, model, train: bool, reduce_mean: bool = False,
+                    continuous: bool = True, likelihood_weighting: bool = False,
+                    eps: float = 1e-5):
+  """The training objective for a Flax ``model``, as ``loss_fn(rng, params, batch) -> loss``: the
+  mean over the global batch of ``get_per_example_loss_fn``'s losses (same arguments)."""
+  per_example = get_per_example_loss_fn(sde, model, train, reduce_mean, continuous,
+                                        likelihood_weighting, eps)
+  return lambda rng, params, batch: jnp.mean(per_example(rng, params, batch))
 
 
 def get_step_fn(sde: sde_lib.SDE, model, train: bool,

@@ -149,12 +149,16 @@ class VPSDE(SDE):
   def __init__(self, beta_min: float = 0.1, beta_max: float = 20., N: int = 1000):
     super().__init__(N)
     if not 0 < beta_min < beta_max:
-      raise ValueError(f'VPSDE needs 0 < beta_min < beta_max; got {beta_min}, {beta_max}.')
+      raise ValueError(f'{type(self).__name__} needs 0 < beta_min < beta_max; got {beta_min}, '
+                       f'{beta_max}.')
+    self.beta_0 = float(beta_min)
+    self.beta_1 = float(beta_max)
+    self._make_chain(beta_min, beta_max, N)
+
+  def _make_chain(self, beta_min: float, beta_max: float, N: int) -> None:
     if beta_max >= N:
       raise ValueError(f'The DDPM chain needs beta_max / N < 1, got beta_max={beta_max}, N={N}: '
                        f'raise N (model.num_scales) above {int(beta_max)}.')
-    self.beta_0 = float(beta_min)
-    self.beta_1 = float(beta_max)
     # The DDPM chain (eq. 10): beta_i = beta(i / (N - 1)) / N.
     betas = np.linspace(beta_min / N, beta_max / N, N, dtype=np.float64)
     alphas = 1. - betas
@@ -207,8 +211,12 @@ class subVPSDE(VPSDE):
       dx = -1/2 beta(t) x dt + sqrt(beta(t) (1 - exp(-2 int_0^t beta(s) ds))) dw.
 
   Kernel: ``alpha(t) = exp(m(t))`` as for VP, ``std(t) = 1 - exp(2 m(t))`` (not its square
-  root); prior ``N(0, I)``. Its discretisation is Euler-Maruyama (there is no discrete model).
+  root); prior ``N(0, I)``. Its discretisation is Euler-Maruyama (there is no discrete model),
+  so it has no DDPM tables and no lower bound on ``N``.
   """
+
+  def _make_chain(self, beta_min: float, beta_max: float, N: int) -> None:
+    del beta_min, beta_max, N
 
   def sde(self, x, t):
     beta_t = self.beta(t)

@@ -85,6 +85,19 @@ def test_round_trip_is_exact_and_lands_replicated_on_the_mesh(tmp_path, states):
   ckpt.close()
 
 
+def test_relative_workdir_round_trips(tmp_path, states, monkeypatch):
+  """``--workdir runs/x`` is relative; orbax refuses relative paths, so the Checkpointer must
+  resolve it (a first real run died at its first checkpoint without this)."""
+  monkeypatch.chdir(tmp_path)
+  with checkpoint.Checkpointer('runs/x') as ckpt:
+    assert ckpt.save(3, states[1], periodic=False)
+  restored, step = checkpoint.Checkpointer('runs/x').restore_latest(
+      jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), states[1]))
+  assert step == 3
+  assert_same(restored, states[1])
+  assert (tmp_path / 'runs' / 'x' / checkpoint.PREEMPTION_DIR / '3').is_dir()
+
+
 def test_retention_of_periodic_and_preemption_directories(tmp_path, states):
   """max_to_keep keeps the newest periodic snapshots (0 keeps all); the preemption directory
   keeps only the last few; a step is never written twice into one directory."""
