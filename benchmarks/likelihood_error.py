@@ -9,17 +9,13 @@ probe draws, for Rademacher and Gaussian probes.
     python benchmarks/likelihood_error.py [--dim 8] [--batch 256]
 """
 import argparse
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-
-from score_sde import analytic, likelihood, sde_lib  # noqa: E402
+from score_sde import analytic, likelihood, sde_lib
 
 EPS = 1e-5
 

@@ -11,17 +11,13 @@ Each row compiles once (about a second on a CPU) and runs in a few seconds at mo
 table takes about two minutes.
 """
 import argparse
-import os
-import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from score_sde import analytic, sampling, sde_lib  # noqa: E402
+from score_sde import analytic, sampling, sde_lib
 
 SDES = {
     'vpsde': (lambda n: sde_lib.VPSDE(0.1, 20., n), 1e-3),

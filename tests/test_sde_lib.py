@@ -182,6 +182,8 @@ def test_get_sde_from_config_and_unknown_name(smoke_config):
     sde_lib.get_sde(smoke_config)
   with pytest.raises(ValueError, match='sigma_min < sigma_max'):
     sde_lib.VESDE(50., 0.01)
+  # sub-VP has no discrete chain, so few steps are fine (fast samplers use N = 10 or 20).
+  assert not hasattr(sde_lib.subVPSDE(0.1, 20., 10), 'alphas_cumprod')
 
 
 def test_methods_are_jit_and_vmap_safe():

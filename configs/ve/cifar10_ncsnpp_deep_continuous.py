@@ -6,12 +6,9 @@
 Reported: FID 2.20, IS 9.89, the paper's best CIFAR-10 sample quality (abstract and Table 3;
 also the yang-song/score_sde README).
 """
+from configs import default
 from configs.ve import cifar10_ncsnpp_continuous
 
 
 def get_config():
-  config = cifar10_ncsnpp_continuous.get_config()
-  config.training.n_iters = 950001
-  config.eval.end_ckpt = 19  # The last checkpoint of 950k steps at snapshot_freq = 50k.
-  config.model.num_res_blocks = 8
-  return config
+  return default.deepen(cifar10_ncsnpp_continuous.get_config())

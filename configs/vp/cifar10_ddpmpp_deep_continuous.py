@@ -6,12 +6,9 @@
 Reported (yang-song/score_sde README): FID 2.41, IS 9.68 (paper Table 3); FID 3.08 with the
 probability-flow ODE and 3.13 bits/dim (paper Table 2).
 """
+from configs import default
 from configs.vp import cifar10_ddpmpp_continuous
 
 
 def get_config():
-  config = cifar10_ddpmpp_continuous.get_config()
-  config.training.n_iters = 950001
-  config.eval.end_ckpt = 19  # The last checkpoint of 950k steps at snapshot_freq = 50k.
-  config.model.num_res_blocks = 8
-  return config
+  return default.deepen(cifar10_ddpmpp_continuous.get_config())

@@ -5,12 +5,9 @@
 
 No figure for this configuration is stated in the reference README.
 """
+from configs import default
 from configs.vp import cifar10_ncsnpp_continuous
 
 
 def get_config():
-  config = cifar10_ncsnpp_continuous.get_config()
-  config.training.n_iters = 950001
-  config.eval.end_ckpt = 19  # The last checkpoint of 950k steps at snapshot_freq = 50k.
-  config.model.num_res_blocks = 8
-  return config
+  return default.deepen(cifar10_ncsnpp_continuous.get_config())
