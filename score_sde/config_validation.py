@@ -230,6 +230,10 @@ def _sampling_problems(c) -> List[str]:
              'the Langevin step size needs a positive signal-to-noise ratio, typically 0.05-0.2')
   _require(problems, isinstance(s.num_steps, int) and s.num_steps >= 0, 'sampling.num_steps',
            s.num_steps, "use 0 (the SDE's N) or a positive step count")
+  _require(problems, s.dpm_solver_order in (1, 2, 3), 'sampling.dpm_solver_order',
+           s.dpm_solver_order, 'DPM-Solver++ is implemented for orders 1, 2 and 3')
+  _require(problems, s.s_churn >= 0, 'sampling.s_churn', s.s_churn,
+           'use 0 for the deterministic Heun sampler or a positive churn, e.g. 40 (EDM)')
   for name in ('rtol', 'atol'):
     _require(problems, _get(s, name) > 0, f'sampling.{name}', _get(s, name),
              'ODE tolerances must be positive, e.g. 1e-5')

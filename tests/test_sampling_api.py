@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import test_sampling_support as support
-from score_sde import analytic, sampling, sde_lib, sharding
+from score_sde import analytic, config_validation, sampling, sde_lib, sharding
 
 
 def _toy(dim=4, sde_name='vpsde'):
@@ -35,6 +35,31 @@ def test_get_sampler_runs_every_method_from_the_smoke_config(smoke_config):
   smoke_config.sampling.method = 'langevin'
   with pytest.raises(KeyError, match='pc, ode, heun, dpm_solver'):
     sampling.get_sampler(smoke_config, sde, shape, sampling.identity, eps=1e-5)
+
+
+def test_config_fields_reach_heun_churn_and_dpm_order(smoke_config):
+  """sampling.s_churn and sampling.dpm_solver_order change what get_sampler builds: the same key
+  gives other samples, with the same NFE; an order the solver lacks is a config error."""
+  sde = sde_lib.get_sde(smoke_config)
+  score_fn = lambda x, t: sde_lib.batch_mul(-1. / (1. + sde.marginal_coeffs(t)[1] ** 2), x)
+  smoke_config.sampling.num_steps = 6  # Order 3 needs a step with two steps of history.
+
+  def run():
+    sampler = sampling.get_sampler(smoke_config, sde, (4, 4, 4, 1), sampling.identity, eps=1e-5)
+    return jax.jit(lambda r: sampler(r, score_fn))(jax.random.key(0))
+
+  for method, field, values in (('heun', 's_churn', (0., 40.)),
+                                ('dpm_solver', 'dpm_solver_order', (2, 3))):
+    smoke_config.sampling.method = method
+    results = []
+    for value in values:
+      setattr(smoke_config.sampling, field, value)
+      results.append(run())
+    assert int(results[0][1]) == int(results[1][1]), method
+    assert not np.allclose(results[0][0], results[1][0]), method
+  smoke_config.sampling.dpm_solver_order = 4
+  with pytest.raises(ValueError, match='dpm_solver_order'):
+    config_validation.validate_config(smoke_config, num_devices=8)
 
 
 @pytest.mark.parametrize('method', ['RK45', 'Tsit5', 'Bosh3', 'Dopri8'])

@@ -32,8 +32,8 @@ def get_sampler(config: ml_collections.ConfigDict, sde: sde_lib.SDE, shape,
   """The sampler named by ``config.sampling.method``, configured from ``config.sampling``.
 
   Reads ``method``, ``predictor``, ``corrector``, ``snr``, ``n_steps_each``,
-  ``probability_flow``, ``noise_removal`` (denoise), ``rtol``, ``atol`` and ``num_steps``
-  (Heun / DPM-Solver++; 0 means ``sde.N``), and ``config.training.continuous``.
+  ``probability_flow``, ``noise_removal`` (denoise), ``rtol``, ``atol``, ``num_steps``
+  (Heun / DPM-Solver++; 0 means ``sde.N``), ``s_churn`` (Heun) and ``dpm_solver_order``, and ``config.training.continuous``.
 
   Args:
     config: the full experiment config.
@@ -59,10 +59,10 @@ def get_sampler(config: ml_collections.ConfigDict, sde: sde_lib.SDE, shape,
                            atol=s.atol, eps=eps)
   if method == 'heun':
     return get_heun_sampler(sde, shape, inverse_scaler, num_steps, denoise=s.noise_removal,
-                            eps=eps)
+                            eps=eps, s_churn=s.s_churn)
   if method == 'dpm_solver':
     return get_dpm_solver_sampler(sde, shape, inverse_scaler, num_steps,
-                                  denoise=s.noise_removal, eps=eps)
+                                  order=s.dpm_solver_order, denoise=s.noise_removal, eps=eps)
   raise KeyError(f'Unknown sampling method {s.method!r}; known: {", ".join(METHODS)}.')
 
 
