@@ -160,7 +160,7 @@ def get_score_fn(sde: sde_lib.SDE, model: nn.Module, params, train: bool = False
     def score_fn(x, t):
       if continuous or isinstance(sde, sde_lib.subVPSDE):
         labels = t * 999
-        std = sde.marginal_prob(jnp.zeros_like(x), t)[1]
+        std = sde.marginal_coeffs(t)[1]
       else:
         labels = t * (sde.N - 1)
         std = sde.sqrt_1m_alphas_cumprod[labels.astype(jnp.int32)]
@@ -169,7 +169,7 @@ def get_score_fn(sde: sde_lib.SDE, model: nn.Module, params, train: bool = False
   elif isinstance(sde, sde_lib.VESDE):
     def score_fn(x, t):
       if continuous:
-        labels = sde.marginal_prob(jnp.zeros_like(x), t)[1]
+        labels = sde.marginal_coeffs(t)[1]
       else:
         labels = jnp.round((sde.T - t) * (sde.N - 1)).astype(jnp.int32)
       return model_fn(x, labels)
