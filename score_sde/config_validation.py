@@ -23,7 +23,7 @@ combinations are legal follows the reference implementation (yang-song/score_sde
 """
 import difflib
 import importlib
-from typing import Any, Iterable, List, Sequence, Tuple
+from typing import Any, Iterable, List, Tuple
 
 import ml_collections
 

@@ -19,15 +19,13 @@ import os
 from typing import Any, Callable, Dict, List
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
 
-from score_sde import data, eval_report, sampling, summary, train
+from score_sde import eval_report, summary, train
 from score_sde.metrics import fid, inception
-from score_sde.models import utils as mutils
 
 KID_FEATURES = 10000  # Sample features kept for KID; as dataset_stats' default --kid_features.
 GRID_FILE = 'samples.png'  # The first round's first GRID_IMAGES samples, per ckpt_<step>.
@@ -98,19 +96,8 @@ def make_round_fn(config, sde, model, mesh, inception_fn: Callable
   with ``with_images`` also ``images``, (B, H, W, C) float32 on the 8-bit grid in [0, 1] (only
   the round that makes the PNG grid pays for gathering them).
   """
-  shape = (config.eval.batch_size,) + train.image_shape(config)
-  inverse_scaler = data.get_data_inverse_scaler(config.data.centered)
-  sampler = sampling.get_sampler(config, sde, shape, inverse_scaler, eps=config.sampling.eps)
-
-  def sample_8bit(rng, score_fn):
-    samples, nfe = sampler(rng, score_fn)
-    return jnp.round(jnp.clip(samples, 0., 1.) * 255.) / 255., nfe
-
-  def make_score_fn(params):
-    return mutils.get_score_fn(sde, model, params, train=False,
-                               continuous=config.training.continuous)
-
-  sample = sampling.get_sharded_sampler(sample_8bit, make_score_fn, mesh)
+  sample = train.make_snapshot_sampler(config, sde, model, mesh, config.eval.batch_size,
+                                       quantize=True)
 
   def round_fn(params, key, with_images: bool = False):
     images, nfe = sample(params, key)

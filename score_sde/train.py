@@ -80,20 +80,27 @@ def compile_step(config, sde, model, mesh, *, train: bool, tx=None):
                  donate_argnums=(0,) if train else ())
 
 
-def make_snapshot_sampler(config, sde, model, mesh, num_samples: int):
-  """``sample(params_ema, key) -> images in [0, 1]`` with the configured sampler, sharded."""
+def make_snapshot_sampler(config, sde, model, mesh, num_samples: int, quantize: bool = False):
+  """``sample(params_ema, key) -> (images, nfe)`` with the configured sampler, compiled once for
+  ``mesh`` (``sampling.get_sharded_sampler``).
+
+  ``images`` are ``(num_samples, H, W, C)`` in [0, 1], split over the mesh's ``'data'`` axis;
+  with ``quantize`` rounded to the 8-bit grid, as images saved to disk are (what FID sees).
+  """
   shape = (num_samples,) + image_shape(config)
   sampler = sampling.get_sampler(config, sde, shape, data.get_data_inverse_scaler(
       config.data.centered), eps=config.sampling.eps)
 
-  def sample(params, key):
-    score_fn = mutils.get_score_fn(sde, model, params, train=False,
-                                   continuous=config.training.continuous)
-    samples, _ = sampler(key, score_fn)
-    return jnp.clip(samples, 0., 1.)
+  def to_images(rng, score_fn):
+    samples, nfe = sampler(rng, score_fn)
+    images = jnp.clip(samples, 0., 1.)
+    return (jnp.round(images * 255.) / 255. if quantize else images), nfe
 
-  rep = sharding.replicated(mesh)
-  return jax.jit(sample, in_shardings=(rep, rep), out_shardings=sharding.data_sharding(mesh))
+  def make_score_fn(params):
+    return mutils.get_score_fn(sde, model, params, train=False,
+                               continuous=config.training.continuous)
+
+  return sampling.get_sharded_sampler(to_images, make_score_fn, mesh)
 
 
 class _LossBuffer:
@@ -198,7 +205,7 @@ def _save_samples(sample_fn, state, seed: int, step: int, workdir: str, writer) 
   start = time.time()
   key = jax.random.fold_in(stream_key(seed, SAMPLE_STREAM), step)
   samples = jax.device_get(multihost_utils.process_allgather(
-      sample_fn(state.params_ema, key), tiled=True))
+      sample_fn(state.params_ema, key)[0], tiled=True))
   grid = summary.image_grid(np.asarray(samples))
   if jax.process_index() == 0:
     os.makedirs(os.path.join(workdir, 'samples'), exist_ok=True)

@@ -108,9 +108,9 @@ def get_heun_sampler(sde: sde_lib.SDE, shape, inverse_scaler: base.InverseScaler
     if denoise:
       # Euler to sigma = 0: x_hat + (0 - sigma) (x_hat - D) / sigma = D.
       if gamma > 0:
-        x_hat, sigma, t = churn(n_heun, x_hat)
+        x_hat, _, t = churn(n_heun, x_hat)
       else:
-        sigma, t = sigmas[n_heun], times[n_heun]
+        t = times[n_heun]
       x = denoiser(score_fn, x_hat, t)
     else:
       alpha_eps, _ = sde.marginal_coeffs(jnp.float32(eps))
