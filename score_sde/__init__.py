@@ -7,7 +7,7 @@ The public modules, each imported on first use so that ``import score_sde`` stay
 * ``models``: NCSN++ / DDPM++ and DDPM networks, ``models.utils.get_score_fn``.
 * ``sampling``: predictor-corrector, probability-flow ODE, Heun (EDM), DPM-Solver++,
   inpainting / colorization / classifier guidance.
-* ``likelihood``: bits/dim through the probability-flow ODE.
+* ``likelihood``: bits/dim through the probability-flow ODE (solved by ``ode_solve``).
 * ``metrics``: FID / KID / Inception Score with a Flax Inception-v3.
 * ``data``, ``train``, ``evaluate``, ``checkpoint``, ``released_checkpoints``, ``analytic``
   (closed-form Gaussian-mixture targets), ``sharding``, ``optim``, ``train_state``, ``summary``,
@@ -18,6 +18,7 @@ import importlib
 __version__ = '0.1.0'
 __all__ = [
     'analytic', 'checkpoint', 'config_validation', 'data', 'evaluate', 'likelihood', 'losses',
+    'ode_solve',
     'metrics', 'models', 'optim', 'registry', 'released_checkpoints', 'sampling', 'sde_lib',
     'sharding', 'summary', 'train', 'train_state',
 ]

@@ -20,18 +20,15 @@ Bits per dimension of 8-bit images (how ``bits_per_dim`` converts, derived in it
 """
 from typing import Callable, Iterable, Iterator, NamedTuple, Optional, Tuple
 
-import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from score_sde import sde_lib, sharding
+from score_sde import ode_solve, sde_lib, sharding
 
 HUTCHINSON_TYPES = ('rademacher', 'gaussian', 'exact')
-# 'rk45' is the reference's scipy method name: the Dormand-Prince pair, i.e. dopri5.
-_SOLVERS = {'tsit5': diffrax.Tsit5, 'dopri5': diffrax.Dopri5, 'rk45': diffrax.Dopri5}
 
 # The reference evaluates on uniformly dequantized data, going 5 times over the test split (fresh
 # dequantization and probe noise each time) and once over the training split.
@@ -164,11 +161,11 @@ def flow_to_prior(sde: sde_lib.SDE, score_fn: sde_lib.ScoreFn, x: jax.Array,
     probes: ``(P, B, ...)`` Hutchinson probes (``sample_probes``), or ``None`` for the exact
       divergence.
     rtol, atol: tolerances of the PID step-size controller.
-    method: ``'tsit5'`` or ``'dopri5'`` (alias ``'rk45'``), explicit 5(4) FSAL pairs.
+    method: an ``ode_solve.SOLVERS`` name: ``'tsit5'``, ``'dopri5'`` (alias ``'rk45'``), ...
     eps: the start time, in ``(0, T)``.
     max_steps: a solve needing more steps fails: its ``z`` and ``delta_logp`` are NaN.
   """
-  solver = _check_solve_args(sde, method, rtol, atol, eps)
+  _check_solve_args(sde, method, rtol, atol, eps)
   if probes is not None and probes.shape[1:] != x.shape:
     raise ValueError(f'probes of shape {probes.shape} do not match data {x.shape}; '
                      'expected (num_probes, *data.shape).')
@@ -180,36 +177,21 @@ def flow_to_prior(sde: sde_lib.SDE, score_fn: sde_lib.ScoreFn, x: jax.Array,
 
   num_probes = 1 if probes is None else probes.shape[0]
   y0 = (x, jnp.zeros((num_probes, x.shape[0]), jnp.float32))
-  term = diffrax.ODETerm(vector_field)
-  # diffrax re-evaluates an FSAL solver's first stage on every try of the first step, rejected
-  # ones included, and reports no evaluation count. Handing it that first evaluation makes the
-  # cost exactly (stages - 1) per step, so the NFE follows from the step count. The FSAL state
-  # layout (first_step, f0) is diffrax's; the NFE test fails if a release changes it.
-  f0 = vector_field(eps, y0, probes)
-  # First step: 1% of the interval, about what diffrax starts with; the controller adapts it.
-  solution = diffrax.diffeqsolve(
-      term, solver, t0=eps, t1=sde.T, dt0=(sde.T - eps) / 100., y0=y0, args=probes,
-      stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol), max_steps=max_steps,
-      solver_state=(jnp.array(False), f0), throw=False)
-  # NaN marks a failed solve instead of diffrax's raising host callback, which the SPMD
-  # partitioner cannot shard (it would gather the state to one device on every solve).
-  ok = solution.result == diffrax.RESULTS.successful
-  z, delta_logp = jax.tree.map(lambda leaf: jnp.where(ok, leaf[-1], jnp.nan), solution.ys)
-  nfe = 1 + (solver.tableau.num_stages - 1) * solution.stats['num_steps']
-  return FlowResult(z, delta_logp, jnp.asarray(nfe, jnp.int32))
+  solution = ode_solve.solve(vector_field, method, eps, sde.T, y0, probes, rtol=rtol, atol=atol,
+                             max_steps=max_steps, throw=False)
+  # NaN marks a failed solve (see ode_solve.solve on why it does not raise).
+  z, delta_logp = jax.tree.map(lambda leaf: jnp.where(solution.ok, leaf, jnp.nan), solution.y1)
+  return FlowResult(z, delta_logp, solution.nfe)
 
 
-def _check_solve_args(sde, method, rtol, atol, eps):
-  """Fails before tracing on bad solver settings; returns the diffrax solver."""
-  if str(method).lower() not in _SOLVERS:
-    raise ValueError(f'Unknown ODE method {method!r}; use one of {sorted(_SOLVERS)}.')
+def _check_solve_args(sde, method, rtol, atol, eps) -> None:
+  """Fails before tracing on bad solver settings."""
+  if method not in ode_solve.SOLVERS:
+    raise ValueError(f'Unknown ODE method {method!r}; use one of {ode_solve.SOLVERS.names()}.')
   if not 0. < eps < sde.T:
     raise ValueError(f'eps={eps} must lie in (0, T={sde.T}); the reference uses 1e-5.')
   if rtol <= 0 or atol <= 0:
     raise ValueError(f'rtol={rtol} and atol={atol} must be positive.')
-  solver = _SOLVERS[str(method).lower()]()
-  assert solver.tableau.fsal, 'flow_to_prior counts evaluations of FSAL solvers only.'
-  return solver
 
 
 def get_likelihood_fn(sde: sde_lib.SDE, inverse_scaler: Optional[Callable] = None,

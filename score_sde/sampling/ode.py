@@ -5,37 +5,19 @@
 is solved with diffrax inside jit, from ``T`` to ``eps`` (sampling) or ``eps`` to ``T``
 (encoding data into latents), with an adaptive embedded Runge-Kutta method and a PID step-size
 controller. The released code called scipy's RK45 on the host, one device round-trip per
-evaluation; here the whole solve is one XLA while loop. As in scipy, the error norm is the RMS
+evaluation; here the whole solve is one XLA while loop (``score_sde.ode_solve``). As in scipy, the error norm is the RMS
 over the whole batch, so the batch is solved as one system: step sizes are shared by its examples.
 """
 from typing import Tuple
 
-import diffrax
 import jax
-import jax.numpy as jnp
 
-from score_sde import sde_lib
+from score_sde import ode_solve, sde_lib
 from score_sde.sampling import base, schedule
 
-# name -> (solver class, evaluations before the first step, evaluations per attempted step).
-# FSAL methods evaluate once at t0 and reuse their last stage as the next step's first; rejected
-# steps cost as much as accepted ones. tests/test_sampling_ode.py counts the calls to keep this
-# table honest against diffrax.
-_METHODS = {
-    'rk45': (diffrax.Dopri5, 1, 6),  # scipy's RK45 is Dormand-Prince 5(4), as Dopri5.
-    'dopri5': (diffrax.Dopri5, 1, 6),
-    'tsit5': (diffrax.Tsit5, 1, 6),
-    'bosh3': (diffrax.Bosh3, 1, 3),
-    'dopri8': (diffrax.Dopri8, 1, 13),
-}
-
-
 def _method(method: str):
-  try:
-    return _METHODS[method.lower()]
-  except KeyError:
-    raise KeyError(f'Unknown ODE method {method!r}; known: {", ".join(sorted(_METHODS))}.') \
-        from None
+  """Fails early, listing the known methods, on an unknown name."""
+  return ode_solve.get_solver(method)
 
 
 def probability_flow_drift(sde: sde_lib.SDE, score_fn: sde_lib.ScoreFn, x: jax.Array,
@@ -63,19 +45,14 @@ def solve_probability_flow(sde: sde_lib.SDE, score_fn: sde_lib.ScoreFn, x: jax.A
     ``(x(t1), nfe)``: the shape of ``x``, and the exact number of score evaluations as an int32
     scalar array.
   """
-  solver_cls, init_evals, evals_per_step = _method(method)
   batch = x.shape[0]
 
   def vector_field(t, y, args):
     return probability_flow_drift(sde, score_fn, y, base.batch_times(t, batch))
 
-  # An explicit first step: diffrax's automatic choice is not used for reversed time anyway.
-  solution = diffrax.diffeqsolve(
-      diffrax.ODETerm(vector_field), solver_cls(), t0, t1, 0.01 * (t1 - t0), x,
-      stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
-      saveat=diffrax.SaveAt(t1=True), max_steps=max_steps)
-  nfe = init_evals + evals_per_step * solution.stats['num_steps']
-  return solution.ys[0], jnp.asarray(nfe, jnp.int32)
+  solution = ode_solve.solve(vector_field, method, t0, t1, x, rtol=rtol, atol=atol,
+                             max_steps=max_steps)
+  return solution.y1, solution.nfe
 
 
 def get_ode_sampler(sde: sde_lib.SDE, shape, inverse_scaler: base.InverseScaler,
