@@ -3,8 +3,17 @@
 Every config field can be overridden, e.g. ``--config.training.batch_size=64``. On a TPU pod or a
 multi-node GPU cluster, start one process per host with ``--distributed``; each host then loads
 only its share of every batch.
+
+A problem the user can fix (a bad config or override, missing or damaged data, an unusable
+workdir, unreadable checkpoints, a non-finite loss) is printed as one message, without a
+traceback, and the command exits with status 2; anything else is a bug and keeps its traceback.
+SIGTERM (a cluster's preemption notice) ends the run as Ctrl-C does: pending checkpoint writes
+finish and the TensorBoard events are flushed.
 """
 import logging as std_logging
+import os
+import signal
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -19,6 +28,8 @@ _DISTRIBUTED = flags.DEFINE_bool(
     'distributed', False, 'Call jax.distributed.initialize() first (multi-host runs).')
 flags.mark_flags_as_required(['config', 'workdir'])
 
+USER_ERROR_STATUS = 2
+
 
 class _OnlyWarningsFromLibraries(std_logging.Filter):
   """Keeps the run's own INFO lines readable: orbax and jax log every step of their work."""
@@ -28,22 +39,70 @@ class _OnlyWarningsFromLibraries(std_logging.Filter):
         record.pathname.endswith('main.py'))
 
 
+def _fail(message: str) -> None:
+  """Prints ``message`` as the one error of the run and exits with ``USER_ERROR_STATUS``."""
+  sys.stderr.write(f'\nError: {message}\n')
+  sys.stderr.flush()
+  sys.exit(USER_ERROR_STATUS)
+
+
+def _innermost_message(e: BaseException) -> str:
+  """ml_collections wraps a misspelt field's KeyError in AttributeErrors; its text is inside."""
+  while e.args and isinstance(e.args[0], BaseException):
+    e = e.args[0]
+  return str(e.args[0]) if e.args and isinstance(e.args[0], str) else str(e)
+
+
+def _parse_flags(argv):
+  """absl's flag parsing, with a bad ``--config.<field>=`` override as one message."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    _fail(f'{e}\nPass --helpshort or --helpfull to see help on flags.')
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    _fail(f'a --config.<field>=<value> override cannot be applied: {_innermost_message(e)}')
+
+
+def _load_config():
+  """The config, loaded now (ml_collections loads the file lazily) so a bad file fails here."""
+  path = flags.FLAGS['config'].config_filename
+  if not os.path.isfile(path.split(':', 1)[0]):  # 'file.py:arg' passes an argument to it.
+    _fail(f'--config {path}: no such file. Pass a config file, e.g. configs/embedded.py.')
+  try:
+    config = _CONFIG.value
+    config.keys()  # Forces the load.
+    return config
+  except (OSError, SyntaxError, AttributeError, KeyError, TypeError, ValueError) as e:
+    _fail(f'--config {path} cannot be loaded: {_innermost_message(e)}')
+
+
+def _raise_keyboard_interrupt(signum, frame):
+  del signum, frame
+  raise KeyboardInterrupt('SIGTERM')
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   logging.get_absl_handler().addFilter(_OnlyWarningsFromLibraries())
+  signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+  config = _load_config()
   import jax  # After flag parsing, so --help stays fast.
+  from score_sde import errors
   if _DISTRIBUTED.value:
     jax.distributed.initialize()
   logging.info('JAX process %d of %d, local devices: %s', jax.process_index(),
                jax.process_count(), jax.local_devices())
-  if _MODE.value == 'train':
-    from score_sde import train
-    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  else:
-    from score_sde import evaluate
-    evaluate.evaluate(_CONFIG.value, _WORKDIR.value, _EVAL_FOLDER.value)
+  try:
+    if _MODE.value == 'train':
+      from score_sde import train
+      train.train_and_evaluate(config, _WORKDIR.value)
+    else:
+      from score_sde import evaluate
+      evaluate.evaluate(config, _WORKDIR.value, _EVAL_FOLDER.value)
+  except errors.UserError as e:
+    _fail(str(e))
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

@@ -14,7 +14,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from score_sde import optim, sde_lib, sharding, train
+from score_sde import optim, sde_lib, sharding, train, train_state
 from score_sde.models import utils as mutils
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/embedded.py', 'Config file.')
@@ -29,11 +29,12 @@ def main(_):
   sharding.check_divisible(batch_size, mesh, 'training.batch_size')
   sde, model = sde_lib.get_sde(config), mutils.get_model(config)
   tx = optim.get_optimizer(config.optim)
-  state = jax.jit(train.state_factory(config, model, tx),
+  state = jax.jit(train_state.state_factory(config, model, tx),
                   out_shardings=sharding.replicated(mesh))()
   step = train.compile_step(config, sde, model, mesh, train=True, tx=tx)
   rng = np.random.default_rng(0)
-  images = rng.uniform(size=(batch_size,) + train.image_shape(config)).astype(np.float32)
+  image_shape = (config.data.image_size, config.data.image_size, config.data.num_channels)
+  images = rng.uniform(size=(batch_size,) + image_shape).astype(np.float32)
   batch = sharding.to_global({'image': images}, mesh)
   key = jax.random.key(0)
 
@@ -54,7 +55,7 @@ def main(_):
   print(f'devices: {jax.device_count()} x {jax.devices()[0].device_kind} '
         f'({jax.default_backend()})')
   print(f'model: {config.model.name}, {mutils.count_params(state.params) / 1e6:.2f}M params, '
-        f'image {train.image_shape(config)}, global batch {batch_size}')
+        f'image {image_shape}, global batch {batch_size}')
   print(f'compile: {compile_s:.1f} s')
   print(f'train step: {steps_per_s:.2f} steps/s, {steps_per_s * batch_size:.1f} images/s '
         f'(median of {_REPEATS.value} x {_STEPS.value} steps; '

@@ -13,10 +13,19 @@ once every file is written (on GCS, where renames are not atomic, a ``commit_suc
 marks completion instead), so a run killed mid-save leaves no ``<step>`` directory behind. What
 atomicity cannot catch (a disk that truncates or scribbles on a finished file) is caught on
 restore: unreadable files fail in tensorstore, and silently wrong bytes fail the checksums.
-``restore_latest`` then warns and falls back to the next newest checkpoint.
+``restore_latest`` then warns (one line) and falls back to the next newest checkpoint.
+
+A writer (training) moves each damaged checkpoint aside, renaming ``<step>`` to
+``<step>.corrupt`` (``<step>.corrupt-2``, ... if that exists), never deleting it: orbax lists only
+integer-named directories, so the renamed one no longer counts towards ``max_to_keep``, and the
+step that is recomputed after the fallback is saved again. A reader (evaluation,
+``read_only=True``) leaves the directories as they are and skips what it cannot read.
 """
+import contextlib
+import gc
 import json
 import os
+import sys
 import zlib
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -26,6 +35,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
+from jax.experimental import multihost_utils
+
+from score_sde import errors
 
 PERIODIC_DIR = 'checkpoints'
 PREEMPTION_DIR = 'checkpoints-meta'
@@ -34,14 +46,61 @@ _CHECKSUMS = 'checksums'
 _CHECKSUM_FORMAT = 1
 _CHECKSUM_FILE = 'crc32.json'
 _MAX_LISTED = 8  # Paths named in one error message.
+_MAX_REASON_CHARS = 160  # tensorstore errors print their whole spec: keep the first line only.
+QUARANTINE_SUFFIX = '.corrupt'
 
 
-class CorruptCheckpointError(RuntimeError):
+class CorruptCheckpointError(errors.UserError, RuntimeError):
   """A checkpoint exists but cannot be read back intact."""
 
 
-class StructureMismatchError(ValueError):
+class StructureMismatchError(errors.UserError, ValueError):
   """A checkpoint holds a different tree (names, shapes or dtypes) than the one asked for."""
+
+
+@contextlib.contextmanager
+def _quiet_closed_loop_callbacks():
+  """Silences one harmless report of orbax reading a damaged checkpoint.
+
+  orbax runs the tensorstore reads of a restore on an asyncio loop that it closes as soon as one
+  read fails; the reads still in flight then report ``RuntimeError('Event loop is closed')``
+  through ``sys.unraisablehook``: one traceback each, hundreds per damaged checkpoint, after
+  the one-line warning that says what happened. Within this block those, and only those, are
+  counted (debug log) instead of printed; anything else goes to the previous hook. The hook is
+  the process's, so the block is kept short: one checkpoint read.
+  """
+  previous = sys.unraisablehook
+  silenced = 0
+
+  def hook(unraisable):
+    nonlocal silenced
+    if (isinstance(unraisable.exc_value, RuntimeError)
+        and str(unraisable.exc_value) == 'Event loop is closed'):
+      silenced += 1
+    else:
+      previous(unraisable)
+
+  sys.unraisablehook = hook
+  try:
+    yield
+  finally:
+    gc.collect()  # Reports still pending are made while the hook filters them.
+    sys.unraisablehook = previous
+    if silenced:
+      logging.debug('Silenced %d "Event loop is closed" reports of a failed read.', silenced)
+
+
+def _reason(e: BaseException) -> str:
+  """``'TypeName: first line of the message'``, at most ``_MAX_REASON_CHARS`` long.
+
+  The full text (tensorstore adds ~60 lines of spec) goes to debug logging.
+  """
+  logging.debug('Checkpoint read error in full: %r', e)
+  lines = str(e).strip().splitlines()
+  first = lines[0] if lines else ''
+  if len(first) > _MAX_REASON_CHARS:
+    first = first[:_MAX_REASON_CHARS - 3] + '...'
+  return f'{type(e).__name__}: {first}'
 
 
 # ------------------------------------------------------------------------------ tree helpers
@@ -132,7 +191,7 @@ def _verify(restored, where: str) -> None:
   try:
     stored = json.loads(path.read_text())['leaves']
   except Exception as e:
-    raise CorruptCheckpointError(f'{where}: unreadable checksums ({type(e).__name__}: {e})')
+    raise CorruptCheckpointError(f'{where}: unreadable checksums ({_reason(e)})')
   actual = leaf_checksums(restored)
   bad = sorted(k for k in actual if k in stored and stored[k] != actual[k])
   if bad:
@@ -173,12 +232,15 @@ class Checkpointer:
       raise ValueError(f'preemption_to_keep={preemption_to_keep}; it must be >= 1.')
     # orbax (tensorstore) needs absolute paths, and users pass relative --workdir values.
     self.workdir = os.path.abspath(os.fspath(workdir))
+    self.read_only = read_only
     self._periodic = self._manager(PERIODIC_DIR, max_to_keep or None, async_save, read_only)
     self._preemption = self._manager(PREEMPTION_DIR, preemption_to_keep, async_save, read_only)
 
   def _manager(self, name, keep, async_save, read_only) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep, create=not read_only, read_only=read_only,
+        # What orbax would force for a reader anyway, set here so that it does not warn.
+        max_to_keep=None if read_only else keep, save_interval_steps=0 if read_only else 1,
+        create=not read_only, read_only=read_only,
         enable_async_checkpointing=async_save,
         # Left False on purpose: a reader (evaluation) must not delete a writer's tmp dirs.
         cleanup_tmp_directories=False)
@@ -253,12 +315,16 @@ class Checkpointer:
       StructureMismatchError: the checkpoint holds a different tree.
       CorruptCheckpointError: anything unreadable, missing or wrong on disk.
     """
+    with _quiet_closed_loop_callbacks():
+      return self._read_unquiet(mngr, step, abstract_state)
+
+  def _read_unquiet(self, mngr: ocp.CheckpointManager, step: int, abstract_state):
     where = self._directory(mngr, step)
     try:
       metadata = mngr.item_metadata(step)[_STATE]
       found = None if metadata is None else leaf_specs(metadata.tree)
     except Exception as e:  # Orbax / tensorstore / json raise many types for a bad file.
-      raise CorruptCheckpointError(f'{where}: cannot read metadata ({type(e).__name__}: {e})')
+      raise CorruptCheckpointError(f'{where}: cannot read metadata ({_reason(e)})')
     if found is None:
       raise CorruptCheckpointError(f'{where}: its {_STATE}/_METADATA file is missing')
     check_structure(leaf_specs(abstract_state), found, f'Checkpoint {where}')
@@ -266,7 +332,7 @@ class Checkpointer:
       restored = mngr.restore(step, args=ocp.args.Composite(
           **{_STATE: ocp.args.StandardRestore(abstract_state)}))[_STATE]
     except Exception as e:
-      raise CorruptCheckpointError(f'{where}: cannot read arrays ({type(e).__name__}: {e})')
+      raise CorruptCheckpointError(f'{where}: cannot read arrays ({_reason(e)})')
     _verify(restored, where)
     return restored
 
@@ -293,8 +359,10 @@ class Checkpointer:
   def restore_latest(self, abstract_state) -> Tuple[Optional[Any], int]:
     """The newest readable checkpoint over both directories, or ``(None, 0)`` if there is none.
 
-    A checkpoint that cannot be read intact is logged as a WARNING, left on disk untouched, and
-    the next newest is tried.
+    A checkpoint that cannot be read intact is logged as a one-line WARNING and the next newest
+    is tried. Once a readable one is found, and unless ``read_only``, the damaged newer ones
+    are moved aside to ``<step>.corrupt`` (module docstring), so they neither hold a
+    ``max_to_keep`` slot nor block the save of the same step when training reaches it again.
 
     Returns:
       ``(state, step)``, the state placed on the shardings of ``abstract_state``.
@@ -315,15 +383,43 @@ class Checkpointer:
         state = self._read(mngr, step, abstract_state)
       except CorruptCheckpointError as e:
         logging.warning('Skipping unreadable checkpoint %s', e)
-        failures.append(str(e))
+        failures.append((step, mngr, e))
         continue
+      # Only now that a good one is found: were none readable, renaming them all would let the
+      # next run start from scratch silently.
+      for bad_step, bad_mngr, _ in failures:
+        moved = self._quarantine(bad_mngr, bad_step)
+        if moved:
+          logging.warning('Moved the unreadable checkpoint aside to %s (kept for inspection; '
+                          'delete it when done).', moved)
       if failures:
         logging.warning('Resumed from the older checkpoint %s.', self._directory(mngr, step))
       return state, step
     if failures:
       raise CorruptCheckpointError(
           f'None of the {len(failures)} checkpoints under {self.workdir}/{{{PERIODIC_DIR},'
-          f'{PREEMPTION_DIR}}} can be read:\n  ' + '\n  '.join(failures) +
+          f'{PREEMPTION_DIR}}} can be read:\n  ' + '\n  '.join(str(e) for *_, e in failures) +
           '\nThey were left untouched. To start this run from scratch, move both directories '
           'aside (or pass a new --workdir).')
     return None, 0
+
+  def _quarantine(self, mngr: ocp.CheckpointManager, step: int) -> Optional[str]:
+    """Renames damaged checkpoint ``step`` to ``<step>.corrupt[-k]``; returns the new path.
+
+    Does nothing (returns None) when ``read_only``. Process 0 renames, the others wait for it:
+    the checkpoint directory is shared by every host.
+    """
+    if self.read_only:
+      return None
+    source = epath.Path(self._directory(mngr, step))
+    target = source.parent / f'{step}{QUARANTINE_SUFFIX}'
+    k = 1
+    while target.exists():
+      k += 1
+      target = source.parent / f'{step}{QUARANTINE_SUFFIX}-{k}'
+    if jax.process_index() == 0:
+      source.rename(target)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f'score_sde quarantine {source}')
+    mngr.reload()
+    return os.fspath(target)

@@ -1,7 +1,7 @@
 """Checks a whole configuration once, at the boundary, before anything is built or written.
 
 ``validate_config`` reads every field of a config, collects every problem it finds and raises one
-``ValueError`` listing all of them, each naming the field, its bad value and the fix. A run with a
+``errors.ConfigError`` (a ``ValueError``) listing all of them, each naming the field, its bad value and the fix. A run with a
 typo, a batch that does not split over the devices or a loss that does not exist for the chosen
 SDE therefore fails in the first second instead of after compilation or hours into training.
 
@@ -26,6 +26,8 @@ import importlib
 from typing import Any, Iterable, List, Tuple
 
 import ml_collections
+
+from score_sde import errors
 
 # Values the code branches on; anything else is a typo.
 CHOICES = {
@@ -67,20 +69,21 @@ def registered_names(module_name: str, attribute: str) -> Tuple[str, ...]:
 
 def validate_config(config: ml_collections.ConfigDict, num_devices: int,
                     num_hosts: int = 1) -> None:
-  """Raises one ValueError listing every problem of ``config``; returns None when there is none.
+  """Raises one ConfigError listing every problem of ``config``; returns None when there is none.
 
   Args:
     config: a complete configuration (see ``configs/default.py``).
     num_devices: devices over all hosts that the global batches are split over.
     num_hosts: processes that each load an equal, contiguous share of every batch.
   Raises:
-    ValueError: ``num_devices`` / ``num_hosts`` are not positive with hosts dividing devices, or
-      the config has problems; the message has one line per problem.
+    errors.ConfigError: the config has problems; the message has one line per problem.
+    ValueError: ``num_devices`` / ``num_hosts`` are not positive with hosts dividing devices
+      (a caller's bug, not the user's).
   """
   problems = config_problems(config, num_devices, num_hosts)
   if problems:
-    raise ValueError(f'{len(problems)} problem(s) in the config:\n' +
-                     '\n'.join(f'  - {p}' for p in problems))
+    raise errors.ConfigError(f'{len(problems)} problem(s) in the config:\n' +
+                             '\n'.join(f'  - {p}' for p in problems))
 
 
 def config_problems(config: ml_collections.ConfigDict, num_devices: int,

@@ -22,6 +22,8 @@ import numpy as np
 from etils import epath
 from jax.experimental import multihost_utils
 
+from score_sde import errors
+
 REPORT_JSON, REPORT_CSV, CONFIG_RECORD = 'report.json', 'report.csv', 'config.json'
 
 # One row per checkpoint. bpd_nfe: mean score evaluations per likelihood batch; nfe: per sample
@@ -113,7 +115,7 @@ class Report:
       try:
         rows = json.loads(path.read_text())
       except ValueError as e:
-        raise ValueError(f'{path} is not valid JSON ({e}); delete it and the metrics are '
+        raise errors.BadDataError(f'{path} is not valid JSON ({e}); delete it and the metrics are '
                          'recomputed (sample rounds on disk are reused).') from None
       for row in rows:
         self._rows[int(row['step'])] = {c: row.get(c) for c in COLUMNS}
@@ -189,7 +191,7 @@ def check_config_record(folder, config: ml_collections.ConfigDict, write: bool =
     return
   differences = config_differences(json.loads(path.read_text()), config)
   if differences:
-    raise ValueError(
+    raise errors.ConfigError(
         f'{folder} holds results computed with another config; reusing them would mix the two. '
         'Differences:\n  ' + '\n  '.join(differences) +
         '\nPass a new --eval_folder for this config (or delete that folder to start over).')

@@ -24,7 +24,7 @@ from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
 
-from score_sde import eval_report, summary, train
+from score_sde import errors, eval_report, rng, sampling, summary
 from score_sde.metrics import fid, inception
 
 KID_FEATURES = 10000  # Sample features kept for KID; as dataset_stats' default --kid_features.
@@ -52,14 +52,14 @@ def load_reference_stats(config) -> Dict[str, np.ndarray]:
   """
   path = config.eval.stats_path
   if not path:
-    raise ValueError('config.eval.stats_path is empty, and FID / KID need the reference Inception '
+    raise errors.ConfigError('config.eval.stats_path is empty, and FID / KID need the reference Inception '
                      'statistics of the data. Make them once with\n  ' + stats_command(config))
   if not os.path.exists(path):
-    raise FileNotFoundError(f'config.eval.stats_path={path!r} does not exist. Make it with\n  ' +
+    raise errors.DataNotFoundError(f'config.eval.stats_path={path!r} does not exist. Make it with\n  ' +
                             stats_command(config))
   stats = fid.load_stats(path)
   if stats[fid.MU].shape != (inception.POOL_DIM,):
-    raise ValueError(f'{path} holds {stats[fid.MU].shape[0]}-dimensional statistics; FID needs '
+    raise errors.BadDataError(f'{path} holds {stats[fid.MU].shape[0]}-dimensional statistics; FID needs '
                      f'the {inception.POOL_DIM} pool_3 features. Remake it with\n  ' +
                      stats_command(config))
   return stats
@@ -75,7 +75,7 @@ def num_rounds(num_samples: int, batch_size: int) -> int:
 
 def round_key(seed: int, step: int, index: int) -> jax.Array:
   """The sampler's key of round ``index`` of checkpoint ``step``."""
-  stream = train.stream_key(seed, train.SAMPLE_STREAM)
+  stream = rng.stream_key(seed, rng.SAMPLE_STREAM)
   return jax.random.fold_in(jax.random.fold_in(stream, step), index)
 
 
@@ -96,8 +96,8 @@ def make_round_fn(config, sde, model, mesh, inception_fn: Callable
   with ``with_images`` also ``images``, (B, H, W, C) float32 on the 8-bit grid in [0, 1] (only
   the round that makes the PNG grid pays for gathering them).
   """
-  sample = train.make_snapshot_sampler(config, sde, model, mesh, config.eval.batch_size,
-                                       quantize=True)
+  sample = sampling.get_snapshot_sampler(config, sde, model, mesh, config.eval.batch_size,
+                                         quantize=True)
 
   def round_fn(params, key, with_images: bool = False):
     images, nfe = sample(params, key)

@@ -6,7 +6,10 @@ Which checkpoints: the periodic snapshots ``k * training.snapshot_freq`` for
 the final checkpoint ``n_iters`` when it is not a multiple of ``snapshot_freq``: it counts as
 snapshot ``ceil(n_iters / snapshot_freq)`` and is evaluated when that index is in the range.
 A checkpoint not on disk yet is waited for, polling, up to ``eval.wait_for_checkpoint_secs``
-(training may still be running), then skipped with a warning.
+(training may still be running), then skipped with a warning; a damaged one (unreadable or
+failing its checksums) is skipped with a one-line warning and the evaluation goes on. The data
+the enabled metrics read are opened and checked (``data.open_checked``) before anything is
+written.
 
 Per checkpoint, from the EMA weights and as enabled:
 
@@ -39,14 +42,15 @@ import numpy as np
 from absl import logging
 from etils import epath
 
-from score_sde import (checkpoint, config_validation, data, eval_report, eval_samples,
-                       likelihood, losses, optim, sde_lib, sharding, summary, train)
+from score_sde import (checkpoint, config_validation, data, errors, eval_report, eval_samples,
+                       likelihood, losses, optim, rng, sde_lib, sharding, summary, train_state)
+from score_sde import workdir as workdir_lib
 from score_sde.metrics import inception, inception_weights
 from score_sde.models import utils as mutils
 
 POLL_SECS = 30.  # Between looks for a checkpoint that is not there yet.
 BPD_PROGRESS_FILE = 'bpd_progress.npz'
-# Sub-streams of train.EVAL_STREAM.
+# Sub-streams of rng.EVAL_STREAM.
 _LOSS_NOISE, _BPD_PROBES, _BPD_DEQUANTIZATION = range(3)
 
 # ``evaluator(params_ema, step, ckpt_dir, writer) -> report columns``: one metric of one
@@ -56,9 +60,11 @@ Evaluator = Callable[[Any, int, str, Optional[summary.SummaryWriter]], Dict[str,
 
 class EvalResult(NamedTuple):
   """What ``evaluate`` returns: the report rows of the evaluated checkpoints (``eval_report.
-  COLUMNS``, None where not computed) and the steps skipped because they never appeared."""
+  COLUMNS``, None where not computed), the steps skipped because they never appeared, and those
+  skipped because their checkpoint could not be read intact."""
   rows: List[Dict[str, Any]]
   missing_steps: List[int]
+  corrupt_steps: List[int]
 
 
 # ------------------------------------------------------------------------------ checkpoints
@@ -70,14 +76,14 @@ def checkpoint_steps(begin_ckpt: int, end_ckpt: int, snapshot_freq: int,
   [4, 6]
   """
   if not 1 <= begin_ckpt <= end_ckpt or snapshot_freq < 1:
-    raise ValueError(f'Need 1 <= begin_ckpt ({begin_ckpt}) <= end_ckpt ({end_ckpt}) and '
-                     f'snapshot_freq ({snapshot_freq}) >= 1.')
+    raise errors.ConfigError(f'Need 1 <= begin_ckpt ({begin_ckpt}) <= end_ckpt ({end_ckpt}) '
+                             f'and snapshot_freq ({snapshot_freq}) >= 1.')
   steps = [k * snapshot_freq for k in range(begin_ckpt, end_ckpt + 1)
            if k * snapshot_freq <= n_iters]
   if n_iters % snapshot_freq and begin_ckpt <= -(-n_iters // snapshot_freq) <= end_ckpt:
     steps.append(n_iters)
   if not steps:
-    raise ValueError(
+    raise errors.ConfigError(
         f'No checkpoint to evaluate: snapshots {begin_ckpt}..{end_ckpt} of '
         f'training.snapshot_freq={snapshot_freq} are all past training.n_iters={n_iters}. '
         'Lower config.eval.begin_ckpt.')
@@ -101,11 +107,11 @@ def wait_for_checkpoint(available: Callable[[], List[int]], step: int, timeout_s
 # ------------------------------------------------------------------------------ loss
 def loss_batch_key(seed: int, index: int) -> jax.Array:
   """The key of held-out batch ``index`` (the same for every checkpoint)."""
-  eval_key = train.stream_key(seed, train.EVAL_STREAM)
+  eval_key = rng.stream_key(seed, rng.EVAL_STREAM)
   return jax.random.fold_in(jax.random.fold_in(eval_key, _LOSS_NOISE), index)
 
 
-def make_loss_evaluator(config, sde, model, mesh) -> Evaluator:
+def make_loss_evaluator(config, sde, model, mesh, source: data.Source) -> Evaluator:
   """``evaluate_loss(params, ...) -> {'loss': mean over the test split}``, compiled once."""
   training = config.training
   loss_fn = losses.get_per_example_loss_fn(
@@ -119,7 +125,6 @@ def make_loss_evaluator(config, sde, model, mesh) -> Evaluator:
 
   rep, split = sharding.replicated(mesh), sharding.data_sharding(mesh)
   compiled = jax.jit(masked_sums, in_shardings=(rep, split, rep), out_shardings=(rep, rep))
-  source = data.get_dataset(config.data, 'test')
   scaler = data.get_data_scaler(config.data.centered)
 
   def evaluate_loss(params, step=None, ckpt_dir=None, writer=None) -> Dict[str, float]:
@@ -143,7 +148,7 @@ def dequantization_seed(seed: int, repeat: int) -> int:
   return int(np.random.SeedSequence([seed, _BPD_DEQUANTIZATION, repeat]).generate_state(1)[0])
 
 
-def make_bpd_evaluator(config, sde, model, mesh) -> Evaluator:
+def make_bpd_evaluator(config, sde, model, mesh, source: data.Source) -> Evaluator:
   """``evaluate_bpd(params, step, ckpt_dir) -> {'bpd', 'bpd_stderr', 'bpd_nfe'}``, resumable per
   batch through ``ckpt_dir/BPD_PROGRESS_FILE``.
 
@@ -164,8 +169,7 @@ def make_bpd_evaluator(config, sde, model, mesh) -> Evaluator:
       lambda p: mutils.get_score_fn(sde, model, p, train=False,
                                     continuous=config.training.continuous),
       mesh, scaler=data.get_data_scaler(centered))
-  source = data.get_dataset(config.data, split)
-  probe_key = jax.random.fold_in(train.stream_key(config.seed, train.EVAL_STREAM), _BPD_PROBES)
+  probe_key = jax.random.fold_in(rng.stream_key(config.seed, rng.EVAL_STREAM), _BPD_PROBES)
 
   def make_batches(repeat):
     return data.epoch_batches(source, config.eval.batch_size, jax.process_index(),
@@ -246,31 +250,37 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, eval_folder: str =
     ``EvalResult``: the rows of the evaluated checkpoints (process 0 has every column) and the
     steps that never appeared.
   Raises:
-    ValueError / FileNotFoundError: before any sampling, for a bad config, a missing
-      ``eval.stats_path`` or Inception weights, or a folder holding another config's results.
+    errors.UserError: before anything is written, for a bad config, a missing workdir, data
+      that cannot be read, a missing ``eval.stats_path`` or Inception weights, or a folder
+      holding another config's results (``ConfigError`` / ``DataError`` / ``WorkdirError``;
+      the first two are also ``ValueError`` / ``FileNotFoundError``).
   """
   mesh = sharding.make_mesh() if mesh is None else mesh
   config_validation.validate_config(config, num_devices=mesh.devices.size,
                                     num_hosts=jax.process_count())
+  workdir = workdir_lib.check_workdir(workdir, must_exist=True)
   e, is_writer = config.eval, jax.process_index() == 0
   steps = checkpoint_steps(e.begin_ckpt, e.end_ckpt, config.training.snapshot_freq,
                            config.training.n_iters)
+  splits = (['test'] if e.enable_loss else []) + ([e.bpd_dataset] if e.enable_bpd else [])
+  sources = data.open_checked(config.data, sorted(set(splits)))
   sample_setup = _sample_setup(config, mesh) if e.enable_sampling else None
   folder = os.path.join(workdir, eval_folder)
   eval_report.check_config_record(folder, config, write=is_writer)
   report = eval_report.Report(folder, write=is_writer)
 
   sde, model = sde_lib.get_sde(config), mutils.get_model(config)
-  init_fn = train.state_factory(config, model, optim.get_optimizer(config.optim))
-  abstract = train.abstract_state(init_fn, mesh)
+  init_fn = train_state.state_factory(config, model, optim.get_optimizer(config.optim))
+  abstract = train_state.abstract_state(init_fn, mesh)
   evaluators = {}  # Built (and compiled) at first use: a finished folder compiles nothing.
-  builders = {'loss': lambda: make_loss_evaluator(config, sde, model, mesh),
-              'bpd': lambda: make_bpd_evaluator(config, sde, model, mesh),
+  builders = {'loss': lambda: make_loss_evaluator(config, sde, model, mesh, sources['test']),
+              'bpd': lambda: make_bpd_evaluator(config, sde, model, mesh,
+                                                sources[e.bpd_dataset]),
               'samples': lambda: eval_samples.make_sample_evaluator(config, sde, model, mesh,
                                                                     *sample_setup)}
   ckpt = checkpoint.Checkpointer(workdir, read_only=True)
   writer = summary.SummaryWriter(os.path.join(folder, 'tensorboard'))
-  missing = []
+  missing, corrupt = [], []
   try:
     for step in steps:
       present = wait_for_checkpoint(ckpt.periodic_steps, step, e.wait_for_checkpoint_secs)
@@ -282,7 +292,12 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, eval_folder: str =
       if not todo:
         logging.info('step %d: already evaluated (%s).', step, folder)
         continue
-      params = ckpt.restore(step, abstract).params_ema
+      try:
+        params = ckpt.restore(step, abstract).params_ema
+      except checkpoint.CorruptCheckpointError as err:
+        logging.warning('Skipping step %d: %s', step, err)
+        corrupt.append(step)
+        continue
       ckpt_dir = os.path.join(folder, f'ckpt_{step}')
       for name in todo:
         if name not in evaluators:
@@ -302,4 +317,9 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, eval_folder: str =
         'Run the evaluation again once training has written them (config.eval.'
         'wait_for_checkpoint_secs sets the wait); finished checkpoints are not recomputed.',
         missing, workdir, checkpoint.PERIODIC_DIR, e.wait_for_checkpoint_secs)
-  return EvalResult(report.rows(steps), missing)
+  if corrupt:
+    logging.warning(
+        'Checkpoints %s under %s/%s could not be read intact and were skipped. Resuming '
+        'training moves damaged checkpoints aside and writes those steps again.', corrupt,
+        workdir, checkpoint.PERIODIC_DIR)
+  return EvalResult(report.rows(steps), missing, corrupt)

@@ -3,15 +3,19 @@
 Only process 0 of a multi-host run writes (every process computes the same replicated values);
 elsewhere ``SummaryWriter`` does nothing, so callers need no ``if process_index() == 0``.
 """
+import contextlib
 import math
+import os
 import time
 from typing import Mapping, Optional
 
 import jax
 import numpy as np
-import tensorboardX
 from etils import epath
 from PIL import Image
+from tensorboardX import event_file_writer
+from tensorboardX import summary as tb_summary
+from tensorboardX.proto import event_pb2
 
 
 # ------------------------------------------------------------------------------ images
@@ -68,26 +72,56 @@ def save_png(path, grid: np.ndarray) -> None:
 class SummaryWriter:
   """TensorBoard event files under ``logdir``, written by process 0 only.
 
+  Events are written synchronously (tensorboardX's ``EventsWriter``; its ``SummaryWriter``
+  queues them for a thread that its ``flush()`` does not drain). The event file is created at
+  the first value (a run that writes nothing leaves no empty file) and reaches the disk at once,
+  then at least every ``flush_secs``, at every ``flush()`` (training calls it at each
+  checkpoint) and at ``close()``. A run killed after a checkpoint therefore has on disk every
+  value up to that checkpoint; resuming with ``purge_step`` set to the restored step tells
+  TensorBoard to drop the killed run's values from that step on, which the resumed run writes
+  again: the history has neither a hole nor a doubled stretch.
+
   Example:
-    with SummaryWriter(os.path.join(workdir, 'tensorboard')) as writer:
+    with SummaryWriter(os.path.join(workdir, 'tensorboard'), purge_step=start_step) as writer:
       writer.scalars(step, {'training_loss': loss})
       writer.image('samples', image_grid(samples), step)
   """
 
-  def __init__(self, logdir, enabled: Optional[bool] = None, flush_secs: int = 60):
+  def __init__(self, logdir, enabled: Optional[bool] = None, flush_secs: float = 60.,
+               purge_step: Optional[int] = None):
     """Args:
-      logdir: directory of the event files (created).
+      logdir: directory of the event files (created with the first event file).
       enabled: write or not; default ``jax.process_index() == 0``.
       flush_secs: longest time a value waits in memory before reaching disk.
+      purge_step: the step a resumed run restarts from (None or 0 for a new run): TensorBoard
+        hides events of earlier files in ``logdir`` at steps >= ``purge_step``.
     """
     self.enabled = jax.process_index() == 0 if enabled is None else enabled
-    self._writer = (tensorboardX.SummaryWriter(str(logdir), flush_secs=flush_secs)
-                    if self.enabled else None)
+    self._logdir = epath.Path(logdir)
+    self._flush_secs = float(flush_secs)
+    self._purge_step = int(purge_step) if purge_step else None
+    self._events = None
+    self._last_flush = 0.
+
+  def _write(self, summary_proto, step: int) -> None:
+    if self._events is None:
+      self._logdir.mkdir(parents=True, exist_ok=True)
+      self._events = event_file_writer.EventsWriter(os.fspath(self._logdir / 'events'))
+      if self._purge_step is not None:  # What TensorBoard reads as a restart at this step.
+        self._events.write_event(event_pb2.Event(
+            step=self._purge_step, wall_time=time.time(),
+            session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START)))
+        self._purge_step = None  # Once: a file reopened after close() must not purge again.
+      self._last_flush = -math.inf  # The first value reaches the disk at once.
+    self._events.write_event(event_pb2.Event(summary=summary_proto, step=int(step),
+                                             wall_time=time.time()))
+    if time.time() - self._last_flush >= self._flush_secs:
+      self.flush()
 
   def scalar(self, tag: str, value, step: int) -> None:
     """One float (a Python number, numpy or jax scalar) at ``step``."""
     if self.enabled:
-      self._writer.add_scalar(tag, float(value), global_step=int(step))
+      self._write(tb_summary.scalar(tag, float(value)), step)
 
   def scalars(self, step: int, values: Mapping[str, float]) -> None:
     """Several scalars at the same step, ``{tag: value}``."""
@@ -98,20 +132,24 @@ class SummaryWriter:
     """A uint8 (H, W, C) grid from ``image_grid``; grey grids are shown as RGB."""
     if self.enabled:
       grid = np.asarray(_pil(grid).convert('RGB'))  # Also validates dtype and shape.
-      self._writer.add_image(tag, grid, global_step=int(step), dataformats='HWC')
+      self._write(tb_summary.image(tag, grid, dataformats='HWC'), step)
 
   def text(self, tag: str, text: str, step: int = 0) -> None:
     """Markdown text, e.g. the config of the run."""
     if self.enabled:
-      self._writer.add_text(tag, text, global_step=int(step))
+      self._write(tb_summary.text(tag, text), step)
 
   def flush(self) -> None:
-    if self.enabled:
-      self._writer.flush()
+    """Writes every value so far to disk (no-op before the first value)."""
+    if self._events is not None:
+      self._events.flush()
+      self._last_flush = time.time()
 
   def close(self) -> None:
-    if self.enabled:
-      self._writer.close()
+    """Flushes and closes the event file; a later value opens a new one."""
+    if self._events is not None:
+      self._events.close()
+      self._events = None
 
   def __enter__(self):
     return self
@@ -132,15 +170,19 @@ def format_duration(seconds: float) -> str:
 
 
 class Progress:
-  """Progress lines with throughput measured since the previous line.
+  """Progress lines with throughput measured since the previous line, over training time only.
 
-  Measuring over the last interval (not since the start) keeps the first interval's
-  compilation out of later rates and ETAs. Times default to ``time.time()``; tests pass them.
+  Measuring over the last interval (not since the start) keeps earlier intervals out of later
+  rates and ETAs, and time spent inside ``paused()`` (evaluation, checkpoints, sampling) is
+  taken out of the interval it falls in, so the rate is that of the train steps and the ETA
+  does not jump after every snapshot. Times default to ``time.time()``; tests pass them.
 
   Example:
     progress = Progress(total_steps=n_iters, start_step=step, batch_size=batch)
     ...
     logging.info('loss %.4f, %s', loss, progress.line(step))
+    with progress.paused(wait_for=state):
+      save_checkpoint(state)
   """
 
   def __init__(self, total_steps: int, start_step: int, batch_size: int,
@@ -150,17 +192,39 @@ class Progress:
     self.total_steps = int(total_steps)
     self.batch_size = int(batch_size)
     self._last = (int(start_step), time.time() if now is None else float(now))
+    self._excluded = 0.
+
+  def exclude(self, seconds: float) -> None:
+    """Takes ``seconds`` of the current interval off the clock."""
+    self._excluded += max(float(seconds), 0.)
+
+  @contextlib.contextmanager
+  def paused(self, wait_for=None):
+    """Keeps the time of the ``with`` block off the clock.
+
+    Args:
+      wait_for: a pytree of arrays whose computation counts as training (the state after the
+        last train step): waited for before the clock stops, since steps run asynchronously.
+    """
+    if wait_for is not None:
+      jax.block_until_ready(wait_for)
+    start = time.time()
+    try:
+      yield
+    finally:
+      self.exclude(time.time() - start)
 
   def line(self, step: int, now: Optional[float] = None) -> str:
     """``'step 1200/2000 (60.0%) | 5.00 steps/s | 320 images/s | ETA 00:02:40'``.
 
-    Rates come from the steps and seconds since the last call (or construction); the ETA
-    assumes the remaining ``total_steps - step`` run at that rate.
+    Rates come from the steps and the seconds, less the paused ones, since the last call (or
+    construction); the ETA assumes the remaining ``total_steps - step`` run at that rate.
     """
     now = time.time() if now is None else float(now)
     last_step, last_time = self._last
     self._last = (int(step), now)
-    dt, ds = now - last_time, step - last_step
+    dt, ds = now - last_time - self._excluded, step - last_step
+    self._excluded = 0.
     rate = ds / dt if dt > 0 and ds > 0 else float('nan')
     eta = (self.total_steps - step) / rate if rate > 0 else float('inf')
     percent = 100. * step / self.total_steps if self.total_steps else 100.

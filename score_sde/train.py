@@ -1,18 +1,24 @@
 """``train_and_evaluate(config, workdir)``: the training loop, data-parallel over every device.
 
-One process per host. The train step is compiled once with ``jax.jit``: the state is replicated,
-the global batch is split over the mesh's ``'data'`` axis, and XLA averages the gradient over the
-global batch. Everything random derives from ``config.seed`` and the step (the batch, its
-augmentation, the loss's noise and dropout), so a run that is killed and restarted on the same
-``workdir`` continues exactly as if it had not stopped, whatever the number of devices.
+One process per host. The train step is compiled once, ahead of the loop (its compile time is
+logged and kept out of the progress rates): the state is replicated, the global batch is split
+over the mesh's ``'data'`` axis, and XLA averages the gradient over the global batch. Everything
+random derives from ``config.seed`` and the step (the batch, its augmentation, the loss's noise
+and dropout; ``score_sde.rng``), so a run that is killed and restarted on the same ``workdir``
+continues exactly as if it had not stopped, whatever the number of devices.
+
+Order of work, so that a bad input costs nothing: the config, the workdir and the data are
+checked (every split opened, probed and its first examples decoded) before the state is built
+or anything is written. A finished run (its newest checkpoint at ``training.n_iters``) says so
+and returns without compiling.
 
 Layout of ``workdir``: ``checkpoints/`` (kept snapshots), ``checkpoints-meta/`` (the frequent
-preemption checkpoint), ``samples/`` (PNG grids) and ``tensorboard/`` (event files).
+preemption checkpoint), ``samples/`` (PNG grids) and ``tensorboard/`` (event files, flushed at
+every checkpoint so that a killed run's history reaches its last checkpoint).
 """
 import functools
 import os
 import time
-from typing import Callable, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -21,45 +27,17 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from score_sde import (checkpoint, config_validation, data, losses, optim, sampling, sde_lib,
-                       sharding, summary, train_state)
+from score_sde import (checkpoint, config_validation, data, errors, losses, optim, rng, sampling,
+                       sde_lib, sharding, summary, train_state)
+from score_sde import workdir as workdir_lib
 from score_sde.models import utils as mutils
-
-# Independent random streams, each folded out of the run's seed (evaluate.py reads them too).
-INIT_STREAM, TRAIN_STREAM, EVAL_STREAM, SAMPLE_STREAM = range(4)
-
-
-def stream_key(seed: int, stream: int) -> jax.Array:
-  """The key of one random stream of a run (initialisation, training, evaluation, sampling)."""
-  return jax.random.fold_in(jax.random.key(seed), stream)
-
-
-def image_shape(config) -> Tuple[int, int, int]:
-  return (config.data.image_size, config.data.image_size, config.data.num_channels)
-
-
-def state_factory(config, model, tx) -> Callable[[], train_state.TrainState]:
-  """A function making the step-0 state; jit it, or ``eval_shape`` it for the abstract state."""
-
-  def init():
-    params = mutils.init_params(stream_key(config.seed, INIT_STREAM), model, image_shape(config))
-    return train_state.create_train_state(params, tx)
-
-  return init
-
-
-def abstract_state(init_fn, mesh) -> train_state.TrainState:
-  """Shapes, dtypes and (replicated) shardings of the state, without computing it."""
-  rep = sharding.replicated(mesh)
-  return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep),
-                      jax.eval_shape(init_fn))
 
 
 def restore_or_init(config, workdir: str, mesh, model, tx):
   """The newest readable checkpoint of ``workdir``, or a fresh state; and the checkpointer."""
-  init_fn = state_factory(config, model, tx)
+  init_fn = train_state.state_factory(config, model, tx)
   ckpt = checkpoint.Checkpointer(workdir, max_to_keep=config.training.max_to_keep)
-  state, step = ckpt.restore_latest(abstract_state(init_fn, mesh))
+  state, step = ckpt.restore_latest(train_state.abstract_state(init_fn, mesh))
   if state is None:
     state = jax.jit(init_fn, out_shardings=sharding.replicated(mesh))()
     logging.info('Initialised a new state (%d parameters).', mutils.count_params(state.params))
@@ -80,27 +58,14 @@ def compile_step(config, sde, model, mesh, *, train: bool, tx=None):
                  donate_argnums=(0,) if train else ())
 
 
-def make_snapshot_sampler(config, sde, model, mesh, num_samples: int, quantize: bool = False):
-  """``sample(params_ema, key) -> (images, nfe)`` with the configured sampler, compiled once for
-  ``mesh`` (``sampling.get_sharded_sampler``).
-
-  ``images`` are ``(num_samples, H, W, C)`` in [0, 1], split over the mesh's ``'data'`` axis;
-  with ``quantize`` rounded to the 8-bit grid, as images saved to disk are (what FID sees).
-  """
-  shape = (num_samples,) + image_shape(config)
-  sampler = sampling.get_sampler(config, sde, shape, data.get_data_inverse_scaler(
-      config.data.centered), eps=config.sampling.eps)
-
-  def to_images(rng, score_fn):
-    samples, nfe = sampler(rng, score_fn)
-    images = jnp.clip(samples, 0., 1.)
-    return (jnp.round(images * 255.) / 255. if quantize else images), nfe
-
-  def make_score_fn(params):
-    return mutils.get_score_fn(sde, model, params, train=False,
-                               continuous=config.training.continuous)
-
-  return sampling.get_sharded_sampler(to_images, make_score_fn, mesh)
+def compile_logged(what: str, jitted, *args):
+  """``jitted`` compiled ahead of time for ``args`` (arrays or ``ShapeDtypeStruct``s), with a
+  log line before (compiling can take minutes) and after (how long it took)."""
+  logging.info('Compiling the %s...', what)
+  start = time.time()
+  compiled = jitted.lower(*args).compile()
+  logging.info('Compiled the %s in %.1f s.', what, time.time() - start)
+  return compiled
 
 
 class _LossBuffer:
@@ -114,11 +79,11 @@ class _LossBuffer:
     self.losses.append(loss)
 
   def flush(self, last_good: int) -> float:
-    """Mean loss since the last flush. Raises FloatingPointError naming the first bad step."""
+    """Mean loss since the last flush. Raises NonFiniteLossError naming the first bad step."""
     values = np.asarray(jax.device_get(self.losses), np.float64)
     bad = np.flatnonzero(~np.isfinite(values))
     if bad.size:
-      raise FloatingPointError(
+      raise errors.NonFiniteLossError(
           f'The loss is {values[bad[0]]} at step {self.steps[bad[0]]}; training stopped without '
           f'saving. The last good checkpoint is step {last_good}; lower optim.lr or raise '
           'optim.warmup, then run the same command again to resume from it.')
@@ -132,47 +97,73 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   Args:
     config: a validated-on-entry config (see ``configs/default.py``).
-    workdir: the run's directory.
+    workdir: the run's directory (created if missing).
     mesh: the device mesh; by default every device of every host.
   Returns:
     The final state (replicated over the mesh).
+  Raises:
+    errors.UserError: before anything is written, for a bad config, workdir or dataset; later,
+      for a non-finite loss (naming the step) or checkpoints that are all unreadable.
   """
   mesh = sharding.make_mesh() if mesh is None else mesh
   config_validation.validate_config(config, num_devices=mesh.devices.size,
                                     num_hosts=jax.process_count())
+  workdir = workdir_lib.check_workdir(workdir)
+  sources = data.open_checked(config.data, ('train', 'test'))
   training = config.training
   sde = sde_lib.get_sde(config)
   model = mutils.get_model(config)
   tx = optim.get_optimizer(config.optim)
   state, ckpt = restore_or_init(config, workdir, mesh, model, tx)
   start = int(state.step)
-  last_saved = start
-  train_step = compile_step(config, sde, model, mesh, train=True, tx=tx)
-  eval_step = compile_step(config, sde, model, mesh, train=False)
-  scaler = data.get_data_scaler(config.data.centered)
-  train_source = data.get_dataset(config.data, 'train')
-  eval_source = data.get_dataset(config.data, 'test')
-  writer = summary.SummaryWriter(os.path.join(workdir, 'tensorboard'))
-  sample_fn = (make_snapshot_sampler(config, sde, model, mesh, training.n_snapshot_samples)
+  if start >= training.n_iters:
+    ckpt.close()
+    logging.info('Training is already finished: %s holds step %d and training.n_iters is %d. '
+                 'Nothing to do; raise --config.training.n_iters to train longer, or evaluate '
+                 'with --mode eval.', workdir, start, training.n_iters)
+    return state
+  try:
+    return _train(config, workdir, mesh, sde, model, tx, state, ckpt, sources)
+  finally:
+    ckpt.close()
+
+
+def _train(config, workdir, mesh, sde, model, tx, state, ckpt, sources):
+  """The loop of ``train_and_evaluate`` from the restored (or new) ``state`` to ``n_iters``."""
+  training = config.training
+  start = last_saved = int(state.step)
+  rep, split = sharding.replicated(mesh), sharding.data_sharding(mesh)
+  train_key = jax.device_put(rng.stream_key(config.seed, rng.TRAIN_STREAM), rep)
+  eval_key = jax.device_put(rng.stream_key(config.seed, rng.EVAL_STREAM), rep)
+  image_shape = (config.data.image_size, config.data.image_size, config.data.num_channels)
+  batch_spec = {'image': jax.ShapeDtypeStruct((training.batch_size,) + image_shape, jnp.float32,
+                                              sharding=split)}
+  train_step = compile_logged('train step', compile_step(config, sde, model, mesh, train=True,
+                                                         tx=tx), state, batch_spec, train_key)
+  eval_step = compile_logged('eval step', compile_step(config, sde, model, mesh, train=False),
+                             state, batch_spec, eval_key)
+  sample_fn = (sampling.get_snapshot_sampler(config, sde, model, mesh,
+                                             training.n_snapshot_samples)
                if training.snapshot_sampling else None)
+  scaler = data.get_data_scaler(config.data.centered)
   hosts = dict(host_index=jax.process_index(), host_count=jax.process_count())
   get_batch = functools.partial(
       data.get_batch, global_batch_size=training.batch_size, seed=config.seed,
       random_flip=config.data.random_flip,
       uniform_dequantization=config.data.uniform_dequantization, **hosts)
   to_device = lambda batch: sharding.to_global({'image': scaler(batch['image'])}, mesh)
-  train_key, eval_key = stream_key(config.seed, TRAIN_STREAM), stream_key(config.seed, EVAL_STREAM)
   progress = summary.Progress(total_steps=training.n_iters, start_step=start,
                               batch_size=training.batch_size)
   buffer = _LossBuffer()
   logging.info('Training from step %d to %d on %d device(s), %d host(s).', start,
                training.n_iters, mesh.devices.size, jax.process_count())
 
-  batches = data.batches(train_source, start, training.batch_size, config.seed, train=True,
+  batches = data.batches(sources['train'], start, training.batch_size, config.seed, train=True,
                          random_flip=config.data.random_flip,
                          uniform_dequantization=config.data.uniform_dequantization,
-                         num_steps=max(training.n_iters - start, 0), **hosts)
-  try:
+                         num_steps=training.n_iters - start, **hosts)
+  # A resumed run writes again the values a killed run logged after this checkpoint.
+  with summary.SummaryWriter(os.path.join(workdir, 'tensorboard'), purge_step=start + 1) as writer:
     for step, batch in batches:
       state, metrics = train_step(state, to_device(batch), train_key)
       done = step + 1  # Updates completed; the number a checkpoint of this state carries.
@@ -184,26 +175,38 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         writer.scalar('training_loss', loss, done)
         writer.scalar('grad_norm', float(metrics['grad_norm']), done)
         logging.info('step %d, training loss %.5e, %s', done, loss, progress.line(done))
+      # What is not a train step stays off the clock of the progress line's rate and ETA.
       if done % training.eval_freq == 0:
-        eval_batch = to_device(get_batch(eval_source, done // training.eval_freq, train=False))
-        _, eval_metrics = eval_step(state, eval_batch, eval_key)
-        writer.scalar('eval_loss', float(eval_metrics['loss']), done)
-        logging.info('step %d, eval loss %.5e', done, float(eval_metrics['loss']))
+        with progress.paused(wait_for=state):
+          eval_batch = to_device(get_batch(sources['test'], done // training.eval_freq,
+                                           train=False))
+          _, eval_metrics = eval_step(state, eval_batch, eval_key)
+          writer.scalar('eval_loss', float(eval_metrics['loss']), done)
+          logging.info('step %d, eval loss %.5e', done, float(eval_metrics['loss']))
       if is_snapshot or is_preemption:
-        ckpt.save(done, state, periodic=is_snapshot)
-        last_saved = done
+        with progress.paused(wait_for=state):
+          ckpt.save(done, state, periodic=is_snapshot)
+          writer.flush()  # The events up to this checkpoint survive a kill.
+          last_saved = done
       if is_snapshot and sample_fn is not None:
-        _save_samples(sample_fn, state, config.seed, done, workdir, writer)
-  finally:
-    ckpt.close()
-    writer.close()
+        with progress.paused(wait_for=state):
+          key = jax.device_put(
+              jax.random.fold_in(rng.stream_key(config.seed, rng.SAMPLE_STREAM), done), rep)
+          sample_fn = _save_samples(sample_fn, state, key, done, workdir, writer)
+  ckpt.wait_until_finished()
+  logging.info('Training finished at step %d; checkpoints are in %s.', training.n_iters,
+               os.path.join(workdir, checkpoint.PERIODIC_DIR))
   return state
 
 
-def _save_samples(sample_fn, state, seed: int, step: int, workdir: str, writer) -> None:
-  """A grid of samples from the EMA weights, as a PNG and a TensorBoard image."""
+def _save_samples(sample_fn, state, key: jax.Array, step: int, workdir: str, writer):
+  """A grid of samples from the EMA weights, as a PNG and a TensorBoard image.
+
+  Returns ``sample_fn`` compiled (logged, at the first call) for the next snapshot.
+  """
+  if not isinstance(sample_fn, jax.stages.Compiled):
+    sample_fn = compile_logged('snapshot sampler', sample_fn, state.params_ema, key)
   start = time.time()
-  key = jax.random.fold_in(stream_key(seed, SAMPLE_STREAM), step)
   samples = jax.device_get(multihost_utils.process_allgather(
       sample_fn(state.params_ema, key)[0], tiled=True))
   grid = summary.image_grid(np.asarray(samples))
@@ -211,4 +214,5 @@ def _save_samples(sample_fn, state, seed: int, step: int, workdir: str, writer) 
     os.makedirs(os.path.join(workdir, 'samples'), exist_ok=True)
     summary.save_png(os.path.join(workdir, 'samples', f'step_{step}.png'), grid)
   writer.image('samples', grid, step)
-  logging.info('step %d, saved %d samples in %.1fs', step, samples.shape[0], time.time() - start)
+  logging.info('step %d, saved %d samples in %.1f s', step, samples.shape[0], time.time() - start)
+  return sample_fn

@@ -4,12 +4,15 @@ There is no RNG in the state: every random draw of step ``s`` comes from
 ``fold_in(key(seed), s)``, so resuming at step ``s`` needs only the step counter, and the same
 draws happen whatever the device count.
 """
-from typing import Any
+from typing import Any, Callable
 
 import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
+
+from score_sde import rng, sharding
+from score_sde.models import utils as mutils
 
 
 @flax.struct.dataclass
@@ -38,3 +41,23 @@ def create_train_state(params, tx: optax.GradientTransformation) -> TrainState:
 def ema_update(params_ema, params, rate: float):
   """``params_ema <- rate * params_ema + (1 - rate) * params``, leaf by leaf."""
   return jax.tree.map(lambda e, p: rate * e + (1. - rate) * p, params_ema, params)
+
+
+def state_factory(config, model, tx: optax.GradientTransformation) -> Callable[[], TrainState]:
+  """A function making the run's step-0 state (parameters drawn from ``rng.INIT_STREAM``);
+  jit it, or ``jax.eval_shape`` it for the abstract state."""
+  image_shape = (config.data.image_size, config.data.image_size, config.data.num_channels)
+
+  def init():
+    params = mutils.init_params(rng.stream_key(config.seed, rng.INIT_STREAM), model, image_shape)
+    return create_train_state(params, tx)
+
+  return init
+
+
+def abstract_state(init_fn: Callable[[], TrainState], mesh) -> TrainState:
+  """Shapes, dtypes and (replicated) shardings of ``init_fn()``'s state, without computing it:
+  what ``checkpoint.Checkpointer.restore*`` restores onto."""
+  rep = sharding.replicated(mesh)
+  return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep),
+                      jax.eval_shape(init_fn))

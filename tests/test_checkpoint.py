@@ -3,6 +3,7 @@ import gc
 import logging
 import os
 import pathlib
+import sys
 import zlib
 
 import jax
@@ -11,7 +12,7 @@ import numpy as np
 import optax
 import pytest
 
-from score_sde import checkpoint, sharding
+from score_sde import checkpoint, errors, sharding
 from score_sde.train_state import create_train_state
 
 TX = optax.adam(1e-2)
@@ -175,26 +176,85 @@ CORRUPTIONS = [_truncate, _delete, _junk, _flip_one_byte, _delete_metadata, _jun
 
 
 @pytest.mark.parametrize('corrupt', CORRUPTIONS, ids=lambda f: f.__name__.strip('_'))
-def test_bad_newest_checkpoint_warns_and_falls_back(tmp_path, states, corrupt, caplog):
+def test_bad_newest_checkpoint_warns_moves_it_aside_and_falls_back(tmp_path, states, corrupt,
+                                                                    caplog):
   """A damaged newest checkpoint (truncated, deleted or junk array files, one flipped byte, lost
-  metadata or checksums) is reported as a WARNING naming its directory and left on disk, and the
-  previous checkpoint (here in the other directory) is restored intact."""
+  metadata or checksums) is reported as a one-line WARNING naming its directory, renamed to
+  ``<step>.corrupt`` with its files untouched (never deleted), and the previous checkpoint
+  (here in the other directory) is restored intact. orbax's failed reads print nothing more
+  (before: one 'Event loop is closed' traceback per read in flight, hundreds per checkpoint)."""
   with checkpoint.Checkpointer(tmp_path, async_save=False) as ckpt:
     ckpt.save(2, states[0], periodic=True)
     ckpt.save(3, states[1], periodic=False)
     bad = tmp_path / 'checkpoints-meta' / '3'
     corrupt(bad)
-    with caplog.at_level(logging.WARNING):
+    files = sorted(str(p.relative_to(bad)) for p in bad.rglob('*'))
+    reported = []
+    with caplog.at_level(logging.WARNING), pytest.MonkeyPatch.context() as patch:
+      patch.setattr(sys, 'unraisablehook', reported.append)
       restored, step = ckpt.restore_latest(abstract(states[0]))
+      gc.collect()
+    assert not reported, [str(r.exc_value) for r in reported]
+    assert ckpt.preemption_steps() == []
   assert step == 2
   assert_same(restored, states[0])
-  assert any(r.levelno == logging.WARNING and str(bad) in r.getMessage() for r in caplog.records)
-  assert bad.is_dir()
+  warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+  assert any(str(bad) in w for w in warnings)
+  assert all('\n' not in w and len(w) < 400 for w in warnings), warnings
+  moved = tmp_path / 'checkpoints-meta' / '3.corrupt'
+  assert not bad.exists()
+  assert sorted(str(p.relative_to(moved)) for p in moved.rglob('*')) == files
+
+
+def test_moved_aside_step_is_saved_again_and_frees_its_slot(tmp_path, states):
+  """The issue-7 scenario in small: with max_to_keep=2, snapshots {2, 4} and 4 damaged, the
+  fallback to 2 must let step 4 be saved again, and the next snapshot must delete only readable
+  ones, leaving {4, 6} readable (before: 4 stayed damaged in its slot, and 2 was deleted)."""
+  with checkpoint.Checkpointer(tmp_path, max_to_keep=2, async_save=False) as ckpt:
+    ckpt.save(2, states[0], periodic=True)
+    ckpt.save(4, states[1], periodic=True)
+  _flip_one_byte(tmp_path / 'checkpoints' / '4')
+  with checkpoint.Checkpointer(tmp_path, max_to_keep=2, async_save=False) as ckpt:
+    _, step = ckpt.restore_latest(abstract(states[0]))
+    assert step == 2
+    assert ckpt.save(4, states[1], periodic=True)
+    assert ckpt.save(6, states[2], periodic=True)
+    assert ckpt.periodic_steps() == [4, 6]
+    for s, seed in ((4, 1), (6, 2)):
+      assert_same(ckpt.restore(s, abstract(states[0])), states[seed])
+  assert (tmp_path / 'checkpoints' / '4.corrupt').is_dir()
+
+
+def test_second_damage_of_the_same_step_gets_its_own_name(tmp_path, states):
+  """A step damaged twice (the recomputed copy too) keeps both copies: 4.corrupt, 4.corrupt-2."""
+  with checkpoint.Checkpointer(tmp_path, async_save=False) as ckpt:
+    ckpt.save(2, states[0], periodic=True)
+    for _ in range(2):
+      ckpt.save(4, states[1], periodic=True)
+      _truncate(tmp_path / 'checkpoints' / '4')
+      assert ckpt.restore_latest(abstract(states[0]))[1] == 2
+  assert sorted(p.name for p in (tmp_path / 'checkpoints').iterdir()) == [
+      '2', '4.corrupt', '4.corrupt-2']
+
+
+def test_read_only_reader_skips_but_never_moves(tmp_path, states):
+  """Evaluation (read_only) falls back past a damaged checkpoint but leaves it where it is:
+  only the training job may rename in the run's directories."""
+  with checkpoint.Checkpointer(tmp_path, async_save=False) as ckpt:
+    ckpt.save(2, states[0], periodic=True)
+    ckpt.save(4, states[1], periodic=True)
+  _delete(tmp_path / 'checkpoints' / '4')
+  with checkpoint.Checkpointer(tmp_path, read_only=True) as reader:
+    assert reader.restore_latest(abstract(states[0]))[1] == 2
+    with pytest.raises(checkpoint.CorruptCheckpointError, match='cannot read'):
+      reader.restore(4, abstract(states[0]))
+  assert (tmp_path / 'checkpoints' / '4').is_dir()
 
 
 def test_all_checkpoints_bad_raises_and_keeps_them(tmp_path, states):
   """When every checkpoint is unreadable the run must stop (not restart and overwrite), with an
-  error naming each bad directory and how to start fresh; nothing is deleted."""
+  error naming each bad directory and how to start fresh; nothing is deleted or renamed (were
+  they moved aside, the next run would silently start from scratch)."""
   with checkpoint.Checkpointer(tmp_path, async_save=False) as ckpt:
     ckpt.save(2, states[0], periodic=True)
     ckpt.save(3, states[1], periodic=False)
@@ -203,6 +263,7 @@ def test_all_checkpoints_bad_raises_and_keeps_them(tmp_path, states):
     with pytest.raises(checkpoint.CorruptCheckpointError) as err:
       ckpt.restore_latest(abstract(states[0]))
   message = str(err.value)
+  assert isinstance(err.value, errors.UserError)
   assert str(tmp_path / 'checkpoints' / '2') in message
   assert str(tmp_path / 'checkpoints-meta' / '3') in message
   assert 'move both directories aside' in message

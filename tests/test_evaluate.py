@@ -16,7 +16,7 @@ import pytest
 from scipy import special
 
 from score_sde import (checkpoint, config_validation, data, eval_report, eval_samples, evaluate,
-                       losses, optim, sampling, sde_lib, sharding, train)
+                       losses, optim, sampling, sde_lib, sharding, train_state)
 from score_sde.metrics import fid, inception, inception_weights
 from score_sde.models import utils as mutils
 
@@ -58,7 +58,7 @@ def env(tmp_path_factory):
   inception_params = inception.init_random_params(0)
   inception_fn = inception.get_inception_fn(inception_params, mesh, size=75)
   with pytest.MonkeyPatch.context() as patch:
-    patch.setattr(data, 'get_dataset', lambda data_config, split: source)
+    patch.setattr(data.sources, 'get_dataset', lambda data_config, split: source)
     patch.setattr(inception_weights, 'load_inception_params', lambda path: inception_params)
     patch.setattr(inception, 'get_inception_fn', lambda params, mesh=None: inception_fn)
     # Compile the sampler + Inception round once for the module, not once per evaluate call.
@@ -71,7 +71,7 @@ def env(tmp_path_factory):
     fid.save_stats(config.eval.stats_path, stats.pop('mu'), stats.pop('sigma'),
                    stats.pop(fid.FEATURES), **stats)
     model = mutils.get_model(config)
-    state = jax.jit(train.state_factory(config, model, optim.get_optimizer(config.optim)),
+    state = jax.jit(train_state.state_factory(config, model, optim.get_optimizer(config.optim)),
                     out_shardings=sharding.replicated(mesh))()
     with checkpoint.Checkpointer(str(workdir), async_save=False) as ckpt:
       ckpt.save(STEP, state, periodic=True)

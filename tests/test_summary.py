@@ -1,48 +1,14 @@
 """Tests for score_sde.summary: event files read back, grid layout, PNGs, progress arithmetic."""
 import io
 import math
-import struct
+import time
 
 import numpy as np
 import pytest
 from PIL import Image
-from tensorboardX.proto import event_pb2
 
+from event_files import crc32c, read_events, tensorboard_view
 from score_sde import summary
-
-
-def crc32c(data: bytes) -> int:
-  """Bitwise CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), written out for the test."""
-  crc = 0xFFFFFFFF
-  for byte in data:
-    crc ^= byte
-    for _ in range(8):
-      crc = (crc >> 1) ^ (0x82F63B78 & -(crc & 1))
-  return crc ^ 0xFFFFFFFF
-
-
-def masked(crc: int) -> int:
-  """TFRecord's masking: rotate right by 15 and add a constant, mod 2**32."""
-  return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def read_events(logdir):
-  """Every Event in the directory's event files, checking the TFRecord framing:
-  uint64 length, uint32 masked crc32c(length), payload, uint32 masked crc32c(payload)."""
-  events = []
-  for path in sorted(logdir.glob('events.out.tfevents.*')):
-    data, pos = path.read_bytes(), 0
-    while pos < len(data):
-      header = data[pos:pos + 8]
-      (length,), (header_crc,) = struct.unpack('<Q', header), struct.unpack(
-          '<I', data[pos + 8:pos + 12])
-      assert header_crc == masked(crc32c(header))
-      payload = data[pos + 12:pos + 12 + length]
-      assert struct.unpack('<I', data[pos + 12 + length:pos + 16 + length])[0] == masked(
-          crc32c(payload))
-      events.append(event_pb2.Event.FromString(payload))
-      pos += 16 + length
-  return events
 
 
 def test_crc32c_reference_vector():
@@ -136,3 +102,52 @@ def test_format_duration():
   assert summary.format_duration(2 * 86400 + 3 * 3600 + 4 * 60 + 5) == '2d 03:04:05'
   assert summary.format_duration(59.6) == '00:01:00'
   assert summary.format_duration(float('inf')) == '?'
+
+
+def test_writer_that_writes_nothing_leaves_no_event_file(tmp_path):
+  """Issue 7: no 0-byte event files; the file appears with the first value."""
+  writer = summary.SummaryWriter(tmp_path / 'tb', enabled=True)
+  writer.flush()
+  writer.close()
+  assert not (tmp_path / 'tb').exists()
+
+
+def test_flush_puts_every_value_on_disk_while_the_writer_is_open(tmp_path):
+  """After flush() (training calls it at every checkpoint) the values are in the file even if
+  the process dies without close(): read here while the writer is still open, with a flush
+  interval far longer than the test."""
+  writer = summary.SummaryWriter(tmp_path, enabled=True, flush_secs=3600)
+  for step in range(1, 4):
+    writer.scalar('training_loss', 1. / step, step)
+  writer.flush()
+  assert [s for s, _ in tensorboard_view(read_events(tmp_path))['training_loss']] == [1, 2, 3]
+  assert all(p.stat().st_size > 0 for p in tmp_path.iterdir())
+  writer.close()
+
+
+def test_purge_step_replaces_a_killed_runs_values_from_the_restored_step(tmp_path):
+  """A run logs steps 1..6 and dies; the resumed run (restored at 4, purge_step=4) logs 5..8.
+  As TensorBoard reads the directory: 1..8 once each, 5 and 6 from the resumed run."""
+  first = summary.SummaryWriter(tmp_path, enabled=True)
+  for step in range(1, 7):
+    first.scalar('loss', float(step), step)
+  first.close()
+  time.sleep(1.1)  # Event files are named by the second they were opened in.
+  with summary.SummaryWriter(tmp_path, enabled=True, purge_step=4) as resumed:
+    for step in range(5, 9):
+      resumed.scalar('loss', 10. * step, step)
+  view = tensorboard_view(read_events(tmp_path))['loss']
+  assert view == [(1, 1.), (2, 2.), (3, 3.), (5, 50.), (6, 60.), (7, 70.), (8, 80.)]
+
+
+def test_paused_time_is_kept_out_of_the_rate_and_eta():
+  """100 steps in 50 s of which 40 s were a snapshot (exclude): 10 steps/s, not 2."""
+  progress = summary.Progress(total_steps=1100, start_step=0, batch_size=8, now=0.)
+  progress.exclude(40.)
+  assert progress.line(100, 50.) == ('step 100/1100 (9.1%) | 10.00 steps/s | 80 images/s | '
+                                     'ETA 00:01:40')
+  # The exclusion is spent: the next interval is measured as it is.
+  assert '5.00 steps/s' in progress.line(200, 70.)
+  with progress.paused():
+    time.sleep(0.05)
+  assert progress._excluded >= 0.05

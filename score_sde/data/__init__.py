@@ -12,6 +12,7 @@ IMAGE_FOLDER, CIFAR10 / SVHN / CELEBA / LSUN (tensorflow-datasets, optional) and
 (the reference's TFRecords).
 """
 from score_sde.data import embedded, tfds_sources, tfrecord  # noqa: F401  (fill DATASETS)
+from score_sde.data.checks import open_checked
 from score_sde.data.pipeline import (batches, epoch_batches, example_indices, get_batch,
                                      num_examples)
 from score_sde.data.scalers import get_data_inverse_scaler, get_data_scaler
@@ -21,5 +22,5 @@ from score_sde.data.sources import (DATASETS, ArraySource, ImageFolderSource, So
 __all__ = [
     'DATASETS', 'ArraySource', 'ImageFolderSource', 'Source', 'batches', 'epoch_batches',
     'example_indices', 'get_batch', 'get_data_inverse_scaler', 'get_data_scaler', 'get_dataset',
-    'num_examples',
+    'num_examples', 'open_checked',
 ]

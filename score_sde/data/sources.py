@@ -7,27 +7,33 @@ sharding over hosts and augmentation belong to ``pipeline.py``, so that a batch 
 of ``(seed, step)`` and training resumes exactly. Unlabelled sources give label ``-1``.
 
 Each dataset module registers a factory ``factory(data_config, split) -> Source`` under the name
-that ``config.data.dataset`` uses; importing ``score_sde.data`` fills ``DATASETS``.
+that ``config.data.dataset`` uses; importing ``score_sde.data`` fills ``DATASETS``. A factory
+raises ``errors.DataNotFoundError`` for a dataset that is not there, and a source raises
+``errors.BadDataError`` naming the file of an example it cannot decode.
 """
 import abc
+import collections
 import pathlib
-from typing import Dict, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import ml_collections
 import numpy as np
 from PIL import Image
 
-from score_sde import registry
+from score_sde import errors, registry
 from score_sde.data import images
 
 DATASETS = registry.Registry('dataset')
 SPLITS = ('train', 'test')
 NO_LABEL = -1
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp')
+_MAX_LISTED = 8  # Files named in one message.
 
 
 class Source(abc.ABC):
   """A finite, random-access set of ``uint8`` images of one shape, with ``int32`` labels."""
+
+  notes: Tuple[str, ...] = ()  # What a user should know of this source (see ``probe``).
 
   @property
   @abc.abstractmethod
@@ -62,6 +68,17 @@ class Source(abc.ABC):
       return {'image': np.zeros((0,) + self.image_shape, np.uint8),
               'label': np.zeros((0,), np.int32)}
     return self._load(indices.astype(np.int64))
+
+  def probe(self) -> List[str]:
+    """Cheap checks of every example, run once at start-up (``data.checks``).
+
+    Returns:
+      One-line warnings: things that work but that the user may not expect (images resized,
+      an evaluation split that is the training set). The base class returns ``notes``.
+    Raises:
+      errors.BadDataError: an example can not be used; the message names it.
+    """
+    return list(self.notes)
 
 
 class ArraySource(Source):
@@ -99,11 +116,13 @@ class ImageFolderSource(Source):
   The order is that of the sorted paths, so indices mean the same files on every host and run.
   """
 
-  def __init__(self, paths: Sequence[pathlib.Path], image_size: int, num_channels: int):
+  def __init__(self, paths: Sequence[pathlib.Path], image_size: int, num_channels: int,
+               notes: Sequence[str] = ()):
     if not paths:
       raise ValueError('An image folder source needs at least one image file.')
     self._paths = tuple(paths)
     self._shape = images.image_shape(image_size, num_channels)
+    self.notes = tuple(notes)
 
   @property
   def image_shape(self):
@@ -117,36 +136,90 @@ class ImageFolderSource(Source):
     return len(self._paths)
 
   def _read(self, path: pathlib.Path) -> np.ndarray:
-    with Image.open(path) as image:
-      array = images.from_pil(image, self._shape[-1])
+    try:
+      with Image.open(path) as image:
+        array = images.from_pil(image, self._shape[-1])
+    except (OSError, SyntaxError, ValueError) as e:  # PIL's errors for damaged files.
+      raise errors.BadDataError(f'IMAGE_FOLDER: cannot decode {path} ({type(e).__name__}: {e}). '
+                                'Remove or re-encode the file.') from e
     return images.crop_resize(array, self._shape[0], 'bicubic')
 
   def _load(self, indices):
     return {'image': np.stack([self._read(self._paths[i]) for i in indices]),
             'label': np.full((len(indices),), NO_LABEL, np.int32)}
 
+  def probe(self) -> List[str]:
+    """Opens every file's header (no pixel decoding): size and colour mode, or the error.
+
+    Raises:
+      errors.BadDataError: naming every file PIL cannot identify.
+    """
+    size, _, channels = self._shape
+    mode = 'L' if channels == 1 else 'RGB'
+    bad, resized, converted = [], 0, collections.Counter()
+    for path in self._paths:
+      try:
+        with Image.open(path) as image:
+          resized += image.size != (size, size)
+          if image.mode != mode:
+            converted[image.mode] += 1
+      except (OSError, SyntaxError, ValueError) as e:
+        bad.append(f'{path} ({type(e).__name__})')
+    if bad:
+      raise errors.BadDataError(
+          f'IMAGE_FOLDER: {len(bad)} of {len(self._paths)} files cannot be read as images: '
+          f'{", ".join(bad[:_MAX_LISTED])}{" ..." if len(bad) > _MAX_LISTED else ""}. '
+          'Remove or re-encode them.')
+    folder = _common_parent(self._paths)
+    warnings = list(self.notes)
+    if resized:
+      warnings.append(f'IMAGE_FOLDER: {resized} of {len(self._paths)} images under {folder} are '
+                      f'not {size}x{size}; they are centre-cropped to a square and resized '
+                      f'(bicubic) to data.image_size={size}.')
+    if converted:
+      modes = ', '.join(f'{m}: {n}' for m, n in sorted(converted.items()))
+      warnings.append(f'IMAGE_FOLDER: {sum(converted.values())} images under {folder} are not '
+                      f'{mode} ({modes}); they are converted to {mode} for '
+                      f'data.num_channels={channels}.')
+    return warnings
+
+
+def _common_parent(paths: Sequence[pathlib.Path]) -> pathlib.Path:
+  parents = [p.parent for p in paths]
+  common = parents[0]
+  while not all(common == p or common in p.parents for p in parents):
+    common = common.parent
+  return common
+
 
 @DATASETS.register('IMAGE_FOLDER')
 def image_folder(data_config: ml_collections.ConfigDict, split: str) -> ImageFolderSource:
   """Images under ``data.data_dir``; ``data_dir/train`` and ``data_dir/test`` if both exist.
 
-  Without split subfolders both splits are the whole folder, as the reference does for FFHQ.
+  Without split subfolders both splits are the whole folder, as the reference does for FFHQ;
+  the 'test' source then says so in its ``notes`` (a warning at start-up).
   """
   root = pathlib.Path(data_config.data_dir).expanduser()
   if not str(data_config.data_dir) or not root.is_dir():
-    raise FileNotFoundError(
+    raise errors.DataNotFoundError(
         f'IMAGE_FOLDER: data.data_dir={str(data_config.data_dir)!r} is not a directory. Point '
         '--config.data.data_dir at a folder of .png/.jpg/.jpeg/.webp images.')
   split_dirs = [root / s for s in SPLITS if (root / s).is_dir()]
   if split_dirs and len(split_dirs) != len(SPLITS):
-    raise FileNotFoundError(
+    raise errors.DataNotFoundError(
         f'IMAGE_FOLDER: {root} has {split_dirs[0].name}/ but not the other split; add both '
         f'{"/ and ".join(SPLITS)}/ subfolders, or neither.')
   folder = root / split if split_dirs else root
   paths = list_images(folder)
   if not paths:
-    raise FileNotFoundError(f'IMAGE_FOLDER: no {"/".join(IMAGE_SUFFIXES)} files under {folder}.')
-  return ImageFolderSource(paths, data_config.image_size, data_config.num_channels)
+    raise errors.DataNotFoundError(
+        f'IMAGE_FOLDER: no {"/".join(IMAGE_SUFFIXES)} files under {folder}. Point '
+        '--config.data.data_dir at a folder of images.')
+  notes = ()
+  if split == 'test' and not split_dirs:
+    notes = (f'IMAGE_FOLDER: {root} has no train/ and test/ subfolders, so evaluation (\'test\') '
+             'uses the training images; add both subfolders for a held-out split.',)
+  return ImageFolderSource(paths, data_config.image_size, data_config.num_channels, notes)
 
 
 def get_dataset(data_config: ml_collections.ConfigDict, split: str) -> Source:

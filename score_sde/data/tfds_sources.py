@@ -24,6 +24,7 @@ from typing import Callable, Dict
 import ml_collections
 import numpy as np
 
+from score_sde import errors
 from score_sde.data import images, sources
 
 CELEBA_CROP = 140
@@ -69,7 +70,7 @@ def _import_tfds(dataset: str, command: str):
   try:
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   except ImportError as err:
-    raise ImportError(
+    raise errors.MissingDependencyError(
         f'Dataset {dataset} reads TensorFlow Datasets, an optional extra that is not installed. '
         f'Run: pip install -e ".[tfds]" && {command}') from err
   return tfds
@@ -116,7 +117,7 @@ def open_tfds(dataset: str, data_config: ml_collections.ConfigDict, split: str) 
   if '{category}' in tfds_name:
     category = data_config.get('category', '')
     if not category:
-      raise ValueError(f'{dataset} needs data.category, e.g. --config.data.category=bedroom '
+      raise errors.ConfigError(f'{dataset} needs data.category, e.g. --config.data.category=bedroom '
                        '(or church_outdoor).')
     tfds_name = tfds_name.format(category=category)
   data_dir = str(data_config.get('data_dir', '') or '')
@@ -128,7 +129,7 @@ def open_tfds(dataset: str, data_config: ml_collections.ConfigDict, split: str) 
         tfds_name, split=tfds_split, data_dir=data_dir or None, download=False)
   except Exception as err:  # pylint: disable=broad-except
     # tfds raises several types here (missing files, wrong file format, missing array_record).
-    raise FileNotFoundError(
+    raise errors.DataNotFoundError(
         f'Could not open {tfds_name}[{tfds_split}] as a random-access (ArrayRecord) dataset '
         f'under data_dir={data_dir or "~/tensorflow_datasets"}: {err}. Prepare it once with: '
         f'{command}') from err

@@ -23,6 +23,7 @@ from typing import Dict, Iterator, List, Sequence, Tuple
 import ml_collections
 import numpy as np
 
+from score_sde import errors
 from score_sde.data import images, sources
 
 _HEADER = 12  # uint64 length + uint32 masked CRC of the length.
@@ -152,9 +153,11 @@ def decode_image(record: bytes) -> np.ndarray:
 class TFRecordSource(sources.Source):
   """Random access to image records of TFRecord files through a byte-offset index."""
 
-  def __init__(self, paths: Sequence[str], image_size: int, num_channels: int):
+  def __init__(self, paths: Sequence[str], image_size: int, num_channels: int,
+               notes: Sequence[str] = ()):
     if not paths:
       raise ValueError('A TFRecord source needs at least one file.')
+    self.notes = tuple(notes)
     self._paths = tuple(paths)
     self._shape = images.image_shape(image_size, num_channels)
     per_file = [index_file(p) for p in self._paths]
@@ -171,9 +174,15 @@ class TFRecordSource(sources.Source):
 
   def _read(self, index: int) -> np.ndarray:
     file_id, offset, length = self._index[index]
-    with open(self._paths[file_id], 'rb') as f:
-      f.seek(offset)
-      image = decode_image(f.read(length))
+    path = self._paths[file_id]
+    try:
+      with open(path, 'rb') as f:
+        f.seek(offset)
+        image = decode_image(f.read(length))
+    except (OSError, ValueError, IndexError) as e:
+      raise errors.BadDataError(f'{path}: record {index} at byte {offset} cannot be decoded '
+                                f'({type(e).__name__}: {e}); the file is damaged or not a '
+                                'progressive-GAN style TFRecord file.') from e
     size, _, channels = self._shape
     return images.to_channels(images.resize(image, size, size, 'bilinear'), channels)
 
@@ -193,21 +202,28 @@ def resolution_file_pattern(data_dir: str, image_size: int) -> str:
 
 def tfrecord_dataset(data_config: ml_collections.ConfigDict, split: str) -> TFRecordSource:
   """Records of ``data.tfrecords_path`` (a file or glob), or else of the file in ``data.data_dir``
-  whose ``-rNN`` suffix matches ``data.image_size``. Both splits are the same records."""
-  del split  # No held-out split in the reference's files.
+  whose ``-rNN`` suffix matches ``data.image_size``. Both splits are the same records (the
+  reference's files have no held-out split); the 'test' source says so in its ``notes``."""
   pattern = os.path.expanduser(str(data_config.get('tfrecords_path', '') or ''))
   data_dir = os.path.expanduser(str(data_config.get('data_dir', '') or ''))
   if not pattern and data_dir:
     pattern = resolution_file_pattern(data_dir, data_config.image_size)
   if not pattern:
-    raise ValueError(f'{data_config.dataset} needs data.tfrecords_path, e.g. '
+    raise errors.ConfigError(f'{data_config.dataset} needs data.tfrecords_path, e.g. '
                      '--config.data.tfrecords_path=/data/ffhq/ffhq-r08.tfrecords (256x256), or '
                      'data.data_dir holding the -rNN.tfrecords files.')
   paths = sorted(glob.glob(pattern))
   if not paths:
-    raise FileNotFoundError(f'{data_config.dataset}: no file matches {pattern!r} (from '
+    raise errors.DataNotFoundError(f'{data_config.dataset}: no file matches {pattern!r} (from '
                             'data.tfrecords_path or data.data_dir).')
-  return TFRecordSource(paths, data_config.image_size, data_config.num_channels)
+  notes = ()
+  if split == 'test':
+    notes = (f'{data_config.dataset}: the TFRecord files have no held-out split, so evaluation '
+             "('test') reads the training images, as the reference does.",)
+  try:
+    return TFRecordSource(paths, data_config.image_size, data_config.num_channels, notes)
+  except ValueError as e:  # A truncated file or one that is not a TFRecord file.
+    raise errors.BadDataError(f'{data_config.dataset}: {e}') from e
 
 
 sources.DATASETS.register('FFHQ')(tfrecord_dataset)

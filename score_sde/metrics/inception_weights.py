@@ -24,6 +24,7 @@ from typing import Dict, Mapping, Optional, Sequence
 import numpy as np
 from flax import traverse_util
 
+from score_sde import errors
 from score_sde.metrics import inception
 
 PYTORCH_FID_URL = ('https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/'
@@ -151,11 +152,11 @@ def convert_pytorch_fid_state_dict(state_dict: Mapping[str, np.ndarray]) -> dict
 def read_torch_state_dict(path: str) -> Dict[str, np.ndarray]:
   """Reads a torch ``.pth`` state dict into numpy arrays (torch is needed for this step only)."""
   if not os.path.exists(path):
-    raise FileNotFoundError(f'No file {path!r}.\n' + _how_to_get_weights())
+    raise errors.DataNotFoundError(f'No file {path!r}.\n' + _how_to_get_weights())
   try:
     import torch  # pylint: disable=import-outside-toplevel
   except ImportError:
-    raise ImportError(
+    raise errors.MissingDependencyError(
         f'Reading {path!r} needs torch (`pip install torch --index-url '
         'https://download.pytorch.org/whl/cpu`). Or convert on a machine that has torch and copy '
         'the resulting .npz here.') from None
@@ -200,12 +201,12 @@ def load_inception_params(path: Optional[str] = '', cache_dir: str = DEFAULT_CAC
   """
   path = path or os.path.join(cache_dir, CACHE_NAME)
   if not os.path.exists(path):
-    raise FileNotFoundError(f'No Inception weights at {path!r}.\n' + _how_to_get_weights())
+    raise errors.DataNotFoundError(f'No Inception weights at {path!r}.\n' + _how_to_get_weights())
   if path.endswith(('.pth', '.pt')):
     return convert_pytorch_fid_state_dict(read_torch_state_dict(path))
   if path.endswith('.npz'):
     return load_params_npz(path)
-  raise ValueError(f'Unknown Inception weights format {path!r}: expected .npz (ours) or .pth '
+  raise errors.ConfigError(f'Unknown Inception weights format {path!r}: expected .npz (ours) or .pth '
                    '(pytorch-fid).')
 
 

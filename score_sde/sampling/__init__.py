@@ -23,6 +23,7 @@ from score_sde.sampling.predictors import (PREDICTORS, AncestralSamplingPredicto
                                            EulerMaruyamaPredictor, NonePredictor, Predictor,
                                            ReverseDiffusionPredictor)
 from score_sde.sampling.shard import get_sharded_sampler
+from score_sde.sampling.snapshot import get_snapshot_sampler
 
 METHODS = ('pc', 'ode', 'heun', 'dpm_solver')
 
@@ -76,6 +77,6 @@ __all__ = [
     'NonePredictor', 'PREDICTORS', 'Predictor', 'ReverseDiffusionPredictor', 'Sampler',
     'get_conditional_score_fn', 'get_dpm_solver_sampler', 'get_heun_sampler', 'get_ode_encoder',
     'get_ode_sampler', 'get_pc_colorizer', 'get_pc_inpainter', 'get_pc_sampler', 'get_sampler',
-    'get_sampling_fn', 'get_sharded_sampler', 'identity', 'probability_flow_drift',
+    'get_sampling_fn', 'get_sharded_sampler', 'get_snapshot_sampler', 'identity', 'probability_flow_drift',
     'solve_probability_flow',
 ]
