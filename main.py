@@ -7,13 +7,16 @@ only its share of every batch.
 A problem the user can fix (a bad config or override, missing or damaged data, an unusable
 workdir, unreadable checkpoints, a non-finite loss) is printed as one message, without a
 traceback, and the command exits with status 2; anything else is a bug and keeps its traceback.
-SIGTERM (a cluster's preemption notice) ends the run as Ctrl-C does: pending checkpoint writes
-finish and the TensorBoard events are flushed.
+SIGTERM (a cluster's preemption notice) stops training after the step in flight: its state is
+saved as a preemption checkpoint, the TensorBoard events are flushed, and the command exits with
+status 143 saying how to resume. Ctrl-C interrupts at once (the newest complete checkpoint is
+kept; a write in flight is abandoned, never half-counted).
 """
 import logging as std_logging
 import os
 import signal
 import sys
+import threading
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -29,6 +32,7 @@ _DISTRIBUTED = flags.DEFINE_bool(
 flags.mark_flags_as_required(['config', 'workdir'])
 
 USER_ERROR_STATUS = 2
+STOPPED_STATUS = 128 + signal.SIGTERM  # What a process killed by SIGTERM reports.
 
 
 class _OnlyWarningsFromLibraries(std_logging.Filter):
@@ -76,16 +80,12 @@ def _load_config():
     _fail(f'--config {path} cannot be loaded: {_innermost_message(e)}')
 
 
-def _raise_keyboard_interrupt(signum, frame):
-  del signum, frame
-  raise KeyboardInterrupt('SIGTERM')
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   logging.get_absl_handler().addFilter(_OnlyWarningsFromLibraries())
-  signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+  stop = threading.Event()
+  signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
   config = _load_config()
   import jax  # After flag parsing, so --help stays fast.
   from score_sde import errors
@@ -96,12 +96,19 @@ def main(argv):
   try:
     if _MODE.value == 'train':
       from score_sde import train
-      train.train_and_evaluate(config, _WORKDIR.value)
+      train.train_and_evaluate(config, _WORKDIR.value, stop_requested=stop.is_set)
     else:
       from score_sde import evaluate
       evaluate.evaluate(config, _WORKDIR.value, _EVAL_FOLDER.value)
+  except errors.StopRequested as e:
+    sys.stderr.write(f'\n{e}\n')
+    sys.exit(STOPPED_STATUS)
   except errors.UserError as e:
     _fail(str(e))
+  except KeyboardInterrupt:
+    sys.stderr.write('\nInterrupted. The newest complete checkpoint is kept; run the same '
+                     'command again to resume from it.\n')
+    sys.exit(130)
 
 
 if __name__ == '__main__':

@@ -44,7 +44,7 @@ def _rows(shape, quick):
   for n in pc_steps:
     for predictor, corrector in (('euler_maruyama', 'none'), ('reverse_diffusion', 'none'),
                                  ('ancestral_sampling', 'none'),
-                                 ('reverse_diffusion', 'langevin_batch'),
+                                 ('reverse_diffusion', 'langevin'),
                                  ('euler_maruyama', 'ald')):
       if corrector != 'none' and n > 500:
         continue

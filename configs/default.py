@@ -69,6 +69,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Inception Score parts (is_std is the std over them): 1 as the reference (tf-gan over all
   # samples, the paper's IS), 10 as Salimans et al. 2016.
   evaluate.is_splits = 1
+  # How samples reach the 8-bit grid before Inception: 'truncate' (floor, as the reference's
+  # .astype(uint8)) or 'round' (as a PNG of them). The paper's FIDs used truncation.
+  evaluate.quantization = 'truncate'
 
   # ---------------------------------------------------------------------------------- data
   config.data = data = ml_collections.ConfigDict()

@@ -1,9 +1,10 @@
 """Checks a whole configuration once, at the boundary, before anything is built or written.
 
 ``validate_config`` reads every field of a config, collects every problem it finds and raises one
-``errors.ConfigError`` (a ``ValueError``) listing all of them, each naming the field, its bad value and the fix. A run with a
-typo, a batch that does not split over the devices or a loss that does not exist for the chosen
-SDE therefore fails in the first second instead of after compilation or hours into training.
+``errors.ConfigError`` (a ``ValueError``) listing all of them, each naming the field, its bad
+value and the fix. A run with a typo, a batch that does not split over the devices or a loss that
+does not exist for the chosen SDE therefore fails in the first second instead of after
+compilation or hours into training.
 
 Names (SDE, model, dataset, predictor, corrector) are checked against the registries of the
 subpackages that define them (``sde_lib.SDES``, ``models.MODELS``, ``data.DATASETS``,
@@ -42,6 +43,7 @@ CHOICES = {
     'model.embedding_type': ('fourier', 'positional'),
     'optim.optimizer': ('Adam', 'AdamW'),
     'eval.bpd_dataset': ('train', 'test'),
+    'eval.quantization': ('truncate', 'round'),
 }
 
 # (field, module holding the registry, registry attribute). Importing the module fills it.

@@ -38,3 +38,7 @@ class NonFiniteLossError(UserError, FloatingPointError):
 
 class MissingDependencyError(UserError, ImportError):
   """An optional package that the config needs is not installed; the message gives the command."""
+
+
+class StopRequested(UserError):
+  """Training stopped early on request (SIGTERM: a preemption notice), after saving its state."""

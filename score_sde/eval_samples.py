@@ -3,8 +3,11 @@
 ``eval.num_samples`` samples are drawn in ``R = ceil(num_samples / eval.batch_size)`` rounds of
 ``eval.batch_size``, each split over the mesh. Round ``r`` of checkpoint ``step`` uses the key
 ``fold_in(fold_in(key(seed, SAMPLE_STREAM), step), r)``, so a round is the same whenever and on
-however many devices it is computed. Samples are rounded to the 8-bit grid (``round(255 x) / 255``,
-as the reference did by saving them as uint8) and go through the FID Inception network; every
+however many devices it is computed. Samples are put on the 8-bit grid as ``eval.quantization``
+says: ``'truncate'`` (the default, ``floor(255 x) / 255``: the reference's
+``np.clip(x * 255, 0, 255).astype(np.uint8)`` before Inception) or ``'round'``
+(``round(255 x) / 255``, what a PNG of the samples holds; FIDs differ slightly), and go through
+the FID Inception network; every
 round's ``pool_3`` features and logits are saved atomically to ``ckpt_<step>/round_<r>.npz``. A
 killed evaluation therefore loses at most the round in flight: the next run computes only the
 rounds without a file. Once all exist, the first ``num_samples`` rows give
@@ -52,16 +55,17 @@ def load_reference_stats(config) -> Dict[str, np.ndarray]:
   """
   path = config.eval.stats_path
   if not path:
-    raise errors.ConfigError('config.eval.stats_path is empty, and FID / KID need the reference Inception '
-                     'statistics of the data. Make them once with\n  ' + stats_command(config))
+    raise errors.ConfigError('config.eval.stats_path is empty, and FID / KID need the reference '
+                             'Inception statistics of the data. Make them once with\n  ' +
+                             stats_command(config))
   if not os.path.exists(path):
-    raise errors.DataNotFoundError(f'config.eval.stats_path={path!r} does not exist. Make it with\n  ' +
-                            stats_command(config))
+    raise errors.DataNotFoundError(f'config.eval.stats_path={path!r} does not exist. Make it '
+                                   'with\n  ' + stats_command(config))
   stats = fid.load_stats(path)
   if stats[fid.MU].shape != (inception.POOL_DIM,):
-    raise errors.BadDataError(f'{path} holds {stats[fid.MU].shape[0]}-dimensional statistics; FID needs '
-                     f'the {inception.POOL_DIM} pool_3 features. Remake it with\n  ' +
-                     stats_command(config))
+    raise errors.BadDataError(f'{path} holds {stats[fid.MU].shape[0]}-dimensional statistics; '
+                              f'FID needs the {inception.POOL_DIM} pool_3 features. Remake it '
+                              'with\n  ' + stats_command(config))
   return stats
 
 
@@ -97,7 +101,7 @@ def make_round_fn(config, sde, model, mesh, inception_fn: Callable
   the round that makes the PNG grid pays for gathering them).
   """
   sample = sampling.get_snapshot_sampler(config, sde, model, mesh, config.eval.batch_size,
-                                         quantize=True)
+                                         quantize=config.eval.quantization)
 
   def round_fn(params, key, with_images: bool = False):
     images, nfe = sample(params, key)

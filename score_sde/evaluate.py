@@ -154,8 +154,10 @@ def make_bpd_evaluator(config, sde, model, mesh, source: data.Source) -> Evaluat
 
   The likelihood uses ``likelihood.get_likelihood_fn``'s defaults: one Rademacher probe per
   example, an adaptive 5th-order solver (Tsit5; the reference used RK45) with the reference's
-  rtol = atol = 1e-5, from t = 1e-5. Values are computed on every process; the progress file and
-  the returned columns are process 0's (empty elsewhere).
+  rtol = atol = 1e-5, from t = 1e-5, on the score ``models.utils.ode_score_continuous`` picks
+  (continuous labels and std for VP / sub-VP whatever the training, as the reference). Values are
+  computed on every process; the progress file and the returned columns are process 0's (empty
+  elsewhere).
   """
   split = config.eval.bpd_dataset
   num_repeats = likelihood.NUM_REPEATS[split]
@@ -166,8 +168,9 @@ def make_bpd_evaluator(config, sde, model, mesh, source: data.Source) -> Evaluat
   likelihood_fn = likelihood.get_likelihood_fn(sde, data.get_data_inverse_scaler(centered))
   bpd_fn = likelihood.get_sharded_likelihood_fn(
       likelihood_fn,
-      lambda p: mutils.get_score_fn(sde, model, p, train=False,
-                                    continuous=config.training.continuous),
+      lambda p: mutils.get_score_fn(
+          sde, model, p, train=False,
+          continuous=mutils.ode_score_continuous(sde, config.training.continuous)),
       mesh, scaler=data.get_data_scaler(centered))
   probe_key = jax.random.fold_in(rng.stream_key(config.seed, rng.EVAL_STREAM), _BPD_PROBES)
 

@@ -12,9 +12,10 @@ forms, then adapted to a Flax model:
   ``lambda_i = sigma_i^2``.
 * ``ddpm_loss``: the discrete DDPM epsilon-prediction objective of a VP SDE (eq. 3).
 
-Per-example losses are sums (or means, with ``reduce_mean``) over the data dimensions; the batch
-loss is their mean. Random draws use the global batch shape, so a loss does not depend on how the
-batch is sharded.
+Per-example losses are half sums (or means, with ``reduce_mean``) over the data dimensions, as
+in the reference code (``0.5 * sum``: the same logged losses and, with ``optim.grad_clip``, the
+same clipped updates); the batch loss is their mean. Random draws use the global batch shape, so
+a loss does not depend on how the batch is sharded.
 """
 from typing import Callable, Optional, Tuple
 
@@ -29,8 +30,10 @@ ModelFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 
 def _reduce(x: jax.Array, reduce_mean: bool) -> jax.Array:
+  """``(B, ...) -> (B,)``: the mean over the data dimensions, or half their sum (the reference's
+  ``reduce_op``, so that every summed objective here is half the squared norm)."""
   x = x.reshape(x.shape[0], -1)
-  return jnp.mean(x, axis=-1) if reduce_mean else jnp.sum(x, axis=-1)
+  return jnp.mean(x, axis=-1) if reduce_mean else 0.5 * jnp.sum(x, axis=-1)
 
 
 def dsm_loss(score_fn: sde_lib.ScoreFn, sde: sde_lib.SDE, rng: jax.Array, data: jax.Array,
@@ -43,7 +46,7 @@ def dsm_loss(score_fn: sde_lib.ScoreFn, sde: sde_lib.SDE, rng: jax.Array, data: 
     sde: the forward SDE that perturbs ``data``.
     rng: key for ``t`` and the noise ``z``.
     data: clean data ``x0``, float ``(B, ...)``.
-    reduce_mean: mean instead of sum over the data dimensions.
+    reduce_mean: mean instead of half the sum over the data dimensions.
     likelihood_weighting: ``lambda(t) = g(t)^2`` instead of ``std(t)^2``.
     eps: smallest time sampled (the score diverges as t -> 0).
   """

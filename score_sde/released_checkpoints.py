@@ -129,8 +129,10 @@ def check_params(released_params, template, what: str = 'params') -> None:
   hint = (f'  released network: {describe_params(released_params)}\n'
           f'  this config\'s network: {describe_params(template)}\n'
           'Use the config the checkpoint was trained with (configs/{ve,vp,subvp}/<name>.py for '
-          'exp/<sde>/<name>): *_deep_* configs have 8 residual blocks per resolution, DDPM++ '
-          'uses ResnetBlockDDPMpp, *_continuous configs a GaussianFourierProjection.')
+          'exp/<sde>/<name>): *_deep_* configs have 8 residual blocks per resolution; DDPM++ '
+          'differs from NCSN++ by plain (not FIR) resampling and no progressive input (the '
+          'input pyramid\'s Downsample layers), both with BigGAN residual blocks; VE *_continuous '
+          'configs embed time with a GaussianFourierProjection.')
   checkpoint.check_structure(checkpoint.leaf_specs({what: template}),
                              checkpoint.leaf_specs({what: released_params}),
                              f'The released {what}', hint)

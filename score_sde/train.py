@@ -19,6 +19,7 @@ every checkpoint so that a killed run's history reaches its last checkpoint).
 import functools
 import os
 import time
+from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -91,19 +92,25 @@ class _LossBuffer:
     return float(values.mean()) if values.size else float('nan')
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       mesh=None) -> train_state.TrainState:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mesh=None,
+                       stop_requested: Optional[Callable[[], bool]] = None
+                       ) -> train_state.TrainState:
   """Trains ``config`` in ``workdir``, resuming from its newest readable checkpoint.
 
   Args:
     config: a validated-on-entry config (see ``configs/default.py``).
     workdir: the run's directory (created if missing).
     mesh: the device mesh; by default every device of every host.
+    stop_requested: polled after every step (``main.py`` sets it on SIGTERM, a preemption
+      notice); when it returns True the state is saved as a preemption checkpoint at that step,
+      the logs are flushed and ``errors.StopRequested`` is raised. Multi-host runs poll it at
+      the logging steps and stop together if any host asked.
   Returns:
     The final state (replicated over the mesh).
   Raises:
     errors.UserError: before anything is written, for a bad config, workdir or dataset; later,
       for a non-finite loss (naming the step) or checkpoints that are all unreadable.
+    errors.StopRequested: after saving, when ``stop_requested()`` said so.
   """
   mesh = sharding.make_mesh() if mesh is None else mesh
   config_validation.validate_config(config, num_devices=mesh.devices.size,
@@ -123,12 +130,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                  'with --mode eval.', workdir, start, training.n_iters)
     return state
   try:
-    return _train(config, workdir, mesh, sde, model, tx, state, ckpt, sources)
+    return _train(config, workdir, mesh, sde, model, tx, state, ckpt, sources,
+                  stop_requested or (lambda: False))
   finally:
     ckpt.close()
 
 
-def _train(config, workdir, mesh, sde, model, tx, state, ckpt, sources):
+def _stop_now(stop_requested: Callable[[], bool], log_step: bool) -> bool:
+  """Whether to stop after this step: this host's request alone, or any host's on a logging
+  step of a multi-host run (all hosts must stop at the same step to save together)."""
+  if jax.process_count() == 1:
+    return bool(stop_requested())
+  if not log_step:
+    return False
+  flags = multihost_utils.process_allgather(np.asarray(bool(stop_requested())))
+  return bool(np.any(flags))
+
+
+def _train(config, workdir, mesh, sde, model, tx, state, ckpt, sources, stop_requested):
   """The loop of ``train_and_evaluate`` from the restored (or new) ``state`` to ``n_iters``."""
   training = config.training
   start = last_saved = int(state.step)
@@ -162,8 +181,10 @@ def _train(config, workdir, mesh, sde, model, tx, state, ckpt, sources):
                          random_flip=config.data.random_flip,
                          uniform_dequantization=config.data.uniform_dequantization,
                          num_steps=training.n_iters - start, **hosts)
-  # A resumed run writes again the values a killed run logged after this checkpoint.
-  with summary.SummaryWriter(os.path.join(workdir, 'tensorboard'), purge_step=start + 1) as writer:
+  # A killed run may have logged past its last checkpoint (``start``); the resumed run logs those
+  # steps again from start + 1, so TensorBoard is told to drop the killed run's values there.
+  tensorboard_dir = os.path.join(workdir, 'tensorboard')
+  with summary.SummaryWriter(tensorboard_dir, purge_step=start + 1) as writer:
     for step, batch in batches:
       state, metrics = train_step(state, to_device(batch), train_key)
       done = step + 1  # Updates completed; the number a checkpoint of this state carries.
@@ -193,6 +214,15 @@ def _train(config, workdir, mesh, sde, model, tx, state, ckpt, sources):
           key = jax.device_put(
               jax.random.fold_in(rng.stream_key(config.seed, rng.SAMPLE_STREAM), done), rep)
           sample_fn = _save_samples(sample_fn, state, key, done, workdir, writer)
+      if done < training.n_iters and _stop_now(stop_requested, done % training.log_freq == 0):
+        if last_saved != done:
+          buffer.flush(last_saved)  # Never save past a non-finite loss.
+          ckpt.save(done, state, periodic=False)
+        ckpt.wait_until_finished()
+        writer.flush()
+        raise errors.StopRequested(
+            f'Stopped on request at step {done} of {training.n_iters}, after saving it to '
+            f'{workdir}; run the same command again to resume from there.')
   ckpt.wait_until_finished()
   logging.info('Training finished at step %d; checkpoints are in %s.', training.n_iters,
                os.path.join(workdir, checkpoint.PERIODIC_DIR))

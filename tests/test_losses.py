@@ -56,7 +56,9 @@ def test_dsm_loss_at_the_exact_score(name, likelihood_weighting):
     per_dim = alpha ** 2 * S ** 2 / v
     return per_dim * g ** 2 / std ** 2 if likelihood_weighting else per_dim
 
-  expected = DIM * integrate.quad(integrand, EPS, 1., limit=200, points=[1e-3, 1e-2])[0] / (1 - EPS)
+  # Half the sum over dimensions: the reference's reduce_op for reduce_mean=False.
+  expected = 0.5 * DIM * integrate.quad(integrand, EPS, 1., limit=200,
+                                        points=[1e-3, 1e-2])[0] / (1 - EPS)
   data = S * jax.random.normal(jax.random.key(0), (BATCH, DIM))
   per_example = jax.jit(lambda d: losses.dsm_loss(
       _exact_score(sde), sde, jax.random.key(1), d, False, likelihood_weighting, EPS))(data)
@@ -70,7 +72,7 @@ def test_smld_loss_at_the_exact_score():
   sigmas_desc = np.exp(np.linspace(np.log(0.01), np.log(5.), 1000))[::-1]
   model_fn = lambda x, labels: -sde_lib.batch_mul(
       1. / (S ** 2 + jnp.asarray(sigmas_desc, jnp.float32)[labels] ** 2), x)
-  expected = DIM * np.mean(S ** 2 / (S ** 2 + sigmas_desc ** 2))
+  expected = 0.5 * DIM * np.mean(S ** 2 / (S ** 2 + sigmas_desc ** 2))
   data = S * jax.random.normal(jax.random.key(2), (BATCH, DIM))
   _check_mc(losses.smld_loss(model_fn, sde, jax.random.key(3), data), expected)
 
@@ -83,9 +85,40 @@ def test_ddpm_loss_at_the_posterior_mean_noise():
   v = abar * S ** 2 + (1. - abar)
   c = jnp.asarray(np.sqrt(1. - abar) / v, jnp.float32)
   model_fn = lambda x, labels: sde_lib.batch_mul(c[labels], x)
-  expected = DIM * np.mean(1. - (1. - abar) / v)
+  expected = 0.5 * DIM * np.mean(1. - (1. - abar) / v)
   data = S * jax.random.normal(jax.random.key(4), (BATCH, DIM))
   _check_mc(losses.ddpm_loss(model_fn, sde, jax.random.key(5), data), expected)
+
+
+@pytest.mark.parametrize('loss', ['dsm', 'smld', 'ddpm'])
+def test_summed_loss_is_half_the_sum_as_in_the_reference(loss):
+  """Issue 8: with reduce_mean=False the reference reduces as 0.5 * sum (every VE config), so
+  its logged losses, gradients and the effect of optim.grad_clip are those of half the sum
+  (a plain sum made them 2x). Same draws, both reductions: summed = 0.5 * D * mean, exactly."""
+  data = S * jax.random.normal(jax.random.key(6), (16, 4, 4, 2))
+  d = 4 * 4 * 2
+  if loss == 'dsm':
+    sde = SDES['vesde']
+    fn = lambda reduce_mean: losses.dsm_loss(_exact_score(sde), sde, jax.random.key(7), data,
+                                             reduce_mean)
+  elif loss == 'smld':
+    fn = lambda reduce_mean: losses.smld_loss(lambda x, l: -x, SDES['vesde'], jax.random.key(7),
+                                              data, reduce_mean)
+  else:
+    fn = lambda reduce_mean: losses.ddpm_loss(lambda x, l: 0.5 * x, SDES['vpsde'],
+                                              jax.random.key(7), data, reduce_mean)
+  np.testing.assert_allclose(fn(False), 0.5 * d * fn(True), rtol=1e-6)
+  # And the summed value is half of an independent squared norm (DSM at the exact score).
+  if loss == 'dsm':
+    sde = SDES['vesde']
+    t_rng, z_rng = jax.random.split(jax.random.key(7))
+    t = jax.random.uniform(t_rng, (16,), minval=1e-5, maxval=1.)
+    z = jax.random.normal(z_rng, data.shape)
+    mean, std = sde.marginal_prob(data, t)
+    x = mean + std[:, None, None, None] * z
+    residual = std[:, None, None, None] * _exact_score(sde)(x, t) + z
+    np.testing.assert_allclose(fn(False), 0.5 * np.sum(np.square(residual), axis=(1, 2, 3)),
+                               rtol=1e-5)
 
 
 def test_discrete_losses_reject_the_wrong_sde():

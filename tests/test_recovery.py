@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 from event_files import read_events, tensorboard_view
+from test_checkpoint import _delete, _flip_one_byte, _truncate
 from score_sde import checkpoint, errors, evaluate, optim, train, train_state
 from score_sde.models import utils as mutils
 
@@ -44,26 +45,6 @@ def _config(n_iters):
                          max_to_keep=3, log_freq=1, eval_freq=3)
   config.eval.update(batch_size=64, begin_ckpt=1, end_ckpt=4, enable_loss=True)
   return config
-
-
-def _array_files(step_dir):
-  return sorted(p for p in (step_dir / 'state').rglob('*') if p.is_file() and p.parent.name == 'd')
-
-
-def _flip_one_byte(step_dir):
-  path = max(_array_files(step_dir), key=lambda f: f.stat().st_size)
-  data = bytearray(path.read_bytes())
-  data[len(data) // 2] ^= 0x5A
-  path.write_bytes(bytes(data))
-
-
-def _truncate(step_dir):
-  for path in _array_files(step_dir):
-    path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
-
-
-def _delete(step_dir):
-  _array_files(step_dir)[0].unlink()
 
 
 def _abstract(config, mesh=None):
@@ -277,3 +258,28 @@ def test_killed_runs_tensorboard_history_has_no_hole_after_resuming(tmp_path, ca
   view = tensorboard_view(read_events(logdir))
   assert [s for s, _ in view['training_loss']] == list(range(1, 13))
   assert [s for s, _ in view['eval_loss']] == [3, 6, 9, 12]
+
+
+def test_sigterm_saves_the_current_step_and_says_how_to_resume(tmp_path):
+  """SIGTERM (a cluster's preemption notice) once training runs: the step in flight is saved as
+  a preemption checkpoint, status 143, one message without a traceback, the TensorBoard events
+  reach that step, and the same command resumes from it."""
+  import time
+  workdir = tmp_path / 'run'
+  run = subprocess.Popen(
+      [sys.executable, 'main.py', '--config', 'configs/smoke.py', '--workdir', str(workdir),
+       '--config.training.n_iters=100000', '--config.training.log_freq=1'],
+      cwd=ROOT, stderr=subprocess.PIPE, text=True, env=_env())
+  deadline = time.time() + 240
+  while not list(workdir.glob('tensorboard/events*')) and time.time() < deadline:
+    time.sleep(0.2)  # The first event file: training has begun.
+  run.send_signal(signal.SIGTERM)
+  _, stderr = run.communicate(timeout=240)
+  assert run.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+  assert 'Traceback' not in stderr and 'run the same command again' in stderr, stderr[-3000:]
+  step = int(stderr.split('Stopped on request at step ')[1].split()[0])
+  saved = checkpoint.Checkpointer(str(workdir), read_only=True)
+  assert max(saved.preemption_steps() + saved.periodic_steps()) == step
+  saved.close()
+  logged = [s for s, _ in tensorboard_view(read_events(workdir / 'tensorboard'))['training_loss']]
+  assert logged[-1] == step

@@ -137,3 +137,21 @@ def test_mismatched_network_names_paths_and_both_networks(tmp_path, smoke_config
   assert re.search(r'missing from the checkpoint \(\d+\): params\.AttnBlockpp_0\.', message)
   assert 'released network: 2 modules' in message
   assert 'ResnetBlockBigGANpp' in message.split("this config's network:")[1]
+
+
+def test_structure_hint_describes_the_ddpmpp_networks_truly():
+  """Issue 8: the hint printed for a mismatched released checkpoint said DDPM++ uses
+  ResnetBlockDDPMpp; the CIFAR-10 DDPM++ networks use BigGAN blocks and differ from NCSN++ in
+  FIR resampling and progressive input. Checked on the configs' abstract parameter trees."""
+  from configs.vp import cifar10_ddpmpp_continuous, cifar10_ncsnpp_continuous
+  ddpmpp = models.utils.abstract_params(cifar10_ddpmpp_continuous.get_config())
+  ncsnpp = models.utils.abstract_params(cifar10_ncsnpp_continuous.get_config())
+  modules = {k.split('_')[0] for k in ddpmpp}
+  assert 'ResnetBlockBigGANpp' in modules and 'ResnetBlockDDPMpp' not in modules
+  # NCSN++'s progressive input: the image pyramid's Downsample layers, absent from DDPM++.
+  assert set(ncsnpp) - set(ddpmpp) == {'Downsample_0', 'Downsample_1', 'Downsample_2'}
+  with pytest.raises(checkpoint.StructureMismatchError) as err:
+    rc.check_params(jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), ddpmpp), ncsnpp)
+  message = str(err.value)
+  assert 'ResnetBlockDDPMpp' not in message
+  assert 'BigGAN residual blocks' in message and 'FIR' in message

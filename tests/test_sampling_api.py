@@ -132,7 +132,7 @@ def test_bad_arguments_fail_early_with_the_fix():
   identity = sampling.identity
   with pytest.raises(KeyError, match='euler_maruyama'):
     sampling.get_pc_sampler(sde, (4, 2), 'euler', 'none', identity, 0.1)
-  with pytest.raises(KeyError, match='langevin_batch'):
+  with pytest.raises(KeyError, match='langevin_per_example'):
     sampling.get_pc_sampler(sde, (4, 2), 'none', 'langevn', identity, 0.1)
   with pytest.raises(ValueError, match='probability_flow'):
     sampling.get_pc_sampler(sde, (4, 2), 'ancestral_sampling', 'none', identity, 0.1,

@@ -36,7 +36,7 @@ def test_inpainting_keeps_known_pixels_and_samples_the_conditional():
   score_fn = analytic.score_fn(_law(means, stds), sde)
   mask = jnp.asarray([[1., 0., 1., 0., 0., 1.]])
   data = jnp.asarray(rng.normal(3., 1., (BATCH, dim)), jnp.float32)
-  inpainter = sampling.get_pc_inpainter(sde, 'reverse_diffusion', 'langevin_batch',
+  inpainter = sampling.get_pc_inpainter(sde, 'reverse_diffusion', 'langevin',
                                         sampling.identity, snr=0.075, eps=eps)
   samples, nfe = jax.jit(lambda r, d: inpainter(r, score_fn, d, mask))(jax.random.key(1), data)
   samples = np.asarray(samples)
@@ -59,7 +59,7 @@ def test_colorization_keeps_the_grey_level_and_samples_the_colours():
   stds = np.repeat(rng.uniform(0.2, 0.5, shape[1:3] + (1,)), 3, axis=-1)
   score_fn = analytic.score_fn(_law(means, stds), sde)
   grey = np.repeat(rng.uniform(0., 1., shape[:3] + (1,)), 3, axis=-1).astype(np.float32)
-  colorizer = sampling.get_pc_colorizer(sde, 'reverse_diffusion', 'langevin_batch',
+  colorizer = sampling.get_pc_colorizer(sde, 'reverse_diffusion', 'langevin',
                                         sampling.identity, snr=0.075, eps=eps)
   samples, _ = jax.jit(lambda r, g: colorizer(r, score_fn, g))(jax.random.key(1), grey)
   samples = np.asarray(samples, np.float64)

@@ -52,16 +52,17 @@ def test_ald_matches_the_linear_recursion_in_closed_form():
 
 
 def test_per_example_langevin_samples_the_documented_biased_law():
-  """Per-example norms (``langevin``) make the step depend on x and z; at small steps the chain
-  samples p^(D/(D+2)) ||s||^2, whose variance for p = N(0, v I) is v ((D+2)/D)^2 = 1.5625 v at
-  D = 8, while ``langevin_batch`` (batch-averaged norms) keeps v. Both chains start at p and run
-  to stationarity; tolerance 3% = ULA's O(snr^2) bias + 5 standard errors."""
+  """Per-example norms (``langevin_per_example``) make the step depend on x and z; at small steps
+  the chain samples p^(D/(D+2)) ||s||^2, whose variance for p = N(0, v I) is v ((D+2)/D)^2 =
+  1.5625 v at D = 8, while ``langevin`` (the reference's batch-averaged norms) keeps v. Both
+  chains start at p and run to stationarity; tolerance 3% = ULA's O(snr^2) bias + 5 standard
+  errors."""
   dim, v = 8, 0.5
   sde = support.SDES['vesde']()
   score_fn = lambda x, t: -x / v
   x = jnp.sqrt(v) * jax.random.normal(jax.random.key(1), (BATCH, dim))
-  per_example = _run('langevin', sde, score_fn, 0.05, 1000, x, 0.5)
-  batch = _run('langevin_batch', sde, score_fn, 0.05, 1000, x, 0.5)
+  per_example = _run('langevin_per_example', sde, score_fn, 0.05, 1000, x, 0.5)
+  batch = _run('langevin', sde, score_fn, 0.05, 1000, x, 0.5)
   np.testing.assert_allclose(per_example.var() / v, ((dim + 2) / dim) ** 2, rtol=0.03)
   np.testing.assert_allclose(batch.var() / v, 1., rtol=0.03)
 
@@ -76,3 +77,28 @@ def test_langevin_alpha_per_sde():
                              rtol=1e-6)
   for name in ('subvpsde', 'vesde'):
     np.testing.assert_array_equal(correctors.langevin_alpha(support.SDES[name](), t), 1.)
+
+
+def test_paper_configs_select_the_references_batch_averaged_corrector():
+  """Issue 8: the VE paper configs name 'langevin', which must be the reference's corrector: one
+  step for the whole batch, 2 alpha (r mean||z|| / mean||s||)^2 (computed here independently),
+  not per-example steps (before: 'langevin' was per example, 'langevin_batch' the reference)."""
+  import glob
+  import importlib
+  import os
+  names = set()
+  for path in glob.glob(os.path.join(os.path.dirname(__file__), '..', 'configs', 've', '*.py')):
+    module = os.path.splitext(os.path.basename(path))[0]
+    if module.startswith('_'):
+      continue
+    names.add(importlib.import_module(f'configs.ve.{module}').get_config().sampling.corrector)
+  assert names == {'langevin'}
+  sde = support.SDES['vesde']()
+  corrector = correctors.CORRECTORS.get('langevin')(sde, None, snr=0.16, n_steps=1)
+  score = jax.random.normal(jax.random.key(2), (6, 5)) * jnp.arange(1., 7.)[:, None]
+  z = jax.random.normal(jax.random.key(3), (6, 5))
+  t = jnp.full((6,), 0.5)
+  ratio = 0.16 * np.mean(np.linalg.norm(np.asarray(z), axis=1)) / np.mean(
+      np.linalg.norm(np.asarray(score), axis=1))
+  np.testing.assert_allclose(corrector.step_size(score, z, t), 2. * ratio ** 2 * np.ones(6),
+                             rtol=1e-5)

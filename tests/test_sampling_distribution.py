@@ -30,8 +30,8 @@ def _make(kind, sde, eps):
   identity = sampling.identity
   if kind == 'em':
     return sampling.get_pc_sampler(sde, shape, 'euler_maruyama', 'none', identity, SNR, eps=eps)
-  if kind == 'rd_langevin_batch':
-    return sampling.get_pc_sampler(sde, shape, 'reverse_diffusion', 'langevin_batch', identity,
+  if kind == 'rd_langevin':
+    return sampling.get_pc_sampler(sde, shape, 'reverse_diffusion', 'langevin', identity,
                                    SNR, eps=eps)
   if kind == 'ancestral_ald':
     return sampling.get_pc_sampler(sde, shape, 'ancestral_sampling', 'ald', identity, SNR,
@@ -48,7 +48,7 @@ def _make(kind, sde, eps):
   raise ValueError(kind)
 
 
-@pytest.mark.parametrize('kind', ['em', 'rd_langevin_batch', 'ancestral_ald', 'ode', 'heun',
+@pytest.mark.parametrize('kind', ['em', 'rd_langevin', 'ancestral_ald', 'ode', 'heun',
                                   'heun_churn', 'dpm_solver'])
 @pytest.mark.parametrize('sde_name', list(support.SDES))
 def test_sampler_draws_p_eps_with_exact_nfe(sde_name, kind):

@@ -117,8 +117,8 @@ def open_tfds(dataset: str, data_config: ml_collections.ConfigDict, split: str) 
   if '{category}' in tfds_name:
     category = data_config.get('category', '')
     if not category:
-      raise errors.ConfigError(f'{dataset} needs data.category, e.g. --config.data.category=bedroom '
-                       '(or church_outdoor).')
+      raise errors.ConfigError(f'{dataset} needs data.category, e.g. '
+                               '--config.data.category=bedroom (or church_outdoor).')
     tfds_name = tfds_name.format(category=category)
   data_dir = str(data_config.get('data_dir', '') or '')
   command = _build_command(tfds_name, data_dir)

@@ -206,8 +206,8 @@ def load_inception_params(path: Optional[str] = '', cache_dir: str = DEFAULT_CAC
     return convert_pytorch_fid_state_dict(read_torch_state_dict(path))
   if path.endswith('.npz'):
     return load_params_npz(path)
-  raise errors.ConfigError(f'Unknown Inception weights format {path!r}: expected .npz (ours) or .pth '
-                   '(pytorch-fid).')
+  raise errors.ConfigError(f'Unknown Inception weights format {path!r}: expected .npz (ours) or '
+                           '.pth (pytorch-fid).')
 
 
 def main(argv: Optional[Sequence[str]] = None) -> str:

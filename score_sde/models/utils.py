@@ -180,5 +180,24 @@ def get_score_fn(sde: sde_lib.SDE, model: nn.Module, params, train: bool = False
   return score_fn
 
 
+def ode_score_continuous(sde: sde_lib.SDE, trained_continuous: bool) -> bool:
+  """The ``continuous`` argument of ``get_score_fn`` for a score that an ODE solver integrates:
+  the probability-flow ODE sampler and its denoising step, the likelihood (bits/dim), and the
+  Heun and DPM-Solver++ samplers.
+
+  VP / sub-VP: always True, as the reference builds these scores (``continuous=True`` in its
+  ``get_ode_sampler`` and ``get_likelihood_fn`` whatever the training). A DDPM-trained network
+  then gets the label ``999 t`` (its training labels ``t (N - 1)``, not rounded) and is divided by
+  the SDE's marginal std; the discrete chain's ``sqrt(1 - alphabar_i)`` is a staircase over
+  ``t`` that is 10x the marginal std at ``t = 1e-5``, where the likelihood solve starts.
+
+  VE: the training convention (``trained_continuous``). Here the reference's ``continuous=True``
+  would feed ``sigma(t)`` (0.01 to 50) as the label of a network trained on ladder indices
+  0..N-1, which that network never saw; the SMLD label ``round((T - t)(N - 1))`` is the one it
+  was trained on.
+  """
+  return True if isinstance(sde, sde_lib.VPSDE) else bool(trained_continuous)
+
+
 __all__ = ['MODELS', 'get_sigmas', 'get_model', 'init_params', 'abstract_params', 'count_params',
-           'get_model_fn', 'get_score_fn']
+           'get_model_fn', 'get_score_fn', 'ode_score_continuous']

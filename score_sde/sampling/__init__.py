@@ -11,9 +11,9 @@ from score_sde import sde_lib
 from score_sde.sampling.base import InverseScaler, Sampler, identity
 from score_sde.sampling.controllable import (get_conditional_score_fn, get_pc_colorizer,
                                              get_pc_inpainter)
-from score_sde.sampling.correctors import (CORRECTORS, AnnealedLangevinDynamics,
-                                           BatchLangevinCorrector, Corrector, LangevinCorrector,
-                                           NoneCorrector)
+from score_sde.sampling.correctors import (CORRECTORS, AnnealedLangevinDynamics, Corrector,
+                                           LangevinCorrector, NoneCorrector,
+                                           PerExampleLangevinCorrector)
 from score_sde.sampling.dpm_solver import get_dpm_solver_sampler
 from score_sde.sampling.edm import get_heun_sampler
 from score_sde.sampling.ode import (get_ode_encoder, get_ode_sampler, probability_flow_drift,
@@ -34,7 +34,8 @@ def get_sampler(config: ml_collections.ConfigDict, sde: sde_lib.SDE, shape,
 
   Reads ``method``, ``predictor``, ``corrector``, ``snr``, ``n_steps_each``,
   ``probability_flow``, ``noise_removal`` (denoise), ``rtol``, ``atol``, ``num_steps``
-  (Heun / DPM-Solver++; 0 means ``sde.N``), ``s_churn`` (Heun) and ``dpm_solver_order``, and ``config.training.continuous``.
+  (Heun / DPM-Solver++; 0 means ``sde.N``), ``s_churn`` (Heun) and ``dpm_solver_order``, and
+  ``config.training.continuous``.
 
   Args:
     config: the full experiment config.
@@ -71,12 +72,11 @@ def get_sampler(config: ml_collections.ConfigDict, sde: sde_lib.SDE, shape,
 get_sampling_fn = get_sampler
 
 __all__ = [
-    'AncestralSamplingPredictor', 'AnnealedLangevinDynamics', 'BatchLangevinCorrector',
-    'CORRECTORS', 'Corrector',
+    'AncestralSamplingPredictor', 'AnnealedLangevinDynamics', 'CORRECTORS', 'Corrector',
     'EulerMaruyamaPredictor', 'InverseScaler', 'LangevinCorrector', 'METHODS', 'NoneCorrector',
-    'NonePredictor', 'PREDICTORS', 'Predictor', 'ReverseDiffusionPredictor', 'Sampler',
-    'get_conditional_score_fn', 'get_dpm_solver_sampler', 'get_heun_sampler', 'get_ode_encoder',
-    'get_ode_sampler', 'get_pc_colorizer', 'get_pc_inpainter', 'get_pc_sampler', 'get_sampler',
-    'get_sampling_fn', 'get_sharded_sampler', 'get_snapshot_sampler', 'identity', 'probability_flow_drift',
-    'solve_probability_flow',
+    'NonePredictor', 'PREDICTORS', 'PerExampleLangevinCorrector', 'Predictor',
+    'ReverseDiffusionPredictor', 'Sampler', 'get_conditional_score_fn', 'get_dpm_solver_sampler',
+    'get_heun_sampler', 'get_ode_encoder', 'get_ode_sampler', 'get_pc_colorizer',
+    'get_pc_inpainter', 'get_pc_sampler', 'get_sampler', 'get_sampling_fn', 'get_sharded_sampler',
+    'get_snapshot_sampler', 'identity', 'probability_flow_drift', 'solve_probability_flow',
 ]

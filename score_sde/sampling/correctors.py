@@ -79,31 +79,14 @@ class Corrector(abc.ABC):
 
 @CORRECTORS.register('langevin')
 class LangevinCorrector(Corrector):
-  """Langevin with the step set by a target signal-to-noise ratio ``r`` (Algorithms 4, 5):
+  """The reference's Langevin corrector (Algorithms 4, 5) with the step set by a target
+  signal-to-noise ratio ``r``:
 
-      eps = 2 alpha_i (r ||z|| / ||s(x, t)||)^2.
+      eps = 2 alpha_i (r mean||z|| / mean||s(x, t)||)^2,
 
-  The norms are taken per example, as the paper's algorithm is written for one ``x``; the
-  released code averaged them over the batch and over devices (a ``pmean``, kept here as
-  ``langevin_batch``). Each sample then depends on its own noise only, whatever the batch.
-
-  The price is a bias that does not vanish with ``r``: the step depends on ``x`` through
-  ``||s(x)||`` and on the noise through ``||z||``, so in the small-step limit the chain samples
-  ``p^(D/(D+2)) ||s||^2`` (normalised) instead of ``p``, for ``D`` dimensions per example. For
-  ``p = N(mu, v I)`` its variance is ``v ((D + 2) / D)^2``: +0.13% for 32x32x3 images, +56% at
-  ``D = 8`` and an infinite-variance law at ``D = 2``. Use ``langevin_batch`` or ``ald`` on
-  low-dimensional data.
-  """
-
-  def step_size(self, score, z, t):
-    ratio = self.snr * _norm(z) / jnp.maximum(_norm(score), jnp.finfo(score.dtype).tiny)
-    return 2. * langevin_alpha(self.sde, t) * ratio ** 2
-
-
-@CORRECTORS.register('langevin_batch')
-class BatchLangevinCorrector(Corrector):
-  """The released code's Langevin corrector: ``eps = 2 alpha_i (r mean||z|| / mean||s||)^2`` with
-  both norms averaged over the whole (global) batch, one step size for all examples.
+  both norms averaged over the whole (global) batch, one step size for all examples, as the
+  released code does (its ``pmean`` over devices). The paper configs select it, so their
+  samples (and FIDs) are the reference's computation.
 
   Its step hardly depends on any one ``x``, so the chain keeps ``p_t`` stationary up to the usual
   ``O(eps)`` bias in any dimension; the price is that a sample depends on its batch mates. The
@@ -112,6 +95,25 @@ class BatchLangevinCorrector(Corrector):
 
   def step_size(self, score, z, t):
     ratio = self.snr * jnp.mean(_norm(z)) / jnp.mean(_norm(score))
+    return 2. * langevin_alpha(self.sde, t) * ratio ** 2
+
+
+@CORRECTORS.register('langevin_per_example')
+class PerExampleLangevinCorrector(Corrector):
+  """Langevin with the norms of ``LangevinCorrector`` taken per example, as the paper's
+  algorithm is written for one ``x``: ``eps = 2 alpha_i (r ||z|| / ||s(x, t)||)^2``. Each sample
+  then depends on its own noise only, whatever the batch.
+
+  The price is a bias that does not vanish with ``r``: the step depends on ``x`` through
+  ``||s(x)||`` and on the noise through ``||z||``, so in the small-step limit the chain samples
+  ``p^(D/(D+2)) ||s||^2`` (normalised) instead of ``p``, for ``D`` dimensions per example. For
+  ``p = N(mu, v I)`` its variance is ``v ((D + 2) / D)^2``: +0.13% for 32x32x3 images, +56% at
+  ``D = 8`` and an infinite-variance law at ``D = 2``. Use ``langevin`` or ``ald`` on
+  low-dimensional data.
+  """
+
+  def step_size(self, score, z, t):
+    ratio = self.snr * _norm(z) / jnp.maximum(_norm(score), jnp.finfo(score.dtype).tiny)
     return 2. * langevin_alpha(self.sde, t) * ratio ** 2
 
 
