@@ -263,6 +263,11 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, eval_folder: str =
                                     num_hosts=jax.process_count())
   workdir = workdir_lib.check_workdir(workdir, must_exist=True)
   e, is_writer = config.eval, jax.process_index() == 0
+  periodic_dir = epath.Path(workdir) / checkpoint.PERIODIC_DIR
+  if not e.wait_for_checkpoint_secs and not periodic_dir.is_dir():
+    raise errors.WorkdirError(
+        f'--workdir {workdir} holds no {checkpoint.PERIODIC_DIR}/ to evaluate. Pass the workdir '
+        'of a training run, or set --config.eval.wait_for_checkpoint_secs to wait for one.')
   steps = checkpoint_steps(e.begin_ckpt, e.end_ckpt, config.training.snapshot_freq,
                            config.training.n_iters)
   splits = (['test'] if e.enable_loss else []) + ([e.bpd_dataset] if e.enable_bpd else [])

@@ -77,9 +77,9 @@ class SummaryWriter:
   the first value (a run that writes nothing leaves no empty file) and reaches the disk at once,
   then at least every ``flush_secs``, at every ``flush()`` (training calls it at each
   checkpoint) and at ``close()``. A run killed after a checkpoint therefore has on disk every
-  value up to that checkpoint; resuming with ``purge_step`` set to the restored step tells
-  TensorBoard to drop the killed run's values from that step on, which the resumed run writes
-  again: the history has neither a hole nor a doubled stretch.
+  value up to that checkpoint; resuming with ``purge_step`` set to the first step the resumed
+  run logs tells TensorBoard to drop the killed run's values from that step on, which the
+  resumed run writes again: the history has neither a hole nor a doubled stretch.
 
   Example:
     with SummaryWriter(os.path.join(workdir, 'tensorboard'), purge_step=start_step) as writer:
@@ -93,7 +93,7 @@ class SummaryWriter:
       logdir: directory of the event files (created with the first event file).
       enabled: write or not; default ``jax.process_index() == 0``.
       flush_secs: longest time a value waits in memory before reaching disk.
-      purge_step: the step a resumed run restarts from (None or 0 for a new run): TensorBoard
+      purge_step: the first step a resumed run logs (None or 0: purge nothing); TensorBoard
         hides events of earlier files in ``logdir`` at steps >= ``purge_step``.
     """
     self.enabled = jax.process_index() == 0 if enabled is None else enabled

@@ -1,10 +1,11 @@
-"""Nothing lost, nothing late (issue 7), end to end on the smoke config over 8 fake devices.
+"""Nothing lost, nothing late (issue 7), end to end on the smoke config (one device: see
+``_one_device``; the subprocess runs use all 8 fake devices).
 
 Protects: a damaged newest snapshot costs no good checkpoint (it is moved aside, its step is
 saved again, ``max_to_keep`` counts readable ones only) and evaluation skips it and goes on;
 bad data, a bad workdir and a bad config fail before anything is written, as one message
-without a traceback; a killed run's TensorBoard history has no hole once resumed; a finished
-run says so without compiling.
+without a traceback; a killed run's TensorBoard history has no hole once resumed; SIGTERM saves
+the step in flight; a finished run says so without compiling.
 """
 import logging
 import os
@@ -14,13 +15,15 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
+import jax
 import pytest
 from PIL import Image
 
 from event_files import read_events, tensorboard_view
 from test_checkpoint import _delete, _flip_one_byte, _truncate
-from score_sde import checkpoint, errors, evaluate, optim, train, train_state
+from score_sde import checkpoint, errors, evaluate, optim, sharding, train, train_state
 from score_sde.models import utils as mutils
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -29,9 +32,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 def _one_device():
   """What is tested here does not depend on the device count (sharding is tested in
   test_train.py), and orbax saves a state replicated over 8 fake CPU devices ~20x slower."""
-  import jax
-  from score_sde import sharding
   return sharding.make_mesh(jax.devices()[:1])
+
 
 # A failed tensorstore read leaves a callback for orbax's closed asyncio loop (see
 # test_checkpoint.py): harmless noise.
@@ -47,11 +49,10 @@ def _config(n_iters):
   return config
 
 
-def _abstract(config, mesh=None):
-  from score_sde import sharding
+def _abstract(config, mesh):
   model = mutils.get_model(config)
   init = train_state.state_factory(config, model, optim.get_optimizer(config.optim))
-  return train_state.abstract_state(init, mesh or sharding.make_mesh())
+  return train_state.abstract_state(init, mesh)
 
 
 @pytest.fixture(scope='module')
@@ -168,10 +169,14 @@ def test_unusable_workdirs_are_named_with_the_fix(tmp_path):
     train.train_and_evaluate(config, str(a_file / 'run'), mesh=_one_device())
   with pytest.raises(errors.WorkdirError, match='does not exist'):
     evaluate.evaluate(config, str(tmp_path / 'never_trained'), mesh=_one_device())
+  (tmp_path / 'empty').mkdir()
+  with pytest.raises(errors.WorkdirError, match='holds no checkpoints/'):
+    evaluate.evaluate(config, str(tmp_path / 'empty'), mesh=_one_device())
+  assert not any((tmp_path / 'empty').iterdir())
   # /proc accepts no new files, even from root (a read-only disk behaves the same).
   with pytest.raises(errors.WorkdirError, match='not writable'):
     train.train_and_evaluate(config, '/proc/score_sde_run', mesh=_one_device())
-  assert sorted(p.name for p in tmp_path.iterdir()) == ['file']
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['empty', 'file']
 
 
 def test_finished_run_says_so_and_compiles_nothing(eight_steps, tmp_path, caplog, monkeypatch):
@@ -262,9 +267,8 @@ def test_killed_runs_tensorboard_history_has_no_hole_after_resuming(tmp_path, ca
 
 def test_sigterm_saves_the_current_step_and_says_how_to_resume(tmp_path):
   """SIGTERM (a cluster's preemption notice) once training runs: the step in flight is saved as
-  a preemption checkpoint, status 143, one message without a traceback, the TensorBoard events
-  reach that step, and the same command resumes from it."""
-  import time
+  a preemption checkpoint, status 143, one message without a traceback, and the TensorBoard
+  events reach that step."""
   workdir = tmp_path / 'run'
   run = subprocess.Popen(
       [sys.executable, 'main.py', '--config', 'configs/smoke.py', '--workdir', str(workdir),

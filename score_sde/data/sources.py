@@ -13,6 +13,7 @@ raises ``errors.DataNotFoundError`` for a dataset that is not there, and a sourc
 """
 import abc
 import collections
+import os
 import pathlib
 from typing import Dict, List, Sequence, Tuple
 
@@ -28,6 +29,7 @@ SPLITS = ('train', 'test')
 NO_LABEL = -1
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp')
 _MAX_LISTED = 8  # Files named in one message.
+_PIL_ERRORS = (OSError, SyntaxError, ValueError)  # What PIL raises for a damaged file.
 
 
 class Source(abc.ABC):
@@ -139,7 +141,7 @@ class ImageFolderSource(Source):
     try:
       with Image.open(path) as image:
         array = images.from_pil(image, self._shape[-1])
-    except (OSError, SyntaxError, ValueError) as e:  # PIL's errors for damaged files.
+    except _PIL_ERRORS as e:
       raise errors.BadDataError(f'IMAGE_FOLDER: cannot decode {path} ({type(e).__name__}: {e}). '
                                 'Remove or re-encode the file.') from e
     return images.crop_resize(array, self._shape[0], 'bicubic')
@@ -163,14 +165,14 @@ class ImageFolderSource(Source):
           resized += image.size != (size, size)
           if image.mode != mode:
             converted[image.mode] += 1
-      except (OSError, SyntaxError, ValueError) as e:
+      except _PIL_ERRORS as e:
         bad.append(f'{path} ({type(e).__name__})')
     if bad:
       raise errors.BadDataError(
           f'IMAGE_FOLDER: {len(bad)} of {len(self._paths)} files cannot be read as images: '
           f'{", ".join(bad[:_MAX_LISTED])}{" ..." if len(bad) > _MAX_LISTED else ""}. '
           'Remove or re-encode them.')
-    folder = _common_parent(self._paths)
+    folder = os.path.commonpath([p.parent for p in self._paths])
     warnings = list(self.notes)
     if resized:
       warnings.append(f'IMAGE_FOLDER: {resized} of {len(self._paths)} images under {folder} are '
@@ -182,14 +184,6 @@ class ImageFolderSource(Source):
                       f'{mode} ({modes}); they are converted to {mode} for '
                       f'data.num_channels={channels}.')
     return warnings
-
-
-def _common_parent(paths: Sequence[pathlib.Path]) -> pathlib.Path:
-  parents = [p.parent for p in paths]
-  common = parents[0]
-  while not all(common == p or common in p.parents for p in parents):
-    common = common.parent
-  return common
 
 
 @DATASETS.register('IMAGE_FOLDER')
