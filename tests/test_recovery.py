@@ -66,7 +66,8 @@ def eight_steps(tmp_path_factory):
 @pytest.mark.parametrize('damage', [_flip_one_byte, _truncate, _delete],
                          ids=['flipped_byte', 'truncated', 'deleted_file'])
 def test_damaged_newest_snapshot_loses_no_good_checkpoint(eight_steps, tmp_path, damage, caplog):
-  """Snapshot 8 damaged. Evaluation skips it with a one-line warning and reports 4. Training
+  """Snapshot 8 damaged. Evaluation skips it with a one-line warning and reports 4 (checked for
+  the flipped byte; the three damages fail the same read, test_checkpoint.py). Training
   falls back to preemption checkpoint 6, moves 8 aside to 8.corrupt, saves 8 again (bit for
   bit the original: its checksums equal the damaged copy's), then 12 and 16: with
   max_to_keep=3 the kept snapshots are {8, 12, 16}, all readable, and evaluation reports each
@@ -75,15 +76,17 @@ def test_damaged_newest_snapshot_loses_no_good_checkpoint(eight_steps, tmp_path,
   shutil.copytree(eight_steps, workdir)
   bad = workdir / 'checkpoints' / '8'
   damage(bad)
+  evaluate_too = damage is _flip_one_byte  # The evaluations cost 10 s each; once is enough.
 
-  with caplog.at_level(logging.WARNING):
-    result = evaluate.evaluate(_config(16), str(workdir), mesh=_one_device())
-  assert result.corrupt_steps == [8]
-  assert [row['step'] for row in result.rows] == [4]
-  warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-  assert any(str(bad) in w for w in warnings)
-  assert all('\n' not in w for w in warnings if str(bad) in w)
-  assert bad.is_dir()  # Evaluation only reads.
+  if evaluate_too:
+    with caplog.at_level(logging.WARNING):
+      result = evaluate.evaluate(_config(16), str(workdir), mesh=_one_device())
+    assert result.corrupt_steps == [8]
+    assert [row['step'] for row in result.rows] == [4]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any(str(bad) in w for w in warnings)
+    assert all('\n' not in w for w in warnings if str(bad) in w)
+    assert bad.is_dir()  # Evaluation only reads.
 
   train.train_and_evaluate(_config(16), str(workdir), mesh=_one_device())
   ckpt = checkpoint.Checkpointer(str(workdir), read_only=True)
@@ -97,10 +100,11 @@ def test_damaged_newest_snapshot_loses_no_good_checkpoint(eight_steps, tmp_path,
   sums = 'checksums/crc32.json'
   assert (bad / sums).read_text() == (moved / sums).read_text()
 
-  result = evaluate.evaluate(_config(16), str(workdir), mesh=_one_device())
-  assert result.corrupt_steps == []
-  assert {8, 12, 16} <= {row['step'] for row in result.rows}
-  assert all(row['loss'] is not None for row in result.rows)
+  if evaluate_too:
+    result = evaluate.evaluate(_config(16), str(workdir), mesh=_one_device())
+    assert result.corrupt_steps == []
+    assert {8, 12, 16} <= {row['step'] for row in result.rows}
+    assert all(row['loss'] is not None for row in result.rows)
 
 
 def _image_folder_config(data_dir):
@@ -191,9 +195,9 @@ def test_finished_run_says_so_and_compiles_nothing(eight_steps, tmp_path, caplog
   assert any('already finished' in r.getMessage() for r in caplog.records)
 
 
-def _env():
+def _env(devices=8):
   env = dict(os.environ)
-  env['XLA_FLAGS'] = '--xla_force_host_platform_device_count=8'
+  env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
   env['JAX_PLATFORMS'] = 'cpu'
   return env
 
@@ -273,7 +277,7 @@ def test_sigterm_saves_the_current_step_and_says_how_to_resume(tmp_path):
   run = subprocess.Popen(
       [sys.executable, 'main.py', '--config', 'configs/smoke.py', '--workdir', str(workdir),
        '--config.training.n_iters=100000', '--config.training.log_freq=1'],
-      cwd=ROOT, stderr=subprocess.PIPE, text=True, env=_env())
+      cwd=ROOT, stderr=subprocess.PIPE, text=True, env=_env(devices=1))
   deadline = time.time() + 240
   while not list(workdir.glob('tensorboard/events*')) and time.time() < deadline:
     time.sleep(0.2)  # The first event file: training has begun.
