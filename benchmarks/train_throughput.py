@@ -15,6 +15,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from score_sde import optim, sde_lib, sharding, train, train_state
+from score_sde.data import images
 from score_sde.models import utils as mutils
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/embedded.py', 'Config file.')
@@ -33,9 +34,9 @@ def main(_):
                   out_shardings=sharding.replicated(mesh))()
   step = train.compile_step(config, sde, model, mesh, train=True, tx=tx)
   rng = np.random.default_rng(0)
-  image_shape = (config.data.image_size, config.data.image_size, config.data.num_channels)
-  images = rng.uniform(size=(batch_size,) + image_shape).astype(np.float32)
-  batch = sharding.to_global({'image': images}, mesh)
+  image_shape = images.image_shape(config.data.image_size, config.data.num_channels)
+  pixels = rng.uniform(size=(batch_size,) + image_shape).astype(np.float32)
+  batch = sharding.to_global({'image': pixels}, mesh)
   key = jax.random.key(0)
 
   start = time.perf_counter()

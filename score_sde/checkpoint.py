@@ -417,9 +417,12 @@ class Checkpointer:
     while target.exists():
       k += 1
       target = source.parent / f'{step}{QUARANTINE_SUFFIX}-{k}'
+    multihost = jax.process_count() > 1
+    if multihost:  # Every host has chosen the same free name before process 0 takes it.
+      multihost_utils.sync_global_devices(f'score_sde quarantine name {source}')
     if jax.process_index() == 0:
       source.rename(target)
-    if jax.process_count() > 1:
+    if multihost:
       multihost_utils.sync_global_devices(f'score_sde quarantine {source}')
     mngr.reload()
     return os.fspath(target)

@@ -31,6 +31,7 @@ from jax.experimental import multihost_utils
 from score_sde import (checkpoint, config_validation, data, errors, losses, optim, rng, sampling,
                        sde_lib, sharding, summary, train_state)
 from score_sde import workdir as workdir_lib
+from score_sde.data import images
 from score_sde.models import utils as mutils
 
 
@@ -154,7 +155,7 @@ def _train(config, workdir, mesh, sde, model, tx, state, ckpt, sources, stop_req
   rep, split = sharding.replicated(mesh), sharding.data_sharding(mesh)
   train_key = jax.device_put(rng.stream_key(config.seed, rng.TRAIN_STREAM), rep)
   eval_key = jax.device_put(rng.stream_key(config.seed, rng.EVAL_STREAM), rep)
-  image_shape = (config.data.image_size, config.data.image_size, config.data.num_channels)
+  image_shape = images.image_shape(config.data.image_size, config.data.num_channels)
   batch_spec = {'image': jax.ShapeDtypeStruct((training.batch_size,) + image_shape, jnp.float32,
                                               sharding=split)}
   train_step = compile_logged('train step', compile_step(config, sde, model, mesh, train=True,

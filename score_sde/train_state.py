@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import optax
 
 from score_sde import rng, sharding
+from score_sde.data import images
 from score_sde.models import utils as mutils
 
 
@@ -46,7 +47,7 @@ def ema_update(params_ema, params, rate: float):
 def state_factory(config, model, tx: optax.GradientTransformation) -> Callable[[], TrainState]:
   """A function making the run's step-0 state (parameters drawn from ``rng.INIT_STREAM``);
   jit it, or ``jax.eval_shape`` it for the abstract state."""
-  image_shape = (config.data.image_size, config.data.image_size, config.data.num_channels)
+  image_shape = images.image_shape(config.data.image_size, config.data.num_channels)
 
   def init():
     params = mutils.init_params(rng.stream_key(config.seed, rng.INIT_STREAM), model, image_shape)
