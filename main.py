@@ -1,4 +1,9 @@
-"""Command line: ``python main.py --config configs/<file>.py --workdir DIR [--mode train|eval]``.
+"""Command line: ``python main.py --config configs/<file>.py --workdir DIR [--mode MODE]``.
+
+Modes: ``train`` (the score model, ``train.train_and_evaluate``), ``eval`` (its checkpoints,
+``evaluate.evaluate``), ``sample`` (images from its newest checkpoint, ``generate.generate``)
+and ``train_classifier`` (the noise-conditional classifier of classifier guidance, into
+``DIR/classifier``, ``train.train_classifier``).
 
 Every config field can be overridden, e.g. ``--config.training.batch_size=64``. On a TPU pod or a
 multi-node GPU cluster, start one process per host with ``--distributed``; each host then loads
@@ -24,9 +29,13 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Training configuration file.',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, samples and logs.')
-_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval'], 'Train, or evaluate checkpoints.')
+_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'sample', 'train_classifier'],
+                          'Train the score model, evaluate its checkpoints, sample from the '
+                          'newest one, or train the classifier of classifier guidance.')
 _EVAL_FOLDER = flags.DEFINE_string('eval_folder', 'eval',
                                    'Sub-directory of --workdir for evaluation results.')
+_SAMPLE_FOLDER = flags.DEFINE_string('sample_folder', 'generated',
+                                     'Sub-directory of --workdir for --mode sample.')
 _DISTRIBUTED = flags.DEFINE_bool(
     'distributed', False, 'Call jax.distributed.initialize() first (multi-host runs).')
 flags.mark_flags_as_required(['config', 'workdir'])
@@ -97,6 +106,12 @@ def main(argv):
     if _MODE.value == 'train':
       from score_sde import train
       train.train_and_evaluate(config, _WORKDIR.value, stop_requested=stop.is_set)
+    elif _MODE.value == 'train_classifier':
+      from score_sde import train
+      train.train_classifier(config, _WORKDIR.value, stop_requested=stop.is_set)
+    elif _MODE.value == 'sample':
+      from score_sde import generate
+      generate.generate(config, _WORKDIR.value, _SAMPLE_FOLDER.value)
     else:
       from score_sde import evaluate
       evaluate.evaluate(config, _WORKDIR.value, _EVAL_FOLDER.value)

@@ -1,6 +1,6 @@
 """Parameter counts of the paper's networks, from ``jax.eval_shape`` (nothing is allocated).
 
-    python benchmarks/param_count.py              # every configs/{ve,vp,subvp}/*.py
+    python benchmarks/param_count.py              # every configs/{ve,vp,subvp}/**/*.py
     python benchmarks/param_count.py --only cifar10
 
 Prints, per experiment config, the model and its size in millions and, for three CIFAR-10
@@ -28,15 +28,16 @@ _REPORTED = {
 
 
 def _experiment_modules():
-  """Module names of the experiment configs, e.g. 'configs.ve.cifar10_ncsnpp_continuous'."""
+  """Module names of the experiment configs, e.g. 'configs.ve.cifar10_ncsnpp_continuous' or
+  'configs.ve.ncsnv2.cifar10' (sub-directories included)."""
   for sde_dir in ('ve', 'vp', 'subvp'):
-    for path in sorted((_CONFIG_ROOT / sde_dir).glob('*.py')):
+    for path in sorted((_CONFIG_ROOT / sde_dir).rglob('*.py')):
       if not path.stem.startswith('_'):
-        yield f'configs.{sde_dir}.{path.stem}'
+        yield '.'.join(('configs',) + path.relative_to(_CONFIG_ROOT).with_suffix('').parts)
 
 
 def main(_):
-  print(f"{'config':48s} {'model':8s} {'params':>14s} {'M':>8s} {'reported M':>11s} "
+  print(f"{'config':48s} {'model':10s} {'params':>14s} {'M':>8s} {'reported M':>11s} "
         f"{'trace s':>8s}")
   for name in _experiment_modules():
     if _ONLY.value not in name:
@@ -47,7 +48,7 @@ def main(_):
     seconds = time.perf_counter() - start
     reported = _REPORTED.get(name)
     reported = f'{reported:.1f}' if reported else '-'
-    print(f'{name:48s} {config.model.name:8s} {count:14,d} {count / 1e6:8.2f} {reported:>11s} '
+    print(f'{name:48s} {config.model.name:10s} {count:14,d} {count / 1e6:8.2f} {reported:>11s} '
           f'{seconds:8.1f}', flush=True)
 
 

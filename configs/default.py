@@ -31,6 +31,10 @@ def get_config() -> ml_collections.ConfigDict:
   training.n_snapshot_samples = 64  # Images in that grid.
   # Smallest diffusion time of the continuous DSM loss, t ~ U[eps, T]: the score blows up as t -> 0.
   training.eps = 1e-5
+  # Class-conditional networks (model.num_classes > 0): probability that an example's label is
+  # replaced by the null label, so the network also learns the unconditional score that
+  # classifier-free guidance needs (Ho & Salimans 2022 use 0.1 to 0.2).
+  training.label_dropout = 0.1
 
   # ---------------------------------------------------------------------------------- sampling
   config.sampling = sampling = ml_collections.ConfigDict()
@@ -49,6 +53,17 @@ def get_config() -> ml_collections.ConfigDict:
   # Time at which samplers stop (then denoise): 1e-5 for VE, 1e-3 for VP / sub-VP, the values
   # of the reference code.
   sampling.eps = 1e-5
+  # Class-conditional sampling (sampling.guidance): with a class-conditional network, or with
+  # classifier guidance. Samples take these classes in turn; () takes every class in turn.
+  sampling.class_labels = ()
+  # Classifier-free guidance weight w: (1 + w) s(x, t, y) - w s(x, t, null); 0 is the
+  # conditional score. Class-conditional networks only.
+  sampling.cfg_scale = 0.
+  # Classifier guidance weight: s(x, t) + scale grad log p_t(y | x) (eq. 14 at 1); 0: off. The
+  # classifier is trained with --mode train_classifier and read from sampling.classifier_workdir.
+  sampling.classifier_scale = 0.
+  sampling.classifier_workdir = ''  # '' means <workdir>/classifier.
+  sampling.batch_size = 64  # Images drawn by --mode sample (score_sde.generate).
 
   # ---------------------------------------------------------------------------------- evaluation
   config.eval = evaluate = ml_collections.ConfigDict()
@@ -120,6 +135,27 @@ def get_config() -> ml_collections.ConfigDict:
   model.embedding_type = 'fourier'  # 'fourier' (continuous) | 'positional'.
   model.fourier_scale = 16.
   model.conv_size = 3
+  # > 0: a class-conditional network over this many classes (ncsnpp, ddpm): a learnt label
+  # embedding is added to the time embedding, and label num_classes means "no class".
+  model.num_classes = 0
+
+  # NCSN / NCSNv2 ('ncsn', 'ncsnv2_64', 'ncsnv2_128', 'ncsnv2_256'; models/ncsnv2.py) only.
+  # They also read model.normalization: 'InstanceNorm++' (ncsn: conditional InstanceNorm++);
+  # 'InstanceNorm++', 'InstanceNorm', 'VarianceNorm' or 'GroupNorm' (ncsnv2_*).
+  model.interpolation = 'bilinear'  # RefineNet fusion upsampling: 'bilinear' | 'nearest_neighbor'.
+
+  # ---------------------------------------------------------------------------------- classifier
+  # The noise-conditional classifier p_t(y | x) of classifier guidance (paper sec. 5), trained by
+  # `python main.py --mode train_classifier` on the same data and SDE into <workdir>/classifier.
+  # It uses training.{batch_size, log_freq, eval_freq, snapshot_freq*, max_to_keep, eps} and the
+  # optim section, with its own number of steps and EMA rate.
+  config.classifier = classifier = ml_collections.ConfigDict()
+  classifier.name = 'wideresnet_noise_conditional'
+  classifier.num_classes = 10
+  classifier.blocks_per_group = 4  # WRN-28-10, the paper's CIFAR-10 classifier.
+  classifier.channel_multiplier = 10
+  classifier.n_iters = 200001
+  classifier.ema_rate = 0.999
 
   # ---------------------------------------------------------------------------------- optim
   config.optim = optim = ml_collections.ConfigDict()

@@ -3,10 +3,13 @@
 The public modules, each imported on first use so that ``import score_sde`` stays light:
 
 * ``sde_lib``: VP, sub-VP and VE SDEs, reverse-time SDEs and probability-flow ODEs.
-* ``losses``: continuous DSM, SMLD and DDPM objectives; train / eval steps.
-* ``models``: NCSN++ / DDPM++ and DDPM networks, ``models.utils.get_score_fn``.
+* ``losses``: continuous DSM, SMLD and DDPM objectives, the noise-conditional classifier's
+  cross-entropy; train / eval steps.
+* ``models``: NCSN++ / DDPM++ and DDPM networks (optionally class-conditional), the
+  noise-conditional Wide-ResNet classifier, ``models.utils.get_score_fn``.
 * ``sampling``: predictor-corrector, probability-flow ODE, Heun (EDM), DPM-Solver++,
-  inpainting / colorization / classifier guidance.
+  inpainting / colorization, classifier and classifier-free guidance.
+* ``generate``: samples from a trained run's newest checkpoint (``--mode sample``).
 * ``likelihood``: bits/dim through the probability-flow ODE (solved by ``ode_solve``).
 * ``metrics``: FID / KID / Inception Score with a Flax Inception-v3.
 * ``data``, ``train``, ``evaluate``, ``checkpoint``, ``released_checkpoints``, ``analytic``
@@ -17,7 +20,8 @@ import importlib
 
 __version__ = '0.1.0'
 __all__ = [
-    'analytic', 'checkpoint', 'config_validation', 'data', 'evaluate', 'likelihood', 'losses',
+    'analytic', 'checkpoint', 'config_validation', 'data', 'evaluate', 'generate', 'likelihood',
+    'losses',
     'ode_solve',
     'metrics', 'models', 'optim', 'registry', 'released_checkpoints', 'sampling', 'sde_lib',
     'sharding', 'summary', 'train', 'train_state',

@@ -102,6 +102,41 @@ def log_prob_fn(target: GaussianMixture, sde: sde_lib.SDE):
   return log_prob
 
 
+def class_logits_fn(target: GaussianMixture, sde: sde_lib.SDE):
+  """The exact noise-conditional classifier of a labelled mixture (class = component):
+  ``logits_fn(x, t) -> (B, K)``, ``log w_k + log N(x; alpha mu_k, alpha^2 s_k^2 + std^2)``, whose
+  softmax is ``p_t(k | x)``."""
+
+  def logits(x, t):
+    mixtures = _per_example(target, sde, t)
+    return jax.vmap(lambda m, xi: m._component_log_probs(xi[None])[0])(mixtures, x)
+
+  return logits
+
+
+def component(target: GaussianMixture, k: int) -> GaussianMixture:
+  """Component ``k`` of ``target`` alone: the class-conditional law ``p(x | y = k)``."""
+  return GaussianMixture(jnp.ones((1,), jnp.float32), target.means[k:k + 1],
+                         target.stds[k:k + 1])
+
+
+def conditional_score_fn(target: GaussianMixture, sde: sde_lib.SDE, null_label: int):
+  """``score_fn(x, t, class_labels)`` of a labelled mixture: the exact class-conditional score
+  ``grad log p_t(x | y)`` for ``y < null_label``, and the unconditional ``grad log p_t(x)`` for
+  ``y = null_label``; what a perfectly trained class-conditional network with label dropout
+  computes (the ground truth for classifier-free guidance)."""
+  unconditional = score_fn(target, sde)
+  per_class = [score_fn(component(target, k), sde) for k in range(target.weights.shape[0])]
+
+  def score(x, t, class_labels):
+    labels = jnp.broadcast_to(jnp.asarray(class_labels, jnp.int32), x.shape[:1])
+    scores = jnp.stack([f(x, t) for f in per_class] + [unconditional(x, t)])
+    index = jnp.where(labels == null_label, len(per_class), labels)
+    return jnp.take_along_axis(scores, index.reshape((1, -1) + (1,) * (x.ndim - 1)), 0)[0]
+
+  return score
+
+
 def random_mixture(rng: np.random.Generator, num_components: int, event_shape,
                    mean_scale: float = 1., std_range=(0.1, 0.5)) -> GaussianMixture:
   """A reproducible random mixture for tests and benchmarks (float32)."""

@@ -21,6 +21,8 @@ combinations are legal follows the reference implementation (yang-song/score_sde
   the marginal std when the score is formed, so dividing again would be wrong.
 * Ancestral sampling is stochastic by construction: it has no probability-flow form.
 * A weight decay needs the decoupled form of AdamW (``optim.py`` refuses it with Adam).
+* The NCSN / NCSNv2 networks are indexed by the SMLD noise level (0 = sigma_max): they train
+  with the discrete VE loss only, and only they use the InstanceNorm / VarianceNorm family.
 """
 import difflib
 import importlib
@@ -33,7 +35,8 @@ from score_sde import errors
 # Values the code branches on; anything else is a typo.
 CHOICES = {
     'sampling.method': ('pc', 'ode', 'heun', 'dpm_solver'),
-    'model.normalization': ('GroupNorm',),
+    'model.normalization': ('GroupNorm', 'InstanceNorm', 'InstanceNorm++', 'VarianceNorm'),
+    'model.interpolation': ('bilinear', 'nearest_neighbor'),
     'model.nonlinearity': ('swish', 'elu', 'relu', 'lrelu'),
     'model.resblock_type': ('biggan', 'ddpm'),
     'model.progressive': ('none', 'output_skip', 'residual'),
@@ -53,6 +56,7 @@ REGISTRIES = (
     ('data.dataset', 'score_sde.data', 'DATASETS'),
     ('sampling.predictor', 'score_sde.sampling', 'PREDICTORS'),
     ('sampling.corrector', 'score_sde.sampling', 'CORRECTORS'),
+    ('classifier.name', 'score_sde.models', 'CLASSIFIERS'),
 )
 
 # Channels of the datasets whose images have a fixed colour format.
@@ -107,6 +111,7 @@ def config_problems(config: ml_collections.ConfigDict, num_devices: int,
   problems += _eval_problems(c)
   problems += _data_problems(c)
   problems += _model_problems(c)
+  problems += _class_problems(c)
   problems += _optim_problems(c)
   return problems
 
@@ -188,7 +193,7 @@ def _batch_problems(c, num_devices: int, num_hosts: int) -> List[str]:
 
   Every host drives as many devices, so a multiple of ``num_devices`` also splits over the hosts.
   """
-  fields = ['training.batch_size', 'eval.batch_size']
+  fields = ['training.batch_size', 'eval.batch_size', 'sampling.batch_size']
   if c.training.snapshot_sampling:
     fields.append('training.n_snapshot_samples')
   where = 'devices' if num_hosts == 1 else f'devices on {num_hosts} hosts'
@@ -297,8 +302,48 @@ def _model_problems(c) -> List[str]:
   _require(problems, 0. <= m.dropout < 1., 'model.dropout', m.dropout, 'use a rate in [0, 1)')
   _require(problems, m.init_scale >= 0., 'model.init_scale', m.init_scale,
            'use 0 (the default initialiser scale) or a positive scale')
-  problems += _architecture_problems(c)
+  if str(m.name).lower() in NCSN_MODELS:
+    problems += _ncsn_problems(c)  # Their architecture fields are their own.
+  else:
+    problems += _architecture_problems(c)
+  problems += _normalization_problems(c)
   problems += _sde_parameter_problems(c)
+  return problems
+
+
+def _class_problems(c) -> List[str]:
+  """Class-conditional training and guided sampling (``sampling.guidance``)."""
+  m, s, problems = c.model, c.sampling, []
+  _require(problems, isinstance(m.num_classes, int) and m.num_classes >= 0, 'model.num_classes',
+           m.num_classes, 'use 0 (unconditional) or the number of classes of the data')
+  if m.num_classes:
+    _require(problems, str(m.name).lower() in ('ncsnpp', 'ddpm'), 'model.num_classes',
+             m.num_classes, f'class-conditional networks are ncsnpp and ddpm, not {m.name!r}; '
+                            'set model.num_classes=0')
+    _require(problems, m.conditional, 'model.conditional', m.conditional,
+             'the class embedding is added to the time embedding; set it to True')
+  _require(problems, 0. <= c.training.label_dropout <= 1., 'training.label_dropout',
+           c.training.label_dropout, 'use a probability in [0, 1], e.g. 0.1')
+  _require(problems, s.cfg_scale >= 0, 'sampling.cfg_scale', s.cfg_scale,
+           'use 0 (the conditional score) or a positive guidance weight, e.g. 1-4')
+  if s.cfg_scale:
+    _require(problems, m.num_classes > 0, 'sampling.cfg_scale', s.cfg_scale,
+             'classifier-free guidance needs a class-conditional network; set '
+             'model.num_classes > 0 (and train it) or sampling.cfg_scale=0')
+  k = c.classifier
+  for name in ('num_classes', 'blocks_per_group', 'channel_multiplier', 'n_iters'):
+    _positive_int(problems, c, f'classifier.{name}')
+  _require(problems, 0. <= k.ema_rate < 1., 'classifier.ema_rate', k.ema_rate,
+           'use a decay in [0, 1), e.g. 0.999')
+  classes = m.num_classes or (k.num_classes if s.classifier_scale else 0)
+  labels = tuple(s.class_labels)
+  if labels and not classes:
+    problems.append(f'config.sampling.class_labels={labels!r} but nothing conditions on a '
+                    'class: set model.num_classes > 0 (classifier-free guidance) or '
+                    'sampling.classifier_scale > 0 (classifier guidance), or leave it ().')
+  elif labels:
+    _require(problems, all(isinstance(y, int) and 0 <= y < classes for y in labels),
+             'sampling.class_labels', labels, f'classes are integers in [0, {classes})')
   return problems
 
 
@@ -355,6 +400,45 @@ def _sde_parameter_problems(c) -> List[str]:
       _require(problems, m.beta_max < m.num_scales, 'model.beta_max', m.beta_max,
                f'discrete DDPM steps use beta_max / num_scales (={m.num_scales}) < 1; '
                'raise model.num_scales or lower beta_max')
+  return problems
+
+
+# --------------------------------------------------------------------------------- NCSN / NCSNv2
+# The RefineNet score networks of models/ncsnv2.py, and the normalisations each one has.
+NCSN_MODELS = ('ncsn', 'ncsnv2_64', 'ncsnv2_128', 'ncsnv2_256')
+_NCSNV2_NORMALIZATIONS = ('InstanceNorm++', 'InstanceNorm', 'VarianceNorm', 'GroupNorm')
+
+
+def _normalization_problems(c) -> List[str]:
+  m, problems = c.model, []
+  name = str(m.name).lower()
+  if m.normalization not in CHOICES['model.normalization']:
+    return problems  # Reported by _name_problems.
+  if name == 'ncsn':
+    allowed = ('InstanceNorm++',)  # The only one with a noise-conditional form.
+  elif name in NCSN_MODELS:
+    allowed = _NCSNV2_NORMALIZATIONS
+  else:
+    allowed = ('GroupNorm',)
+  _require(problems, m.normalization in allowed, 'model.normalization', m.normalization,
+           f'{m.name} supports {", ".join(repr(a) for a in allowed)}')
+  if name in NCSN_MODELS and m.normalization == 'GroupNorm':
+    _require(problems, isinstance(m.nf, int) and m.nf % 32 == 0, 'model.nf', m.nf,
+             'GroupNorm has 32 groups, so the channel counts (multiples of nf) must be '
+             'multiples of 32')
+  return problems
+
+
+def _ncsn_problems(c) -> List[str]:
+  """The NCSN networks take the index i of sigma_i in the descending SMLD ladder as their label,
+  which only discrete VE training (the SMLD loss) and the discrete VE score pass."""
+  m, t, problems = c.model, c.training, []
+  sde = str(t.sde).lower()
+  _require(problems, sde == 'vesde', 'training.sde', t.sde,
+           f"{m.name} is an SMLD network conditioned on VE noise levels; set it to 'vesde'")
+  _require(problems, not t.continuous, 'training.continuous', t.continuous,
+           f'{m.name} takes the index of a noise level, not the sigma(t) of continuous '
+           'training; set it to False (the SMLD loss)')
   return problems
 
 

@@ -91,19 +91,23 @@ def _to_host(x) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------ sampling
-def make_round_fn(config, sde, model, mesh, inception_fn: Callable
+def make_round_fn(config, sde, model, mesh, inception_fn: Callable, classifier=None
                   ) -> Callable[..., Dict[str, Any]]:
   """``round_fn(params, key, with_images=False) -> dict(pool_3, logits, nfe[, images])``: one
-  round, sharded over ``mesh``.
+  round, sharded over ``mesh``. Class-conditional as ``sampling.get_snapshot_sampler`` says;
+  ``classifier`` is ``(module, params)`` for classifier guidance (``sampling.classifier_scale``).
 
   ``pool_3`` (B, 2048) and ``logits`` (B, 1008) are float32 numpy on every host, ``nfe`` an int;
   with ``with_images`` also ``images``, (B, H, W, C) float32 on the 8-bit grid in [0, 1] (only
   the round that makes the PNG grid pays for gathering them).
   """
+  module, classifier_params = classifier or (None, None)
   sample = sampling.get_snapshot_sampler(config, sde, model, mesh, config.eval.batch_size,
-                                         quantize=config.eval.quantization)
+                                         quantize=config.eval.quantization, classifier=module)
 
   def round_fn(params, key, with_images: bool = False):
+    if module is not None and config.sampling.classifier_scale:
+      params = {'score': params, 'classifier': classifier_params}
     images, nfe = sample(params, key)
     features = inception_fn(images)
     result = {'pool_3': _to_host(features['pool_3']), 'logits': _to_host(features['logits']),
@@ -189,14 +193,14 @@ def sample_metrics(paths: List[str], num_samples: int, reference: Dict[str, np.n
 
 
 def make_sample_evaluator(config, sde, model, mesh, inception_fn: Callable,
-                          reference: Dict[str, np.ndarray]):
+                          reference: Dict[str, np.ndarray], classifier=None):
   """``evaluate_samples(params, step, ckpt_dir, writer) -> report columns`` (see module doc).
 
   The sampler is compiled once, at the first call, and reused for every checkpoint. The returned
   columns are those of ``sample_metrics`` on process 0 and empty elsewhere (only process 0 has
   the round files).
   """
-  round_fn = make_round_fn(config, sde, model, mesh, inception_fn)
+  round_fn = make_round_fn(config, sde, model, mesh, inception_fn, classifier)
   e = config.eval
   rounds = num_rounds(e.num_samples, e.batch_size)
 

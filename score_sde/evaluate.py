@@ -134,7 +134,8 @@ def make_loss_evaluator(config, sde, model, mesh, source: data.Source) -> Evalua
         source, config.eval.batch_size, jax.process_index(), jax.process_count(),
         uniform_dequantization=config.data.uniform_dequantization, seed=config.seed)
     for index, batch in enumerate(batches):
-      batch = sharding.to_global({'image': scaler(batch['image']), 'mask': batch['mask']}, mesh)
+      batch = sharding.to_global({'image': scaler(batch['image']), 'mask': batch['mask'],
+                                  'label': batch['label']}, mesh)
       sums.append(compiled(params, batch, loss_batch_key(config.seed, index)))
     totals = np.asarray(jax.device_get(sums), np.float64)  # One transfer at the end.
     return {'loss': float(totals[:, 0].sum() / totals[:, 1].sum())}
@@ -157,7 +158,8 @@ def make_bpd_evaluator(config, sde, model, mesh, source: data.Source) -> Evaluat
   rtol = atol = 1e-5, from t = 1e-5, on the score ``models.utils.ode_score_continuous`` picks
   (continuous labels and std for VP / sub-VP whatever the training, as the reference). Values are
   computed on every process; the progress file and the returned columns are process 0's (empty
-  elsewhere).
+  elsewhere). A class-conditional network's bits/dim are those of its unconditional score (the
+  null label), the likelihood of ``p(x)``.
   """
   split = config.eval.bpd_dataset
   num_repeats = likelihood.NUM_REPEATS[split]
@@ -166,11 +168,14 @@ def make_bpd_evaluator(config, sde, model, mesh, source: data.Source) -> Evaluat
     logging.info('bits/dim: uniform dequantization is on for the likelihood data, as the paper '
                  'defines bits/dim on dequantized data (data.uniform_dequantization is False).')
   likelihood_fn = likelihood.get_likelihood_fn(sde, data.get_data_inverse_scaler(centered))
+  # A class-conditional network is scored with its null label: bits/dim of p(x), not p(x | y).
+  null_label = getattr(model, 'num_classes', 0) or None
   bpd_fn = likelihood.get_sharded_likelihood_fn(
       likelihood_fn,
       lambda p: mutils.get_score_fn(
           sde, model, p, train=False,
-          continuous=mutils.ode_score_continuous(sde, config.training.continuous)),
+          continuous=mutils.ode_score_continuous(sde, config.training.continuous),
+          class_labels=null_label),
       mesh, scaler=data.get_data_scaler(centered))
   probe_key = jax.random.fold_in(rng.stream_key(config.seed, rng.EVAL_STREAM), _BPD_PROBES)
 
@@ -219,12 +224,19 @@ def _load_bpd_progress(path: str) -> List[likelihood.BpdRound]:
 
 
 # ------------------------------------------------------------------------------ driver
-def _sample_setup(config, mesh):
-  """Reference statistics and the Inception network: loaded before any checkpoint or sampler,
-  so a missing file fails in the first seconds with the command that makes it."""
+def _sample_setup(config, workdir: str, mesh):
+  """Reference statistics, the Inception network and (for classifier guidance) the trained
+  classifier: loaded before any checkpoint or sampler, so a missing file fails in the first
+  seconds with the command that makes it."""
   reference = eval_samples.load_reference_stats(config)
   params = inception_weights.load_inception_params(config.eval.inception_path)
-  return inception.get_inception_fn(params, mesh), reference
+  classifier = None
+  if config.sampling.classifier_scale:
+    module, classifier_params, step = train_state.load_classifier(config, workdir, mesh)
+    logging.info('Classifier guidance (scale %s) with the classifier of step %d.',
+                 config.sampling.classifier_scale, step)
+    classifier = (module, classifier_params)
+  return inception.get_inception_fn(params, mesh), reference, classifier
 
 
 def _pending(row: Dict[str, Any], eval_config) -> List[str]:
@@ -272,7 +284,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, eval_folder: str =
                            config.training.n_iters)
   splits = (['test'] if e.enable_loss else []) + ([e.bpd_dataset] if e.enable_bpd else [])
   sources = data.open_checked(config.data, sorted(set(splits)))
-  sample_setup = _sample_setup(config, mesh) if e.enable_sampling else None
+  sample_setup = _sample_setup(config, workdir, mesh) if e.enable_sampling else None
   folder = os.path.join(workdir, eval_folder)
   eval_report.check_config_record(folder, config, write=is_writer)
   report = eval_report.Report(folder, write=is_writer)

@@ -12,6 +12,13 @@ forms, then adapted to a Flax model:
   ``lambda_i = sigma_i^2``.
 * ``ddpm_loss``: the discrete DDPM epsilon-prediction objective of a VP SDE (eq. 3).
 
+A class-conditional network (``model.num_classes = K > 0``) sees each example's label, replaced
+by the null label ``K`` with probability ``label_dropout``, so that one network learns both the
+conditional and the unconditional score (classifier-free guidance, Ho & Salimans 2022).
+``classifier_loss`` is the objective of the noise-conditional classifier of classifier guidance
+(Song et al. 2021, app. I.1): cross-entropy of ``p_t(y | x(t))`` on ``x(t)`` drawn from the
+perturbation kernel at ``t ~ U(eps, T)``.
+
 Per-example losses are half sums (or means, with ``reduce_mean``) over the data dimensions, as
 in the reference code (``0.5 * sum``: the same logged losses and, with ``optim.grad_clip``, the
 same clipped updates); the batch loss is their mean. Random draws use the global batch shape, so
@@ -98,15 +105,27 @@ def ddpm_loss(model_fn: ModelFn, sde: sde_lib.VPSDE, rng: jax.Array, data: jax.A
   return _reduce(jnp.square(model_fn(perturbed, labels) - z), reduce_mean)
 
 
+def drop_labels(rng: jax.Array, labels: jax.Array, num_classes: int,
+                label_dropout: float) -> jax.Array:
+  """``labels (B,)`` with each replaced by the null label ``num_classes`` with probability
+  ``label_dropout`` (independently, drawn at the global batch shape)."""
+  if not 0. <= label_dropout <= 1.:
+    raise ValueError(f'label_dropout must be a probability in [0, 1]; got {label_dropout}.')
+  drop = jax.random.bernoulli(rng, label_dropout, labels.shape)
+  return jnp.where(drop, num_classes, labels).astype(jnp.int32)
+
+
 def get_per_example_loss_fn(sde: sde_lib.SDE, model, train: bool, reduce_mean: bool = False,
                             continuous: bool = True, likelihood_weighting: bool = False,
-                            eps: float = 1e-5):
+                            eps: float = 1e-5, label_dropout: float = 0.):
   """The training objective per example, ``loss_fn(rng, params, batch) -> (B,)``.
 
   ``continuous`` selects eq. (7) (``dsm_loss``); otherwise the discrete objective that matches the
   SDE (``smld_loss`` for VE, ``ddpm_loss`` for VP). ``batch['image']`` is the scaled data
   ``(B, H, W, C)``; ``rng`` also drives dropout when ``train``. Per example so that evaluation
-  can mask the padding rows of a split's last batch.
+  can mask the padding rows of a split's last batch. A class-conditional ``model`` also reads
+  ``batch['label']`` (``(B,)`` int in ``[0, K)``), dropped to the null label with probability
+  ``label_dropout`` when ``train`` (evaluation scores the conditional model).
   """
   from score_sde.models import utils as mutils  # Imported here: models import this package.
 
@@ -114,14 +133,24 @@ def get_per_example_loss_fn(sde: sde_lib.SDE, model, train: bool, reduce_mean: b
     raise ValueError('likelihood_weighting applies to the continuous objective only; set '
                      'training.continuous = True or training.likelihood_weighting = False.')
 
+  conditional = mutils.is_class_conditional(model)
+
   def loss_fn(rng, params, batch):
     loss_rng, dropout_rng = jax.random.split(rng)
     data = batch['image']
+    class_labels = None
+    if conditional:
+      class_labels = batch['label']
+      if train and label_dropout:
+        # A stream of its own: the noise and dropout draws stay those of an unconditional run.
+        class_labels = drop_labels(jax.random.fold_in(rng, 2), class_labels, model.num_classes,
+                                   label_dropout)
     if continuous:
       score_fn = mutils.get_score_fn(sde, model, params, train=train, continuous=True,
-                                     rng=dropout_rng)
+                                     rng=dropout_rng, class_labels=class_labels)
       return dsm_loss(score_fn, sde, loss_rng, data, reduce_mean, likelihood_weighting, eps)
-    model_fn = mutils.get_model_fn(model, params, train=train, rng=dropout_rng)
+    model_fn = mutils.get_model_fn(model, params, train=train, rng=dropout_rng,
+                                   class_labels=class_labels)
     discrete_loss = smld_loss if isinstance(sde, sde_lib.VESDE) else ddpm_loss
     return discrete_loss(model_fn, sde, loss_rng, data, reduce_mean)
 
@@ -130,18 +159,19 @@ def get_per_example_loss_fn(sde: sde_lib.SDE, model, train: bool, reduce_mean: b
 
 def get_sde_loss_fn(sde: sde_lib.SDE, model, train: bool, reduce_mean: bool = False,
                     continuous: bool = True, likelihood_weighting: bool = False,
-                    eps: float = 1e-5):
+                    eps: float = 1e-5, label_dropout: float = 0.):
   """The training objective for a Flax ``model``, as ``loss_fn(rng, params, batch) -> loss``: the
   mean over the global batch of ``get_per_example_loss_fn``'s losses (same arguments)."""
   per_example = get_per_example_loss_fn(sde, model, train, reduce_mean, continuous,
-                                        likelihood_weighting, eps)
+                                        likelihood_weighting, eps, label_dropout)
   return lambda rng, params, batch: jnp.mean(per_example(rng, params, batch))
 
 
 def get_step_fn(sde: sde_lib.SDE, model, train: bool,
                 optimizer: Optional[optax.GradientTransformation] = None,
                 ema_rate: float = 0.999, reduce_mean: bool = False, continuous: bool = True,
-                likelihood_weighting: bool = False, eps: float = 1e-5):
+                likelihood_weighting: bool = False, eps: float = 1e-5,
+                label_dropout: float = 0.):
   """One training or evaluation step, ``step_fn(state, batch, key) -> (state, metrics)``.
 
   The step's randomness is ``fold_in(key, state.step)``: a pure function of the run's key and the
@@ -154,22 +184,80 @@ def get_step_fn(sde: sde_lib.SDE, model, train: bool,
   Returns:
     ``(new_state, {'loss': scalar})``.
   """
+  loss_fn = get_sde_loss_fn(sde, model, train, reduce_mean, continuous, likelihood_weighting,
+                            eps, label_dropout)
+  return _get_step_fn(loss_fn, train, optimizer, ema_rate)
+
+
+def _get_step_fn(loss_fn, train: bool, optimizer, ema_rate: float, has_aux: bool = False):
+  """The train / eval step around ``loss_fn(rng, params, batch) -> loss`` (or
+  ``(loss, metrics)`` with ``has_aux``), as ``get_step_fn`` describes."""
+
+  def metrics_of(rng, params, batch):
+    out = loss_fn(rng, params, batch)
+    return out if has_aux else (out, {})
+
   if train and optimizer is None:
     raise ValueError('A training step needs an optax optimizer.')
-  loss_fn = get_sde_loss_fn(sde, model, train, reduce_mean, continuous, likelihood_weighting,
-                            eps)
 
   def step_fn(state: train_state.TrainState, batch, key: jax.Array
               ) -> Tuple[train_state.TrainState, dict]:
     rng = jax.random.fold_in(key, state.step)
     if not train:
-      return state, {'loss': loss_fn(rng, state.params_ema, batch)}
-    loss, grads = jax.value_and_grad(loss_fn, argnums=1)(rng, state.params, batch)
+      loss, metrics = metrics_of(rng, state.params_ema, batch)
+      return state, {'loss': loss, **metrics}
+    (loss, metrics), grads = jax.value_and_grad(metrics_of, argnums=1, has_aux=True)(
+        rng, state.params, batch)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     new_state = state.replace(
         step=state.step + 1, params=params, opt_state=opt_state,
         params_ema=train_state.ema_update(state.params_ema, params, ema_rate))
-    return new_state, {'loss': loss, 'grad_norm': optax.tree.norm(grads)}
+    return new_state, {'loss': loss, 'grad_norm': optax.tree.norm(grads), **metrics}
 
   return step_fn
+
+
+def classifier_loss(logits_fn: Callable[[jax.Array, jax.Array], jax.Array], sde: sde_lib.SDE,
+                    rng: jax.Array, data: jax.Array, labels: jax.Array,
+                    eps: float = 1e-5) -> Tuple[jax.Array, jax.Array]:
+  """Cross-entropy of a noise-conditional classifier on perturbed data (app. I.1).
+
+  ``x(t) = alpha(t) x0 + std(t) z`` with ``t ~ U(eps, T)``, the kernel the score model is trained
+  on, so that the classifier knows ``p_t(y | x)`` at every time a sampler visits.
+
+  Args:
+    logits_fn: ``logits_fn(x, t) -> (B, K)`` (``models.utils.get_classifier_fn``).
+    sde: the forward SDE.
+    rng: key for ``t`` and ``z``.
+    data: clean data ``(B, ...)``; labels: ``(B,)`` int classes.
+    eps: smallest time.
+  Returns:
+    ``(B,)`` per-example cross-entropies (nats) and ``(B,)`` float 0/1 correctness of the argmax.
+  """
+  t_rng, z_rng = jax.random.split(rng)
+  t = jax.random.uniform(t_rng, (data.shape[0],), minval=eps, maxval=sde.T)
+  mean, std = sde.marginal_prob(data, t)
+  x = mean + batch_mul(std, jax.random.normal(z_rng, data.shape, data.dtype))
+  log_probs = jax.nn.log_softmax(logits_fn(x, t), axis=-1)
+  labels = labels.astype(jnp.int32)
+  nll = -jnp.take_along_axis(log_probs, labels[:, None], axis=-1)[:, 0]
+  correct = (jnp.argmax(log_probs, axis=-1) == labels).astype(jnp.float32)
+  return nll, correct
+
+
+def get_classifier_step_fn(sde: sde_lib.SDE, classifier, train: bool,
+                           optimizer: Optional[optax.GradientTransformation] = None,
+                           ema_rate: float = 0.999, eps: float = 1e-5):
+  """A train / eval step of the noise-conditional classifier, as ``get_step_fn`` for the score
+  model: ``step_fn(state, batch, key) -> (state, {'loss', 'accuracy'[, 'grad_norm']})``, the
+  mean cross-entropy and accuracy over the global batch; ``batch`` holds ``'image'`` (scaled)
+  and ``'label'``."""
+  from score_sde.models import utils as mutils  # Imported here: models import this package.
+
+  def loss_fn(rng, params, batch):
+    logits_fn = mutils.get_classifier_fn(sde, classifier, params)
+    nll, correct = classifier_loss(logits_fn, sde, rng, batch['image'], batch['label'], eps)
+    return jnp.mean(nll), {'accuracy': jnp.mean(correct)}
+
+  return _get_step_fn(loss_fn, train, optimizer, ema_rate, has_aux=True)

@@ -1,4 +1,6 @@
-"""``train_and_evaluate(config, workdir)``: the training loop, data-parallel over every device.
+"""``train_and_evaluate(config, workdir)``: the training loop, data-parallel over every device;
+``train_classifier(config, workdir)``: the same loop for the noise-conditional classifier of
+classifier guidance, into ``<workdir>/classifier``.
 
 One process per host. The train step is compiled once, ahead of the loop (its compile time is
 logged and kept out of the progress rates): the state is replicated, the global batch is split
@@ -14,12 +16,15 @@ and returns without compiling.
 
 Layout of ``workdir``: ``checkpoints/`` (kept snapshots), ``checkpoints-meta/`` (the frequent
 preemption checkpoint), ``samples/`` (PNG grids) and ``tensorboard/`` (event files, flushed at
-every checkpoint so that a killed run's history reaches its last checkpoint).
+every checkpoint so that a killed run's history reaches its last checkpoint); the classifier's
+run has the same layout under ``classifier/``. A class-conditional network
+(``model.num_classes > 0``) and the classifier read each batch's labels, which must lie in
+``[0, num_classes)``.
 """
 import functools
 import os
 import time
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -48,13 +53,19 @@ def restore_or_init(config, workdir: str, mesh, model, tx):
   return state, ckpt
 
 
-def compile_step(config, sde, model, mesh, *, train: bool, tx=None):
-  """The jitted train (``train=True``) or eval step: ``step(state, batch, key)``."""
+def compile_step(config, sde, model, mesh, *, train: bool, tx=None, classifier: bool = False):
+  """The jitted train (``train=True``) or eval step: ``step(state, batch, key)``; of the score
+  model ``model``, or, with ``classifier``, of the noise-conditional classifier ``model``."""
   training = config.training
-  step_fn = losses.get_step_fn(
-      sde, model, train=train, optimizer=tx, ema_rate=config.model.ema_rate,
-      reduce_mean=training.reduce_mean, continuous=training.continuous,
-      likelihood_weighting=training.likelihood_weighting, eps=training.eps)
+  if classifier:
+    step_fn = losses.get_classifier_step_fn(sde, model, train=train, optimizer=tx,
+                                            ema_rate=config.classifier.ema_rate, eps=training.eps)
+  else:
+    step_fn = losses.get_step_fn(
+        sde, model, train=train, optimizer=tx, ema_rate=config.model.ema_rate,
+        reduce_mean=training.reduce_mean, continuous=training.continuous,
+        likelihood_weighting=training.likelihood_weighting, eps=training.eps,
+        label_dropout=training.label_dropout)
   rep, split = sharding.replicated(mesh), sharding.data_sharding(mesh)
   return jax.jit(step_fn, in_shardings=(rep, split, rep), out_shardings=(rep, rep),
                  donate_argnums=(0,) if train else ())
@@ -113,28 +124,112 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mesh=Non
       for a non-finite loss (naming the step) or checkpoints that are all unreadable.
     errors.StopRequested: after saving, when ``stop_requested()`` said so.
   """
+  return _fit(config, workdir, mesh, stop_requested, classifier=False)
+
+
+def train_classifier(config: ml_collections.ConfigDict, workdir: str, mesh=None,
+                     stop_requested: Optional[Callable[[], bool]] = None
+                     ) -> train_state.TrainState:
+  """Trains the noise-conditional classifier ``config.classifier`` of classifier guidance.
+
+  The objective is ``losses.classifier_loss``: cross-entropy of ``p_t(y | x(t))`` on data
+  perturbed by the run's SDE at ``t ~ U(training.eps, T)``. Everything else is as for the score
+  model (``train_and_evaluate``, same arguments): the same data pipeline, batch size, logging,
+  held-out evaluation (loss and accuracy on the test split), checkpoints, resume and
+  preemption, in ``workdir_lib.classifier_workdir(config, workdir)`` (``<workdir>/classifier``
+  by default), for ``config.classifier.n_iters`` steps.
+
+  Raises:
+    errors.UserError: as ``train_and_evaluate``; also for a dataset without labels.
+  """
+  return _fit(config, workdir, mesh, stop_requested, classifier=True)
+
+
+def _fit(config, workdir: str, mesh, stop_requested, *, classifier: bool):
+  """``train_and_evaluate`` (the score model) or ``train_classifier``: checks, then the loop."""
   mesh = sharding.make_mesh() if mesh is None else mesh
   config_validation.validate_config(config, num_devices=mesh.devices.size,
                                     num_hosts=jax.process_count())
   workdir = workdir_lib.check_workdir(workdir)
+  if classifier:
+    workdir = workdir_lib.check_workdir(workdir_lib.classifier_workdir(config, workdir))
   sources = data.open_checked(config.data, ('train', 'test'))
-  training = config.training
   sde = sde_lib.get_sde(config)
-  model = mutils.get_model(config)
+  model = mutils.get_classifier(config) if classifier else mutils.get_model(config)
   tx = optim.get_optimizer(config.optim)
   state, ckpt = restore_or_init(config, workdir, mesh, model, tx)
-  start = int(state.step)
-  if start >= training.n_iters:
-    ckpt.close()
-    logging.info('Training is already finished: %s holds step %d and training.n_iters is %d. '
-                 'Nothing to do; raise --config.training.n_iters to train longer, or evaluate '
-                 'with --mode eval.', workdir, start, training.n_iters)
+  if classifier:
+    run = _Run('classifier', config.classifier.n_iters, config.classifier.num_classes,
+               'raise --config.classifier.n_iters to train longer, or sample with '
+               '--config.sampling.classifier_scale=1')
+  else:
+    run = _Run('score model', config.training.n_iters, getattr(model, 'num_classes', 0),
+               'raise --config.training.n_iters to train longer, or evaluate with --mode eval')
+  if _finished(run, workdir, state, ckpt):
     return state
   try:
-    return _train(config, workdir, mesh, sde, model, tx, state, ckpt, sources,
+    image_shape = images.image_shape(config.data.image_size, config.data.num_channels)
+    steps = _compile_steps(config, sde, model, mesh, tx, state, image_shape,
+                           classifier=classifier)
+    sample_fn = None
+    if config.training.snapshot_sampling and not classifier:
+      sample_fn = sampling.get_snapshot_sampler(config, sde, model, mesh,
+                                                config.training.n_snapshot_samples)
+    return _train(config, workdir, mesh, run, steps, sample_fn, state, ckpt, sources,
                   stop_requested or (lambda: False))
   finally:
     ckpt.close()
+
+
+class _Run(NamedTuple):
+  """What a training loop trains: its name in messages, its step count, the number of classes
+  its batches' labels must lie in (0: labels unused) and the hint a finished run gives."""
+  what: str
+  n_iters: int
+  num_classes: int
+  when_finished: str
+
+
+def _finished(run: _Run, workdir: str, state, ckpt) -> bool:
+  """Whether ``state`` is already at ``run.n_iters`` (then says so and closes ``ckpt``)."""
+  start = int(state.step)
+  if start < run.n_iters:
+    return False
+  ckpt.close()
+  logging.info('Training of the %s is already finished: %s holds step %d of %d. Nothing to do; '
+               '%s.', run.what, workdir, start, run.n_iters, run.when_finished)
+  return True
+
+
+def _compile_steps(config, sde, model, mesh, tx, state, image_shape, *, classifier: bool):
+  """The train and eval steps compiled for the global batch: ``(train_step, eval_step)``."""
+  split = sharding.data_sharding(mesh)
+  rep = sharding.replicated(mesh)
+  batch_size = config.training.batch_size
+  batch_spec = {'image': jax.ShapeDtypeStruct((batch_size,) + image_shape, jnp.float32,
+                                              sharding=split),
+                'label': jax.ShapeDtypeStruct((batch_size,), jnp.int32, sharding=split)}
+  key = jax.device_put(rng.stream_key(config.seed, rng.TRAIN_STREAM), rep)
+  train_step = compile_logged('train step', compile_step(
+      config, sde, model, mesh, train=True, tx=tx, classifier=classifier), state, batch_spec, key)
+  eval_step = compile_logged('eval step', compile_step(
+      config, sde, model, mesh, train=False, classifier=classifier), state, batch_spec, key)
+  return train_step, eval_step
+
+
+def check_labels(labels: np.ndarray, num_classes: int, what: str) -> None:
+  """Raises ``errors.DataError`` unless every label lies in ``[0, num_classes)``: a
+  class-conditional network or a classifier needs labelled data (unlabelled sources give -1)."""
+  labels = np.asarray(labels)
+  bad = (labels < 0) | (labels >= num_classes)
+  if bad.any():
+    value = int(labels[np.flatnonzero(bad)[0]])
+    hint = ('this dataset has no class labels' if value < 0 else
+            f'the data has more than {num_classes} classes')
+    raise errors.DataError(
+        f'The {what} needs labels in [0, {num_classes}), but a batch holds label {value}: '
+        f'{hint}. Use a labelled dataset, or set model.num_classes (classifier.num_classes) '
+        'to the number of classes of the data.')
 
 
 def _stop_now(stop_requested: Callable[[], bool], log_step: bool) -> bool:
@@ -148,40 +243,39 @@ def _stop_now(stop_requested: Callable[[], bool], log_step: bool) -> bool:
   return bool(np.any(flags))
 
 
-def _train(config, workdir, mesh, sde, model, tx, state, ckpt, sources, stop_requested):
-  """The loop of ``train_and_evaluate`` from the restored (or new) ``state`` to ``n_iters``."""
+def _train(config, workdir, mesh, run: _Run, steps, sample_fn, state, ckpt, sources,
+           stop_requested):
+  """The loop of ``train_and_evaluate`` / ``train_classifier`` from the restored (or new)
+  ``state`` to ``run.n_iters``."""
   training = config.training
+  n_iters = run.n_iters
+  train_step, eval_step = steps
   start = last_saved = int(state.step)
-  rep, split = sharding.replicated(mesh), sharding.data_sharding(mesh)
+  rep = sharding.replicated(mesh)
   train_key = jax.device_put(rng.stream_key(config.seed, rng.TRAIN_STREAM), rep)
   eval_key = jax.device_put(rng.stream_key(config.seed, rng.EVAL_STREAM), rep)
-  image_shape = images.image_shape(config.data.image_size, config.data.num_channels)
-  batch_spec = {'image': jax.ShapeDtypeStruct((training.batch_size,) + image_shape, jnp.float32,
-                                              sharding=split)}
-  train_step = compile_logged('train step', compile_step(config, sde, model, mesh, train=True,
-                                                         tx=tx), state, batch_spec, train_key)
-  eval_step = compile_logged('eval step', compile_step(config, sde, model, mesh, train=False),
-                             state, batch_spec, eval_key)
-  sample_fn = (sampling.get_snapshot_sampler(config, sde, model, mesh,
-                                             training.n_snapshot_samples)
-               if training.snapshot_sampling else None)
   scaler = data.get_data_scaler(config.data.centered)
   hosts = dict(host_index=jax.process_index(), host_count=jax.process_count())
   get_batch = functools.partial(
       data.get_batch, global_batch_size=training.batch_size, seed=config.seed,
       random_flip=config.data.random_flip,
       uniform_dequantization=config.data.uniform_dequantization, **hosts)
-  to_device = lambda batch: sharding.to_global({'image': scaler(batch['image'])}, mesh)
-  progress = summary.Progress(total_steps=training.n_iters, start_step=start,
+
+  def to_device(batch):
+    if run.num_classes:
+      check_labels(batch['label'], run.num_classes, run.what)
+    return sharding.to_global({'image': scaler(batch['image']), 'label': batch['label']}, mesh)
+
+  progress = summary.Progress(total_steps=n_iters, start_step=start,
                               batch_size=training.batch_size)
   buffer = _LossBuffer()
-  logging.info('Training from step %d to %d on %d device(s), %d host(s).', start,
-               training.n_iters, mesh.devices.size, jax.process_count())
+  logging.info('Training the %s from step %d to %d on %d device(s), %d host(s).', run.what,
+               start, n_iters, mesh.devices.size, jax.process_count())
 
   batches = data.batches(sources['train'], start, training.batch_size, config.seed, train=True,
                          random_flip=config.data.random_flip,
                          uniform_dequantization=config.data.uniform_dequantization,
-                         num_steps=training.n_iters - start, **hosts)
+                         num_steps=n_iters - start, **hosts)
   # A killed run may have logged past its last checkpoint (``start``); the resumed run logs those
   # steps again from start + 1, so TensorBoard is told to drop the killed run's values there.
   tensorboard_dir = os.path.join(workdir, 'tensorboard')
@@ -190,13 +284,18 @@ def _train(config, workdir, mesh, sde, model, tx, state, ckpt, sources, stop_req
       state, metrics = train_step(state, to_device(batch), train_key)
       done = step + 1  # Updates completed; the number a checkpoint of this state carries.
       buffer.add(done, metrics['loss'])
-      is_snapshot = done % training.snapshot_freq == 0 or done == training.n_iters
+      is_snapshot = done % training.snapshot_freq == 0 or done == n_iters
       is_preemption = done % training.snapshot_freq_for_preemption == 0
       if done % training.log_freq == 0 or is_snapshot or is_preemption:
         loss = buffer.flush(last_saved)  # Never save or log past a non-finite loss.
         writer.scalar('training_loss', loss, done)
         writer.scalar('grad_norm', float(metrics['grad_norm']), done)
-        logging.info('step %d, training loss %.5e, %s', done, loss, progress.line(done))
+        extra = ''
+        if 'accuracy' in metrics:  # The classifier's, of this step's batch.
+          writer.scalar('training_accuracy', float(metrics['accuracy']), done)
+          extra = f', accuracy {float(metrics["accuracy"]):.3f}'
+        logging.info('step %d, training loss %.5e%s, %s', done, loss, extra,
+                     progress.line(done))
       # What is not a train step stays off the clock of the progress line's rate and ETA.
       if done % training.eval_freq == 0:
         with progress.paused(wait_for=state):
@@ -204,7 +303,11 @@ def _train(config, workdir, mesh, sde, model, tx, state, ckpt, sources, stop_req
                                            train=False))
           _, eval_metrics = eval_step(state, eval_batch, eval_key)
           writer.scalar('eval_loss', float(eval_metrics['loss']), done)
-          logging.info('step %d, eval loss %.5e', done, float(eval_metrics['loss']))
+          extra = ''
+          if 'accuracy' in eval_metrics:
+            writer.scalar('eval_accuracy', float(eval_metrics['accuracy']), done)
+            extra = f', accuracy {float(eval_metrics["accuracy"]):.3f}'
+          logging.info('step %d, eval loss %.5e%s', done, float(eval_metrics['loss']), extra)
       if is_snapshot or is_preemption:
         with progress.paused(wait_for=state):
           ckpt.save(done, state, periodic=is_snapshot)
@@ -214,24 +317,27 @@ def _train(config, workdir, mesh, sde, model, tx, state, ckpt, sources, stop_req
         with progress.paused(wait_for=state):
           key = jax.device_put(
               jax.random.fold_in(rng.stream_key(config.seed, rng.SAMPLE_STREAM), done), rep)
-          sample_fn = _save_samples(sample_fn, state, key, done, workdir, writer)
-      if done < training.n_iters and _stop_now(stop_requested, done % training.log_freq == 0):
+          sample_fn = _save_samples(sample_fn, state, key, done, workdir, writer,
+                                    nrow=run.num_classes or None)
+      if done < n_iters and _stop_now(stop_requested, done % training.log_freq == 0):
         if last_saved != done:
           buffer.flush(last_saved)  # Never save past a non-finite loss.
           ckpt.save(done, state, periodic=False)
         ckpt.wait_until_finished()
         writer.flush()
         raise errors.StopRequested(
-            f'Stopped on request at step {done} of {training.n_iters}, after saving it to '
+            f'Stopped on request at step {done} of {n_iters}, after saving it to '
             f'{workdir}; run the same command again to resume from there.')
   ckpt.wait_until_finished()
-  logging.info('Training finished at step %d; checkpoints are in %s.', training.n_iters,
-               os.path.join(workdir, checkpoint.PERIODIC_DIR))
+  logging.info('Training of the %s finished at step %d; checkpoints are in %s.', run.what,
+               n_iters, os.path.join(workdir, checkpoint.PERIODIC_DIR))
   return state
 
 
-def _save_samples(sample_fn, state, key: jax.Array, step: int, workdir: str, writer):
-  """A grid of samples from the EMA weights, as a PNG and a TensorBoard image.
+def _save_samples(sample_fn, state, key: jax.Array, step: int, workdir: str, writer,
+                  nrow: Optional[int] = None):
+  """A grid of samples from the EMA weights, as a PNG and a TensorBoard image (``nrow`` images
+  a row: one class per column for a class-conditional network, whose samples cycle the classes).
 
   Returns ``sample_fn`` compiled (logged, at the first call) for the next snapshot.
   """
@@ -240,7 +346,7 @@ def _save_samples(sample_fn, state, key: jax.Array, step: int, workdir: str, wri
   start = time.time()
   samples = jax.device_get(multihost_utils.process_allgather(
       sample_fn(state.params_ema, key)[0], tiled=True))
-  grid = summary.image_grid(np.asarray(samples))
+  grid = summary.image_grid(np.asarray(samples), nrow=nrow)
   if jax.process_index() == 0:
     os.makedirs(os.path.join(workdir, 'samples'), exist_ok=True)
     summary.save_png(os.path.join(workdir, 'samples', f'step_{step}.png'), grid)

@@ -11,7 +11,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from score_sde import rng, sharding
+from score_sde import checkpoint, errors, optim, rng, sharding
+from score_sde import workdir as workdir_lib
 from score_sde.data import images
 from score_sde.models import utils as mutils
 
@@ -62,3 +63,38 @@ def abstract_state(init_fn: Callable[[], TrainState], mesh) -> TrainState:
   rep = sharding.replicated(mesh)
   return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep),
                       jax.eval_shape(init_fn))
+
+
+def restore_params_ema(workdir: str, init_fn: Callable[[], TrainState], mesh, what: str):
+  """``(params_ema, step)`` of the newest readable checkpoint of ``workdir`` (read-only: nothing
+  is renamed or written), replicated over ``mesh``.
+
+  Raises:
+    errors.WorkdirError: when ``workdir`` holds no readable checkpoint of ``what``.
+  """
+  with checkpoint.Checkpointer(workdir, read_only=True) as ckpt:
+    state, step = ckpt.restore_latest(abstract_state(init_fn, mesh))
+  if state is None:
+    raise errors.WorkdirError(f'{workdir} holds no readable checkpoint of the {what}.')
+  return state.params_ema, step
+
+
+def load_classifier(config, workdir: str, mesh):
+  """The noise-conditional classifier of classifier guidance: ``(module, params_ema)`` from the
+  newest checkpoint in ``workdir_lib.classifier_workdir(config, workdir)``.
+
+  Raises:
+    errors.WorkdirError: when no classifier was trained there, naming the command that trains it.
+  """
+  classifier = mutils.get_classifier(config)
+  directory = workdir_lib.classifier_workdir(config, workdir)
+  init_fn = state_factory(config, classifier, optim.get_optimizer(config.optim))
+  try:
+    params, step = restore_params_ema(directory, init_fn, mesh, 'classifier')
+  except errors.WorkdirError as e:
+    raise errors.WorkdirError(
+        f'{e} sampling.classifier_scale={config.sampling.classifier_scale} needs a trained '
+        'noise-conditional classifier: run main.py --mode train_classifier with this config '
+        'and workdir first, or set sampling.classifier_workdir, or sampling.classifier_scale=0.'
+    ) from None
+  return classifier, params, step

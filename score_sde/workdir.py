@@ -45,3 +45,15 @@ def check_workdir(workdir: str, *, must_exist: bool = False) -> str:
         f'--workdir {path} is not writable: {where} refuses new files ({e.strerror}). Pass a '
         'directory you can write to, or fix its permissions.') from e
   return path
+
+
+CLASSIFIER_SUBDIR = 'classifier'
+
+
+def classifier_workdir(config, workdir: str) -> str:
+  """Where the noise-conditional classifier of a run lives: ``sampling.classifier_workdir``, or
+  ``<workdir>/classifier`` when that is empty (``--mode train_classifier`` trains it there)."""
+  chosen = config.sampling.get('classifier_workdir', '')
+  if chosen:
+    return chosen if '://' in str(chosen) else os.path.abspath(os.path.expanduser(chosen))
+  return os.path.join(workdir, CLASSIFIER_SUBDIR)

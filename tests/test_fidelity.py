@@ -54,9 +54,9 @@ def _recorded_continuity(monkeypatch):
   seen = []
   real = mutils.get_score_fn
 
-  def recording(sde, model, params, train=False, continuous=False, rng=None):
+  def recording(sde, model, params, train=False, continuous=False, rng=None, **kwargs):
     seen.append(continuous)
-    return real(sde, model, params, train=train, continuous=continuous, rng=rng)
+    return real(sde, model, params, train=train, continuous=continuous, rng=rng, **kwargs)
 
   monkeypatch.setattr(mutils, 'get_score_fn', recording)
   return seen

@@ -285,6 +285,7 @@ def test_forward_shape_dtype_and_finiteness(name):
 def test_every_registered_model_is_exercised():
   """Protects the forward-pass test's coverage: each registry entry has a variant."""
   covered = {VARIANTS[n].get('name', 'ncsnpp') for n in VARIANTS}
+  covered |= {'ncsn', 'ncsnv2_64', 'ncsnv2_128', 'ncsnv2_256'}  # In tests/test_ncsnv2.py.
   assert covered == set(models.MODELS.names())
 
 
@@ -325,7 +326,7 @@ def test_bad_names_and_inputs_fail_with_the_fix(smoke_config):
   """Protects config errors: unknown model names list the known ones; Fourier features with
   discrete training, and wrongly shaped labels, are refused with a message."""
   smoke_config.model.name = 'unet9000'
-  with pytest.raises(KeyError, match='ddpm, ncsnpp'):
+  with pytest.raises(KeyError, match='ddpm, ncsn, ncsnpp'):
     models.get_model(smoke_config)
   smoke_config.model.name = 'ncsnpp'
   smoke_config.training.continuous = False

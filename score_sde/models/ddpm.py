@@ -7,14 +7,15 @@ self-attention (``AttnBlock``) at 16x16, nearest-neighbour ``Upsample`` / stride
 ``Dense_1``, ``Conv_0``, ``ResnetBlockDDPM_<i>``, ``AttnBlock_<i>``, ``Downsample_<i>``,
 ``Upsample_<i>``, ``GroupNorm_0``, ``Conv_1``.
 """
-from typing import Sequence
+from typing import Optional, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from score_sde.models import layers
-from score_sde.models.utils import MODELS, check_image_size, check_model_inputs, get_sigmas
+from score_sde.models.utils import (MODELS, check_image_size, check_model_inputs, class_count,
+                                    get_sigmas)
 
 
 @MODELS.register('ddpm')
@@ -27,6 +28,8 @@ class DDPM(nn.Module):
     x: ``(B, H, W, C)`` float32 in [0, 1] (or [-1, 1] with ``centered``).
     labels: ``(B,)`` time labels (fractional allowed), embedded sinusoidally.
     train: enables dropout (rng stream 'dropout').
+    class_labels: ``(B,)`` int in ``[0, num_classes]`` when ``num_classes > 0`` (the last is
+      the null label).
   Returns:
     ``(B, H, W, C)`` float32; with ``scale_by_sigma`` divided by the SMLD ladder's
     ``sigma[int(label)]`` (ladder descending from ``sigma_max`` to ``sigma_min``).
@@ -48,6 +51,7 @@ class DDPM(nn.Module):
   sigma_max: float = 50.
   num_scales: int = 1000
   num_groups: int = 32
+  num_classes: int = 0  # > 0: class-conditional (layers.add_class_embedding).
 
   @classmethod
   def from_config(cls, config) -> 'DDPM':
@@ -66,14 +70,15 @@ class DDPM(nn.Module):
         resamp_with_conv=m.resamp_with_conv, conditional=m.conditional,
         nonlinearity=m.nonlinearity, scale_by_sigma=m.scale_by_sigma,
         centered=config.data.centered, sigma_min=m.sigma_min, sigma_max=m.sigma_max,
-        num_scales=m.num_scales)
+        num_scales=m.num_scales, num_classes=class_count(config))
 
   def _resblock(self, out_ch=None) -> nn.Module:
     return layers.ResnetBlockDDPM(act=layers.get_act(self.nonlinearity), out_ch=out_ch,
                                   dropout=self.dropout, num_groups=self.num_groups)
 
   @nn.compact
-  def __call__(self, x: jax.Array, labels: jax.Array, train: bool = False) -> jax.Array:
+  def __call__(self, x: jax.Array, labels: jax.Array, train: bool = False,
+               class_labels: Optional[jax.Array] = None) -> jax.Array:
     check_model_inputs(x, labels, len(self.ch_mult))
     act = layers.get_act(self.nonlinearity)
     temb = None
@@ -81,6 +86,7 @@ class DDPM(nn.Module):
       temb = layers.get_timestep_embedding(labels, self.nf)
       temb = nn.Dense(self.nf * 4, kernel_init=layers.default_init())(temb)
       temb = nn.Dense(self.nf * 4, kernel_init=layers.default_init())(act(temb))
+      temb = layers.add_class_embedding(temb, class_labels, self.num_classes)
     h = x if self.centered else 2 * x - 1.  # The network works on [-1, 1].
 
     hs = [layers.conv3x3(h, self.nf)]

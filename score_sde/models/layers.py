@@ -85,6 +85,32 @@ def get_timestep_embedding(timesteps: jax.Array, embedding_dim: int,
   return emb
 
 
+def add_class_embedding(temb: jax.Array, class_labels: Optional[jax.Array],
+                        num_classes: int) -> jax.Array:
+  """The time embedding plus a learnt class embedding, for class-conditional networks that
+  classifier-free guidance samples (Ho & Salimans 2022): ``temb + E[y]``.
+
+  Args:
+    temb: ``(B, D)`` time embedding.
+    class_labels: ``(B,)`` int in ``[0, num_classes]``; ``num_classes`` is the null label
+      ("no class"), which label dropout trains and the unconditional half of guidance uses.
+    num_classes: number of real classes K; 0 returns ``temb`` unchanged (no parameters, so an
+      unconditional network keeps the released tree).
+  Returns:
+    ``(B, D)``. The embedding table is the parameter ``ClassEmbed/embedding``, ``(K + 1, D)``.
+  """
+  if num_classes <= 0:
+    return temb
+  if class_labels is None or class_labels.shape != temb.shape[:1]:
+    raise ValueError(f'A class-conditional network (num_classes={num_classes}) needs '
+                     f'class_labels of shape {temb.shape[:1]}, one int per image in '
+                     f'[0, {num_classes}] ({num_classes} is "no class"); got '
+                     f'{None if class_labels is None else class_labels.shape}.')
+  table = nn.Embed(num_classes + 1, temb.shape[-1], name='ClassEmbed',
+                   embedding_init=nn.initializers.normal(stddev=1.))
+  return temb + table(class_labels.astype(jnp.int32))
+
+
 class NIN(nn.Module):
   """Network-in-network: a per-pixel dense layer ``y = x W + b`` on the last axis.
 

@@ -25,9 +25,10 @@ import jax
 import jax.numpy as jnp
 
 from score_sde.models import layerspp
-from score_sde.models.layers import (conv3x3, default_init, get_act, get_timestep_embedding,
-                                     group_norm, residual_sum)
-from score_sde.models.utils import MODELS, check_image_size, check_model_inputs, get_sigmas
+from score_sde.models.layers import (add_class_embedding, conv3x3, default_init, get_act,
+                                     get_timestep_embedding, group_norm, residual_sum)
+from score_sde.models.utils import (MODELS, check_image_size, check_model_inputs, class_count,
+                                    get_sigmas)
 
 _CHOICES = {
     'resblock_type': ('ddpm', 'biggan'),
@@ -56,6 +57,8 @@ class NCSNpp(nn.Module):
     time_cond: ``(B,)`` float: the noise level ``sigma`` for ``embedding_type='fourier'``, or a
       time step label in ``[0, num_scales - 1]`` for ``'positional'``.
     train: enables dropout (then an rng stream named 'dropout' is needed).
+    class_labels: ``(B,)`` int in ``[0, num_classes]`` for a class-conditional network
+      (``num_classes > 0``; ``num_classes`` itself is the null label); else unused.
   Returns:
     ``(B, H, W, C)`` float32; divided by ``sigma`` when ``scale_by_sigma`` (for positional labels
     ``sigma`` is the label's entry of the geometric SMLD ladder from ``sigma_max`` down to
@@ -84,6 +87,7 @@ class NCSNpp(nn.Module):
   sigma_min: float = 0.01
   sigma_max: float = 50.
   num_scales: int = 1000
+  num_classes: int = 0  # > 0: class-conditional (layers.add_class_embedding).
 
   @classmethod
   def from_config(cls, config) -> 'NCSNpp':
@@ -120,7 +124,8 @@ class NCSNpp(nn.Module):
         embedding_type=_check_choice('embedding_type', m.embedding_type.lower()),
         fourier_scale=m.fourier_scale, nonlinearity=m.nonlinearity,
         scale_by_sigma=m.scale_by_sigma, centered=config.data.centered, sigma_min=m.sigma_min,
-        sigma_max=m.sigma_max, num_scales=m.num_scales)
+        sigma_max=m.sigma_max, num_scales=m.num_scales,
+        num_classes=class_count(config))
 
   # Factories for the repeated blocks; each call creates (and so auto-names) a new submodule.
   def _resblock(self, **kwargs) -> nn.Module:
@@ -134,8 +139,10 @@ class NCSNpp(nn.Module):
   def _attn(self) -> nn.Module:
     return layerspp.AttnBlockpp(init_scale=self.init_scale, skip_rescale=self.skip_rescale)
 
-  def _embed(self, time_cond: jax.Array) -> Tuple[Optional[jax.Array], jax.Array]:
-    """Time embedding ``(B, 4 nf)`` (None if unconditional) and the per-example sigma ``(B,)``."""
+  def _embed(self, time_cond: jax.Array, class_labels: Optional[jax.Array]
+             ) -> Tuple[Optional[jax.Array], jax.Array]:
+    """Time (and class) embedding ``(B, 4 nf)`` (None if unconditional) and the per-example
+    sigma ``(B,)``."""
     if self.embedding_type == 'fourier':
       sigmas = time_cond
       temb = layerspp.GaussianFourierProjection(
@@ -149,7 +156,7 @@ class NCSNpp(nn.Module):
     act = get_act(self.nonlinearity)
     temb = nn.Dense(self.nf * 4, kernel_init=default_init())(temb)
     temb = nn.Dense(self.nf * 4, kernel_init=default_init())(act(temb))
-    return temb, sigmas
+    return add_class_embedding(temb, class_labels, self.num_classes), sigmas
 
   def _encode(self, x: jax.Array, temb, train: bool) -> list:
     """The downsampling path; returns every skip activation, the last being the bottleneck input.
@@ -225,11 +232,12 @@ class NCSNpp(nn.Module):
     return pyramid if self.progressive == 'output_skip' else h
 
   @nn.compact
-  def __call__(self, x: jax.Array, time_cond: jax.Array, train: bool = False) -> jax.Array:
+  def __call__(self, x: jax.Array, time_cond: jax.Array, train: bool = False,
+               class_labels: Optional[jax.Array] = None) -> jax.Array:
     for field in _CHOICES:
       _check_choice(field, getattr(self, field))
     check_model_inputs(x, time_cond, len(self.ch_mult))
-    temb, sigmas = self._embed(time_cond)
+    temb, sigmas = self._embed(time_cond, class_labels)
     if not self.centered:
       x = 2 * x - 1.  # Data in [0, 1]; the network works on [-1, 1].
     hs = self._encode(x, temb, train)

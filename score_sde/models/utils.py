@@ -5,6 +5,7 @@ constructor; importing ``score_sde.models`` fills it. ``get_score_fn`` turns a n
 ``score_fn(x, t)`` that samplers and likelihoods take, with the time-label and output-scaling
 conventions the released checkpoints were trained with.
 """
+import functools
 from typing import Callable, Optional, Sequence, Union
 
 import flax.linen as nn
@@ -17,6 +18,8 @@ from score_sde import sde_lib
 from score_sde.registry import Registry
 
 MODELS = Registry('model')
+# Noise-conditional classifiers p_t(y | x) for classifier guidance, named by config.classifier.name.
+CLASSIFIERS = Registry('classifier')
 
 ModelFn = Callable[[jax.Array, jax.Array], jax.Array]
 
@@ -50,6 +53,27 @@ def check_model_inputs(x: jax.Array, time_cond: jax.Array, num_resolutions: int)
     check_image_size(size, num_resolutions)
 
 
+def class_count(config: ml_collections.ConfigDict) -> int:
+  """``config.model.num_classes``: K > 0 for a class-conditional score network, 0 otherwise.
+
+  Raises:
+    ValueError: for a negative count, or classes on a network without a time embedding (the
+      class embedding is added to it).
+  """
+  num_classes = int(config.model.get('num_classes', 0))
+  if num_classes < 0:
+    raise ValueError(f'model.num_classes must be >= 0 (0: unconditional); got {num_classes}.')
+  if num_classes and not config.model.get('conditional', True):
+    raise ValueError('A class-conditional network adds its class embedding to the time '
+                     'embedding; set model.conditional=True or model.num_classes=0.')
+  return num_classes
+
+
+def is_class_conditional(model: nn.Module) -> bool:
+  """Whether ``model`` takes ``class_labels`` (a network built with ``num_classes > 0``)."""
+  return getattr(model, 'num_classes', 0) > 0
+
+
 def get_model(config: ml_collections.ConfigDict) -> nn.Module:
   """The module named by ``config.model.name``, built by its class's ``from_config``.
 
@@ -57,6 +81,11 @@ def get_model(config: ml_collections.ConfigDict) -> nn.Module:
     KeyError: for an unknown name, listing the registered ones.
   """
   return MODELS.get(config.model.name).from_config(config)
+
+
+def get_classifier(config: ml_collections.ConfigDict) -> nn.Module:
+  """The noise-conditional classifier named by ``config.classifier.name``."""
+  return CLASSIFIERS.get(config.classifier.name).from_config(config)
 
 
 def _model_and_shape(config_or_model, image_shape):
@@ -83,7 +112,9 @@ def _init_fn(model: nn.Module, image_shape: Sequence[int]):
     x = jnp.zeros(image_shape, jnp.float32)
     # Label 1 is valid for every embedding (a positive sigma, a step index); values don't matter.
     labels = jnp.ones(image_shape[:1], jnp.float32)
-    return model.init({'params': rng}, x, labels, train=False)['params']
+    kwargs = ({'class_labels': jnp.zeros(image_shape[:1], jnp.int32)}
+              if is_class_conditional(model) else {})
+    return model.init({'params': rng}, x, labels, train=False, **kwargs)['params']
   return init
 
 
@@ -116,28 +147,43 @@ def count_params(params) -> int:
 
 
 def get_model_fn(model: nn.Module, params, train: bool = False,
-                 rng: Optional[jax.Array] = None) -> ModelFn:
-  """``model_fn(x, labels) -> output``: the network with fixed parameters.
+                 rng: Optional[jax.Array] = None,
+                 class_labels: Optional[jax.Array] = None) -> ModelFn:
+  """``model_fn(x, labels, class_labels=class_labels) -> output``: the network with fixed
+  parameters.
 
   Args:
     model: a linen score network.
     params: its ``params`` pytree.
     train: dropout on (needs ``rng``) or off.
     rng: key of the 'dropout' stream; the same key gives the same dropout masks.
+    class_labels: default ``(B,)`` int classes of a class-conditional network (the null label
+      ``num_classes`` for its unconditional output); required there, ignored by others.
   """
   if train and rng is None and getattr(model, 'dropout', 0.) > 0:
     raise ValueError('train=True applies dropout; pass rng=<a jax.random.key> for it.')
   rngs = {} if rng is None else {'dropout': rng}
+  conditional = is_class_conditional(model)
+  default_labels = class_labels
 
-  def model_fn(x: jax.Array, labels: jax.Array) -> jax.Array:
-    return model.apply({'params': params}, x, labels, train=train, rngs=rngs)
+  def model_fn(x: jax.Array, labels: jax.Array, class_labels=None) -> jax.Array:
+    kwargs = {}
+    if conditional:
+      class_labels = default_labels if class_labels is None else class_labels
+      if class_labels is None:
+        raise ValueError(f'{type(model).__name__} is class-conditional (num_classes='
+                         f'{model.num_classes}); pass class_labels, (B,) ints, with '
+                         f'{model.num_classes} for "no class".')
+      kwargs['class_labels'] = jnp.broadcast_to(jnp.asarray(class_labels, jnp.int32),
+                                                x.shape[:1])
+    return model.apply({'params': params}, x, labels, train=train, rngs=rngs, **kwargs)
 
   return model_fn
 
 
 def get_score_fn(sde: sde_lib.SDE, model: nn.Module, params, train: bool = False,
-                 continuous: bool = False,
-                 rng: Optional[jax.Array] = None) -> sde_lib.ScoreFn:
+                 continuous: bool = False, rng: Optional[jax.Array] = None,
+                 class_labels: Optional[jax.Array] = None) -> sde_lib.ScoreFn:
   """``score_fn(x, t) ~ grad_x log p_t(x)`` from a network, with the released conventions.
 
   * VP and sub-VP: the network predicts the noise ``z`` of ``x_t = alpha x_0 + std z``, so
@@ -151,13 +197,17 @@ def get_score_fn(sde: sde_lib.SDE, model: nn.Module, params, train: bool = False
     sde: a ``VPSDE``, ``subVPSDE`` or ``VESDE``.
     model, params, train, rng: as for ``get_model_fn``.
     continuous: whether the model was trained with continuous-time labels.
+    class_labels: for a class-conditional network, the ``(B,)`` (or scalar) class to score;
+      each call may pass other ``class_labels`` (guidance scores two label sets at once).
   Returns:
-    ``score_fn(x (B, H, W, C), t (B,)) -> (B, H, W, C)``.
+    ``score_fn(x (B, H, W, C), t (B,), class_labels=class_labels) -> (B, H, W, C)``.
   """
-  model_fn = get_model_fn(model, params, train=train, rng=rng)
+  labelled_model_fn = get_model_fn(model, params, train=train, rng=rng,
+                                   class_labels=class_labels)
 
   if isinstance(sde, sde_lib.VPSDE):  # subVPSDE included.
-    def score_fn(x, t):
+    def score_fn(x, t, class_labels=None):
+      model_fn = functools.partial(labelled_model_fn, class_labels=class_labels)
       if continuous or isinstance(sde, sde_lib.subVPSDE):
         labels = t * 999
         std = sde.marginal_coeffs(t)[1]
@@ -167,7 +217,8 @@ def get_score_fn(sde: sde_lib.SDE, model: nn.Module, params, train: bool = False
       return sde_lib.batch_mul(-1. / std, model_fn(x, labels))
 
   elif isinstance(sde, sde_lib.VESDE):
-    def score_fn(x, t):
+    def score_fn(x, t, class_labels=None):
+      model_fn = functools.partial(labelled_model_fn, class_labels=class_labels)
       if continuous:
         labels = sde.marginal_coeffs(t)[1]
       else:
@@ -199,5 +250,22 @@ def ode_score_continuous(sde: sde_lib.SDE, trained_continuous: bool) -> bool:
   return True if isinstance(sde, sde_lib.VPSDE) else bool(trained_continuous)
 
 
-__all__ = ['MODELS', 'get_sigmas', 'get_model', 'init_params', 'abstract_params', 'count_params',
+def get_classifier_fn(sde: sde_lib.SDE, classifier: nn.Module, params
+                      ) -> Callable[[jax.Array, jax.Array], jax.Array]:
+  """``logits_fn(x, t) -> (B, K)``: a noise-conditional classifier ``p_t(y | x)`` as a function
+  of diffusion time, for ``sampling.guidance`` and the classifier objective.
+
+  The classifier is conditioned on the marginal std of the perturbation kernel at ``t``
+  (``sigma(t)`` for VE, the reference's ``ve_noise_scale``; ``sqrt(1 - alpha(t)^2)`` for VP),
+  so one network layout serves every SDE. Evaluation mode (no dropout, no batch statistics):
+  each example's logits depend on that example only, as guidance's gradient requires.
+  """
+  def logits_fn(x: jax.Array, t: jax.Array) -> jax.Array:
+    return classifier.apply({'params': params}, x, sde.marginal_coeffs(t)[1], train=False)
+
+  return logits_fn
+
+
+__all__ = ['MODELS', 'CLASSIFIERS', 'class_count', 'get_classifier', 'is_class_conditional', 'get_classifier_fn',
+           'get_sigmas', 'get_model', 'init_params', 'abstract_params', 'count_params',
            'get_model_fn', 'get_score_fn', 'ode_score_continuous']

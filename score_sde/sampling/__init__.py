@@ -18,12 +18,13 @@ from score_sde.sampling.dpm_solver import get_dpm_solver_sampler
 from score_sde.sampling.edm import get_heun_sampler
 from score_sde.sampling.ode import (get_ode_encoder, get_ode_sampler, probability_flow_drift,
                                     solve_probability_flow)
+from score_sde.sampling.guidance import get_cfg_score_fn, get_guided_score_fn, sample_labels
 from score_sde.sampling.pc import get_pc_sampler
 from score_sde.sampling.predictors import (PREDICTORS, AncestralSamplingPredictor,
                                            EulerMaruyamaPredictor, NonePredictor, Predictor,
                                            ReverseDiffusionPredictor)
 from score_sde.sampling.shard import get_sharded_sampler
-from score_sde.sampling.snapshot import get_snapshot_sampler
+from score_sde.sampling.snapshot import get_snapshot_sampler, snapshot_labels
 
 METHODS = ('pc', 'ode', 'heun', 'dpm_solver')
 
@@ -75,8 +76,10 @@ __all__ = [
     'AncestralSamplingPredictor', 'AnnealedLangevinDynamics', 'CORRECTORS', 'Corrector',
     'EulerMaruyamaPredictor', 'InverseScaler', 'LangevinCorrector', 'METHODS', 'NoneCorrector',
     'NonePredictor', 'PREDICTORS', 'PerExampleLangevinCorrector', 'Predictor',
-    'ReverseDiffusionPredictor', 'Sampler', 'get_conditional_score_fn', 'get_dpm_solver_sampler',
+    'ReverseDiffusionPredictor', 'Sampler', 'get_cfg_score_fn', 'get_conditional_score_fn',
+    'get_dpm_solver_sampler', 'get_guided_score_fn',
     'get_heun_sampler', 'get_ode_encoder', 'get_ode_sampler', 'get_pc_colorizer',
     'get_pc_inpainter', 'get_pc_sampler', 'get_sampler', 'get_sampling_fn', 'get_sharded_sampler',
-    'get_snapshot_sampler', 'identity', 'probability_flow_drift', 'solve_probability_flow',
+    'get_snapshot_sampler', 'identity', 'probability_flow_drift', 'sample_labels',
+    'snapshot_labels', 'solve_probability_flow',
 ]

@@ -1,0 +1,79 @@
+"""``generate(config, workdir)``: samples from a trained run, ``python main.py --mode sample``.
+
+Reads the newest readable checkpoint of ``workdir`` (read-only: nothing of the run is renamed or
+written) and draws ``sampling.batch_size`` images with ``config.sampling``'s sampler from its
+EMA weights: unconditional, or class-conditional for a class-conditional network
+(classifier-free guidance, ``sampling.cfg_scale``) or with classifier guidance
+(``sampling.classifier_scale``, the classifier trained by ``--mode train_classifier``). The
+classes are ``sampling.class_labels`` in turn (every class in turn when empty), and the grid has
+one column per class.
+
+Writes ``<workdir>/<out_folder>/step_<step>/samples.png`` and ``samples.npz`` (``images``: uint8
+``(B, H, W, C)``, rounded as the PNG; ``labels``: int32 ``(B,)``, -1 when unconditional;
+``nfe``), on process 0. The sample key is ``fold_in(SAMPLE_STREAM key, step)``, the one training
+snapshots use, so the same config and checkpoint give the same images.
+"""
+import os
+import time
+from typing import Dict, Optional
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+from jax.experimental import multihost_utils
+
+from score_sde import (config_validation, errors, optim, rng, sampling, sde_lib, sharding,
+                       summary, train_state)
+from score_sde import workdir as workdir_lib
+from score_sde.models import utils as mutils
+
+
+def generate(config: ml_collections.ConfigDict, workdir: str, out_folder: str = 'generated',
+             mesh: Optional[jax.sharding.Mesh] = None) -> Dict[str, np.ndarray]:
+  """Samples ``sampling.batch_size`` images from the newest checkpoint of ``workdir``.
+
+  Returns:
+    ``{'images': float32 (B, H, W, C) in [0, 1], 'labels': int32 (B,), 'nfe': int, 'step': int,
+    'path': the PNG's path}`` (every host gets every image).
+  Raises:
+    errors.UserError: for a bad config, a workdir without a readable checkpoint, or classifier
+      guidance without a trained classifier; before anything is written.
+  """
+  mesh = sharding.make_mesh() if mesh is None else mesh
+  config_validation.validate_config(config, num_devices=mesh.devices.size,
+                                    num_hosts=jax.process_count())
+  num = config.sampling.batch_size
+  workdir = workdir_lib.check_workdir(workdir, must_exist=True)
+  sde, model = sde_lib.get_sde(config), mutils.get_model(config)
+  init_fn = train_state.state_factory(config, model, optim.get_optimizer(config.optim))
+  try:
+    params, step = train_state.restore_params_ema(workdir, init_fn, mesh, 'score model')
+  except errors.WorkdirError as e:
+    raise errors.WorkdirError(f'{e} Train it first: python main.py --config ... --workdir '
+                              f'{workdir}.') from None
+  classifier = None
+  if config.sampling.classifier_scale:
+    classifier, classifier_params, _ = train_state.load_classifier(config, workdir, mesh)
+    params = {'score': params, 'classifier': classifier_params}
+  labels = sampling.snapshot_labels(config, model, num, classifier)
+  sample = sampling.get_snapshot_sampler(config, sde, model, mesh, num, classifier=classifier)
+  key = jax.device_put(jax.random.fold_in(rng.stream_key(config.seed, rng.SAMPLE_STREAM), step),
+                       sharding.replicated(mesh))
+  start = time.time()
+  images, nfe = sample(params, key)
+  images = np.asarray(jax.device_get(multihost_utils.process_allgather(images, tiled=True)))
+  logging.info('Sampled %d images from step %d in %.1f s (%d score evaluations).', num, step,
+               time.time() - start, int(nfe))
+  labels = np.full((num,), -1, np.int32) if labels is None else labels
+  classes = len(set(labels.tolist())) if labels.min() >= 0 else None
+  grid = summary.image_grid(images, nrow=classes)
+  folder = os.path.join(workdir, out_folder, f'step_{step}')
+  path = os.path.join(folder, 'samples.png')
+  if jax.process_index() == 0:
+    summary.save_png(path, grid)
+    np.savez(os.path.join(folder, 'samples.npz'),
+             images=np.clip(np.round(images * 255.), 0, 255).astype(np.uint8), labels=labels,
+             nfe=np.asarray(int(nfe)))
+    logging.info('Wrote %s and samples.npz.', path)
+  return {'images': images, 'labels': labels, 'nfe': int(nfe), 'step': step, 'path': path}
