@@ -57,7 +57,7 @@ def get_config() -> ml_collections.ConfigDict:
   # classifier guidance. Samples take these classes in turn; () takes every class in turn.
   sampling.class_labels = ()
   # Classifier-free guidance weight w: (1 + w) s(x, t, y) - w s(x, t, null); 0 is the
-  # conditional score. Class-conditional networks only.
+  # conditional score, -1 the unconditional one. Class-conditional networks only.
   sampling.cfg_scale = 0.
   # Classifier guidance weight: s(x, t) + scale grad log p_t(y | x) (eq. 14 at 1); 0: off. The
   # classifier is trained with --mode train_classifier and read from sampling.classifier_workdir.

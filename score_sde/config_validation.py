@@ -324,8 +324,9 @@ def _class_problems(c) -> List[str]:
              'the class embedding is added to the time embedding; set it to True')
   _require(problems, 0. <= c.training.label_dropout <= 1., 'training.label_dropout',
            c.training.label_dropout, 'use a probability in [0, 1], e.g. 0.1')
-  _require(problems, s.cfg_scale >= 0, 'sampling.cfg_scale', s.cfg_scale,
-           'use 0 (the conditional score) or a positive guidance weight, e.g. 1-4')
+  _require(problems, s.cfg_scale >= -1, 'sampling.cfg_scale', s.cfg_scale,
+           'use 0 (the conditional score), -1 (the unconditional one) or a positive guidance '
+           'weight, e.g. 1-4')
   if s.cfg_scale:
     _require(problems, m.num_classes > 0, 'sampling.cfg_scale', s.cfg_scale,
              'classifier-free guidance needs a class-conditional network; set '

@@ -23,7 +23,7 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from score_sde import (config_validation, errors, optim, rng, sampling, sde_lib, sharding,
+from score_sde import (checkpoint, config_validation, errors, optim, rng, sampling, sde_lib, sharding,
                        summary, train_state)
 from score_sde import workdir as workdir_lib
 from score_sde.models import utils as mutils
@@ -45,6 +45,11 @@ def generate(config: ml_collections.ConfigDict, workdir: str, out_folder: str = 
                                     num_hosts=jax.process_count())
   num = config.sampling.batch_size
   workdir = workdir_lib.check_workdir(workdir, must_exist=True)
+  reserved = (checkpoint.PERIODIC_DIR, checkpoint.PREEMPTION_DIR, 'tensorboard',
+              workdir_lib.CLASSIFIER_SUBDIR)
+  if os.path.normpath(out_folder) in reserved:
+    raise errors.WorkdirError(f'--sample_folder {out_folder} is one of the run\'s own '
+                              f'directories {reserved}; pick another name, e.g. generated.')
   sde, model = sde_lib.get_sde(config), mutils.get_model(config)
   init_fn = train_state.state_factory(config, model, optim.get_optimizer(config.optim))
   try:

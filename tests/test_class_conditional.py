@@ -87,6 +87,10 @@ def conditional_run(tmp_path_factory):
   config = _tiny_classifier(smoke.get_config())
   config.model.num_classes = 10
   config.training.n_iters = 4
+  config.training.snapshot_freq_for_preemption = 4
+  # One resolution, no attention, no FIR: the labels' path is the same and it compiles in half
+  # the time of the smoke network.
+  config.model.ch_mult, config.model.attn_resolutions, config.model.fir = (1,), (), False
   workdir = str(tmp_path_factory.mktemp('conditional'))
   mesh = sharding.make_mesh(jax.devices()[:1])
   train.train_and_evaluate(config, workdir, mesh=mesh)
@@ -126,10 +130,13 @@ def test_sample_mode_draws_the_requested_classes_with_both_guidances(conditional
 
 def test_classifier_guidance_without_a_classifier_names_the_command(conditional_run, tmp_path):
   """classifier_scale > 0 with no trained classifier: one message naming --mode
-  train_classifier, and nothing written."""
+  train_classifier, and nothing written; a sample folder that is one of the run's own
+  directories is refused."""
   config, workdir, mesh = conditional_run
   config.sampling.classifier_scale = 1.
   config.sampling.classifier_workdir = str(tmp_path / 'nowhere')
   with pytest.raises(errors.WorkdirError, match='train_classifier'):
     generate.generate(config, workdir, mesh=mesh)
   assert not os.path.exists(tmp_path / 'nowhere')
+  with pytest.raises(errors.WorkdirError, match="run's own directories"):
+    generate.generate(config, workdir, out_folder='classifier', mesh=mesh)

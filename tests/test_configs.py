@@ -209,7 +209,7 @@ BAD_VALUES = [
     ('model.num_scales', 1), ('model.conv_size', 4), ('model.fourier_scale', 0.),
     ('model.fir_kernel', (1, -3, 3, 1)), ('sampling.rtol', 0.), ('sampling.num_steps', -1),
     ('training.max_to_keep', -1), ('optim.eps', 0.), ('model.nf', 0),
-    ('model.num_classes', -1), ('training.label_dropout', 1.5), ('sampling.cfg_scale', -1.),
+    ('model.num_classes', -1), ('training.label_dropout', 1.5), ('sampling.cfg_scale', -1.5),
     ('sampling.batch_size', 12), ('classifier.name', 'resnet'), ('classifier.n_iters', 0),
 ]
 

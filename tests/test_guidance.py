@@ -36,7 +36,7 @@ def _in_component_fraction(samples, law, labels):
 def test_cfg_is_the_conditional_score_plus_w_times_the_classifier_gradient():
   """With exact scores, (1 + w) s(x | y) - w s(x) = s(x | y) + w grad log p_t(y | x) (Bayes),
   the right side computed independently by autodiff of the closed-form posterior; w = 0 is the
-  conditional score bit for bit."""
+  conditional score and w = -1 the unconditional one, bit for bit."""
   sde, _, target = _problem()
   score = analytic.conditional_score_fn(target, sde, null_label=2)
   logits_fn = analytic.class_logits_fn(target, sde)
@@ -45,6 +45,8 @@ def test_cfg_is_the_conditional_score_plus_w_times_the_classifier_gradient():
   labels = jnp.arange(64) % 2
   np.testing.assert_array_equal(sampling.get_cfg_score_fn(score, labels, 2, 0.)(x, t),
                                 score(x, t, labels))
+  np.testing.assert_array_equal(sampling.get_cfg_score_fn(score, labels, 2, -1.)(x, t),
+                                analytic.score_fn(target, sde)(x, t))
   log_posterior = lambda x: jnp.sum(jnp.take_along_axis(
       jax.nn.log_softmax(logits_fn(x, t)), labels[:, None], -1))
   for w in (0.5, 3.):

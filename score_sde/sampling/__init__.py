@@ -2,8 +2,9 @@
 
 Every sampler is built once from an SDE and a sample shape and called as
 ``sampler(rng, score_fn) -> (samples, nfe)`` (see ``sampling.base`` for the contract and how to
-jit it once); ``get_sampler(config, ...)`` picks one from ``config.sampling``. Importing the
-package fills ``PREDICTORS`` and ``CORRECTORS``.
+jit it once); ``get_sampler(config, ...)`` picks one from ``config.sampling``. Class-conditional
+sampling is a score like any other (``guidance``: classifier-free and classifier guidance).
+Importing the package fills ``PREDICTORS`` and ``CORRECTORS``.
 """
 import ml_collections
 

@@ -8,7 +8,7 @@ DPM-Solver++ sample ``p(x | y)`` unchanged:
   ``training.label_dropout``) gives
   ``s_w(x, t, y) = (1 + w) s(x, t, y) - w s(x, t, null)``; ``w = 0`` is the conditional score,
   ``w > 0`` sharpens towards the class (the score of ``p_t(x | y) p_t(y | x)^w`` when both
-  scores are exact).
+  scores are exact) and ``w = -1`` is the unconditional score (to guide it by a classifier).
 * classifier guidance (Song et al. 2021, eq. 14; Dhariwal & Nichol 2021 for ``scale != 1``):
   ``s(x, t) + scale grad_x log p_t(y | x)`` with a noise-conditional classifier
   (``sampling.controllable.get_conditional_score_fn``).
@@ -36,17 +36,20 @@ def get_cfg_score_fn(score_fn: LabelledScoreFn, class_labels: jax.Array, null_la
     score_fn: ``score_fn(x, t, class_labels=...)`` of a class-conditional network.
     class_labels: ``(B,)`` int classes in ``[0, K)``.
     null_label: ``K``, the label the network was trained with when its class was dropped.
-    scale: guidance weight ``w >= 0``; 0 is the conditional score (one network call per
-      evaluation), otherwise both halves are computed in one call on a doubled batch.
+    scale: guidance weight ``w >= -1``; 0 is the conditional score and -1 the unconditional
+      one (one network call per evaluation each); otherwise both halves are computed in one
+      call on a doubled batch.
   Returns:
     ``score_fn(x (B, ...), t (B,)) -> (B, ...)``.
   """
   class_labels = jnp.asarray(class_labels, jnp.int32)
   if class_labels.ndim != 1:
     raise ValueError(f'class_labels must be (B,) ints; got shape {class_labels.shape}.')
+  null = jnp.full_like(class_labels, null_label)
   if scale == 0:
     return lambda x, t: score_fn(x, t, class_labels=class_labels)
-  null = jnp.full_like(class_labels, null_label)
+  if scale == -1:
+    return lambda x, t: score_fn(x, t, class_labels=null)
 
   def guided(x, t):
     both = score_fn(jnp.concatenate([x, x]), jnp.concatenate([t, t]),
