@@ -106,8 +106,7 @@ class WideResnet(nn.Module):
 
   @classmethod
   def from_config(cls, config) -> 'WideResnet':
-    """The classifier of ``config.classifier`` with ``config.model.num_classes``-free output
-    size ``config.classifier.num_classes``."""
+    """The classifier ``config.classifier`` describes; ``classifier.num_classes`` logits."""
     c = config.classifier
     return cls(blocks_per_group=c.blocks_per_group, channel_multiplier=c.channel_multiplier,
                num_outputs=c.num_classes)
