@@ -1,7 +1,8 @@
 """Command line: ``python main.py --config configs/<file>.py --workdir DIR [--mode MODE]``.
 
 Modes: ``train`` (the score model, ``train.train_and_evaluate``), ``eval`` (its checkpoints,
-``evaluate.evaluate``), ``sample`` (images from its newest checkpoint, ``generate.generate``)
+``evaluate.evaluate``), ``sample`` (images from its newest checkpoint or ``--step``, as many as
+``--num_samples``, ``generate.generate``)
 and ``train_classifier`` (the noise-conditional classifier of classifier guidance, into
 ``DIR/classifier``, ``train.train_classifier``).
 
@@ -36,6 +37,10 @@ _EVAL_FOLDER = flags.DEFINE_string('eval_folder', 'eval',
                                    'Sub-directory of --workdir for evaluation results.')
 _SAMPLE_FOLDER = flags.DEFINE_string('sample_folder', 'generated',
                                      'Sub-directory of --workdir for --mode sample.')
+_STEP = flags.DEFINE_integer('step', None, '--mode sample: the checkpoint step to sample from '
+                             '(default: the newest readable one).')
+_NUM_SAMPLES = flags.DEFINE_integer('num_samples', None, '--mode sample: images to draw, in '
+                                    'rounds of sampling.batch_size (default: one round).')
 _DISTRIBUTED = flags.DEFINE_bool(
     'distributed', False, 'Call jax.distributed.initialize() first (multi-host runs).')
 flags.mark_flags_as_required(['config', 'workdir'])
@@ -111,7 +116,8 @@ def main(argv):
       train.train_classifier(config, _WORKDIR.value, stop_requested=stop.is_set)
     elif _MODE.value == 'sample':
       from score_sde import generate
-      generate.generate(config, _WORKDIR.value, _SAMPLE_FOLDER.value)
+      generate.generate(config, _WORKDIR.value, _SAMPLE_FOLDER.value, step=_STEP.value,
+                        num_samples=_NUM_SAMPLES.value)
     else:
       from score_sde import evaluate
       evaluate.evaluate(config, _WORKDIR.value, _EVAL_FOLDER.value)

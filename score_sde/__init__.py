@@ -10,6 +10,8 @@ The public modules, each imported on first use so that ``import score_sde`` stay
 * ``sampling``: predictor-corrector, probability-flow ODE, Heun (EDM), DPM-Solver++,
   inpainting / colorization, classifier and classifier-free guidance.
 * ``generate``: samples from a trained run's newest checkpoint (``--mode sample``).
+* ``load(workdir)`` (``pipeline``): a trained run as one object for notebooks: ``sample``,
+  ``inpaint``, ``colorize``, ``bits_per_dim``, ``encode`` / ``decode``.
 * ``likelihood``: bits/dim through the probability-flow ODE (solved by ``ode_solve``).
 * ``metrics``: FID / KID / Inception Score with a Flax Inception-v3.
 * ``data``, ``train``, ``evaluate``, ``checkpoint``, ``released_checkpoints``, ``analytic``
@@ -23,9 +25,16 @@ __all__ = [
     'analytic', 'checkpoint', 'config_validation', 'data', 'evaluate', 'generate', 'likelihood',
     'losses',
     'ode_solve',
-    'metrics', 'models', 'optim', 'registry', 'released_checkpoints', 'sampling', 'sde_lib',
+    'metrics', 'models', 'optim', 'pipeline', 'registry', 'released_checkpoints', 'sampling', 'sde_lib',
     'sharding', 'summary', 'train', 'train_state',
 ]
+
+
+def load(workdir, step=None, config=None, mesh=None):
+  """``pipeline.load``: the run in ``workdir`` (newest readable checkpoint, or ``step``) as a
+  ``pipeline.Pipeline``."""
+  from score_sde import pipeline  # pylint: disable=g-import-not-at-top
+  return pipeline.load(workdir, step=step, config=config, mesh=mesh)
 
 
 def __getattr__(name):

@@ -19,6 +19,7 @@ rounds without a file. Once all exist, the first ``num_samples`` rows give
 * IS (Salimans et al. 2016) from the logits, over ``eval.is_splits`` parts.
 """
 import os
+import time
 from typing import Any, Callable, Dict, List
 
 import jax
@@ -71,6 +72,11 @@ def load_reference_stats(config) -> Dict[str, np.ndarray]:
 
 def round_path(ckpt_dir: str, index: int) -> str:
   return os.path.join(ckpt_dir, f'round_{index}.npz')
+
+
+def samples_path(ckpt_dir: str, index: int) -> str:
+  """Where ``eval.save_samples`` keeps round ``index``'s images."""
+  return os.path.join(ckpt_dir, f'samples_{index}.npz')
 
 
 def num_rounds(num_samples: int, batch_size: int) -> int:
@@ -128,31 +134,43 @@ def save_round(path: str, result: Dict[str, Any]) -> None:
 
 
 def compute_rounds(round_fn: Callable, params, seed: int, step: int, ckpt_dir: str,
-                   rounds: int, writer=None) -> List[int]:
+                   rounds: int, writer=None, save_samples: bool = False) -> List[int]:
   """Computes and saves every round of checkpoint ``step`` that has no file yet.
 
   The first ``GRID_IMAGES`` images of round 0 are also written as a PNG grid (``GRID_FILE``)
-  and to TensorBoard.
+  and to TensorBoard. With ``save_samples`` every round's images are kept too, in
+  ``samples_<r>.npz`` (``images``: uint8 ``(B, H, W, C)``, the 8-bit values Inception saw), for
+  cross-checking FIDs with other tools (pytorch-fid, clean-fid); a round on disk without its
+  images is computed again (the same key gives the same samples and features).
 
   Returns:
     The round indices computed by this call.
   """
-  exists = np.array([epath.Path(round_path(ckpt_dir, r)).exists() for r in range(rounds)])
+  def on_disk(r):
+    paths = [round_path(ckpt_dir, r)] + ([samples_path(ckpt_dir, r)] if save_samples else [])
+    return all(epath.Path(p).exists() for p in paths)
+
+  exists = np.array([on_disk(r) for r in range(rounds)])
   missing = np.flatnonzero(~eval_report.host0_view(exists)).tolist()
   if len(missing) < rounds:
     logging.info('step %d: %d of %d sample rounds are on disk; computing the other %d.', step,
                  rounds - len(missing), rounds, len(missing))
-  for index in missing:
-    result = round_fn(params, round_key(seed, step, index), with_images=index == 0)
+  start = time.time()
+  for done, index in enumerate(missing, 1):
+    result = round_fn(params, round_key(seed, step, index),
+                      with_images=index == 0 or save_samples)
     if index == 0:
       grid = summary.image_grid(result['images'][:GRID_IMAGES])
       if jax.process_index() == 0:
         summary.save_png(os.path.join(ckpt_dir, GRID_FILE), grid)
       if writer is not None:
         writer.image('eval/samples', grid, step)
+    if save_samples and jax.process_index() == 0:
+      eval_report.save_npz(samples_path(ckpt_dir, index), images=np.clip(
+          np.round(result['images'] * 255.), 0, 255).astype(np.uint8))
     save_round(round_path(ckpt_dir, index), result)
-    logging.info('step %d: sample round %d of %d done (%d score evaluations).', step, index + 1,
-                 rounds, result['nfe'])
+    logging.info('step %d: sample round %d done (%d score evaluations); %s', step, index + 1,
+                 result['nfe'], summary.countdown(done, len(missing), time.time() - start))
   return missing
 
 
@@ -205,7 +223,8 @@ def make_sample_evaluator(config, sde, model, mesh, inception_fn: Callable,
   rounds = num_rounds(e.num_samples, e.batch_size)
 
   def evaluate_samples(params, step: int, ckpt_dir: str, writer=None) -> Dict[str, Any]:
-    compute_rounds(round_fn, params, config.seed, step, ckpt_dir, rounds, writer)
+    compute_rounds(round_fn, params, config.seed, step, ckpt_dir, rounds, writer,
+                   save_samples=e.save_samples)
     if jax.process_index() != 0:
       return {}
     paths = [round_path(ckpt_dir, r) for r in range(rounds)]

@@ -185,16 +185,22 @@ def make_bpd_evaluator(config, sde, model, mesh, source: data.Source) -> Evaluat
                               seed=dequantization_seed(config.seed, repeat))
 
   def evaluate_bpd(params, step, ckpt_dir: str, writer=None) -> Dict[str, float]:
-    del step, writer
+    del writer
     path = os.path.join(ckpt_dir, BPD_PROGRESS_FILE)
     done = _load_bpd_progress(path) if jax.process_index() == 0 else []
     start = eval_report.host0_view(_next_batch(done)).tolist()
     rounds = likelihood.dataset_bpd_rounds(lambda key, x: bpd_fn(key, params, x), make_batches,
                                            probe_key, num_repeats, start=tuple(start))
-    for bpd_round in rounds:
+    batches = num_repeats * -(-len(source) // config.eval.batch_size)
+    left, started = batches - len(done), time.time()
+    for count, bpd_round in enumerate(rounds, 1):
       done.append(bpd_round)
       if jax.process_index() == 0:
         _save_bpd_progress(path, done)
+      logging.info('step %d: bits/dim pass %d of %d, batch %d: %.4f (%d score evaluations); %s',
+                   step, bpd_round.repeat + 1, num_repeats, bpd_round.batch + 1,
+                   float(np.mean(bpd_round.bpd)), bpd_round.nfe,
+                   summary.countdown(count, left, time.time() - started, unit='batch'))
     if jax.process_index() != 0:
       return {}
     result = likelihood.summarize_bpd(done)

@@ -1,17 +1,19 @@
 """``generate(config, workdir)``: samples from a trained run, ``python main.py --mode sample``.
 
-Reads the newest readable checkpoint of ``workdir`` (read-only: nothing of the run is renamed or
-written) and draws ``sampling.batch_size`` images with ``config.sampling``'s sampler from its
-EMA weights: unconditional, or class-conditional for a class-conditional network
-(classifier-free guidance, ``sampling.cfg_scale``) or with classifier guidance
-(``sampling.classifier_scale``, the classifier trained by ``--mode train_classifier``). The
-classes are ``sampling.class_labels`` in turn (every class in turn when empty), and the grid has
-one column per class.
+Reads the newest readable checkpoint of ``workdir`` (or checkpoint ``step``; read-only: nothing
+of the run is renamed or written) and draws ``num_samples`` images (default
+``sampling.batch_size``) in rounds of ``sampling.batch_size`` with ``config.sampling``'s sampler
+from its EMA weights, logging each round with an ETA: unconditional, or class-conditional for
+a class-conditional network (classifier-free guidance, ``sampling.cfg_scale``) or with
+classifier guidance (``sampling.classifier_scale``, the classifier trained by
+``--mode train_classifier``). The classes are ``sampling.class_labels`` in turn (every class in
+turn when empty), and the grid has one column per class.
 
-Writes ``<workdir>/<out_folder>/step_<step>/samples.png`` and ``samples.npz`` (``images``: uint8
-``(B, H, W, C)``, rounded as the PNG; ``labels``: int32 ``(B,)``, -1 when unconditional;
-``nfe``), on process 0. The sample key is ``fold_in(SAMPLE_STREAM key, step)``, the one training
-snapshots use, so the same config and checkpoint give the same images.
+Writes ``<workdir>/<out_folder>/step_<step>/samples.png`` (the first ``GRID_IMAGES``) and
+``samples.npz`` (``images``: uint8 ``(N, H, W, C)``, rounded as the PNG; ``labels``: int32
+``(N,)``, -1 when unconditional; ``nfe`` per image), on process 0. Round 0's key is
+``fold_in(SAMPLE_STREAM key, step)``, the one training snapshots use, so a snapshot's grid is
+reproduced exactly; round ``r > 0`` folds in ``r`` as well.
 """
 import os
 import time
@@ -28,22 +30,30 @@ from score_sde import (checkpoint, config_validation, errors, optim, rng, sampli
 from score_sde import workdir as workdir_lib
 from score_sde.models import utils as mutils
 
+GRID_IMAGES = 256  # Images in samples.png; samples.npz holds them all.
+
 
 def generate(config: ml_collections.ConfigDict, workdir: str, out_folder: str = 'generated',
-             mesh: Optional[jax.sharding.Mesh] = None) -> Dict[str, np.ndarray]:
-  """Samples ``sampling.batch_size`` images from the newest checkpoint of ``workdir``.
+             mesh: Optional[jax.sharding.Mesh] = None, step: Optional[int] = None,
+             num_samples: Optional[int] = None) -> Dict[str, np.ndarray]:
+  """Samples ``num_samples`` images (default ``sampling.batch_size``) from checkpoint ``step``
+  (default the newest readable one) of ``workdir``.
 
   Returns:
-    ``{'images': float32 (B, H, W, C) in [0, 1], 'labels': int32 (B,), 'nfe': int, 'step': int,
-    'path': the PNG's path}`` (every host gets every image).
+    ``{'images': float32 (N, H, W, C) in [0, 1], 'labels': int32 (N,), 'nfe': int (per
+    image), 'step': int, 'path': the PNG's path}`` (every host gets every image).
   Raises:
-    errors.UserError: for a bad config, a workdir without a readable checkpoint, or classifier
-      guidance without a trained classifier; before anything is written.
+    errors.UserError: for a bad config, a workdir without a readable checkpoint (or without
+      ``step``), or classifier guidance without a trained classifier; before anything is
+      written.
   """
   mesh = sharding.make_mesh() if mesh is None else mesh
   config_validation.validate_config(config, num_devices=mesh.devices.size,
                                     num_hosts=jax.process_count())
-  num = config.sampling.batch_size
+  batch = config.sampling.batch_size
+  total = batch if num_samples is None else int(num_samples)
+  if total < 1:
+    raise errors.ConfigError(f'--num_samples={num_samples} must be at least 1.')
   workdir = workdir_lib.check_workdir(workdir, must_exist=True)
   reserved = (checkpoint.PERIODIC_DIR, checkpoint.PREEMPTION_DIR, 'tensorboard',
               workdir_lib.CLASSIFIER_SUBDIR)
@@ -53,7 +63,7 @@ def generate(config: ml_collections.ConfigDict, workdir: str, out_folder: str = 
   sde, model = sde_lib.get_sde(config), mutils.get_model(config)
   init_fn = train_state.state_factory(config, model, optim.get_optimizer(config.optim))
   try:
-    params, step = train_state.restore_params_ema(workdir, init_fn, mesh, 'score model')
+    params, step = train_state.restore_params_ema(workdir, init_fn, mesh, 'score model', step)
   except errors.WorkdirError as e:
     raise errors.WorkdirError(f'{e} Train it first: python main.py --config ... --workdir '
                               f'{workdir}.') from None
@@ -61,18 +71,25 @@ def generate(config: ml_collections.ConfigDict, workdir: str, out_folder: str = 
   if config.sampling.classifier_scale:
     classifier, classifier_params, _ = train_state.load_classifier(config, workdir, mesh)
     params = {'score': params, 'classifier': classifier_params}
-  labels = sampling.snapshot_labels(config, model, num, classifier)
-  sample = sampling.get_snapshot_sampler(config, sde, model, mesh, num, classifier=classifier)
-  key = jax.device_put(jax.random.fold_in(rng.stream_key(config.seed, rng.SAMPLE_STREAM), step),
-                       sharding.replicated(mesh))
-  start = time.time()
-  images, nfe = sample(params, key)
-  images = np.asarray(jax.device_get(multihost_utils.process_allgather(images, tiled=True)))
-  logging.info('Sampled %d images from step %d in %.1f s (%d score evaluations).', num, step,
-               time.time() - start, int(nfe))
-  labels = np.full((num,), -1, np.int32) if labels is None else labels
+  labels = sampling.snapshot_labels(config, model, batch, classifier)
+  sample = sampling.get_snapshot_sampler(config, sde, model, mesh, batch, classifier=classifier)
+  first = jax.random.fold_in(rng.stream_key(config.seed, rng.SAMPLE_STREAM), step)
+  rounds = -(-total // batch)
+  logging.info('Sampling %d images from step %d in %d round(s) of %d with the %s sampler.',
+               total, step, rounds, batch, config.sampling.method)
+  chunks, start = [], time.time()
+  for r in range(rounds):
+    key = first if r == 0 else jax.random.fold_in(first, r)
+    images, nfe = sample(params, jax.device_put(key, sharding.replicated(mesh)))
+    chunks.append(np.asarray(jax.device_get(multihost_utils.process_allgather(images,
+                                                                              tiled=True))))
+    logging.info('Sample round %d done (%d score evaluations per image); %s', r + 1, int(nfe),
+                 summary.countdown(r + 1, rounds, time.time() - start))
+  images = np.concatenate(chunks)[:total]
+  labels = (np.full((batch,), -1, np.int32) if labels is None else labels)
+  labels = np.tile(labels, rounds)[:total]
   classes = len(set(labels.tolist())) if labels.min() >= 0 else None
-  grid = summary.image_grid(images, nrow=classes)
+  grid = summary.image_grid(images[:GRID_IMAGES], nrow=classes)
   folder = os.path.join(workdir, out_folder, f'step_{step}')
   path = os.path.join(folder, 'samples.png')
   if jax.process_index() == 0:
@@ -80,5 +97,6 @@ def generate(config: ml_collections.ConfigDict, workdir: str, out_folder: str = 
     np.savez(os.path.join(folder, 'samples.npz'),
              images=np.clip(np.round(images * 255.), 0, 255).astype(np.uint8), labels=labels,
              nfe=np.asarray(int(nfe)))
-    logging.info('Wrote %s and samples.npz.', path)
+    logging.info('Wrote %s and samples.npz (%d images) in %.1f s.', path, total,
+                 time.time() - start)
   return {'images': images, 'labels': labels, 'nfe': int(nfe), 'step': step, 'path': path}

@@ -171,13 +171,14 @@ def get_step_fn(sde: sde_lib.SDE, model, train: bool,
                 optimizer: Optional[optax.GradientTransformation] = None,
                 ema_rate: float = 0.999, reduce_mean: bool = False, continuous: bool = True,
                 likelihood_weighting: bool = False, eps: float = 1e-5,
-                label_dropout: float = 0.):
+                label_dropout: float = 0., ema_warmup: bool = False):
   """One training or evaluation step, ``step_fn(state, batch, key) -> (state, metrics)``.
 
   The step's randomness is ``fold_in(key, state.step)``: a pure function of the run's key and the
   step, so a resumed run draws what the uninterrupted one would. Training differentiates the
   loss of ``state.params``, applies ``optimizer`` and updates the EMA; evaluation returns the
-  loss of ``state.params_ema`` and the state unchanged. Jit it at the call site with the state
+  loss of ``state.params_ema`` and the state unchanged. The EMA rate is
+  ``train_state.ema_rate_at(ema_rate, step, ema_warmup)``. Jit it at the call site with the state
   replicated and the batch split over devices; XLA then averages the gradient over the global
   batch with one all-reduce.
 
@@ -186,10 +187,11 @@ def get_step_fn(sde: sde_lib.SDE, model, train: bool,
   """
   loss_fn = get_sde_loss_fn(sde, model, train, reduce_mean, continuous, likelihood_weighting,
                             eps, label_dropout)
-  return _get_step_fn(loss_fn, train, optimizer, ema_rate)
+  return _get_step_fn(loss_fn, train, optimizer, ema_rate, ema_warmup=ema_warmup)
 
 
-def _get_step_fn(loss_fn, train: bool, optimizer, ema_rate: float, has_aux: bool = False):
+def _get_step_fn(loss_fn, train: bool, optimizer, ema_rate: float, has_aux: bool = False,
+                 ema_warmup: bool = False):
   """The train / eval step around ``loss_fn(rng, params, batch) -> loss`` (or
   ``(loss, metrics)`` with ``has_aux``), as ``get_step_fn`` describes."""
 
@@ -212,7 +214,8 @@ def _get_step_fn(loss_fn, train: bool, optimizer, ema_rate: float, has_aux: bool
     params = optax.apply_updates(state.params, updates)
     new_state = state.replace(
         step=state.step + 1, params=params, opt_state=opt_state,
-        params_ema=train_state.ema_update(state.params_ema, params, ema_rate))
+        params_ema=train_state.ema_update(
+            state.params_ema, params, train_state.ema_rate_at(ema_rate, state.step, ema_warmup)))
     return new_state, {'loss': loss, 'grad_norm': optax.tree.norm(grads), **metrics}
 
   return step_fn

@@ -33,6 +33,7 @@ from absl import app, flags, logging
 from etils import epath
 
 from score_sde import checkpoint, models, optim
+from score_sde import workdir as workdir_lib
 from score_sde.train_state import TrainState
 
 _FILE_PATTERN = re.compile(r'checkpoint_(\d+)$')
@@ -213,6 +214,9 @@ def convert(config, checkpoint_path, workdir, step: Optional[int] = None) -> int
   ``step`` defaults to ``N * config.training.snapshot_freq`` for a file ``checkpoint_<N>``, the
   step our evaluation visits for ``eval.begin_ckpt <= N <= eval.end_ckpt``.
 
+  Also records ``config`` as the workdir's ``config.json``, so ``score_sde.load(workdir)`` works
+  on the converted checkpoint as on a run trained here.
+
   Returns:
     The step written.
   """
@@ -230,6 +234,7 @@ def convert(config, checkpoint_path, workdir, step: Optional[int] = None) -> int
   with checkpoint.Checkpointer(workdir, async_save=False) as ckpt:
     if not ckpt.save(step, state, periodic=True):
       raise FileExistsError(f'{workdir}/{checkpoint.PERIODIC_DIR}/{step} exists; not replaced.')
+  workdir_lib.save_run_config(config, workdir)  # So score_sde.load(workdir) needs nothing else.
   logging.info('Wrote %s (training step %d) to %s/%s/%d.', released['path'], released['step'],
                workdir, checkpoint.PERIODIC_DIR, step)
   return step

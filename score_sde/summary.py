@@ -169,6 +169,17 @@ def format_duration(seconds: float) -> str:
   return f'{days}d {text}' if days else text
 
 
+def countdown(done: int, total: int, elapsed: float, unit: str = 'round') -> str:
+  """``'3/16 rounds (18.8%) | 12.1 s/round | ETA 00:02:37'``: a progress line for ``total``
+  equal parts of work still to do (sample rounds, bits/dim batches; parts already on disk count
+  in neither), ``done`` of them finished in ``elapsed`` seconds."""
+  per = elapsed / done if done > 0 else float('nan')
+  eta = (total - done) * per if done > 0 else float('inf')
+  percent = 100. * done / total if total else 100.
+  return (f'{done}/{total} {unit}s ({percent:.1f}%) | {per:.1f} s/{unit} | '
+          f'ETA {format_duration(eta)}')
+
+
 class Progress:
   """Progress lines with throughput measured since the previous line, over training time only.
 

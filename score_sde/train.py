@@ -65,7 +65,7 @@ def compile_step(config, sde, model, mesh, *, train: bool, tx=None, classifier: 
         sde, model, train=train, optimizer=tx, ema_rate=config.model.ema_rate,
         reduce_mean=training.reduce_mean, continuous=training.continuous,
         likelihood_weighting=training.likelihood_weighting, eps=training.eps,
-        label_dropout=training.label_dropout)
+        label_dropout=training.label_dropout, ema_warmup=config.model.ema_warmup)
   rep, split = sharding.replicated(mesh), sharding.data_sharding(mesh)
   return jax.jit(step_fn, in_shardings=(rep, split, rep), out_shardings=(rep, rep),
                  donate_argnums=(0,) if train else ())
@@ -154,6 +154,7 @@ def _fit(config, workdir: str, mesh, stop_requested, *, classifier: bool):
   if classifier:
     workdir = workdir_lib.check_workdir(workdir_lib.classifier_workdir(config, workdir))
   sources = data.open_checked(config.data, ('train', 'test'))
+  workdir_lib.save_run_config(config, workdir)  # What score_sde.load(workdir) rebuilds from.
   sde = sde_lib.get_sde(config)
   model = mutils.get_classifier(config) if classifier else mutils.get_model(config)
   tx = optim.get_optimizer(config.optim)

@@ -6,6 +6,7 @@ names the path and the fix, and writes nothing that stays: writability is tested
 removing a temporary file in the directory, or in its nearest existing ancestor when the
 directory is yet to be created. Remote paths (``gs://...``) are left to their client.
 """
+import json
 import os
 import tempfile
 
@@ -57,3 +58,58 @@ def classifier_workdir(config, workdir: str) -> str:
   if chosen:
     return chosen if '://' in str(chosen) else os.path.abspath(os.path.expanduser(chosen))
   return os.path.join(workdir, CLASSIFIER_SUBDIR)
+
+
+# The config a run was trained with, as eval_report.flat_config writes it: what
+# ``score_sde.load(workdir)`` rebuilds the network and the SDE from.
+RUN_CONFIG = 'config.json'
+
+
+def save_run_config(config, workdir: str) -> None:
+  """Writes ``config`` to ``<workdir>/config.json`` (process 0; atomic), replacing the record of
+  an earlier start: a resumed run with overrides records what it now trains with."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from score_sde import eval_report  # pylint: disable=g-import-not-at-top
+  if jax.process_index() != 0:
+    return
+  record = json.dumps(eval_report.flat_config(config), indent=1, sort_keys=True) + '\n'
+  eval_report.write_text(os.path.join(workdir, RUN_CONFIG), record)
+
+
+def load_run_config(workdir: str):
+  """The ``ml_collections.ConfigDict`` recorded by ``save_run_config``.
+
+  Fields are laid over ``configs/default.py``, so a record from before a field existed gets that
+  field's default; JSON lists become tuples where the default holds a tuple.
+
+  Raises:
+    errors.WorkdirError: when ``workdir`` holds no record (a run trained before records were
+      written, or a converted released checkpoint without one), naming the fix.
+  """
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  from configs import default  # pylint: disable=g-import-not-at-top
+  path = epath.Path(workdir) / RUN_CONFIG
+  if not path.exists():
+    raise errors.WorkdirError(
+        f'{workdir} holds no {RUN_CONFIG} (training writes it when it starts). Pass the run\'s '
+        'config explicitly: score_sde.load(workdir, config="configs/....py") or a ConfigDict.')
+  try:
+    flat = json.loads(path.read_text())
+  except ValueError as e:
+    raise errors.WorkdirError(f'{path} is not valid JSON ({e}); pass the config explicitly: '
+                              'score_sde.load(workdir, config=...).') from None
+  config = default.get_config()
+  for field, value in flat.items():
+    *sections, name = field.split('.')
+    node = config
+    for section in sections:
+      if section not in node:
+        node[section] = type(config)()
+      node = node[section]
+    old = node.get(name)
+    if isinstance(old, tuple) and isinstance(value, list):
+      value = tuple(value)
+    elif isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
+      value = float(value)
+    node[name] = value
+  return config

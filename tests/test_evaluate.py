@@ -247,6 +247,24 @@ def test_killed_evaluation_resumes_at_the_first_missing_round(env, full_run, mon
   assert row['loss'] is None and row['bpd'] is None
 
 
+def test_saved_samples_are_the_images_inception_scored(env, full_run):
+  """eval.save_samples keeps each round's uint8 images; Inception on them gives the round's
+  saved features exactly, and the FID is the one of the run that kept none."""
+  config = _config_for(env, enable_loss=False, enable_sampling=True, save_samples=True)
+  (row,) = evaluate.evaluate(config, env['workdir'], 'eval_saved').rows
+  assert row['fid'] == pytest.approx(full_run.rows[0]['fid'], rel=1e-9)
+  ckpt_dir = os.path.join(_folder(env, 'eval_saved'), f'ckpt_{STEP}')
+  inception_fn = inception.get_inception_fn(None)  # The module's patched, random network.
+  for r in range(2):
+    images = np.load(eval_samples.samples_path(ckpt_dir, r))['images']
+    assert images.dtype == np.uint8 and images.shape == (8, 16, 16, 1)
+    features = inception_fn(sharding.to_global(images.astype(np.float32) / 255.,
+                                               sharding.make_mesh()))
+    np.testing.assert_allclose(np.asarray(features['pool_3']),
+                               np.load(eval_samples.round_path(ckpt_dir, r))['pool_3'],
+                               rtol=1e-5, atol=1e-6)
+
+
 def test_finished_checkpoints_are_not_recomputed(env, full_run, monkeypatch):
   """A rerun over an evaluated checkpoint builds no evaluator and returns the stored row; a
   checkpoint that never appears is reported missing, not waited for (timeout 0)."""

@@ -1,0 +1,378 @@
+"""``score_sde.load(workdir)``: a trained run as one object for notebooks (sample, inpaint,
+colorize, bits/dim, encode / decode).
+
+    import score_sde
+    pipe = score_sde.load('runs/embedded')            # newest readable checkpoint
+    images = pipe.sample(16, method='dpm_solver', num_steps=20, seed=0)
+    score_sde.pipeline.to_pil(images)                 # a grid, shown inline by Jupyter
+
+Everything runs on the package's own pieces, compiled once per shape and sampler and split
+over the devices of ``mesh``: ``sampling.get_snapshot_sampler`` (the sampler training snapshots
+and evaluation use, with classifier-free guidance for a class-conditional network),
+``sampling.get_pc_inpainter`` / ``get_pc_colorizer`` (appendix I), ``likelihood`` (bits/dim
+through the probability-flow ODE, eq. 39) and the ODE encoder (sec. 4.3). Images go in and come
+out as numpy ``float32 (N, H, W, C)`` in ``[0, 1]`` (uint8 is accepted where images go in);
+any ``N`` works: batches are padded to a multiple of the device count and trimmed.
+
+Nothing is written into the workdir, and nothing of it is renamed: a damaged newest checkpoint
+is skipped with a warning, as evaluation does.
+"""
+import copy
+import os
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+from PIL import Image
+
+from score_sde import (checkpoint, config_validation, data, errors, likelihood, optim, sampling,
+                       sde_lib, sharding, summary, train_state)
+from score_sde import workdir as workdir_lib
+from score_sde.data import images as images_lib
+from score_sde.models import utils as mutils
+from score_sde.sampling import ode as ode_lib
+
+ConfigLike = Union[None, str, os.PathLike, ml_collections.ConfigDict]
+
+
+def _config_from(config: ConfigLike, workdir: str) -> ml_collections.ConfigDict:
+  """The run's config: given as a ConfigDict, a ``configs/....py`` path, or recorded in
+  ``workdir/config.json`` (None)."""
+  if config is None:
+    return workdir_lib.load_run_config(workdir)
+  if isinstance(config, ml_collections.ConfigDict):
+    return copy.deepcopy(config)
+  path = os.fspath(config)
+  if not os.path.isfile(path):
+    raise errors.ConfigError(f'config={path!r} is not a file; pass a config file such as '
+                             'configs/embedded.py, a ConfigDict, or None for the workdir\'s '
+                             f'{workdir_lib.RUN_CONFIG}.')
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location('_score_sde_loaded_config', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def load(workdir: str, step: Optional[int] = None, config: ConfigLike = None,
+         mesh: Optional[jax.sharding.Mesh] = None) -> 'Pipeline':
+  """A trained run (or a converted released checkpoint) ready to sample from.
+
+  Args:
+    workdir: the run's ``--workdir``.
+    step: the checkpoint to load (periodic or preemption); None: the newest readable one.
+    config: None reads ``workdir/config.json`` (written by training and by
+      ``released_checkpoints.convert``); else a ConfigDict or a config file path.
+    mesh: devices to run on; default every device.
+  Returns:
+    A ``Pipeline``.
+  Raises:
+    errors.UserError: for a workdir without (readable) checkpoints or without a recorded
+      config, a ``step`` it does not hold, an invalid config, or a config whose network does not
+      match the checkpoint (the message names the differing parameters).
+  """
+  mesh = sharding.make_mesh() if mesh is None else mesh
+  workdir = workdir_lib.check_workdir(workdir, must_exist=True)
+  config = _config_from(config, workdir)
+  # The run's batch sizes were checked against the devices it trained on; here every batch is
+  # padded to the devices, so only the device-independent checks apply.
+  config_validation.validate_config(config, num_devices=1)
+  model = mutils.get_model(config)
+  init_fn = train_state.state_factory(config, model, optim.get_optimizer(config.optim))
+  try:
+    params, step = train_state.restore_params_ema(workdir, init_fn, mesh, 'score model', step)
+  except checkpoint.StructureMismatchError as e:
+    raise errors.ConfigError(
+        f'The config does not describe the network saved in {workdir}: {e}\nPass the config '
+        'the run was trained with (config=...), or its workdir\'s config.json.') from None
+  except errors.WorkdirError as e:
+    if step is not None:
+      raise
+    raise errors.WorkdirError(f'{e} Train first: python main.py --config CONFIG --workdir '
+                              f'{workdir}.') from None
+  logging.info('Loaded step %d of %s.', step, workdir)
+  return Pipeline(config, model, params, int(step), mesh, workdir)
+
+
+class Pipeline:
+  """A trained score model with the run's config, SDE and scalers (see the module docstring).
+
+  Attributes:
+    config: the run's ``ml_collections.ConfigDict``.
+    model: the Flax module; ``params``: its EMA parameters (replicated over ``mesh``).
+    sde: the run's forward SDE; ``scaler`` / ``inverse_scaler``: ``[0, 1]`` <-> model space.
+    step: the training step of the loaded checkpoint; ``workdir``: where it came from.
+    shape: ``(H, W, C)`` of one image.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, model, params, step: int,
+               mesh: jax.sharding.Mesh, workdir: str = ''):
+    self.config, self.model, self.params, self.step = config, model, params, step
+    self.mesh, self.workdir = mesh, workdir
+    self.sde = sde_lib.get_sde(config)
+    self.scaler = data.get_data_scaler(config.data.centered)
+    self.inverse_scaler = data.get_data_inverse_scaler(config.data.centered)
+    self.shape = images_lib.image_shape(config.data.image_size, config.data.num_channels)
+    self._compiled: Dict[Any, Callable] = {}
+
+  def __repr__(self):
+    return (f'Pipeline({self.config.model.name}, {type(self.sde).__name__}, images {self.shape}, '
+            f'{mutils.count_params(self.params) / 1e6:.2f}M parameters, step {self.step}, '
+            f'{self.workdir or "in memory"})')
+
+  # ------------------------------------------------------------------------------ scores
+  def score_fn(self, continuous: Optional[bool] = None) -> sde_lib.ScoreFn:
+    """``score_fn(x (B, H, W, C), t (B,)) -> (B, H, W, C)`` in model space, of the unconditional
+    score (the null label of a class-conditional network). ``continuous``: the training's
+    convention by default; ``models.utils.ode_score_continuous`` for an ODE solver."""
+    continuous = self.config.training.continuous if continuous is None else continuous
+    return mutils.get_score_fn(self.sde, self.model, self.params, train=False,
+                               continuous=continuous, class_labels=self._null_label())
+
+  def _null_label(self) -> Optional[int]:
+    return getattr(self.model, 'num_classes', 0) or None
+
+  def _ode_continuous(self) -> bool:
+    return mutils.ode_score_continuous(self.sde, self.config.training.continuous)
+
+  # ------------------------------------------------------------------------------ sampling
+  def sample(self, n: int = 64, method: Optional[str] = None, num_steps: Optional[int] = None,
+             seed: int = 0, class_labels: Optional[Sequence[int]] = None,
+             **sampling_fields) -> np.ndarray:
+    """Draws ``n`` images with any sampler of ``sampling.get_sampler``.
+
+    Args:
+      n: number of images.
+      method: ``'pc'``, ``'ode'``, ``'heun'`` or ``'dpm_solver'``; default the config's.
+      num_steps: steps of ``'heun'`` / ``'dpm_solver'`` (``sampling.num_steps``), or of the PC
+        chain (the SDE's ``N``; continuous-time networks only, as a discrete network's labels
+        are tied to its ``N``); default the config's.
+      seed: the sample key is ``jax.random.key(seed)``; same seed, same images.
+      class_labels: classes of a class-conditional network (or of classifier guidance), taken
+        in turn; default ``sampling.class_labels`` (every class in turn when empty).
+      **sampling_fields: any other ``config.sampling`` field, e.g. ``predictor='euler_maruyama'``,
+        ``corrector='none'``, ``cfg_scale=2.``, ``snr=0.1``, ``dpm_solver_order=3``.
+    Returns:
+      ``float32 (n, H, W, C)`` in ``[0, 1]`` (clipped).
+    """
+    config, sde = self._sampling_config(method, num_steps, class_labels, sampling_fields)
+    padded = self._padded(n)
+    key = ('sample', padded, _frozen(config.sampling), sde.N)
+    if key not in self._compiled:
+      self._compiled[key] = sampling.get_snapshot_sampler(config, sde, self.model, self.mesh,
+                                                          padded)
+    images, nfe = self._compiled[key](self.params, self._key(seed))
+    logging.info('Sampled %d images with %s (%d score evaluations).', n, config.sampling.method,
+                 int(nfe))
+    return _host(images)[:n]
+
+  def _sampling_config(self, method, num_steps, class_labels, fields):
+    config = copy.deepcopy(self.config)
+    s = config.sampling
+    unknown = sorted(set(fields) - set(s.keys()))
+    if unknown:
+      raise errors.ConfigError(f'Unknown sampling field(s) {unknown}; config.sampling has '
+                               f'{sorted(s.keys())}.')
+    for name, value in fields.items():
+      s[name] = tuple(value) if isinstance(value, list) else value
+    if method is not None:
+      s.method = method
+    if class_labels is not None:
+      s.class_labels = tuple(int(c) for c in np.ravel(class_labels))
+    sde = self.sde
+    if num_steps is not None:
+      num_steps = sampling.base.check_steps(num_steps)
+      if str(s.method).lower() in ('heun', 'dpm_solver'):
+        s.num_steps = num_steps
+      elif str(s.method).lower() == 'pc':
+        sde = self._sde_with_steps(num_steps)
+      else:
+        raise errors.ConfigError(f'num_steps={num_steps}: the {s.method!r} sampler is adaptive '
+                                 '(sampling.rtol / atol set its accuracy); drop num_steps.')
+    config_validation.validate_config(config, num_devices=1)
+    return config, sde
+
+  def _sde_with_steps(self, num_steps: int) -> sde_lib.SDE:
+    if num_steps == self.sde.N:
+      return self.sde
+    if not self.config.training.continuous:
+      raise errors.ConfigError(
+          f'num_steps={num_steps} for PC sampling: this network was trained in discrete time '
+          f'on N={self.sde.N} steps, and its labels only exist on that grid. Use num_steps=None, '
+          'or method="dpm_solver" / "heun", which take any number of steps.')
+    config = copy.deepcopy(self.config)
+    config.model.num_scales = num_steps
+    return sde_lib.get_sde(config)
+
+  # ------------------------------------------------------------------------------ controllable
+  def inpaint(self, images, mask, seed: int = 0, num_steps: Optional[int] = None) -> np.ndarray:
+    """Fills the pixels where ``mask`` is 0 by PC sampling with the known ones clamped
+    (appendix I.2), with the config's predictor, corrector and snr.
+
+    Args:
+      images: ``(N, H, W, C)`` in ``[0, 1]`` (or uint8); only the known pixels are read.
+      mask: broadcastable to ``images`` (e.g. ``(H, W, 1)``), 1 where a pixel is known.
+      seed: the key is ``jax.random.key(seed)``.
+      num_steps: PC steps (continuous-time networks), default the SDE's ``N``.
+    Returns:
+      ``float32 (N, H, W, C)`` in ``[0, 1]``: the known pixels exactly, the rest sampled.
+    """
+    images = self._images(images)
+    mask = np.broadcast_to(np.asarray(mask, np.float32), images.shape)
+    sde = self.sde if num_steps is None else self._sde_with_steps(num_steps)
+    inpainter = sampling.get_pc_inpainter(sde, *self._pc_args(), eps=self.config.sampling.eps)
+    out = self._run(('inpaint', sde.N), lambda rng, score_fn, x, m: inpainter(
+        rng, score_fn, self.scaler(x), m)[0], seed, images, mask)
+    return np.clip(out, 0., 1.)
+
+  def colorize(self, grey, seed: int = 0, num_steps: Optional[int] = None) -> np.ndarray:
+    """Colours grey images (appendix I.3): samples the two colour coordinates given the grey
+    level ``(R + G + B) / 3``, with the config's PC sampler. RGB networks only.
+
+    Args:
+      grey: ``(N, H, W, 1)``, or ``(N, H, W, 3)`` with equal channels, in ``[0, 1]`` / uint8.
+    Returns:
+      ``float32 (N, H, W, 3)`` in ``[0, 1]`` whose channel mean is the input grey level.
+    """
+    if self.shape[-1] != 3:
+      raise ValueError(f'colorize needs an RGB network; this one makes {self.shape[-1]}-channel '
+                       'images (data.num_channels).')
+    grey = self._images(grey, channels=(1, 3))
+    if grey.shape[-1] == 1:
+      grey = np.repeat(grey, 3, axis=-1)
+    sde = self.sde if num_steps is None else self._sde_with_steps(num_steps)
+    colorizer = sampling.get_pc_colorizer(sde, *self._pc_args(), eps=self.config.sampling.eps)
+    out = self._run(('colorize', sde.N), lambda rng, score_fn, x: colorizer(
+        rng, score_fn, self.scaler(x))[0], seed, grey)
+    return np.clip(out, 0., 1.)
+
+  def _pc_args(self):
+    s = self.config.sampling
+    return (s.predictor, s.corrector, self.inverse_scaler, s.snr, s.n_steps_each,
+            s.probability_flow, self.config.training.continuous, s.noise_removal)
+
+  # ------------------------------------------------------------------------------ likelihood
+  def bits_per_dim(self, images, seed: int = 0, dequantize: bool = True) -> np.ndarray:
+    """Bits/dim of each image under the probability-flow ODE (eq. 39), as ``--mode eval``:
+    one Rademacher probe, Tsit5 at rtol = atol = 1e-5, from t = 1e-5, the null label of a
+    class-conditional network.
+
+    Args:
+      images: ``(N, H, W, C)`` uint8, or floats in ``[0, 1]`` on the 8-bit grid.
+      seed: key of the dequantization noise and the probes.
+      dequantize: add ``U[0, 1)`` noise to the 8-bit values first, ``(x + u) / 256``, which
+        makes bits/dim an upper bound on the discrete likelihood (the paper's Table 2).
+    Returns:
+      ``float32 (N,)`` bits/dim.
+    """
+    images = self._images(images)
+    rng = self._key(seed)
+    if dequantize:
+      levels = np.round(images * 255.)
+      noise = jax.random.uniform(jax.random.fold_in(rng, 1), images.shape)
+      images = (levels + np.asarray(noise)) / 256.
+    likelihood_fn = likelihood.get_likelihood_fn(self.sde, self.inverse_scaler)
+    bpd = self._run(('bpd',), lambda key, score_fn, x: likelihood_fn(
+        key, score_fn, self.scaler(x))[0], seed, images.astype(np.float32),
+        continuous=self._ode_continuous(), batched_out=True)
+    return bpd
+
+  def encode(self, images) -> np.ndarray:
+    """Latents ``z = x(T)`` of images through the probability-flow ODE from ``t = eps``
+    (sec. 4.3): ``(N, H, W, C)`` float32, the exact inverse of ``decode`` up to the solver's
+    tolerance (``sampling.rtol`` / ``atol``)."""
+    images = self._images(images)
+    s = self.config.sampling
+    encoder = sampling.get_ode_encoder(self.sde, s.rtol, s.atol, eps=s.eps)
+    return self._run(('encode',), lambda key, score_fn, x: encoder(score_fn, self.scaler(x))[0],
+                     0, images, continuous=self._ode_continuous())
+
+  def decode(self, z) -> np.ndarray:
+    """Images from latents: the probability-flow ODE from ``T`` to ``eps``, without the final
+    denoising step (so ``decode(encode(x)) ~ x``). Returns ``float32 (N, H, W, C)`` in data
+    space, not clipped."""
+    z = np.asarray(z, np.float32)
+    s = self.config.sampling
+
+    def decoder(key, score_fn, latents):
+      x, _ = ode_lib.solve_probability_flow(self.sde, score_fn, latents, self.sde.T, s.eps,
+                                            s.rtol, s.atol)
+      return self.inverse_scaler(x)
+
+    return self._run(('decode',), decoder, 0, z, continuous=self._ode_continuous())
+
+  # ------------------------------------------------------------------------------ plumbing
+  def _images(self, images, channels: Optional[Tuple[int, ...]] = None) -> np.ndarray:
+    images = np.asarray(images)
+    if images.dtype == np.uint8:
+      images = images.astype(np.float32) / 255.
+    images = images.astype(np.float32)
+    h, w, c = self.shape
+    ok_channels = channels or (c,)
+    if images.ndim != 4 or images.shape[1:3] != (h, w) or images.shape[-1] not in ok_channels:
+      raise ValueError(f'Expected images of shape (N, {h}, {w}, {"|".join(map(str, ok_channels))})'
+                       f' in [0, 1] or uint8; got {images.shape}.')
+    return images
+
+  def _padded(self, n: int) -> int:
+    if int(n) != n or n < 1:
+      raise ValueError(f'n={n} must be a positive integer.')
+    d = self.mesh.devices.size
+    return -(-int(n) // d) * d
+
+  def _key(self, seed: int) -> jax.Array:
+    return jax.device_put(jax.random.key(seed), sharding.replicated(self.mesh))
+
+  def _run(self, name, fn, seed: int, *arrays, continuous: Optional[bool] = None,
+           batched_out: bool = True) -> np.ndarray:
+    """``fn(rng, score_fn, *arrays)`` jitted once per ``name`` and shape, with the batch split
+    over the mesh (padded to the device count by repeating the last row, then trimmed)."""
+    del batched_out
+    n = arrays[0].shape[0]
+    if n == 0:
+      raise ValueError('Got an empty batch.')
+    padded = self._padded(n)
+    arrays = [np.concatenate([a, np.repeat(a[-1:], padded - n, axis=0)]) for a in arrays]
+    continuous = self.config.training.continuous if continuous is None else continuous
+    key = name + (padded, continuous) + tuple(a.shape for a in arrays)
+    if key not in self._compiled:
+      split, whole = sharding.data_sharding(self.mesh), sharding.replicated(self.mesh)
+      null_label = self._null_label()
+
+      def run(params, rng, *xs):
+        score_fn = mutils.get_score_fn(self.sde, self.model, params, train=False,
+                                       continuous=continuous, class_labels=null_label)
+
+        def sharded_score_fn(x, t):
+          x = jax.lax.with_sharding_constraint(x, split)
+          return jax.lax.with_sharding_constraint(score_fn(x, t), split)
+
+        return fn(rng, sharded_score_fn, *xs)
+
+      self._compiled[key] = jax.jit(run, in_shardings=(whole, whole) + (split,) * len(arrays),
+                                    out_shardings=split)
+    arrays = [sharding.to_global(a[sharding.host_batch_slice(padded)], self.mesh)
+              for a in arrays]
+    return _host(self._compiled[key](self.params, self._key(seed), *arrays))[:n]
+
+
+def _frozen(section: ml_collections.ConfigDict) -> Tuple:
+  return tuple(sorted((k, repr(v)) for k, v in section.items()))
+
+
+def _host(x: jax.Array) -> np.ndarray:
+  """Every row of a data-split array, on every host."""
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  if jax.process_count() > 1:
+    x = multihost_utils.process_allgather(x, tiled=True)
+  return np.asarray(jax.device_get(x))
+
+
+def to_pil(images, nrow: Optional[int] = None) -> Image.Image:
+  """A grid of ``(N, H, W, C)`` images in ``[0, 1]`` as a PIL image (Jupyter shows it inline),
+  ``nrow`` per row (default about square); as the PNG grids training writes."""
+  grid = summary.image_grid(np.asarray(images, np.float32), nrow=nrow)
+  return Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)

@@ -1,0 +1,204 @@
+"""score_sde.load(workdir): one call from a trained run (or a converted released checkpoint) to
+samples, inpainting, bits/dim and latents, on 8 fake devices."""
+import json
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+import score_sde
+from score_sde import errors, likelihood, pipeline, released_checkpoints as rc, sampling, train
+from score_sde import workdir as workdir_lib
+from score_sde.data import embedded
+
+
+@pytest.fixture(scope='module')
+def run(tmp_path_factory):
+  """A 4-step smoke run (VE, one resolution, no FIR): checkpoints and its config.json."""
+  from configs import smoke
+  config = smoke.get_config()
+  config.training.n_iters = 4
+  config.training.snapshot_freq_for_preemption = 2  # Steps 2 (preemption) and 4 (periodic).
+  config.model.ch_mult, config.model.attn_resolutions, config.model.fir = (1,), (), False
+  workdir = str(tmp_path_factory.mktemp('run'))
+  train.train_and_evaluate(config, workdir)
+  return config, workdir
+
+
+@pytest.fixture(scope='module')
+def pipe(run):
+  return score_sde.load(run[1])
+
+
+def _digits(n):
+  """uint8 (n, 16, 16, 1): held-out embedded digits at the smoke config's size."""
+  from configs import smoke
+  source = embedded.mnist_embedded(smoke.get_config().data, 'test')
+  return source._load(np.arange(n))['image']  # pylint: disable=protected-access
+
+
+def test_training_records_its_config_and_load_rebuilds_it(run, pipe):
+  """config.json holds the run's config; load() rebuilds it equal (tuples included) and takes
+  the newest checkpoint's EMA weights."""
+  config, workdir = run
+  assert os.path.isfile(os.path.join(workdir, workdir_lib.RUN_CONFIG))
+  assert pipe.config == config
+  assert pipe.step == 4 and pipe.shape == (16, 16, 1)
+  assert 'step 4' in repr(pipe)
+
+
+def test_sample_is_seeded_and_any_batch_size_splits(pipe):
+  """The same seed gives the same images; a batch that does not split over the 8 devices is
+  padded, and its images are the first ones of the padded batch."""
+  eight = pipe.sample(8, seed=3)
+  three = pipe.sample(3, seed=3)
+  assert three.shape == (3, 16, 16, 1) and three.dtype == np.float32
+  assert three.min() >= 0. and three.max() <= 1.
+  np.testing.assert_array_equal(three, eight[:3])
+  assert not np.array_equal(pipe.sample(3, seed=4), three)
+
+
+def test_sample_equals_the_configured_sampler_called_directly(run, pipe):
+  """sample(method=..., num_steps=...) is sampling.get_sampler on the same config and key."""
+  config, _ = run
+  got = pipe.sample(8, method='dpm_solver', num_steps=3, seed=1)
+  config = config.copy_and_resolve_references()
+  config.sampling.method, config.sampling.num_steps = 'dpm_solver', 3
+  sampler = sampling.get_snapshot_sampler(config, pipe.sde, pipe.model, pipe.mesh, 8)
+  want, nfe = sampler(pipe.params, jax.random.key(1))
+  np.testing.assert_array_equal(got, np.asarray(want))
+  assert int(nfe) == 3 + config.sampling.noise_removal  # The final Tweedie step.
+
+
+def test_sample_refuses_unknown_fields_and_steps_of_an_adaptive_solver(pipe):
+  with pytest.raises(errors.ConfigError, match='Unknown sampling field'):
+    pipe.sample(8, predictr='euler_maruyama')
+  with pytest.raises(errors.ConfigError, match='adaptive'):
+    pipe.sample(8, method='ode', num_steps=10)
+  with pytest.raises(errors.ConfigError, match='sampling.method'):
+    pipe.sample(8, method='nope')
+
+
+def test_inpaint_keeps_known_pixels_exactly(pipe):
+  """Appendix I.2: the known half of each digit comes back bit for bit; the rest is sampled."""
+  digits = _digits(5)
+  mask = np.zeros((16, 16, 1), np.float32)
+  mask[:, :8] = 1.
+  out = pipe.inpaint(digits, mask, seed=0, num_steps=4)
+  assert out.shape == (5, 16, 16, 1)
+  np.testing.assert_array_equal(out[:, :, :8], digits[:, :, :8].astype(np.float32) / 255.)
+  assert not np.allclose(out[:, :, 8:], digits[:, :, 8:] / 255.)
+
+
+def test_colorize_needs_an_rgb_network(pipe):
+  with pytest.raises(ValueError, match='RGB'):
+    pipe.colorize(np.zeros((2, 16, 16, 1), np.float32))
+
+
+def test_bits_per_dim_matches_the_likelihood_function_on_one_batch(pipe):
+  """Per-image bits/dim of 8 digits equal likelihood.get_likelihood_fn on the same dequantized
+  data and key, computed without the pipeline's padding and sharding."""
+  digits = _digits(8)
+  got = pipe.bits_per_dim(digits, seed=2)
+  assert got.shape == (8,) and np.all(np.isfinite(got))
+  rng = jax.random.key(2)
+  noise = np.asarray(jax.random.uniform(jax.random.fold_in(rng, 1), digits.shape))
+  x = (digits.astype(np.float32) + noise) / 256.
+  fn = likelihood.get_likelihood_fn(pipe.sde, pipe.inverse_scaler)
+  want = jax.jit(lambda k, d: fn(k, pipe.score_fn(continuous=True), pipe.scaler(d))[0])(rng, x)
+  np.testing.assert_allclose(got, np.asarray(want), rtol=1e-4)
+  # Padding: 5 images give the first 5 values up to the batch-shared ODE step sizes.
+  assert pipe.bits_per_dim(digits[:5], seed=2).shape == (5,)
+
+
+def test_decode_inverts_encode(pipe):
+  """The probability-flow ODE maps data to latents and back (sec. 4.3)."""
+  digits = _digits(3).astype(np.float32) / 255.
+  z = pipe.encode(digits)
+  assert z.shape == digits.shape and np.std(z) > np.std(digits)
+  np.testing.assert_allclose(pipe.decode(z), digits, atol=2e-3)
+
+
+def test_load_a_chosen_step_and_refuse_a_missing_one(run):
+  _, workdir = run
+  assert score_sde.load(workdir, step=2).step == 2
+  with pytest.raises(errors.WorkdirError, match='No checkpoint at step 3'):
+    score_sde.load(workdir, step=3)
+
+
+def test_load_errors_name_the_problem(run, tmp_path):
+  """No checkpoint, no config record, and a config whose network differs: each a UserError
+  saying what to do."""
+  config, workdir = run
+  with pytest.raises(errors.WorkdirError, match='does not exist'):
+    score_sde.load(tmp_path / 'nowhere')
+  empty = tmp_path / 'empty'
+  empty.mkdir()
+  with pytest.raises(errors.WorkdirError, match='no config.json'):
+    score_sde.load(empty)
+  with pytest.raises(errors.WorkdirError, match='no readable checkpoint of the score model'):
+    score_sde.load(empty, config=config)
+  other = config.copy_and_resolve_references()
+  other.model.nf = 16
+  with pytest.raises(errors.ConfigError, match='does not describe the network'):
+    score_sde.load(workdir, config=other)
+  broken = tmp_path / 'broken'
+  shutil.copytree(workdir, broken)
+  (broken / 'config.json').write_text('{"model.nf": ')
+  with pytest.raises(errors.WorkdirError, match='not valid JSON'):
+    score_sde.load(broken)
+
+
+def test_a_config_file_path_works_for_a_converted_released_checkpoint(tmp_path):
+  """released_checkpoints.convert records the config, so load(workdir) alone works; a config
+  file path is accepted as well."""
+  from configs import smoke
+  from tests.test_released_checkpoints import random_like, write_released
+  config = smoke.get_config()
+  template = score_sde.models.abstract_params(config)
+  trees = [random_like(template, s) for s in range(4)]
+  trees[3] = jax.tree.map(np.abs, trees[3])
+  path = write_released(tmp_path / 'checkpoint_1', *trees, step=4, opt_step=4)
+  rc.convert(config, path, tmp_path / 'converted')
+  loaded = score_sde.load(tmp_path / 'converted')
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(loaded.params), trees[1])
+  os.remove(tmp_path / 'converted' / 'config.json')
+  smoke_file = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'configs', 'smoke.py')
+  assert score_sde.load(tmp_path / 'converted', config=smoke_file).step == loaded.step
+
+
+def test_to_pil_tiles_a_grid(pipe):
+  image = pipeline.to_pil(np.zeros((4, 16, 16, 1), np.float32), nrow=2)
+  assert image.size == (2 * 18 + 2, 2 * 18 + 2)
+
+
+def test_config_record_round_trips_every_paper_config(tmp_path):
+  """Every field of a config survives config.json (tuples stay tuples, floats stay floats)."""
+  from configs.vp import cifar10_ddpmpp_continuous
+  config = cifar10_ddpmpp_continuous.get_config()
+  workdir_lib.save_run_config(config, str(tmp_path))
+  assert workdir_lib.load_run_config(str(tmp_path)) == config
+  assert json.loads((tmp_path / 'config.json').read_text())['model.ch_mult'] == [1, 2, 2, 2]
+
+
+def test_sample_mode_draws_a_chosen_step_in_rounds(run):
+  """--mode sample --step 2 --num_samples 12: two rounds of sampling.batch_size = 8, the first
+  with the key of step 2's training snapshot (so it reproduces that grid), the second new; all
+  12 in samples.npz. A step the run does not hold is refused with the steps it has."""
+  from score_sde import generate, rng
+  config, workdir = run
+  config = config.copy_and_resolve_references()
+  config.sampling.batch_size = 8
+  out = generate.generate(config, workdir, step=2, num_samples=12)
+  assert out['step'] == 2 and out['images'].shape == (12, 16, 16, 1)
+  pipe = score_sde.load(workdir, step=2)
+  sampler = sampling.get_snapshot_sampler(config, pipe.sde, pipe.model, pipe.mesh, 8)
+  key = jax.random.fold_in(rng.stream_key(config.seed, rng.SAMPLE_STREAM), 2)
+  np.testing.assert_array_equal(out['images'][:8], np.asarray(sampler(pipe.params, key)[0]))
+  assert not np.allclose(out['images'][8:], out['images'][:4])
+  saved = np.load(os.path.join(workdir, 'generated', 'step_2', 'samples.npz'))
+  assert saved['images'].shape == (12, 16, 16, 1) and saved['images'].dtype == np.uint8
+  with pytest.raises(errors.WorkdirError, match=r'No checkpoint at step 3.*periodic steps: \[4\]'):
+    generate.generate(config, workdir, step=3)
