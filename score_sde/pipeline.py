@@ -235,7 +235,8 @@ class Pipeline:
     Args:
       grey: ``(N, H, W, 1)``, or ``(N, H, W, 3)`` with equal channels, in ``[0, 1]`` / uint8.
     Returns:
-      ``float32 (N, H, W, 3)`` in ``[0, 1]`` whose channel mean is the input grey level.
+      ``float32 (N, H, W, 3)`` in ``[0, 1]`` whose channel mean is the input grey level,
+      wherever no channel had to be clipped to ``[0, 1]``.
     """
     if self.shape[-1] != 3:
       raise ValueError(f'colorize needs an RGB network; this one makes {self.shape[-1]}-channel '
