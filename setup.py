@@ -22,7 +22,10 @@ setup(
         "pillow",
     ],
     extras_require={
-        "test": ["pytest>=8"],
+        # nbclient + ipykernel execute notebooks/quickstart.ipynb in the tests.
+        # pytest-xdist runs the suite in two processes (pytest.ini).
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "nbclient>=0.10", "nbformat>=5.10",
+                 "ipykernel>=6.29"],
         "tfds": ["tensorflow-datasets", "tensorflow-cpu"],
     },
 )

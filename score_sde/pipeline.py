@@ -22,7 +22,6 @@ import os
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
@@ -278,7 +277,7 @@ class Pipeline:
     likelihood_fn = likelihood.get_likelihood_fn(self.sde, self.inverse_scaler)
     bpd = self._run(('bpd',), lambda key, score_fn, x: likelihood_fn(
         key, score_fn, self.scaler(x))[0], seed, images.astype(np.float32),
-        continuous=self._ode_continuous(), batched_out=True)
+        continuous=self._ode_continuous())
     return bpd
 
   def encode(self, images) -> np.ndarray:
@@ -327,11 +326,9 @@ class Pipeline:
   def _key(self, seed: int) -> jax.Array:
     return jax.device_put(jax.random.key(seed), sharding.replicated(self.mesh))
 
-  def _run(self, name, fn, seed: int, *arrays, continuous: Optional[bool] = None,
-           batched_out: bool = True) -> np.ndarray:
+  def _run(self, name, fn, seed: int, *arrays, continuous: Optional[bool] = None) -> np.ndarray:
     """``fn(rng, score_fn, *arrays)`` jitted once per ``name`` and shape, with the batch split
     over the mesh (padded to the device count by repeating the last row, then trimmed)."""
-    del batched_out
     n = arrays[0].shape[0]
     if n == 0:
       raise ValueError('Got an empty batch.')

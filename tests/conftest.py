@@ -19,3 +19,19 @@ import pytest  # noqa: E402
 def smoke_config():
   from configs import smoke
   return smoke.get_config()
+
+
+@pytest.fixture(scope="session")
+def trained_smoke_run(tmp_path_factory):
+  """``(config, workdir)``: the smoke network (VE, one resolution, no FIR) trained for 4 steps
+  on 8 devices, with checkpoints at steps 2 (preemption) and 4 (periodic) and its config.json.
+  Shared by the tests that only read a trained run (pipeline, README snippets)."""
+  from configs import smoke
+  from score_sde import train
+  config = smoke.get_config()
+  config.training.n_iters = 4
+  config.training.snapshot_freq_for_preemption = 2
+  config.model.ch_mult, config.model.attn_resolutions, config.model.fir = (1,), (), False
+  workdir = str(tmp_path_factory.mktemp("trained_smoke") / "runs" / "embedded")
+  train.train_and_evaluate(config, workdir)
+  return config, workdir

@@ -9,22 +9,15 @@ import numpy as np
 import pytest
 
 import score_sde
-from score_sde import errors, likelihood, pipeline, released_checkpoints as rc, sampling, train
+from score_sde import errors, likelihood, pipeline, released_checkpoints as rc, sampling
 from score_sde import workdir as workdir_lib
 from score_sde.data import embedded
 
 
 @pytest.fixture(scope='module')
-def run(tmp_path_factory):
-  """A 4-step smoke run (VE, one resolution, no FIR): checkpoints and its config.json."""
-  from configs import smoke
-  config = smoke.get_config()
-  config.training.n_iters = 4
-  config.training.snapshot_freq_for_preemption = 2  # Steps 2 (preemption) and 4 (periodic).
-  config.model.ch_mult, config.model.attn_resolutions, config.model.fir = (1,), (), False
-  workdir = str(tmp_path_factory.mktemp('run'))
-  train.train_and_evaluate(config, workdir)
-  return config, workdir
+def run(trained_smoke_run):
+  """A 4-step smoke run (conftest): checkpoints at steps 2 and 4 and its config.json."""
+  return trained_smoke_run
 
 
 @pytest.fixture(scope='module')
