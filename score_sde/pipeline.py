@@ -153,20 +153,35 @@ class Pipeline:
       class_labels: classes of a class-conditional network (or of classifier guidance), taken
         in turn; default ``sampling.class_labels`` (every class in turn when empty).
       **sampling_fields: any other ``config.sampling`` field, e.g. ``predictor='euler_maruyama'``,
-        ``corrector='none'``, ``cfg_scale=2.``, ``snr=0.1``, ``dpm_solver_order=3``.
+        ``corrector='none'``, ``cfg_scale=2.``, ``snr=0.1``, ``dpm_solver_order=3``;
+        ``classifier_scale=s`` guides by the noise-conditional classifier that
+        ``--mode train_classifier`` trained for this run (``sampling.classifier_workdir``).
     Returns:
       ``float32 (n, H, W, C)`` in ``[0, 1]`` (clipped).
     """
     config, sde = self._sampling_config(method, num_steps, class_labels, sampling_fields)
+    classifier, params = None, self.params
+    if config.sampling.classifier_scale:
+      classifier, classifier_params = self._classifier(config)
+      params = {'score': self.params, 'classifier': classifier_params}
     padded = self._padded(n)
     key = ('sample', padded, _frozen(config.sampling), sde.N)
     if key not in self._compiled:
       self._compiled[key] = sampling.get_snapshot_sampler(config, sde, self.model, self.mesh,
-                                                          padded)
-    images, nfe = self._compiled[key](self.params, self._key(seed))
+                                                          padded, classifier=classifier)
+    images, nfe = self._compiled[key](params, self._key(seed))
     logging.info('Sampled %d images with %s (%d score evaluations).', n, config.sampling.method,
                  int(nfe))
     return _host(images)[:n]
+
+  def _classifier(self, config):
+    """``(module, params)`` of the run's classifier, read once (errors.WorkdirError naming
+    ``--mode train_classifier`` when there is none)."""
+    where = workdir_lib.classifier_workdir(config, self.workdir)
+    if ('classifier', where) not in self._compiled:
+      module, params, _ = train_state.load_classifier(config, self.workdir, self.mesh)
+      self._compiled[('classifier', where)] = (module, params)
+    return self._compiled[('classifier', where)]
 
   def _sampling_config(self, method, num_steps, class_labels, fields):
     config = copy.deepcopy(self.config)

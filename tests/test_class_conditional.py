@@ -140,3 +140,25 @@ def test_classifier_guidance_without_a_classifier_names_the_command(conditional_
   assert not os.path.exists(tmp_path / 'nowhere')
   with pytest.raises(errors.WorkdirError, match="run's own directories"):
     generate.generate(config, workdir, out_folder='classifier', mesh=mesh)
+
+
+def test_load_samples_both_guidances_as_the_sample_mode(conditional_run):
+  """score_sde.load on a class-conditional run: classifier-free guidance, and classifier
+  guidance with the run's trained classifier (read from workdir/classifier), give the images of
+  the snapshot sampler that --mode sample runs, for the same config and key."""
+  import score_sde
+  from score_sde import sampling, train_state
+  _, workdir, mesh = conditional_run
+  pipe = score_sde.load(workdir, mesh=mesh)
+  for fields in ({'cfg_scale': 2.}, {'cfg_scale': -1., 'classifier_scale': 1.}):
+    got = pipe.sample(4, class_labels=[3, 7], seed=5, **fields)
+    wanted = pipe.config.copy_and_resolve_references()  # As recorded: earlier tests edit config.
+    wanted.sampling.class_labels = (3, 7)
+    wanted.sampling.update(fields)
+    classifier, params = None, pipe.params
+    if fields.get('classifier_scale'):
+      classifier, classifier_params, _ = train_state.load_classifier(wanted, workdir, mesh)
+      params = {'score': pipe.params, 'classifier': classifier_params}
+    sampler = sampling.get_snapshot_sampler(wanted, pipe.sde, pipe.model, mesh, 4,
+                                            classifier=classifier)
+    np.testing.assert_array_equal(got, np.asarray(sampler(params, jax.random.key(5))[0]))
