@@ -240,7 +240,9 @@ class Pipeline:
     inpainter = sampling.get_pc_inpainter(sde, *self._pc_args(), eps=self.config.sampling.eps)
     out = self._run(('inpaint', sde.N), lambda rng, score_fn, x, m: inpainter(
         rng, score_fn, self.scaler(x), m)[0], seed, images, mask)
-    return np.clip(out, 0., 1.)
+    # The sampler holds the known pixels in model space; for centred data the round trip through
+    # the scalers is exact only to float rounding, so the known pixels are put back as given.
+    return np.where(mask > 0.5, images, np.clip(out, 0., 1.))
 
   def colorize(self, grey, seed: int = 0, num_steps: Optional[int] = None) -> np.ndarray:
     """Colours grey images (appendix I.3): samples the two colour coordinates given the grey
