@@ -71,7 +71,7 @@ def digits(image_size: int, split: str):
   """``float32 (N, S, S, 1)`` in [0, 1] and ``int32 (N,)`` labels of the embedded split."""
   data_config = ml_collections.ConfigDict({'image_size': image_size, 'num_channels': 1})
   source = embedded.mnist_embedded(data_config, split)
-  batch = source._load(np.arange(len(source)))  # pylint: disable=protected-access
+  batch = source.get(np.arange(len(source)))
   return batch['image'].astype(np.float32) / 255., batch['label']
 
 

@@ -11,8 +11,8 @@ classifier guidance on a CPU.
 
 The first takes 50 min on a 2-core CPU (2000 steps) and gives mostly recognisable digits, one
 column per digit; classifier guidance (the last, after 8 min of classifier training) does not
-yet follow its columns at this budget (README, *Class-conditional generation*). The network is ``configs/embedded_ncsnpp.py``'s plus a label embedding (``model.num_classes = 10``),
-trained with 10% of labels dropped to the null label, so one network gives both the conditional
+yet follow its columns at this budget (README, *Class-conditional generation*). The network
+is ``configs/embedded_ncsnpp.py``'s plus a label embedding (``model.num_classes = 10``), trained with 10% of labels dropped to the null label, so one network gives both the conditional
 and the unconditional score; samples use classifier-free guidance with weight
 ``sampling.cfg_scale``. Snapshot grids and ``--mode sample`` have one column per digit (0 to 9).
 The classifier of classifier guidance is a small noise-conditional Wide-ResNet.

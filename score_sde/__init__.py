@@ -25,8 +25,8 @@ __all__ = [
     'analytic', 'checkpoint', 'config_validation', 'data', 'evaluate', 'generate', 'likelihood',
     'losses',
     'ode_solve',
-    'metrics', 'models', 'optim', 'pipeline', 'registry', 'released_checkpoints', 'sampling', 'sde_lib',
-    'sharding', 'summary', 'train', 'train_state',
+    'metrics', 'models', 'optim', 'pipeline', 'registry', 'released_checkpoints', 'sampling',
+    'sde_lib', 'sharding', 'summary', 'train', 'train_state',
 ]
 
 

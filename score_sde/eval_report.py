@@ -38,7 +38,8 @@ RESULT_NEUTRAL_FIELDS = frozenset({
     'eval.begin_ckpt', 'eval.end_ckpt', 'eval.enable_loss', 'eval.enable_bpd',
     'eval.enable_sampling', 'eval.num_samples', 'eval.wait_for_checkpoint_secs',
     'eval.inception_path', 'data.data_dir', 'data.tfrecords_path', 'data.random_flip',
-    'model.ema_rate', 'model.ema_warmup', 'eval.save_samples', 'training.batch_size', 'training.n_iters', 'training.log_freq',
+    'model.ema_rate', 'model.ema_warmup', 'eval.save_samples', 'training.batch_size',
+    'training.n_iters', 'training.log_freq',
     'training.eval_freq', 'training.snapshot_freq', 'training.snapshot_freq_for_preemption',
     'training.max_to_keep', 'training.snapshot_sampling', 'training.n_snapshot_samples',
 })

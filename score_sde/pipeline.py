@@ -33,6 +33,7 @@ from score_sde import workdir as workdir_lib
 from score_sde.data import images as images_lib
 from score_sde.models import utils as mutils
 from score_sde.sampling import ode as ode_lib
+from score_sde.sampling import shard
 
 ConfigLike = Union[None, str, os.PathLike, ml_collections.ConfigDict]
 
@@ -127,12 +128,13 @@ class Pipeline:
     """``score_fn(x (B, H, W, C), t (B,)) -> (B, H, W, C)`` in model space, of the unconditional
     score (the null label of a class-conditional network). ``continuous``: the training's
     convention by default; ``models.utils.ode_score_continuous`` for an ODE solver."""
-    continuous = self.config.training.continuous if continuous is None else continuous
-    return mutils.get_score_fn(self.sde, self.model, self.params, train=False,
-                               continuous=continuous, class_labels=self._null_label())
+    return self._score_fn_of(self.params, continuous)
 
-  def _null_label(self) -> Optional[int]:
-    return getattr(self.model, 'num_classes', 0) or None
+  def _score_fn_of(self, params, continuous: Optional[bool] = None) -> sde_lib.ScoreFn:
+    continuous = self.config.training.continuous if continuous is None else continuous
+    null_label = getattr(self.model, 'num_classes', 0) or None
+    return mutils.get_score_fn(self.sde, self.model, params, train=False,
+                               continuous=continuous, class_labels=null_label)
 
   def _ode_continuous(self) -> bool:
     return mutils.ode_score_continuous(self.sde, self.config.training.continuous)
@@ -286,16 +288,20 @@ class Pipeline:
       ``float32 (N,)`` bits/dim.
     """
     images = self._images(images)
-    rng = self._key(seed)
+    rng = jax.random.key(seed)
     if dequantize:
       levels = np.round(images * 255.)
       noise = jax.random.uniform(jax.random.fold_in(rng, 1), images.shape)
       images = (levels + np.asarray(noise)) / 256.
-    likelihood_fn = likelihood.get_likelihood_fn(self.sde, self.inverse_scaler)
-    bpd = self._run(('bpd',), lambda key, score_fn, x: likelihood_fn(
-        key, score_fn, self.scaler(x))[0], seed, images.astype(np.float32),
-        continuous=self._ode_continuous())
-    return bpd
+    if 'bpd' not in self._compiled:
+      self._compiled['bpd'] = likelihood.get_sharded_likelihood_fn(
+          likelihood.get_likelihood_fn(self.sde, self.inverse_scaler),
+          lambda p: self._score_fn_of(p, self._ode_continuous()), self.mesh, self.scaler)
+    n, padded = len(images), self._padded(len(images))
+    images = _pad_rows(images.astype(np.float32), padded)
+    bpd, _, _ = self._compiled['bpd'](self._key(seed), self.params,
+                                      images[sharding.host_batch_slice(padded)])
+    return _host(bpd)[:n]
 
   def encode(self, images) -> np.ndarray:
     """Latents ``z = x(T)`` of images through the probability-flow ODE from ``t = eps``
@@ -347,31 +353,25 @@ class Pipeline:
     """``fn(rng, score_fn, *arrays)`` jitted once per ``name`` and shape, with the batch split
     over the mesh (padded to the device count by repeating the last row, then trimmed)."""
     n = arrays[0].shape[0]
-    if n == 0:
-      raise ValueError('Got an empty batch.')
     padded = self._padded(n)
-    arrays = [np.concatenate([a, np.repeat(a[-1:], padded - n, axis=0)]) for a in arrays]
-    continuous = self.config.training.continuous if continuous is None else continuous
+    arrays = [_pad_rows(a, padded) for a in arrays]
     key = name + (padded, continuous) + tuple(a.shape for a in arrays)
     if key not in self._compiled:
       split, whole = sharding.data_sharding(self.mesh), sharding.replicated(self.mesh)
-      null_label = self._null_label()
 
       def run(params, rng, *xs):
-        score_fn = mutils.get_score_fn(self.sde, self.model, params, train=False,
-                                       continuous=continuous, class_labels=null_label)
-
-        def sharded_score_fn(x, t):
-          x = jax.lax.with_sharding_constraint(x, split)
-          return jax.lax.with_sharding_constraint(score_fn(x, t), split)
-
-        return fn(rng, sharded_score_fn, *xs)
+        return fn(rng, shard.constrained(self._score_fn_of(params, continuous), self.mesh), *xs)
 
       self._compiled[key] = jax.jit(run, in_shardings=(whole, whole) + (split,) * len(arrays),
                                     out_shardings=split)
     arrays = [sharding.to_global(a[sharding.host_batch_slice(padded)], self.mesh)
               for a in arrays]
     return _host(self._compiled[key](self.params, self._key(seed), *arrays))[:n]
+
+
+def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
+  """``x`` with its last row repeated up to ``rows`` rows (a batch split over the devices)."""
+  return np.concatenate([x, np.repeat(x[-1:], rows - len(x), axis=0)])
 
 
 def _frozen(section: ml_collections.ConfigDict) -> Tuple:

@@ -87,12 +87,13 @@ def restore_params_ema(workdir: str, init_fn: Callable[[], TrainState], mesh, wh
     checkpoint.StructureMismatchError: the checkpoint holds another network than ``init_fn``'s.
     checkpoint.CorruptCheckpointError: checkpoint ``step`` is damaged.
   """
+  abstract = abstract_state(init_fn, mesh)
   with checkpoint.Checkpointer(workdir, read_only=True) as ckpt:
     if step is None:
-      state, step = ckpt.restore_latest(abstract_state(init_fn, mesh))
+      state, step = ckpt.restore_latest(abstract)
     else:
       try:
-        state = ckpt.restore(step, abstract_state(init_fn, mesh))
+        state = ckpt.restore(step, abstract)
       except KeyError as e:
         raise errors.WorkdirError(e.args[0]) from None
   if state is None:

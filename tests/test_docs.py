@@ -35,7 +35,8 @@ def test_readme_python_snippet_runs_as_written(index, readme_workdir, monkeypatc
   block = python_blocks(os.path.join(ROOT, 'README.md'))[index]
   monkeypatch.chdir(readme_workdir)
   namespace = {'__name__': '__readme__'}
-  exec(compile(block, f'README.md python block {index}', 'exec'), namespace)  # pylint: disable=exec-used
+  code = compile(block, f'README.md python block {index}', 'exec')
+  exec(code, namespace)  # pylint: disable=exec-used
   arrays = [v for v in namespace.values() if isinstance(v, np.ndarray)]
   assert all(np.all(np.isfinite(a)) for a in arrays if a.dtype.kind == 'f')
 

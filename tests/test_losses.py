@@ -182,7 +182,8 @@ def test_ema_follows_its_rate_and_the_warmed_up_rate(warmup):
     return jnp.sum((params['w'] - batch) ** 2)
 
   tx = optax.sgd(0.1)
-  step_fn = jax.jit(losses._get_step_fn(loss_fn, True, tx, rate, ema_warmup=warmup))  # pylint: disable=protected-access
+  make_step = losses._get_step_fn  # pylint: disable=protected-access
+  step_fn = jax.jit(make_step(loss_fn, True, tx, rate, ema_warmup=warmup))
   state = train_state.create_train_state({'w': jnp.asarray(2.)}, tx)
   w, ema = 2., 2.
   for s in range(4):

@@ -29,7 +29,7 @@ def _digits(n):
   """uint8 (n, 16, 16, 1): held-out embedded digits at the smoke config's size."""
   from configs import smoke
   source = embedded.mnist_embedded(smoke.get_config().data, 'test')
-  return source._load(np.arange(n))['image']  # pylint: disable=protected-access
+  return source.get(np.arange(n))['image']
 
 
 def test_training_records_its_config_and_load_rebuilds_it(run, pipe):

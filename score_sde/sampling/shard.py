@@ -16,6 +16,24 @@ from score_sde.sampling import base
 ScoreFnFactory = Callable[[Any], sde_lib.ScoreFn]
 
 
+def constrained(score_fn: sde_lib.ScoreFn, mesh: jax.sharding.Mesh) -> sde_lib.ScoreFn:
+  """``score_fn`` with its ``x``, ``t`` and output pinned to the mesh's data sharding, which
+  keeps a solver loop traced around it split over ``'data'``.
+
+  Raises:
+    ValueError: at trace time, when the batch does not split over the mesh.
+  """
+  data = sharding.data_sharding(mesh)
+
+  def sharded_score_fn(x, t):
+    sharding.check_divisible(x.shape[0], mesh, 'sample batch size')
+    x = jax.lax.with_sharding_constraint(x, data)
+    t = jax.lax.with_sharding_constraint(t, data)
+    return jax.lax.with_sharding_constraint(score_fn(x, t), data)
+
+  return sharded_score_fn
+
+
 def get_sharded_sampler(sampler: base.Sampler, make_score_fn: ScoreFnFactory,
                         mesh: jax.sharding.Mesh) -> Callable[[Any, jax.Array],
                                                              Tuple[jax.Array, base.Nfe]]:
@@ -36,15 +54,7 @@ def get_sharded_sampler(sampler: base.Sampler, make_score_fn: ScoreFnFactory,
   data = sharding.data_sharding(mesh)
 
   def sample(params, rng):
-    score_fn = make_score_fn(params)
-
-    def sharded_score_fn(x, t):
-      sharding.check_divisible(x.shape[0], mesh, 'sample batch size')
-      x = jax.lax.with_sharding_constraint(x, data)
-      t = jax.lax.with_sharding_constraint(t, data)
-      return jax.lax.with_sharding_constraint(score_fn(x, t), data)
-
-    samples, nfe = sampler(rng, sharded_score_fn)
+    samples, nfe = sampler(rng, constrained(make_score_fn(params), mesh))
     return jax.lax.with_sharding_constraint(samples, data), nfe
 
   replicated = sharding.replicated(mesh)
