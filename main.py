@@ -7,8 +7,9 @@ and ``train_classifier`` (the noise-conditional classifier of classifier guidanc
 ``DIR/classifier``, ``train.train_classifier``).
 
 Every config field can be overridden, e.g. ``--config.training.batch_size=64``. On a TPU pod or a
-multi-node GPU cluster, start one process per host with ``--distributed``; each host then loads
-only its share of every batch.
+multi-node GPU cluster, start one process per host with ``--distributed`` (and, where the cluster
+is not detected, ``--coordinator_address``, ``--num_processes`` and ``--process_id``); each host
+then loads only its share of every batch, and only process 0 writes logs, samples and reports.
 
 A problem the user can fix (a bad config or override, missing or damaged data, an unusable
 workdir, unreadable checkpoints, a non-finite loss) is printed as one message, without a
@@ -42,7 +43,15 @@ _STEP = flags.DEFINE_integer('step', None, '--mode sample: the checkpoint step t
 _NUM_SAMPLES = flags.DEFINE_integer('num_samples', None, '--mode sample: images to draw, in '
                                     'rounds of sampling.batch_size (default: one round).')
 _DISTRIBUTED = flags.DEFINE_bool(
-    'distributed', False, 'Call jax.distributed.initialize() first (multi-host runs).')
+    'distributed', False, 'Call jax.distributed.initialize() first (multi-host runs). On TPU '
+    'pods, SLURM, Open MPI and Kubernetes the three flags below are detected; elsewhere pass '
+    'them.')
+_COORDINATOR = flags.DEFINE_string(
+    'coordinator_address', None, '--distributed: host:port of process 0 (e.g. localhost:1234).')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None,
+                                      '--distributed: the number of processes.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None,
+                                   '--distributed: this process, in [0, num_processes).')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 USER_ERROR_STATUS = 2
@@ -98,13 +107,19 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   logging.get_absl_handler().addFilter(_OnlyWarningsFromLibraries())
-  stop = threading.Event()
-  signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
   config = _load_config()
   import jax  # After flag parsing, so --help stays fast.
   from score_sde import errors
   if _DISTRIBUTED.value:
-    jax.distributed.initialize()
+    # CPU processes need a collectives backend to all-reduce across hosts; accelerators have
+    # their own (NCCL, ICI) and ignore this setting.
+    jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+    jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
+                               num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
+  # After initialize(), whose preemption notifier would otherwise take SIGTERM over: training
+  # polls this flag, and a multi-host run stops on every host at the same step.
+  stop = threading.Event()
+  signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
   logging.info('JAX process %d of %d, local devices: %s', jax.process_index(),
                jax.process_count(), jax.local_devices())
   try:

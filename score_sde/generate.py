@@ -80,7 +80,7 @@ def generate(config: ml_collections.ConfigDict, workdir: str, out_folder: str = 
   chunks, start = [], time.time()
   for r in range(rounds):
     key = first if r == 0 else jax.random.fold_in(first, r)
-    images, nfe = sample(params, jax.device_put(key, sharding.replicated(mesh)))
+    images, nfe = sample(params, sharding.replicate(key, mesh))
     chunks.append(np.asarray(jax.device_get(multihost_utils.process_allgather(images,
                                                                               tiled=True))))
     logging.info('Sample round %d done (%d score evaluations per image); %s', r + 1, int(nfe),

@@ -347,7 +347,7 @@ class Pipeline:
     return -(-int(n) // d) * d
 
   def _key(self, seed: int) -> jax.Array:
-    return jax.device_put(jax.random.key(seed), sharding.replicated(self.mesh))
+    return sharding.replicate(jax.random.key(seed), self.mesh)
 
   def _run(self, name, fn, seed: int, *arrays, continuous: Optional[bool] = None) -> np.ndarray:
     """``fn(rng, score_fn, *arrays)`` jitted once per ``name`` and shape, with the batch split

@@ -30,6 +30,13 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
+def replicate(tree, mesh: Mesh):
+  """``tree`` (host values equal on every host: keys, scalars, parameters) replicated over
+  ``mesh``. Unlike ``jax.device_put``, this also works when the mesh spans several processes,
+  whose devices a process cannot address one by one."""
+  return jax.jit(lambda t: t, out_shardings=replicated(mesh))(tree)
+
+
 def check_divisible(batch_size: int, mesh: Mesh, what: str = 'batch size') -> None:
   """Fails before anything runs when a global batch does not split evenly over the devices.
 

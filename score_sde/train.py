@@ -205,12 +205,11 @@ def _finished(run: _Run, workdir: str, state, ckpt) -> bool:
 def _compile_steps(config, sde, model, mesh, tx, state, image_shape, *, classifier: bool):
   """The train and eval steps compiled for the global batch: ``(train_step, eval_step)``."""
   split = sharding.data_sharding(mesh)
-  rep = sharding.replicated(mesh)
   batch_size = config.training.batch_size
   batch_spec = {'image': jax.ShapeDtypeStruct((batch_size,) + image_shape, jnp.float32,
                                               sharding=split),
                 'label': jax.ShapeDtypeStruct((batch_size,), jnp.int32, sharding=split)}
-  key = jax.device_put(rng.stream_key(config.seed, rng.TRAIN_STREAM), rep)
+  key = sharding.replicate(rng.stream_key(config.seed, rng.TRAIN_STREAM), mesh)
   train_step = compile_logged('train step', compile_step(
       config, sde, model, mesh, train=True, tx=tx, classifier=classifier), state, batch_spec, key)
   eval_step = compile_logged('eval step', compile_step(
@@ -252,9 +251,8 @@ def _train(config, workdir, mesh, run: _Run, steps, sample_fn, state, ckpt, sour
   n_iters = run.n_iters
   train_step, eval_step = steps
   start = last_saved = int(state.step)
-  rep = sharding.replicated(mesh)
-  train_key = jax.device_put(rng.stream_key(config.seed, rng.TRAIN_STREAM), rep)
-  eval_key = jax.device_put(rng.stream_key(config.seed, rng.EVAL_STREAM), rep)
+  train_key = sharding.replicate(rng.stream_key(config.seed, rng.TRAIN_STREAM), mesh)
+  eval_key = sharding.replicate(rng.stream_key(config.seed, rng.EVAL_STREAM), mesh)
   scaler = data.get_data_scaler(config.data.centered)
   hosts = dict(host_index=jax.process_index(), host_count=jax.process_count())
   get_batch = functools.partial(
@@ -316,8 +314,8 @@ def _train(config, workdir, mesh, run: _Run, steps, sample_fn, state, ckpt, sour
           last_saved = done
       if is_snapshot and sample_fn is not None:
         with progress.paused(wait_for=state):
-          key = jax.device_put(
-              jax.random.fold_in(rng.stream_key(config.seed, rng.SAMPLE_STREAM), done), rep)
+          key = sharding.replicate(
+              jax.random.fold_in(rng.stream_key(config.seed, rng.SAMPLE_STREAM), done), mesh)
           sample_fn = _save_samples(sample_fn, state, key, done, workdir, writer,
                                     nrow=run.num_classes or None)
       if done < n_iters and _stop_now(stop_requested, done % training.log_freq == 0):

@@ -288,7 +288,7 @@ def get_inception_fn(params, mesh: Optional[Mesh] = None, size: int = INPUT_SIZE
     data, repl = sharding.data_sharding(mesh), sharding.replicated(mesh)
     prep = jax.jit(preprocess, static_argnums=1, in_shardings=data, out_shardings=data)
     net = jax.jit(apply, in_shardings=(repl, data), out_shardings=data)
-    params = jax.device_put(params, repl)
+    params = sharding.replicate(params, mesh)
     in_sharding = data
 
   def inception_fn(images) -> Dict[str, jax.Array]:

@@ -1,0 +1,226 @@
+"""Multi-host runs (issue 11), on one machine: 2 processes x 4 CPU devices each, started through
+``main.py --distributed`` with a localhost coordinator and gloo collectives, exactly as README's
+pod instructions say, against 1 process with 8 devices.
+
+Protects: a SIGTERM to one host stops every host at the same step, saved; the resumed run and
+its evaluation (held-out loss and bits/dim) give the parameters and metrics of the
+single-process run; only process 0 writes event files, config and reports; the checkpoints are
+one set that restores.
+"""
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from event_files import read_events, tensorboard_view
+from score_sde import checkpoint, data, optim, sharding, train_state
+from score_sde.models import utils as mutils
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+NUM_PROCESSES, DEVICES_PER_PROCESS = 2, 4
+N_ITERS = 6
+TIMEOUT_S = 300
+
+pytestmark = pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
+
+
+def _overrides(data_dir):
+  """The smoke config, one resolution: a fraction of its compile time, every code path that
+  crosses hosts (sharded batches, checkpoints, evaluation) kept."""
+  return [f'--config.data.dataset=IMAGE_FOLDER', f'--config.data.data_dir={data_dir}',
+          '--config.model.ch_mult=(1,)', '--config.model.attn_resolutions=()',
+          '--config.model.fir=False', f'--config.training.n_iters={N_ITERS}',
+          '--config.eval.enable_bpd=True', '--config.eval.bpd_dataset=train',
+          '--config.eval.begin_ckpt=1', '--config.eval.end_ckpt=1']
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    return s.getsockname()[1]
+
+
+def _env(devices: int):
+  env = dict(os.environ)
+  env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
+  env['JAX_PLATFORMS'] = 'cpu'
+  return env
+
+
+def _start(workdir, mode, data_dir, log_dir, *, processes, tag=''):
+  """``main.py`` as ``processes`` hosts (1: a plain single-process run of 8 devices); their
+  stderr goes to ``log_dir/<mode><tag>_<i>.log``."""
+  command = [sys.executable, 'main.py', '--config', 'configs/smoke.py', '--workdir',
+             str(workdir), '--mode', mode] + _overrides(data_dir)
+  if processes == 1:
+    commands, devices = [command], NUM_PROCESSES * DEVICES_PER_PROCESS
+  else:
+    port = _free_port()
+    commands = [command + ['--distributed', f'--coordinator_address=localhost:{port}',
+                           f'--num_processes={processes}', f'--process_id={i}']
+                for i in range(processes)]
+    devices = DEVICES_PER_PROCESS
+  runs = []
+  for i, c in enumerate(commands):
+    log = open(log_dir / f'{mode}{tag}_{i}.log', 'w')
+    runs.append((subprocess.Popen(c, cwd=ROOT, stderr=log, stdout=log, env=_env(devices)),
+                 log))
+  return runs
+
+
+def _finish(runs):
+  """Waits for every process; returns ``[(returncode, log text)]``."""
+  out = []
+  for process, log in runs:
+    try:
+      process.wait(timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+      for p, _ in runs:
+        p.kill()
+      raise
+    log.close()
+    out.append((process.returncode, pathlib.Path(log.name).read_text()))
+  return out
+
+
+def _wait_for_line(path: pathlib.Path, text: str):
+  deadline = time.time() + TIMEOUT_S
+  while time.time() < deadline:
+    if path.exists() and text in path.read_text():
+      return
+    time.sleep(0.1)
+  raise AssertionError(f'{path} never said {text!r}:\n{path.read_text()[-3000:]}')
+
+
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory):
+  """The two-host run (SIGTERM to host 1 before its first step, resumed, evaluated) and the
+  single-process run of the same config (trained, evaluated), in their workdirs."""
+  root = tmp_path_factory.mktemp('multihost')
+  data_dir = root / 'images'
+  digits = data.get_dataset(_config(root).data, 'test').get(np.arange(16))['image']
+  for split, rows in (('train', digits[:8]), ('test', digits[8:])):
+    (data_dir / split).mkdir(parents=True)
+    for i, image in enumerate(rows):
+      Image.fromarray(image[..., 0]).save(data_dir / split / f'{i}.png')
+  multi, single = root / 'two_hosts', root / 'one_host'
+  logs = {}
+  for name in ('multi', 'single'):
+    (root / f'logs_{name}').mkdir()
+
+  started = _start(multi, 'train', data_dir, root / 'logs_multi', processes=NUM_PROCESSES,
+                   tag='_stopped')
+  # Host 1 alone is told to stop, before its first step: all hosts must stop at the first
+  # logging step (2), together, each saving its shard of that step.
+  _wait_for_line(root / 'logs_multi' / 'train_stopped_1.log', 'JAX process 1 of 2')
+  started[1][0].send_signal(signal.SIGTERM)
+  logs['stopped'] = _finish(started)
+  for mode in ('train', 'eval'):
+    logs[f'multi_{mode}'] = _finish(_start(multi, mode, data_dir, root / 'logs_multi',
+                                           processes=NUM_PROCESSES))
+    logs[f'single_{mode}'] = _finish(_start(single, mode, data_dir, root / 'logs_single',
+                                            processes=1))
+  return dict(root=root, multi=multi, single=single, logs=logs, data_dir=data_dir)
+
+
+def _config(root):
+  from configs import smoke
+  config = smoke.get_config()
+  config.data.update(dataset='MNIST_EMBEDDED')
+  config.model.update(ch_mult=(1,), attn_resolutions=(), fir=False)
+  return config
+
+
+def test_sigterm_to_one_host_stops_every_host_at_the_same_saved_step(runs):
+  """Both hosts exit 143 at step 2 (the first logging step), saying so; nothing crashed."""
+  for returncode, log in runs['logs']['stopped']:
+    assert returncode == 128 + signal.SIGTERM, log[-3000:]
+    assert 'Stopped on request at step 2 of 6' in log, log[-3000:]
+  for name in ('multi_train', 'multi_eval', 'single_train', 'single_eval'):
+    for returncode, log in runs['logs'][name]:
+      assert returncode == 0, (name, log[-3000:])
+  assert 'Resumed from step 2.' in runs['logs']['multi_train'][1][1]
+
+
+def _restore(workdir, step):
+  config = _config(workdir)
+  mesh = sharding.make_mesh(jax.devices()[:1])
+  init = train_state.state_factory(config, mutils.get_model(config),
+                                   optim.get_optimizer(config.optim))
+  with checkpoint.Checkpointer(str(workdir), read_only=True) as ckpt:
+    state, restored = ckpt.restore_latest(train_state.abstract_state(init, mesh))
+  assert restored == step
+  return jax.device_get(state)
+
+
+def test_two_hosts_train_the_parameters_of_one(runs):
+  """The whole final state (parameters, EMA, Adam moments, step) of the stopped, resumed
+  two-host run equals the uninterrupted single-process run's: the same global batches, noise
+  and all-reduced gradients, whatever the process layout."""
+  multi, single = _restore(runs['multi'], N_ITERS), _restore(runs['single'], N_ITERS)
+  leaves_m, tree_m = jax.tree.flatten(multi)
+  leaves_s, tree_s = jax.tree.flatten(single)
+  assert tree_m == tree_s
+  for a, b in zip(leaves_m, leaves_s):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
+def test_two_hosts_evaluate_the_metrics_of_one(runs):
+  """Held-out loss and bits/dim of checkpoint 4, each host loading its half of every batch,
+  equal the single-process figures; the report exists once, written by process 0."""
+  rows = {}
+  for name in ('multi', 'single'):
+    report = json.loads((runs[name] / 'eval' / 'report.json').read_text())
+    rows[name] = {row['step']: row for row in report}
+  assert sorted(rows['multi']) == sorted(rows['single']) == [4]
+  for column in ('loss', 'bpd'):
+    assert rows['multi'][4][column] == pytest.approx(rows['single'][4][column], rel=1e-5)
+  assert rows['multi'][4]['bpd'] > 0
+
+
+def _written_files(workdir):
+  """Every file outside the checkpoint directories, event files by directory only (their names
+  carry the host name, the time and the process id)."""
+  files = []
+  for path in workdir.rglob('*'):
+    if path.is_file() and not path.relative_to(workdir).parts[0].startswith('checkpoints'):
+      rel = path.relative_to(workdir)
+      files.append(str(rel.parent / 'events') if 'tfevents' in rel.name else str(rel))
+  return sorted(files)
+
+
+def test_only_process_zero_writes(runs):
+  """The two-host run wrote the files of the single-process run, plus one event file for its
+  stopped segment: one per launch, none from host 1. Its TensorBoard history has every logged
+  step once."""
+  multi, single = _written_files(runs['multi']), _written_files(runs['single'])
+  assert multi.count('tensorboard/events') == 2
+  assert single.count('tensorboard/events') == 1
+  assert sorted(set(multi)) == sorted(set(single))
+  assert len(multi) == len(single) + 1
+  view = tensorboard_view(read_events(runs['multi'] / 'tensorboard'))
+  assert [s for s, _ in view['training_loss']] == [2, 4, 6]
+  single_view = tensorboard_view(read_events(runs['single'] / 'tensorboard'))
+  np.testing.assert_allclose([v for _, v in view['training_loss']],
+                             [v for _, v in single_view['training_loss']], rtol=1e-5)
+
+
+def test_checkpoints_are_one_set(runs):
+  """The periodic snapshots (4, 6) and the preemption checkpoints are the same steps as the
+  single-process run's, each one directory holding both hosts' shards, all readable."""
+  with checkpoint.Checkpointer(str(runs['multi']), read_only=True) as multi, \
+       checkpoint.Checkpointer(str(runs['single']), read_only=True) as single:
+    assert multi.periodic_steps() == single.periodic_steps() == [4, 6]
+    assert multi.preemption_steps() == single.preemption_steps()
+  shards = {p.name for p in (runs['multi'] / 'checkpoints' / '6' / 'state').iterdir()
+            if p.name.startswith('ocdbt.process_')}
+  assert shards == {'ocdbt.process_0', 'ocdbt.process_1'}
