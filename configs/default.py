@@ -35,6 +35,13 @@ def get_config() -> ml_collections.ConfigDict:
   # replaced by the null label, so the network also learns the unconditional score that
   # classifier-free guidance needs (Ho & Salimans 2022 use 0.1 to 0.2).
   training.label_dropout = 0.1
+  # Scale. compute_dtype: 'float32' or 'bfloat16' (mixed precision: convolutions, matmuls and
+  # activations in bfloat16; parameters, Adam, the EMA, normalisation statistics and the loss in
+  # float32; sampling, likelihood and evaluation stay float32). grad_accum_steps = k: each step
+  # sums the gradients of k micro-batches of batch_size / k (the same update, 1/k the activation
+  # memory); batch_size must then split over k * devices.
+  training.compute_dtype = 'float32'
+  training.grad_accum_steps = 1
 
   # ---------------------------------------------------------------------------------- sampling
   config.sampling = sampling = ml_collections.ConfigDict()
@@ -98,6 +105,8 @@ def get_config() -> ml_collections.ConfigDict:
   data.image_size = 32  # Height = width; a power of two.
   data.num_channels = 3
   data.random_flip = True  # Horizontal flips during training.
+  # Threads decoding image files (IMAGE_FOLDER): None for min(8, CPU count), 0 or 1 for serial.
+  data.num_workers = ml_collections.config_dict.placeholder(int)
   data.centered = False  # Scale to [-1, 1] (True) or [0, 1] (False).
   data.uniform_dequantization = False  # Add U[0, 1) / 256 noise to 8-bit pixels.
   data.category = ''  # LSUN scene category, e.g. 'bedroom' or 'church_outdoor'; LSUN only.
@@ -112,6 +121,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Warm the EMA rate up as min(ema_rate, (1 + step) / (10 + step)) so that short runs forget
   # the initial weights (the paper's runs did not: their EMA starts at the initial weights).
   model.ema_warmup = False
+  # Rematerialise every residual block in the backward pass (ncsnpp, ddpm): activation memory of
+  # a block boundary instead of its insides, for about one more forward pass of compute.
+  model.remat = False
   # SDE hyper-parameters (read by sde_lib.get_sde).
   model.sigma_min = 0.01
   model.sigma_max = 50.

@@ -200,6 +200,11 @@ def _batch_problems(c, num_devices: int, num_hosts: int) -> List[str]:
   problems = []
   for field in fields:
     problems += _split_problem(field, _get(c, field), num_devices, where)
+  k = c.training.grad_accum_steps
+  if isinstance(k, int) and k > 1 and not problems:
+    problems += _split_problem('training.batch_size', c.training.batch_size, k * num_devices,
+                               f'(training.grad_accum_steps={k} micro-batches x {num_devices} '
+                               f'{where})')
   return problems
 
 
@@ -212,6 +217,9 @@ def _training_problems(c) -> List[str]:
            'use 0 to keep every checkpoint or a positive count')
   _require(problems, 0. < t.eps < 1., 'training.eps', t.eps,
            'the loss samples t in [eps, 1]; use a small positive value such as 1e-5')
+  _positive_int(problems, c, 'training.grad_accum_steps')
+  _require(problems, t.compute_dtype in ('float32', 'bfloat16'), 'training.compute_dtype',
+           t.compute_dtype, "use 'float32' or 'bfloat16'")
   sde = str(t.sde).lower()
   if not t.continuous:
     _require(problems, sde in ('vesde', 'vpsde'), 'training.continuous', t.continuous,
@@ -275,6 +283,9 @@ def _data_problems(c) -> List[str]:
   size = d.image_size
   _require(problems, isinstance(size, int) and size >= 8 and size & (size - 1) == 0,
            'data.image_size', size, 'use a power of two >= 8 (8, 16, 32, ..., 1024)')
+  workers = d.num_workers
+  _require(problems, workers is None or (isinstance(workers, int) and workers >= 0),
+           'data.num_workers', workers, 'use None (min(8, CPU count)), 0 / 1 (serial) or more')
   dataset = str(d.dataset).lower()
   channels = DATASET_CHANNELS.get(dataset)
   if channels is None:
@@ -302,6 +313,9 @@ def _model_problems(c) -> List[str]:
   _require(problems, 0. <= m.dropout < 1., 'model.dropout', m.dropout, 'use a rate in [0, 1)')
   _require(problems, m.init_scale >= 0., 'model.init_scale', m.init_scale,
            'use 0 (the default initialiser scale) or a positive scale')
+  _require(problems, not m.remat or str(m.name).lower() in ('ncsnpp', 'ddpm'), 'model.remat',
+           m.remat, f'rematerialisation is implemented for ncsnpp and ddpm, not {m.name!r}; '
+                    'set model.remat=False')
   if str(m.name).lower() in NCSN_MODELS:
     problems += _ncsn_problems(c)  # Their architecture fields are their own.
   else:

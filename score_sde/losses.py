@@ -24,7 +24,7 @@ in the reference code (``0.5 * sum``: the same logged losses and, with ``optim.g
 same clipped updates); the batch loss is their mean. Random draws use the global batch shape, so
 a loss does not depend on how the batch is sharded.
 """
-from typing import Callable, Optional, Tuple
+from typing import Callable, NamedTuple, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -36,6 +36,23 @@ from score_sde.sde_lib import batch_mul
 ModelFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 
+class MicroBatch(NamedTuple):
+  """Which part of the global batch a loss sees under gradient accumulation: micro-batch
+  ``index`` (an int, possibly traced) of ``count``, the rows ``index::count`` of the batch."""
+  index: jax.Array
+  count: int
+
+
+def _draw(sample: Callable, rng: jax.Array, shape, micro: Optional[MicroBatch]) -> jax.Array:
+  """``sample(rng, shape)``; for a micro-batch, its rows of the draw at the global batch shape,
+  so that ``k`` micro-batches see exactly the noise of the whole batch in one step."""
+  if micro is None:
+    return sample(rng, shape)
+  rest = tuple(shape[1:])
+  full = sample(rng, (shape[0] * micro.count,) + rest).reshape((shape[0], micro.count) + rest)
+  return jax.lax.dynamic_index_in_dim(full, micro.index, axis=1, keepdims=False)
+
+
 def _reduce(x: jax.Array, reduce_mean: bool) -> jax.Array:
   """``(B, ...) -> (B,)``: the mean over the data dimensions, or half their sum (the reference's
   ``reduce_op``, so that every summed objective here is half the squared norm)."""
@@ -45,7 +62,7 @@ def _reduce(x: jax.Array, reduce_mean: bool) -> jax.Array:
 
 def dsm_loss(score_fn: sde_lib.ScoreFn, sde: sde_lib.SDE, rng: jax.Array, data: jax.Array,
              reduce_mean: bool = False, likelihood_weighting: bool = False,
-             eps: float = 1e-5) -> jax.Array:
+             eps: float = 1e-5, micro: Optional[MicroBatch] = None) -> jax.Array:
   """Continuous denoising score matching, eq. (7); returns per-example losses ``(B,)``.
 
   Args:
@@ -56,10 +73,13 @@ def dsm_loss(score_fn: sde_lib.ScoreFn, sde: sde_lib.SDE, rng: jax.Array, data: 
     reduce_mean: mean instead of half the sum over the data dimensions.
     likelihood_weighting: ``lambda(t) = g(t)^2`` instead of ``std(t)^2``.
     eps: smallest time sampled (the score diverges as t -> 0).
+    micro: the part of the global batch ``data`` is, under gradient accumulation (``t`` and
+      ``z`` are then those rows of the whole batch's draws); None: ``data`` is the batch.
   """
   t_rng, z_rng = jax.random.split(rng)
-  t = jax.random.uniform(t_rng, (data.shape[0],), minval=eps, maxval=sde.T)
-  z = jax.random.normal(z_rng, data.shape, data.dtype)
+  t = _draw(lambda r, s: jax.random.uniform(r, s, minval=eps, maxval=sde.T), t_rng,
+            (data.shape[0],), micro)
+  z = _draw(lambda r, s: jax.random.normal(r, s, data.dtype), z_rng, data.shape, micro)
   mean, std = sde.marginal_prob(data, t)
   score = score_fn(mean + batch_mul(std, z), t)
   if likelihood_weighting:
@@ -69,56 +89,61 @@ def dsm_loss(score_fn: sde_lib.ScoreFn, sde: sde_lib.SDE, rng: jax.Array, data: 
 
 
 def smld_loss(model_fn: ModelFn, sde: sde_lib.VESDE, rng: jax.Array, data: jax.Array,
-              reduce_mean: bool = False) -> jax.Array:
+              reduce_mean: bool = False, micro: Optional[MicroBatch] = None) -> jax.Array:
   """The discrete SMLD / NCSN objective, per example ``(B,)``.
 
   A noise level ``sigma_i`` is drawn uniformly from the ``N`` discrete scales; the network is
   called with label ``i`` indexing the scales in *descending* order (label 0 is ``sigma_max``,
   the released NCSN++ convention) and must output the score; the loss is
-  ``sigma_i^2 || s - (-noise / sigma_i^2) ||^2``.
+  ``sigma_i^2 || s - (-noise / sigma_i^2) ||^2``. ``micro`` as for ``dsm_loss``.
   """
   if not isinstance(sde, sde_lib.VESDE):
     raise ValueError(f'The SMLD loss needs a VESDE, got {type(sde).__name__}; set '
                      'training.sde = "vesde" or training.continuous = True.')
   label_rng, z_rng = jax.random.split(rng)
   sigmas_descending = sde.discrete_sigmas[::-1]
-  labels = jax.random.randint(label_rng, (data.shape[0],), 0, sde.N)
+  labels = _draw(lambda r, s: jax.random.randint(r, s, 0, sde.N), label_rng, (data.shape[0],),
+                 micro)
   sigmas = sigmas_descending[labels]
-  noise = batch_mul(sigmas, jax.random.normal(z_rng, data.shape, data.dtype))
+  noise = batch_mul(sigmas, _draw(lambda r, s: jax.random.normal(r, s, data.dtype), z_rng,
+                                  data.shape, micro))
   score = model_fn(data + noise, labels)
   target = -batch_mul(1. / sigmas ** 2, noise)
   return _reduce(jnp.square(score - target), reduce_mean) * sigmas ** 2
 
 
 def ddpm_loss(model_fn: ModelFn, sde: sde_lib.VPSDE, rng: jax.Array, data: jax.Array,
-              reduce_mean: bool = False) -> jax.Array:
+              reduce_mean: bool = False, micro: Optional[MicroBatch] = None) -> jax.Array:
   """The discrete DDPM objective ``|| eps_theta(sqrt(abar_i) x0 + sqrt(1 - abar_i) z, i) - z ||^2``
-  per example ``(B,)``, with ``i`` uniform over the ``N`` steps of the chain."""
+  per example ``(B,)``, with ``i`` uniform over the ``N`` steps of the chain. ``micro`` as for
+  ``dsm_loss``."""
   if type(sde) is not sde_lib.VPSDE:  # A sub-VP SDE has no discrete chain.
     raise ValueError(f'The DDPM loss needs a VPSDE, got {type(sde).__name__}; set '
                      'training.sde = "vpsde" or training.continuous = True.')
   label_rng, z_rng = jax.random.split(rng)
-  labels = jax.random.randint(label_rng, (data.shape[0],), 0, sde.N)
-  z = jax.random.normal(z_rng, data.shape, data.dtype)
+  labels = _draw(lambda r, s: jax.random.randint(r, s, 0, sde.N), label_rng, (data.shape[0],),
+                 micro)
+  z = _draw(lambda r, s: jax.random.normal(r, s, data.dtype), z_rng, data.shape, micro)
   perturbed = (batch_mul(sde.sqrt_alphas_cumprod[labels], data)
                + batch_mul(sde.sqrt_1m_alphas_cumprod[labels], z))
   return _reduce(jnp.square(model_fn(perturbed, labels) - z), reduce_mean)
 
 
 def drop_labels(rng: jax.Array, labels: jax.Array, num_classes: int,
-                label_dropout: float) -> jax.Array:
+                label_dropout: float, micro: Optional[MicroBatch] = None) -> jax.Array:
   """``labels (B,)`` with each replaced by the null label ``num_classes`` with probability
   ``label_dropout`` (independently, drawn at the global batch shape)."""
   if not 0. <= label_dropout <= 1.:
     raise ValueError(f'label_dropout must be a probability in [0, 1]; got {label_dropout}.')
-  drop = jax.random.bernoulli(rng, label_dropout, labels.shape)
+  drop = _draw(lambda r, s: jax.random.bernoulli(r, label_dropout, s), rng, labels.shape, micro)
   return jnp.where(drop, num_classes, labels).astype(jnp.int32)
 
 
 def get_per_example_loss_fn(sde: sde_lib.SDE, model, train: bool, reduce_mean: bool = False,
                             continuous: bool = True, likelihood_weighting: bool = False,
-                            eps: float = 1e-5, label_dropout: float = 0.):
-  """The training objective per example, ``loss_fn(rng, params, batch) -> (B,)``.
+                            eps: float = 1e-5, label_dropout: float = 0.,
+                            compute_dtype: str = 'float32'):
+  """The training objective per example, ``loss_fn(rng, params, batch, micro=None) -> (B,)``.
 
   ``continuous`` selects eq. (7) (``dsm_loss``); otherwise the discrete objective that matches the
   SDE (``smld_loss`` for VE, ``ddpm_loss`` for VP). ``batch['image']`` is the scaled data
@@ -126,6 +151,12 @@ def get_per_example_loss_fn(sde: sde_lib.SDE, model, train: bool, reduce_mean: b
   can mask the padding rows of a split's last batch. A class-conditional ``model`` also reads
   ``batch['label']`` (``(B,)`` int in ``[0, K)``), dropped to the null label with probability
   ``label_dropout`` when ``train`` (evaluation scores the conditional model).
+
+  ``compute_dtype`` (``'float32'`` or ``'bfloat16'``) is the network's (``get_model_fn``); the
+  perturbation, the loss and its reduction stay float32. ``micro`` (a ``MicroBatch``) says which
+  rows of the global batch ``batch`` holds under gradient accumulation: the noise, times and
+  label drops are then those rows of the whole batch's draws, and dropout uses
+  ``fold_in(key, micro.index)`` (the one draw that differs from an unaccumulated step).
   """
   from score_sde.models import utils as mutils  # Imported here: models import this package.
 
@@ -135,8 +166,12 @@ def get_per_example_loss_fn(sde: sde_lib.SDE, model, train: bool, reduce_mean: b
 
   conditional = mutils.is_class_conditional(model)
 
-  def loss_fn(rng, params, batch):
+  mutils.compute_dtype(compute_dtype)  # Fails early on an unknown name.
+
+  def loss_fn(rng, params, batch, micro: Optional[MicroBatch] = None):
     loss_rng, dropout_rng = jax.random.split(rng)
+    if micro is not None:
+      dropout_rng = jax.random.fold_in(dropout_rng, micro.index)
     data = batch['image']
     class_labels = None
     if conditional:
@@ -144,34 +179,39 @@ def get_per_example_loss_fn(sde: sde_lib.SDE, model, train: bool, reduce_mean: b
       if train and label_dropout:
         # A stream of its own: the noise and dropout draws stay those of an unconditional run.
         class_labels = drop_labels(jax.random.fold_in(rng, 2), class_labels, model.num_classes,
-                                   label_dropout)
+                                   label_dropout, micro)
     if continuous:
       score_fn = mutils.get_score_fn(sde, model, params, train=train, continuous=True,
-                                     rng=dropout_rng, class_labels=class_labels)
-      return dsm_loss(score_fn, sde, loss_rng, data, reduce_mean, likelihood_weighting, eps)
+                                     rng=dropout_rng, class_labels=class_labels,
+                                     dtype=compute_dtype)
+      return dsm_loss(score_fn, sde, loss_rng, data, reduce_mean, likelihood_weighting, eps,
+                      micro)
     model_fn = mutils.get_model_fn(model, params, train=train, rng=dropout_rng,
-                                   class_labels=class_labels)
+                                   class_labels=class_labels, dtype=compute_dtype)
     discrete_loss = smld_loss if isinstance(sde, sde_lib.VESDE) else ddpm_loss
-    return discrete_loss(model_fn, sde, loss_rng, data, reduce_mean)
+    return discrete_loss(model_fn, sde, loss_rng, data, reduce_mean, micro)
 
   return loss_fn
 
 
 def get_sde_loss_fn(sde: sde_lib.SDE, model, train: bool, reduce_mean: bool = False,
                     continuous: bool = True, likelihood_weighting: bool = False,
-                    eps: float = 1e-5, label_dropout: float = 0.):
-  """The training objective for a Flax ``model``, as ``loss_fn(rng, params, batch) -> loss``: the
-  mean over the global batch of ``get_per_example_loss_fn``'s losses (same arguments)."""
+                    eps: float = 1e-5, label_dropout: float = 0.,
+                    compute_dtype: str = 'float32'):
+  """The training objective for a Flax ``model``, as ``loss_fn(rng, params, batch, micro=None)
+  -> loss``: the mean over the (micro-)batch of ``get_per_example_loss_fn``'s losses (same
+  arguments)."""
   per_example = get_per_example_loss_fn(sde, model, train, reduce_mean, continuous,
-                                        likelihood_weighting, eps, label_dropout)
-  return lambda rng, params, batch: jnp.mean(per_example(rng, params, batch))
+                                        likelihood_weighting, eps, label_dropout, compute_dtype)
+  return lambda rng, params, batch, micro=None: jnp.mean(per_example(rng, params, batch, micro))
 
 
 def get_step_fn(sde: sde_lib.SDE, model, train: bool,
                 optimizer: Optional[optax.GradientTransformation] = None,
                 ema_rate: float = 0.999, reduce_mean: bool = False, continuous: bool = True,
                 likelihood_weighting: bool = False, eps: float = 1e-5,
-                label_dropout: float = 0., ema_warmup: bool = False):
+                label_dropout: float = 0., ema_warmup: bool = False,
+                compute_dtype: str = 'float32', grad_accum_steps: int = 1):
   """One training or evaluation step, ``step_fn(state, batch, key) -> (state, metrics)``.
 
   The step's randomness is ``fold_in(key, state.step)``: a pure function of the run's key and the
@@ -182,25 +222,71 @@ def get_step_fn(sde: sde_lib.SDE, model, train: bool,
   replicated and the batch split over devices; XLA then averages the gradient over the global
   batch with one all-reduce.
 
+  ``compute_dtype`` is the network's (``get_per_example_loss_fn``). ``grad_accum_steps = k``
+  splits the batch into ``k`` micro-batches (rows ``j::k``, each still split over the devices),
+  whose gradients are summed in a ``lax.scan`` before the one optimizer update: activation
+  memory of ``B / k`` examples, the update of the whole batch (the same noise; only dropout
+  masks differ). The batch must split into ``k`` equal micro-batches.
+
   Returns:
-    ``(new_state, {'loss': scalar})``.
+    ``(new_state, {'loss': scalar, 'grad_norm': scalar})`` (no grad norm when evaluating).
   """
   loss_fn = get_sde_loss_fn(sde, model, train, reduce_mean, continuous, likelihood_weighting,
-                            eps, label_dropout)
-  return _get_step_fn(loss_fn, train, optimizer, ema_rate, ema_warmup=ema_warmup)
+                            eps, label_dropout, compute_dtype)
+  return _get_step_fn(loss_fn, train, optimizer, ema_rate, ema_warmup=ema_warmup,
+                      grad_accum_steps=grad_accum_steps)
+
+
+def accumulated_value_and_grad(fn: Callable, grad_accum_steps: int) -> Callable:
+  """``fn(rng, params, batch, micro) -> (loss, aux)`` to ``(rng, params, batch) -> ((loss, aux),
+  grads)``, the mean over ``grad_accum_steps`` micro-batches (rows ``j::k`` of every leaf of
+  ``batch``) of ``jax.value_and_grad(fn)`` on each: equal to one call on the whole batch when
+  ``fn`` is a mean over rows, at the activation memory of one micro-batch."""
+  k = int(grad_accum_steps)
+  if k < 1:
+    raise ValueError(f'grad_accum_steps must be a positive integer; got {grad_accum_steps}.')
+  value_and_grad = jax.value_and_grad(fn, argnums=1, has_aux=True)
+  if k == 1:
+    return lambda rng, params, batch: value_and_grad(rng, params, batch, None)
+
+  def accumulated(rng, params, batch):
+    def split(x):
+      if x.shape[0] % k:
+        raise ValueError(f'A batch of {x.shape[0]} does not split into grad_accum_steps={k} '
+                         'equal micro-batches.')
+      # Rows j::k form micro-batch j, so every device holds its share of each micro-batch.
+      return jnp.swapaxes(x.reshape((x.shape[0] // k, k) + x.shape[1:]), 0, 1)
+
+    micro_batches = jax.tree.map(split, batch)
+
+    def body(total, inputs):
+      index, micro_batch = inputs
+      out = value_and_grad(rng, params, micro_batch, MicroBatch(index, k))
+      return jax.tree.map(jnp.add, total, out), None
+
+    first = jax.tree.map(lambda x: x[0], micro_batches)
+    shapes = jax.eval_shape(lambda r, p, b: value_and_grad(r, p, b, MicroBatch(0, k)), rng,
+                            params, first)
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    total, _ = jax.lax.scan(body, zeros, (jnp.arange(k), micro_batches))
+    return jax.tree.map(lambda x: x / k, total)
+
+  return accumulated
 
 
 def _get_step_fn(loss_fn, train: bool, optimizer, ema_rate: float, has_aux: bool = False,
-                 ema_warmup: bool = False):
-  """The train / eval step around ``loss_fn(rng, params, batch) -> loss`` (or
+                 ema_warmup: bool = False, grad_accum_steps: int = 1):
+  """The train / eval step around ``loss_fn(rng, params, batch, micro=None) -> loss`` (or
   ``(loss, metrics)`` with ``has_aux``), as ``get_step_fn`` describes."""
 
-  def metrics_of(rng, params, batch):
-    out = loss_fn(rng, params, batch)
+  def metrics_of(rng, params, batch, micro=None):
+    # A loss that takes no ``micro`` works without accumulation.
+    out = loss_fn(rng, params, batch) if micro is None else loss_fn(rng, params, batch, micro)
     return out if has_aux else (out, {})
 
   if train and optimizer is None:
     raise ValueError('A training step needs an optax optimizer.')
+  grads_of = accumulated_value_and_grad(metrics_of, grad_accum_steps)
 
   def step_fn(state: train_state.TrainState, batch, key: jax.Array
               ) -> Tuple[train_state.TrainState, dict]:
@@ -208,8 +294,7 @@ def _get_step_fn(loss_fn, train: bool, optimizer, ema_rate: float, has_aux: bool
     if not train:
       loss, metrics = metrics_of(rng, state.params_ema, batch)
       return state, {'loss': loss, **metrics}
-    (loss, metrics), grads = jax.value_and_grad(metrics_of, argnums=1, has_aux=True)(
-        rng, state.params, batch)
+    (loss, metrics), grads = grads_of(rng, state.params, batch)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     new_state = state.replace(
@@ -223,7 +308,8 @@ def _get_step_fn(loss_fn, train: bool, optimizer, ema_rate: float, has_aux: bool
 
 def classifier_loss(logits_fn: Callable[[jax.Array, jax.Array], jax.Array], sde: sde_lib.SDE,
                     rng: jax.Array, data: jax.Array, labels: jax.Array,
-                    eps: float = 1e-5) -> Tuple[jax.Array, jax.Array]:
+                    eps: float = 1e-5, micro: Optional[MicroBatch] = None
+                    ) -> Tuple[jax.Array, jax.Array]:
   """Cross-entropy of a noise-conditional classifier on perturbed data (app. I.1).
 
   ``x(t) = alpha(t) x0 + std(t) z`` with ``t ~ U(eps, T)``, the kernel the score model is trained
@@ -235,13 +321,16 @@ def classifier_loss(logits_fn: Callable[[jax.Array, jax.Array], jax.Array], sde:
     rng: key for ``t`` and ``z``.
     data: clean data ``(B, ...)``; labels: ``(B,)`` int classes.
     eps: smallest time.
+    micro: as for ``dsm_loss``.
   Returns:
     ``(B,)`` per-example cross-entropies (nats) and ``(B,)`` float 0/1 correctness of the argmax.
   """
   t_rng, z_rng = jax.random.split(rng)
-  t = jax.random.uniform(t_rng, (data.shape[0],), minval=eps, maxval=sde.T)
+  t = _draw(lambda r, s: jax.random.uniform(r, s, minval=eps, maxval=sde.T), t_rng,
+            (data.shape[0],), micro)
   mean, std = sde.marginal_prob(data, t)
-  x = mean + batch_mul(std, jax.random.normal(z_rng, data.shape, data.dtype))
+  x = mean + batch_mul(std, _draw(lambda r, s: jax.random.normal(r, s, data.dtype), z_rng,
+                                  data.shape, micro))
   log_probs = jax.nn.log_softmax(logits_fn(x, t), axis=-1)
   labels = labels.astype(jnp.int32)
   nll = -jnp.take_along_axis(log_probs, labels[:, None], axis=-1)[:, 0]
@@ -251,16 +340,20 @@ def classifier_loss(logits_fn: Callable[[jax.Array, jax.Array], jax.Array], sde:
 
 def get_classifier_step_fn(sde: sde_lib.SDE, classifier, train: bool,
                            optimizer: Optional[optax.GradientTransformation] = None,
-                           ema_rate: float = 0.999, eps: float = 1e-5):
+                           ema_rate: float = 0.999, eps: float = 1e-5,
+                           grad_accum_steps: int = 1):
   """A train / eval step of the noise-conditional classifier, as ``get_step_fn`` for the score
   model: ``step_fn(state, batch, key) -> (state, {'loss', 'accuracy'[, 'grad_norm']})``, the
   mean cross-entropy and accuracy over the global batch; ``batch`` holds ``'image'`` (scaled)
-  and ``'label'``."""
+  and ``'label'``. ``grad_accum_steps`` as for ``get_step_fn``; the classifier computes in
+  float32."""
   from score_sde.models import utils as mutils  # Imported here: models import this package.
 
-  def loss_fn(rng, params, batch):
+  def loss_fn(rng, params, batch, micro=None):
     logits_fn = mutils.get_classifier_fn(sde, classifier, params)
-    nll, correct = classifier_loss(logits_fn, sde, rng, batch['image'], batch['label'], eps)
+    nll, correct = classifier_loss(logits_fn, sde, rng, batch['image'], batch['label'], eps,
+                                   micro)
     return jnp.mean(nll), {'accuracy': jnp.mean(correct)}
 
-  return _get_step_fn(loss_fn, train, optimizer, ema_rate, has_aux=True)
+  return _get_step_fn(loss_fn, train, optimizer, ema_rate, has_aux=True,
+                      grad_accum_steps=grad_accum_steps)

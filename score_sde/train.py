@@ -59,13 +59,15 @@ def compile_step(config, sde, model, mesh, *, train: bool, tx=None, classifier: 
   training = config.training
   if classifier:
     step_fn = losses.get_classifier_step_fn(sde, model, train=train, optimizer=tx,
-                                            ema_rate=config.classifier.ema_rate, eps=training.eps)
+                                            ema_rate=config.classifier.ema_rate, eps=training.eps,
+                                            grad_accum_steps=training.grad_accum_steps)
   else:
     step_fn = losses.get_step_fn(
         sde, model, train=train, optimizer=tx, ema_rate=config.model.ema_rate,
         reduce_mean=training.reduce_mean, continuous=training.continuous,
         likelihood_weighting=training.likelihood_weighting, eps=training.eps,
-        label_dropout=training.label_dropout, ema_warmup=config.model.ema_warmup)
+        label_dropout=training.label_dropout, ema_warmup=config.model.ema_warmup,
+        compute_dtype=training.compute_dtype, grad_accum_steps=training.grad_accum_steps)
   rep, split = sharding.replicated(mesh), sharding.data_sharding(mesh)
   return jax.jit(step_fn, in_shardings=(rep, split, rep), out_shardings=(rep, rep),
                  donate_argnums=(0,) if train else ())

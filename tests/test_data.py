@@ -1,15 +1,20 @@
 """Tests of score_sde.data: sources, the deterministic pipeline, scalers."""
 import functools
+import struct
 import sys
+import threading
 import types
 
+import ml_collections
 import numpy as np
 import pytest
 from PIL import Image
 from scipy import stats
 
-from score_sde import data
-from score_sde.data import embedded, tfrecord
+from event_files import crc32c as reference_crc32c
+from event_files import masked as reference_masked
+from score_sde import data, errors
+from score_sde.data import embedded, sources, tfrecord
 
 
 @functools.lru_cache(maxsize=1)
@@ -363,8 +368,168 @@ def test_tfrecord_source_reads_reference_style_records(tmp_path, smoke_config):
   smoke_config.data.update(tfrecords_path='', data_dir=str(tmp_path))  # r04: 16 px.
   assert len(data.get_dataset(smoke_config.data, 'train')) == 5
   (tmp_path / 'bad.tfrecords').write_bytes(b'\xff' * 20)
-  with pytest.raises(ValueError, match='past the end'):
+  with pytest.raises(errors.BadDataError, match='byte 0 fails its length CRC'):
     tfrecord.index_file(str(tmp_path / 'bad.tfrecords'))
+  (tmp_path / 'cut.tfrecords').write_bytes((tmp_path / 'faces-r04.tfrecords').read_bytes()[:-1])
+  with pytest.raises(ValueError, match='past the end'):
+    tfrecord.index_file(str(tmp_path / 'cut.tfrecords'))
+
+
+# ------------------------------------------------------------------------------ parallel decoding
+
+
+def _mixed_folder(root, num=12):
+  """PNGs and full-chroma JPEGs of random content and assorted sizes and modes (grey, RGB,
+  RGBA), so that cropping, resizing and conversion all run; returns the sorted paths."""
+  rng = np.random.default_rng(0)
+  for i in range(num):
+    h, w = rng.integers(20, 48, 2)
+    mode = ('L', 'RGB', 'RGBA')[i % 3]
+    pixels = rng.integers(0, 256, (h, w, len(mode)), dtype=np.uint8)
+    image = Image.fromarray(pixels[..., 0] if mode == 'L' else pixels, mode)
+    if i % 2:
+      image.convert('RGB').save(root / f'{i:02d}.jpg', quality=90, subsampling=0)
+    else:
+      image.save(root / f'{i:02d}.png')
+  return sources.list_images(root)
+
+
+def test_threaded_decoding_is_bit_identical_to_serial(tmp_path, smoke_config, monkeypatch):
+  """Protects batches as a pure function of (seed, step) with data.num_workers > 1: the pool
+  returns exactly the serial arrays, in index order (repeats included), and really runs on
+  the pool's threads; data.num_workers reaches the source (absent: the default)."""
+  paths = _mixed_folder(tmp_path)
+  indices = [5, 0, 11, 3, 3, 8, 1, 10, 2, 7, 6, 9, 4, 0]
+  for size, channels in ((16, 3), (24, 1)):
+    serial = sources.ImageFolderSource(paths, size, channels, num_workers=0).get(indices)
+    pooled_source = sources.ImageFolderSource(paths, size, channels, num_workers=4)
+    threads = set()
+    read = pooled_source._read
+
+    def spy(path, read=read):
+      threads.add(threading.current_thread().name)
+      return read(path)
+
+    monkeypatch.setattr(pooled_source, '_read', spy)
+    pooled = pooled_source.get(indices)
+    assert pooled['image'].dtype == serial['image'].dtype == np.uint8
+    assert pooled['image'].shape == (len(indices), size, size, channels)
+    np.testing.assert_array_equal(pooled['image'], serial['image'])
+    np.testing.assert_array_equal(pooled['label'], serial['label'])
+    assert threads and all(name.startswith('image_folder') for name in threads)
+  without_field = ml_collections.ConfigDict(
+      {'dataset': 'IMAGE_FOLDER', 'data_dir': str(tmp_path), 'image_size': 16, 'num_channels': 3})
+  assert data.get_dataset(without_field, 'train').num_workers == sources.default_num_workers()
+  smoke_config.data.update(dataset='IMAGE_FOLDER', data_dir=str(tmp_path), num_channels=3)
+  smoke_config.data.num_workers = 3
+  assert data.get_dataset(smoke_config.data, 'train').num_workers == 3
+  smoke_config.data.num_workers = -1
+  with pytest.raises(errors.ConfigError, match='data.num_workers'):
+    data.get_dataset(smoke_config.data, 'train')
+
+
+def test_threaded_decoding_names_the_first_bad_file_in_index_order(tmp_path):
+  """Protects the start-up and mid-run error with the pool on: a file with a good header and a
+  damaged body raises the serial BadDataError, naming that file; of two such files, the one
+  that comes first in the requested order."""
+  paths = list(_mixed_folder(tmp_path, num=8))
+  for name in ('02.png', '06.png'):  # Truncated: PIL identifies them, then fails to decode.
+    body = (tmp_path / name).read_bytes()
+    (tmp_path / name).write_bytes(body[:len(body) // 2])
+  source = sources.ImageFolderSource(paths, 16, 3, num_workers=4)
+  serial = sources.ImageFolderSource(paths, 16, 3, num_workers=1)
+  for indices, bad in (([0, 1, 2, 3], '02.png'), ([7, 6, 5, 2], '06.png'),
+                       ([1, 2, 6], '02.png')):
+    with pytest.raises(errors.BadDataError, match=f'cannot decode .*{bad}') as pooled_error:
+      source.get(indices)
+    with pytest.raises(errors.BadDataError) as serial_error:
+      serial.get(indices)
+    assert str(pooled_error.value) == str(serial_error.value)
+  np.testing.assert_array_equal(source.get([0, 7])['image'], serial.get([0, 7])['image'])
+
+
+# ------------------------------------------------------------------------------ TFRecord CRCs
+
+
+def _frame(payload: bytes) -> bytes:
+  """One TFRecord frame, with CRCs from the tests' own bitwise CRC-32C (not the module's)."""
+  length = struct.pack('<Q', len(payload))
+  return (length + struct.pack('<I', reference_masked(reference_crc32c(length))) + payload
+          + struct.pack('<I', reference_masked(reference_crc32c(payload))))
+
+
+def _varint(value: int) -> bytes:
+  out = bytearray()
+  while True:
+    out.append(value & 0x7F | (0x80 if value > 0x7F else 0))
+    value >>= 7
+    if not value:
+      return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+  """A length-delimited protobuf field."""
+  return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _image_example(chw: np.ndarray) -> bytes:
+  """A progressive-GAN style tf.train.Example: int64 'shape' (packed) and bytes 'data'."""
+  shape = _field(3, _field(1, b''.join(_varint(int(s)) for s in chw.shape)))
+  pixels = _field(1, _field(1, chw.tobytes()))
+  entries = (_field(1, _field(1, b'shape') + _field(2, shape))
+             + _field(1, _field(1, b'data') + _field(2, pixels)))
+  return _field(1, entries)
+
+
+def test_crc32c_matches_a_bitwise_reference():
+  """Protects the CRC check itself: the module's table / vectorized CRC-32C equals a bitwise
+  reference (checked on the standard test vector) across the short and long code paths, and
+  the mask is TFRecord's."""
+  assert reference_crc32c(b'123456789') == 0xE3069283  # The published CRC-32C check value.
+  assert tfrecord.crc32c(b'123456789') == 0xE3069283
+  assert tfrecord.crc32c(b'') == 0
+  rng = np.random.default_rng(0)
+  for n in (1, 3, 4, 63, 255, 256, 257, 1000, 4097, 20011):
+    payload = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+    assert tfrecord.crc32c(payload) == reference_crc32c(payload), n
+    assert tfrecord.masked_crc32c(payload) == reference_masked(reference_crc32c(payload)), n
+
+
+def test_tfrecord_crc_mismatches_name_the_file_offset_and_crc(tmp_path, smoke_config):
+  """Protects FFHQ / CelebA-HQ training from silently damaged files: records framed here read
+  back; one flipped payload byte fails that record's payload CRC when it is read, one flipped
+  length byte fails the length CRC when the file is indexed; each message names the file, the
+  record's byte offset, the CRC and the fix."""
+  rng = np.random.default_rng(0)
+  chw = rng.integers(0, 256, (3, 3, 16, 16), dtype=np.uint8)
+  frames = [_frame(_image_example(image)) for image in chw]
+  starts = np.cumsum([0] + [len(f) for f in frames])[:-1]
+  path = tmp_path / 'faces-r04.tfrecords'
+  path.write_bytes(b''.join(frames))
+  smoke_config.data.update(dataset='FFHQ', num_channels=3, tfrecords_path=str(path))
+  source = data.get_dataset(smoke_config.data, 'train')
+  np.testing.assert_array_equal(source.get([2, 0, 1])['image'],
+                                chw[[2, 0, 1]].transpose(0, 2, 3, 1))
+
+  damaged = bytearray(path.read_bytes())
+  damaged[starts[1] + 12 + 100] ^= 0x01  # One bit of record 1's pixels.
+  path.write_bytes(bytes(damaged))
+  source = data.get_dataset(smoke_config.data, 'train')  # Lengths are intact: it indexes.
+  np.testing.assert_array_equal(source.get([0])['image'], chw[[0]].transpose(0, 2, 3, 1))
+  with pytest.raises(errors.BadDataError) as info:
+    source.get([1])
+  message = str(info.value)
+  assert str(path) in message and f'record at byte {starts[1]} fails its payload CRC' in message
+  assert 'Re-download or regenerate' in message
+
+  damaged = bytearray(b''.join(frames))
+  damaged[starts[2]] ^= 0x01  # Record 2's length, one byte longer or shorter.
+  path.write_bytes(bytes(damaged))
+  with pytest.raises(errors.BadDataError) as info:
+    data.get_dataset(smoke_config.data, 'train')
+  message = str(info.value)
+  assert str(path) in message and f'record at byte {starts[2]} fails its length CRC' in message
+  assert 'Re-download or regenerate' in message
 
 
 # ------------------------------------------------------------------------------ scalers

@@ -13,9 +13,11 @@ raises ``errors.DataNotFoundError`` for a dataset that is not there, and a sourc
 """
 import abc
 import collections
+import concurrent.futures
 import os
 import pathlib
-from typing import Dict, List, Sequence, Tuple
+import threading
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import ml_collections
 import numpy as np
@@ -30,6 +32,12 @@ NO_LABEL = -1
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp')
 _MAX_LISTED = 8  # Files named in one message.
 _PIL_ERRORS = (OSError, SyntaxError, ValueError)  # What PIL raises for a damaged file.
+_MAX_DEFAULT_WORKERS = 8  # Beyond this a host batch of 64 images gains little from more threads.
+
+
+def default_num_workers() -> int:
+  """Decoding threads when none are asked for: ``min(8, os.cpu_count())``."""
+  return min(_MAX_DEFAULT_WORKERS, os.cpu_count() or 1)
 
 
 class Source(abc.ABC):
@@ -106,6 +114,17 @@ class ArraySource(Source):
     return {'image': self._images[indices], 'label': self._labels[indices]}
 
 
+def _check_num_workers(num_workers: Optional[int]) -> int:
+  """``num_workers`` as an int >= 0, ``default_num_workers()`` for ``None``."""
+  if num_workers is None:
+    return default_num_workers()
+  if isinstance(num_workers, bool) or not isinstance(num_workers, (int, np.integer)) or (
+      num_workers < 0):
+    raise errors.ConfigError(f'data.num_workers must be a non-negative integer (0 or 1: decode '
+                             f'in the calling thread), got {num_workers!r}.')
+  return int(num_workers)
+
+
 def list_images(folder: pathlib.Path) -> Tuple[pathlib.Path, ...]:
   """Every png / jpg / jpeg / webp file under ``folder`` (recursively), sorted by path."""
   return tuple(sorted(p for p in folder.rglob('*')
@@ -116,15 +135,31 @@ class ImageFolderSource(Source):
   """Image files decoded lazily with PIL, centre-cropped to a square and resized (bicubic).
 
   The order is that of the sorted paths, so indices mean the same files on every host and run.
+  ``get`` decodes the files of one call on a pool of ``num_workers`` threads (PIL releases the
+  GIL while it decodes and resizes), created at the first call that needs it; the result is
+  the serial one, bit for bit and in index order, and a damaged file raises the same
+  ``errors.BadDataError`` (the first such file in index order).
+
+  Args:
+    paths: the image files, in index order.
+    image_size, num_channels: every image comes out ``uint8 (image_size, image_size,
+      num_channels)``.
+    notes: warnings for ``probe`` to return.
+    num_workers: decoding threads; ``None`` for ``default_num_workers()``, 0 or 1 to decode in
+      the calling thread.
   """
 
   def __init__(self, paths: Sequence[pathlib.Path], image_size: int, num_channels: int,
-               notes: Sequence[str] = ()):
+               notes: Sequence[str] = (), num_workers: Optional[int] = None):
     if not paths:
       raise ValueError('An image folder source needs at least one image file.')
     self._paths = tuple(paths)
     self._shape = images.image_shape(image_size, num_channels)
     self.notes = tuple(notes)
+    self._num_workers = _check_num_workers(num_workers)
+    self._pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
+    # The prefetch thread and the caller's thread (start-up checks) may both call ``get``.
+    self._pool_lock = threading.Lock()
 
   @property
   def image_shape(self):
@@ -134,10 +169,16 @@ class ImageFolderSource(Source):
   def paths(self) -> Tuple[pathlib.Path, ...]:
     return self._paths
 
+  @property
+  def num_workers(self) -> int:
+    """Decoding threads (0 or 1: serial, in the calling thread)."""
+    return self._num_workers
+
   def __len__(self):
     return len(self._paths)
 
   def _read(self, path: pathlib.Path) -> np.ndarray:
+    """One file -> ``uint8 (H, W, C)``; ``errors.BadDataError`` naming it if PIL cannot."""
     try:
       with Image.open(path) as image:
         array = images.from_pil(image, self._shape[-1])
@@ -146,9 +187,33 @@ class ImageFolderSource(Source):
                                 'Remove or re-encode the file.') from e
     return images.crop_resize(array, self._shape[0], 'bicubic')
 
+  def _executor(self) -> concurrent.futures.ThreadPoolExecutor:
+    with self._pool_lock:
+      if self._pool is None:
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=self._num_workers, thread_name_prefix='image_folder')
+      return self._pool
+
   def _load(self, indices):
-    return {'image': np.stack([self._read(self._paths[i]) for i in indices]),
-            'label': np.full((len(indices),), NO_LABEL, np.int32)}
+    paths = [self._paths[i] for i in indices]
+    if self._num_workers <= 1 or len(paths) == 1:
+      decoded = [self._read(p) for p in paths]
+    else:
+      # ``map`` yields in submission order and re-raises a failed call's error when its turn
+      # comes, so the result and the first error are those of the serial loop; leaving the
+      # generator early (on that error) cancels the calls not yet started.
+      decoded = list(self._executor().map(self._read, paths))
+    return {'image': np.stack(decoded), 'label': np.full((len(indices),), NO_LABEL, np.int32)}
+
+  def __getstate__(self):
+    # Threads and locks do not pickle or deep-copy; a copy makes its own pool when it needs one.
+    state = dict(self.__dict__)
+    state['_pool'], state['_pool_lock'] = None, None
+    return state
+
+  def __setstate__(self, state):
+    self.__dict__.update(state)
+    self._pool_lock = threading.Lock()
 
   def probe(self) -> List[str]:
     """Opens every file's header (no pixel decoding): size and colour mode, or the error.
@@ -191,7 +256,8 @@ def image_folder(data_config: ml_collections.ConfigDict, split: str) -> ImageFol
   """Images under ``data.data_dir``; ``data_dir/train`` and ``data_dir/test`` if both exist.
 
   Without split subfolders both splits are the whole folder, as the reference does for FFHQ;
-  the 'test' source then says so in its ``notes`` (a warning at start-up).
+  the 'test' source then says so in its ``notes`` (a warning at start-up). Files are decoded on
+  ``data.num_workers`` threads (absent or ``None``: ``default_num_workers()``).
   """
   root = pathlib.Path(data_config.data_dir).expanduser()
   if not str(data_config.data_dir) or not root.is_dir():
@@ -213,7 +279,8 @@ def image_folder(data_config: ml_collections.ConfigDict, split: str) -> ImageFol
   if split == 'test' and not split_dirs:
     notes = (f'IMAGE_FOLDER: {root} has no train/ and test/ subfolders, so evaluation (\'test\') '
              'uses the training images; add both subfolders for a held-out split.',)
-  return ImageFolderSource(paths, data_config.image_size, data_config.num_channels, notes)
+  return ImageFolderSource(paths, data_config.image_size, data_config.num_channels, notes,
+                           num_workers=data_config.get('num_workers', None))
 
 
 def get_dataset(data_config: ml_collections.ConfigDict, split: str) -> Source:

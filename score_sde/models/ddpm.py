@@ -52,6 +52,7 @@ class DDPM(nn.Module):
   num_scales: int = 1000
   num_groups: int = 32
   num_classes: int = 0  # > 0: class-conditional (layers.add_class_embedding).
+  remat: bool = False  # Rematerialise the residual blocks (layers.rematerialized).
 
   @classmethod
   def from_config(cls, config) -> 'DDPM':
@@ -70,10 +71,12 @@ class DDPM(nn.Module):
         resamp_with_conv=m.resamp_with_conv, conditional=m.conditional,
         nonlinearity=m.nonlinearity, scale_by_sigma=m.scale_by_sigma,
         centered=config.data.centered, sigma_min=m.sigma_min, sigma_max=m.sigma_max,
-        num_scales=m.num_scales, num_classes=class_count(config))
+        num_scales=m.num_scales, num_classes=class_count(config),
+        remat=bool(m.get('remat', False)))
 
   def _resblock(self, out_ch=None) -> nn.Module:
-    return layers.ResnetBlockDDPM(act=layers.get_act(self.nonlinearity), out_ch=out_ch,
+    block = layers.rematerialized(layers.ResnetBlockDDPM) if self.remat else layers.ResnetBlockDDPM
+    return block(act=layers.get_act(self.nonlinearity), out_ch=out_ch,
                                   dropout=self.dropout, num_groups=self.num_groups)
 
   @nn.compact
@@ -86,7 +89,8 @@ class DDPM(nn.Module):
       temb = layers.get_timestep_embedding(labels, self.nf)
       temb = nn.Dense(self.nf * 4, kernel_init=layers.default_init())(temb)
       temb = nn.Dense(self.nf * 4, kernel_init=layers.default_init())(act(temb))
-      temb = layers.add_class_embedding(temb, class_labels, self.num_classes)
+      # Embedded in float32, then in the compute dtype (bfloat16 under mixed precision).
+      temb = layers.add_class_embedding(temb, class_labels, self.num_classes).astype(x.dtype)
     h = x if self.centered else 2 * x - 1.  # The network works on [-1, 1].
 
     hs = [layers.conv3x3(h, self.nf)]

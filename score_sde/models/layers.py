@@ -33,6 +33,17 @@ def get_act(name: str) -> Activation:
         f'Unknown nonlinearity {name!r}; use one of {sorted(_ACTIVATIONS)}.') from None
 
 
+@functools.lru_cache(maxsize=None)
+def rematerialized(block: type) -> type:
+  """``block`` (a residual block called as ``block(x, temb, train)``) with its activations
+  recomputed in the backward pass (``nn.remat``), keeping only its inputs: a block boundary's
+  activation memory for about one more forward pass. The class keeps ``block``'s name, so
+  auto-named parameters (the released checkpoints' names) do not change."""
+  remat_block = nn.remat(block, static_argnums=(3,))  # self, x, temb, train (a Python bool).
+  remat_block.__name__ = remat_block.__qualname__ = block.__name__
+  return remat_block
+
+
 def default_init(scale: float = 1.) -> Callable[..., jax.Array]:
   """DDPM's initializer: variance scaling, fan-average, uniform; ``scale = 0`` means 1e-10.
 
@@ -135,7 +146,9 @@ def spatial_attention(h: jax.Array, q_layer: nn.Module, k_layer: nn.Module,
   b, height, width, c = h.shape
   q, k, v = q_layer(h), k_layer(h), v_layer(h)
   logits = jnp.einsum('bhwc,bHWc->bhwHW', q, k) * (c ** -0.5)
-  weights = jax.nn.softmax(logits.reshape(b, height, width, height * width), axis=-1)
+  # The softmax in float32 whatever the compute dtype: bfloat16 logits lose the small weights.
+  weights = jax.nn.softmax(logits.reshape(b, height, width, height * width).astype(jnp.float32),
+                           axis=-1).astype(v.dtype)
   return jnp.einsum('bhwHW,bHWc->bhwc', weights.reshape(logits.shape), v)
 
 
@@ -210,5 +223,6 @@ class ResnetBlockDDPM(nn.Module):
 
 def residual_sum(x: jax.Array, h: jax.Array, skip_rescale: bool) -> jax.Array:
   """``x + h``, divided by ``sqrt(2)`` with ``skip_rescale`` to keep the variance constant."""
-  return (x + h) / np.sqrt(2.) if skip_rescale else x + h
+  # A Python float (weakly typed): a numpy scalar would promote bfloat16 activations to float32.
+  return (x + h) / math.sqrt(2.) if skip_rescale else x + h
 

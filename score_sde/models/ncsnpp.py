@@ -26,7 +26,8 @@ import jax.numpy as jnp
 
 from score_sde.models import layerspp
 from score_sde.models.layers import (add_class_embedding, conv3x3, default_init, get_act,
-                                     get_timestep_embedding, group_norm, residual_sum)
+                                     get_timestep_embedding, group_norm, rematerialized,
+                                     residual_sum)
 from score_sde.models.utils import (MODELS, check_image_size, check_model_inputs, class_count,
                                     get_sigmas)
 
@@ -88,6 +89,7 @@ class NCSNpp(nn.Module):
   sigma_max: float = 50.
   num_scales: int = 1000
   num_classes: int = 0  # > 0: class-conditional (layers.add_class_embedding).
+  remat: bool = False  # Rematerialise the residual blocks (layers.rematerialized).
 
   @classmethod
   def from_config(cls, config) -> 'NCSNpp':
@@ -125,24 +127,25 @@ class NCSNpp(nn.Module):
         fourier_scale=m.fourier_scale, nonlinearity=m.nonlinearity,
         scale_by_sigma=m.scale_by_sigma, centered=config.data.centered, sigma_min=m.sigma_min,
         sigma_max=m.sigma_max, num_scales=m.num_scales,
-        num_classes=class_count(config))
+        num_classes=class_count(config), remat=bool(m.get('remat', False)))
 
   # Factories for the repeated blocks; each call creates (and so auto-names) a new submodule.
   def _resblock(self, **kwargs) -> nn.Module:
     common = dict(act=get_act(self.nonlinearity), dropout=self.dropout,
                   init_scale=self.init_scale, skip_rescale=self.skip_rescale)
     if self.resblock_type == 'ddpm':
-      return layerspp.ResnetBlockDDPMpp(**common, **kwargs)
-    return layerspp.ResnetBlockBigGANpp(fir=self.fir, fir_kernel=self.fir_kernel, **common,
-                                        **kwargs)
+      block, extra = layerspp.ResnetBlockDDPMpp, {}
+    else:
+      block, extra = layerspp.ResnetBlockBigGANpp, dict(fir=self.fir, fir_kernel=self.fir_kernel)
+    return (rematerialized(block) if self.remat else block)(**extra, **common, **kwargs)
 
   def _attn(self) -> nn.Module:
     return layerspp.AttnBlockpp(init_scale=self.init_scale, skip_rescale=self.skip_rescale)
 
-  def _embed(self, time_cond: jax.Array, class_labels: Optional[jax.Array]
+  def _embed(self, time_cond: jax.Array, class_labels: Optional[jax.Array], dtype
              ) -> Tuple[Optional[jax.Array], jax.Array]:
-    """Time (and class) embedding ``(B, 4 nf)`` (None if unconditional) and the per-example
-    sigma ``(B,)``."""
+    """Time (and class) embedding ``(B, 4 nf)`` in ``dtype`` (None if unconditional), computed
+    in float32, and the per-example sigma ``(B,)`` float32."""
     if self.embedding_type == 'fourier':
       sigmas = time_cond
       temb = layerspp.GaussianFourierProjection(
@@ -156,7 +159,7 @@ class NCSNpp(nn.Module):
     act = get_act(self.nonlinearity)
     temb = nn.Dense(self.nf * 4, kernel_init=default_init())(temb)
     temb = nn.Dense(self.nf * 4, kernel_init=default_init())(act(temb))
-    return add_class_embedding(temb, class_labels, self.num_classes), sigmas
+    return add_class_embedding(temb, class_labels, self.num_classes).astype(dtype), sigmas
 
   def _encode(self, x: jax.Array, temb, train: bool) -> list:
     """The downsampling path; returns every skip activation, the last being the bottleneck input.
@@ -237,7 +240,7 @@ class NCSNpp(nn.Module):
     for field in _CHOICES:
       _check_choice(field, getattr(self, field))
     check_model_inputs(x, time_cond, len(self.ch_mult))
-    temb, sigmas = self._embed(time_cond, class_labels)
+    temb, sigmas = self._embed(time_cond, class_labels, x.dtype)
     if not self.centered:
       x = 2 * x - 1.  # Data in [0, 1]; the network works on [-1, 1].
     hs = self._encode(x, temb, train)

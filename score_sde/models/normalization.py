@@ -38,18 +38,25 @@ def _one_plus_normal(key, shape, dtype=jnp.float32):
 
 
 def _spatial_moments(x: jax.Array):
-  """Per-example, per-channel mean and variance over H, W: two ``(B, 1, 1, C)`` arrays."""
+  """Per-example, per-channel mean and variance over H, W: two ``(B, 1, 1, C)`` float32 arrays
+  (reduced in float32 whatever the compute dtype, as flax's GroupNorm)."""
+  x = x.astype(jnp.float32)
   return jnp.mean(x, axis=(1, 2), keepdims=True), jnp.var(x, axis=(1, 2), keepdims=True)
+
+
+def _standardize(x: jax.Array, mean, var) -> jax.Array:
+  """``(x - mean) / sqrt(var + eps)`` in float32, returned in ``x``'s dtype."""
+  return ((x.astype(jnp.float32) - mean) / jnp.sqrt(var + _EPS)).astype(x.dtype)
 
 
 def _instance_norm_plus_terms(x: jax.Array):
   """``((x - mu) / sqrt(s2 + eps), mu+)`` of InstanceNorm++, shapes ``x.shape`` and
   ``(B, 1, 1, C)``."""
   mean, var = _spatial_moments(x)
-  normed = (x - mean) / jnp.sqrt(var + _EPS)
+  normed = _standardize(x, mean, var)
   across = jnp.mean(mean, axis=-1, keepdims=True), jnp.var(mean, axis=-1, keepdims=True)
   mean_plus = (mean - across[0]) / jnp.sqrt(across[1] + _EPS)
-  return normed, mean_plus
+  return normed, mean_plus.astype(x.dtype)
 
 
 class InstanceNorm2d(nn.Module):
@@ -60,7 +67,7 @@ class InstanceNorm2d(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     shape = (1, 1, 1, x.shape[-1])
     mean, var = _spatial_moments(x)
-    h = (x - mean) / jnp.sqrt(var + _EPS) * self.param('scale', nn.initializers.ones, shape)
+    h = _standardize(x, mean, var) * self.param('scale', nn.initializers.ones, shape)
     if self.bias:
       h = h + self.param('bias', nn.initializers.zeros, shape)
     return h
@@ -75,7 +82,7 @@ class VarianceNorm2d(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     shape = (1, 1, 1, x.shape[-1])
     _, var = _spatial_moments(x)
-    h = x / jnp.sqrt(var + _EPS) * self.param('scale', _one_plus_normal, shape)
+    h = _standardize(x, 0., var) * self.param('scale', _one_plus_normal, shape)
     if self.bias:
       h = h + self.param('bias', nn.initializers.zeros, shape)
     return h

@@ -146,9 +146,33 @@ def count_params(params) -> int:
   return int(sum(np.prod(leaf.shape, dtype=np.int64) for leaf in jax.tree.leaves(params)))
 
 
+COMPUTE_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+
+def compute_dtype(name: str):
+  """``config.training.compute_dtype`` as a dtype. Raises ValueError naming the choices."""
+  if name not in COMPUTE_DTYPES:
+    raise ValueError(f'compute_dtype must be one of {sorted(COMPUTE_DTYPES)}; got {name!r}.')
+  return COMPUTE_DTYPES[name]
+
+
+# Parameters kept float32 under mixed precision: NCSN++'s Fourier frequencies (|W| ~ 16) would
+# move the embedding of log sigma by a large fraction of a period if rounded to bfloat16.
+_FLOAT32_PARAMS = ('GaussianFourierProjection',)
+
+
+def cast_params(params, dtype):
+  """Every floating-point parameter cast to ``dtype``, but the time embedding's frequencies."""
+  def cast(path, a):
+    keep = any(name in str(getattr(k, 'key', k)) for k in path for name in _FLOAT32_PARAMS)
+    return a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) and not keep else a
+  return jax.tree_util.tree_map_with_path(cast, params)
+
+
 def get_model_fn(model: nn.Module, params, train: bool = False,
                  rng: Optional[jax.Array] = None,
-                 class_labels: Optional[jax.Array] = None) -> ModelFn:
+                 class_labels: Optional[jax.Array] = None,
+                 dtype: str = 'float32') -> ModelFn:
   """``model_fn(x, labels, class_labels=class_labels) -> output``: the network with fixed
   parameters.
 
@@ -159,7 +183,14 @@ def get_model_fn(model: nn.Module, params, train: bool = False,
     rng: key of the 'dropout' stream; the same key gives the same dropout masks.
     class_labels: default ``(B,)`` int classes of a class-conditional network (the null label
       ``num_classes`` for its unconditional output); required there, ignored by others.
+    dtype: the compute dtype, ``'float32'`` or ``'bfloat16'`` (mixed precision). With bfloat16
+      the parameters (kept float32 by the caller: gradients, Adam and the EMA stay float32) and
+      the input are cast to bfloat16 for the call, so convolutions, matmuls and activations run
+      in bfloat16; the networks embed time in float32 before casting the embedding, group norm
+      reduces its statistics in float32 (flax), attention takes its softmax in float32, and the
+      output is cast back to float32, where the loss is computed.
   """
+  compute = compute_dtype(dtype)
   if train and rng is None and getattr(model, 'dropout', 0.) > 0:
     raise ValueError('train=True applies dropout; pass rng=<a jax.random.key> for it.')
   rngs = {} if rng is None else {'dropout': rng}
@@ -176,14 +207,19 @@ def get_model_fn(model: nn.Module, params, train: bool = False,
                          f'{model.num_classes} for "no class".')
       kwargs['class_labels'] = jnp.broadcast_to(jnp.asarray(class_labels, jnp.int32),
                                                 x.shape[:1])
-    return model.apply({'params': params}, x, labels, train=train, rngs=rngs, **kwargs)
+    if compute == jnp.float32:
+      return model.apply({'params': params}, x, labels, train=train, rngs=rngs, **kwargs)
+    out = model.apply({'params': cast_params(params, compute)}, x.astype(compute), labels,
+                      train=train, rngs=rngs, **kwargs)
+    return out.astype(jnp.float32)
 
   return model_fn
 
 
 def get_score_fn(sde: sde_lib.SDE, model: nn.Module, params, train: bool = False,
                  continuous: bool = False, rng: Optional[jax.Array] = None,
-                 class_labels: Optional[jax.Array] = None) -> sde_lib.ScoreFn:
+                 class_labels: Optional[jax.Array] = None,
+                 dtype: str = 'float32') -> sde_lib.ScoreFn:
   """``score_fn(x, t) ~ grad_x log p_t(x)`` from a network, with the released conventions.
 
   * VP and sub-VP: the network predicts the noise ``z`` of ``x_t = alpha x_0 + std z``, so
@@ -195,7 +231,7 @@ def get_score_fn(sde: sde_lib.SDE, model: nn.Module, params, train: bool = False
 
   Args:
     sde: a ``VPSDE``, ``subVPSDE`` or ``VESDE``.
-    model, params, train, rng: as for ``get_model_fn``.
+    model, params, train, rng, dtype: as for ``get_model_fn``.
     continuous: whether the model was trained with continuous-time labels.
     class_labels: for a class-conditional network, the ``(B,)`` (or scalar) class to score;
       each call may pass other ``class_labels`` (guidance scores two label sets at once).
@@ -203,7 +239,7 @@ def get_score_fn(sde: sde_lib.SDE, model: nn.Module, params, train: bool = False
     ``score_fn(x (B, H, W, C), t (B,), class_labels=class_labels) -> (B, H, W, C)``.
   """
   labelled_model_fn = get_model_fn(model, params, train=train, rng=rng,
-                                   class_labels=class_labels)
+                                   class_labels=class_labels, dtype=dtype)
 
   if isinstance(sde, sde_lib.VPSDE):  # subVPSDE included.
     def score_fn(x, t, class_labels=None):
