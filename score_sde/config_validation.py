@@ -135,7 +135,9 @@ def _field_problems(config: ml_collections.ConfigDict) -> Tuple[List[str], List[
              for f in sorted(expected - present)]
   unknown = []
   for field in sorted(present - expected):
-    close = difflib.get_close_matches(field, expected, n=1)
+    # A shortened name ('model.ema') means one of the fields it begins, before any lookalike.
+    longer = [e for e in expected if e.startswith(field + '_')]
+    close = difflib.get_close_matches(field, longer or expected, n=1, cutoff=0 if longer else 0.6)
     hint = f'did you mean config.{close[0]}?' if close else 'remove it.'
     unknown.append(f'config.{field} is not a field the code reads; {hint}')
   return missing, unknown

@@ -34,11 +34,12 @@ pytestmark = pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptio
 
 
 def _overrides(data_dir):
-  """The smoke config, one resolution: a fraction of its compile time, every code path that
-  crosses hosts (sharded batches, checkpoints, evaluation) kept."""
+  """The smoke config at one resolution with plain blocks: a fraction of its compile time,
+  every code path that crosses hosts (sharded batches, checkpoints, evaluation) kept."""
   return [f'--config.data.dataset=IMAGE_FOLDER', f'--config.data.data_dir={data_dir}',
           '--config.model.ch_mult=(1,)', '--config.model.attn_resolutions=()',
-          '--config.model.fir=False', f'--config.training.n_iters={N_ITERS}',
+          '--config.model.fir=False', '--config.model.resblock_type=ddpm',
+          '--config.model.progressive_input=none', f'--config.training.n_iters={N_ITERS}',
           '--config.eval.enable_bpd=True', '--config.eval.bpd_dataset=train',
           '--config.eval.begin_ckpt=1', '--config.eval.end_ckpt=1']
 
@@ -136,7 +137,8 @@ def _config(root):
   from configs import smoke
   config = smoke.get_config()
   config.data.update(dataset='MNIST_EMBEDDED')
-  config.model.update(ch_mult=(1,), attn_resolutions=(), fir=False)
+  config.model.update(ch_mult=(1,), attn_resolutions=(), fir=False, resblock_type='ddpm',
+                      progressive_input='none')
   return config
 
 
