@@ -36,7 +36,7 @@ pytestmark = pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptio
 def _overrides(data_dir):
   """The smoke config at one resolution with plain blocks: a fraction of its compile time,
   every code path that crosses hosts (sharded batches, checkpoints, evaluation) kept."""
-  return [f'--config.data.dataset=IMAGE_FOLDER', f'--config.data.data_dir={data_dir}',
+  return ['--config.data.dataset=IMAGE_FOLDER', f'--config.data.data_dir={data_dir}',
           '--config.model.ch_mult=(1,)', '--config.model.attn_resolutions=()',
           '--config.model.fir=False', '--config.model.resblock_type=ddpm',
           '--config.model.progressive_input=none', f'--config.training.n_iters={N_ITERS}',

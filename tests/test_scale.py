@@ -76,14 +76,23 @@ def _conv_dtypes(config, dtype):
 def test_bfloat16_runs_every_convolution_in_bfloat16(model):
   """No float32 constant or embedding promotes the activations back to float32: every
   convolution of the forward pass is bfloat16 (float32 without mixed precision), and the
-  output comes back float32."""
+  output comes back float32. The parameters are cast for the call but NCSN++'s Fourier
+  frequencies (N(0, 16^2)): bfloat16 would shift their phases by several percent of a period
+  per unit of log sigma."""
   config = _config(**model)
   assert _conv_dtypes(config, 'bfloat16') == {'bf16'}
   assert _conv_dtypes(config, 'float32') == {'f32'}
   net = mutils.get_model(config)
-  out = mutils.get_model_fn(net, mutils.init_params(jax.random.key(0), config),
-                            dtype='bfloat16')(jnp.ones((2, 16, 16, 1)), jnp.ones((2,)))
+  params = mutils.init_params(jax.random.key(0), config)
+  out = mutils.get_model_fn(net, params, dtype='bfloat16')(jnp.ones((2, 16, 16, 1)),
+                                                           jnp.ones((2,)))
   assert out.dtype == jnp.float32
+  cast = jax.tree_util.tree_flatten_with_path(mutils.cast_params(params, jnp.bfloat16))[0]
+  for path, leaf in cast:
+    fourier = 'GaussianFourierProjection' in jax.tree_util.keystr(path)
+    assert leaf.dtype == (jnp.float32 if fourier else jnp.bfloat16), path
+  assert any('GaussianFourierProjection' in jax.tree_util.keystr(p) for p, _ in cast) == (
+      config.model.name == 'ncsnpp')
 
 
 def test_bfloat16_training_lowers_the_loss_with_float32_state():

@@ -12,7 +12,6 @@ from typing import Callable, Optional
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 Activation = Callable[[jax.Array], jax.Array]
 
