@@ -26,6 +26,7 @@ import gc
 import json
 import os
 import sys
+import time
 import zlib
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -81,10 +82,23 @@ def _quiet_closed_loop_callbacks():
       previous(unraisable)
 
   sys.unraisablehook = hook
+  failed = False
   try:
     yield
+  except BaseException:
+    failed = True
+    raise
   finally:
     gc.collect()  # Reports still pending are made while the hook filters them.
+    if failed or silenced:
+      # Reads still in flight on tensorstore's threads report when they end, later on a loaded
+      # machine: keep filtering until none has come for 0.2 s (2 s at most, failed reads only).
+      last, quiet_since, deadline = silenced, time.monotonic(), time.monotonic() + 2.
+      while time.monotonic() < deadline and time.monotonic() - quiet_since < 0.2:
+        time.sleep(0.02)
+        gc.collect()
+        if silenced != last:
+          last, quiet_since = silenced, time.monotonic()
     sys.unraisablehook = previous
     if silenced:
       logging.debug('Silenced %d "Event loop is closed" reports of a failed read.', silenced)
