@@ -11,6 +11,7 @@ Each row compiles once (about a second on a CPU) and runs in a few seconds at mo
 table takes about two minutes.
 """
 import argparse
+import re
 import time
 
 import jax
@@ -38,7 +39,8 @@ def _sliced_w2(a, b, directions):
 
 
 def _rows(shape, quick):
-  """(label, steps or tolerance, builder(sde, eps)) for every sampler configuration."""
+  """(label, steps or tolerance, builder(sde, eps)) for every sampler configuration; PC
+  samplers take their own step count (``num_steps``) on the SDE of N = 1000."""
   identity = sampling.identity
   pc_steps = (10, 20, 50, 100) if quick else (10, 20, 50, 100, 1000)
   for n in pc_steps:
@@ -48,23 +50,23 @@ def _rows(shape, quick):
                                  ('euler_maruyama', 'ald')):
       if corrector != 'none' and n > 500:
         continue
-      yield (f'pc {predictor}+{corrector}', n, n,
-             lambda sde, eps, p=predictor, c=corrector: sampling.get_pc_sampler(
-                 sde, shape, p, c, identity, 0.075, eps=eps))
-    yield ('pc euler (probability flow)', n, n,
-           lambda sde, eps: sampling.get_pc_sampler(sde, shape, 'euler_maruyama', 'none',
-                                                    identity, 0., probability_flow=True,
-                                                    eps=eps))
+      yield (f'pc {predictor}+{corrector}', n,
+             lambda sde, eps, p=predictor, c=corrector, n=n: sampling.get_pc_sampler(
+                 sde, shape, p, c, identity, 0.075, eps=eps, num_steps=n))
+    yield ('pc euler (probability flow)', n,
+           lambda sde, eps, n=n: sampling.get_pc_sampler(
+               sde, shape, 'euler_maruyama', 'none', identity, 0., probability_flow=True,
+               eps=eps, num_steps=n))
   for tol in (1e-2, 1e-3, 1e-4, 1e-5):
-    yield ('ode RK45', f'tol={tol:g}', 1000,
+    yield ('ode RK45', f'tol={tol:g}',
            lambda sde, eps, tol=tol: sampling.get_ode_sampler(sde, shape, identity, True, tol,
                                                               tol, eps=eps))
   for n in (5, 10, 25, 50, 500):
-    yield ('heun (EDM)', n, 1000,
+    yield ('heun (EDM)', n,
            lambda sde, eps, n=n: sampling.get_heun_sampler(sde, shape, identity, n, eps=eps))
   for n in (10, 20, 50, 100):
     for order in (2, 3):
-      yield (f'dpm_solver++ {order}M', n, 1000,
+      yield (f'dpm_solver++ {order}M', n,
              lambda sde, eps, n=n, order=order: sampling.get_dpm_solver_sampler(
                  sde, shape, identity, n, order=order, eps=eps))
 
@@ -74,26 +76,28 @@ def main():
   parser.add_argument('--batch', type=int, default=10000)
   parser.add_argument('--dim', type=int, default=8)
   parser.add_argument('--quick', action='store_true', help='skip the 1000-step PC runs')
+  parser.add_argument('--sdes', default=','.join(SDES), help='comma-separated SDE names')
+  parser.add_argument('--only', default='', help='regular expression on "label steps": run '
+                      'the matching rows only, e.g. "^pc .* (10|20)$"')
   args = parser.parse_args()
   shape = (args.batch, args.dim)
   target = _target(args.dim)
   directions = np.random.default_rng(1).normal(size=(args.dim, 64))
   directions /= np.linalg.norm(directions, axis=0)
   print(f'{"sde":9s} {"sampler":38s} {"steps":>10s} {"nfe":>6s} {"SW2":>9s} {"secs":>5s}')
-  for sde_name, (make_sde, eps) in SDES.items():
-    law = analytic.marginal(target, make_sde(1000), eps)  # p_eps does not depend on N.
+  for sde_name in args.sdes.split(','):
+    make_sde, eps = SDES[sde_name]
+    sde = make_sde(1000)
+    law = analytic.marginal(target, sde, eps)
     exact = np.asarray(law.sample(jax.random.key(11), args.batch))
     floors = [_sliced_w2(exact, np.asarray(law.sample(jax.random.key(100 + i), args.batch)),
                          directions) for i in range(5)]
     print(f'{sde_name:9s} noise floor (exact vs exact): {np.mean(floors):.4f} +- '
           f'{np.std(floors):.4f}')
-    for label, steps, sde_n, build in _rows(shape, args.quick):
-      try:
-        sde = make_sde(sde_n)  # PC steps through the SDE's own N.
-      except ValueError as e:  # VP's DDPM chain needs N > beta_max.
-        print(f'{sde_name:9s} {label:38s} {str(steps):>10s}    n/a  ({e})'[:100])
+    score_fn = analytic.score_fn(target, sde)
+    for label, steps, build in _rows(shape, args.quick):
+      if args.only and not re.search(args.only, f'{label} {steps}'):
         continue
-      score_fn = analytic.score_fn(target, sde)
       start = time.time()
       sampler = build(sde, eps)
       samples, nfe = jax.jit(lambda rng: sampler(rng, score_fn))(jax.random.key(0))

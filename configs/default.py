@@ -53,6 +53,7 @@ def get_config() -> ml_collections.ConfigDict:
   sampling.probability_flow = False  # PC predictor on the probability-flow ODE instead of the SDE.
   sampling.snr = 0.16  # Signal-to-noise ratio of the Langevin corrector.
   sampling.num_steps = 0  # Steps of the fast samplers (heun, dpm_solver); 0: the SDE's N.
+  sampling.pc_num_steps = 0  # PC predictor steps; 0: the SDE's N (the released sampler).
   sampling.dpm_solver_order = 2  # DPM-Solver++ multistep order: 1, 2 (2M) or 3 (3M).
   sampling.s_churn = 0.  # EDM Heun stochasticity (Karras et al. S_churn); 0: deterministic.
   sampling.rtol = 1e-5  # ODE sampler tolerances (RK45 as in the paper).

@@ -250,6 +250,13 @@ def _sampling_problems(c) -> List[str]:
              'the Langevin step size needs a positive signal-to-noise ratio, typically 0.05-0.2')
   _require(problems, isinstance(s.num_steps, int) and s.num_steps >= 0, 'sampling.num_steps',
            s.num_steps, "use 0 (the SDE's N) or a positive step count")
+  pc_steps = s.get('pc_num_steps', 0)
+  _require(problems, isinstance(pc_steps, int) and pc_steps >= 0, 'sampling.pc_num_steps',
+           pc_steps, "use 0 (the SDE's N, model.num_scales) or a positive step count")
+  if isinstance(pc_steps, int) and pc_steps not in (0, c.model.num_scales):
+    _require(problems, c.training.continuous, 'sampling.pc_num_steps', pc_steps,
+             f'a discrete-time network only knows its model.num_scales={c.model.num_scales} '
+             'noise levels; use 0, or sampling.method dpm_solver / heun for fewer steps')
   _require(problems, s.dpm_solver_order in (1, 2, 3), 'sampling.dpm_solver_order',
            s.dpm_solver_order, 'DPM-Solver++ is implemented for orders 1, 2 and 3')
   _require(problems, s.s_churn >= 0, 'sampling.s_churn', s.s_churn,

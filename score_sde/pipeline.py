@@ -149,8 +149,9 @@ class Pipeline:
       n: number of images.
       method: ``'pc'``, ``'ode'``, ``'heun'`` or ``'dpm_solver'``; default the config's.
       num_steps: steps of ``'heun'`` / ``'dpm_solver'`` (``sampling.num_steps``), or of the PC
-        chain (the SDE's ``N``; continuous-time networks only, as a discrete network's labels
-        are tied to its ``N``); default the config's.
+        chain (``sampling.pc_num_steps``, default the SDE's ``N``; other counts for
+        continuous-time networks only, as a discrete network's labels are tied to its ``N``);
+        default the config's.
       seed: the sample key is ``jax.random.key(seed)``; same seed, same images.
       class_labels: classes of a class-conditional network (or of classifier guidance), taken
         in turn; default ``sampling.class_labels`` (every class in turn when empty).
@@ -204,7 +205,8 @@ class Pipeline:
       if str(s.method).lower() in ('heun', 'dpm_solver'):
         s.num_steps = num_steps
       elif str(s.method).lower() == 'pc':
-        sde = self._sde_with_steps(num_steps)
+        self._sde_with_steps(num_steps)  # Refuses a discrete-time network's other step counts.
+        s.pc_num_steps = num_steps
       else:
         raise errors.ConfigError(f'num_steps={num_steps}: the {s.method!r} sampler is adaptive '
                                  '(sampling.rtol / atol set its accuracy); drop num_steps.')
@@ -219,9 +221,7 @@ class Pipeline:
           f'num_steps={num_steps} for PC sampling: this network was trained in discrete time '
           f'on N={self.sde.N} steps, and its labels only exist on that grid. Use num_steps=None, '
           'or method="dpm_solver" / "heun", which take any number of steps.')
-    config = copy.deepcopy(self.config)
-    config.model.num_scales = num_steps
-    return sde_lib.get_sde(config)
+    return self.sde.with_steps(num_steps)
 
   # ------------------------------------------------------------------------------ controllable
   def inpaint(self, images, mask, seed: int = 0, num_steps: Optional[int] = None) -> np.ndarray:

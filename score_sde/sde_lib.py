@@ -90,6 +90,11 @@ class SDE(abc.ABC):
     drift, diffusion = self.sde(x, t)
     return drift * dt, diffusion * jnp.sqrt(dt)
 
+  @abc.abstractmethod
+  def with_steps(self, N: int) -> 'SDE':
+    """The same SDE with ``N`` discretisation steps: what a sampler of ``N`` steps uses for the
+    discrete-chain predictors and correctors (``sde.N`` itself stays the model's)."""
+
   def reverse(self, score_fn: ScoreFn, probability_flow: bool = False) -> 'ReverseSDE':
     """The reverse-time SDE (eq. 6) or, with ``probability_flow``, the probability-flow ODE
     (eq. 13) driven by ``score_fn(x, t) ~ grad_x log p_t(x)``."""
@@ -144,23 +149,51 @@ class VPSDE(SDE):
 
   Kernel: ``alpha(t) = exp(m(t))`` with ``m(t) = -t^2 (beta_1 - beta_0) / 4 - t beta_0 / 2`` and
   ``std(t) = sqrt(1 - exp(2 m(t)))``; prior ``N(0, I)``.
-  """
 
-  def __init__(self, beta_min: float = 0.1, beta_max: float = 20., N: int = 1000):
+  Its discrete chain ``x_i = sqrt(1 - beta_i) x_{i-1} + sqrt(beta_i) z`` (``chain``):
+
+  * ``'ddpm'``: DDPM's, eq. (10), ``beta_i = beta(i / (N - 1)) / N``, the released code's and the
+    one discrete-time DDPM models are trained on. A probability only while ``beta_max < N``.
+  * ``'exponential'``: ``beta_i = 1 - exp(-beta(i / (N - 1)) / N)``, the exact kernel of a step
+    of length ``1 / N`` at the rate ``beta`` frozen at the chain's time; DDPM's ``beta_i`` is its
+    first-order expansion. A probability at any ``N``.
+  * ``'auto'`` (default): ``'ddpm'`` where it is valid, else ``'exponential'``; so few-step
+    samplers on VP (``N = 10``) work, and every configuration that ran before is unchanged.
+
+  Measured with the exact score of a Gaussian mixture (PC reverse diffusion and ancestral
+  sampling, 8-D): at 21-25 steps the two chains are equally good, at 40-80 DDPM's is slightly
+  better, and at 10-15 the exponential chain has half the error of the chain whose steps follow
+  the SDE's kernel between grid times exactly (which loses at every step count).
+  """
+  CHAINS = ('auto', 'ddpm', 'exponential')
+
+  def __init__(self, beta_min: float = 0.1, beta_max: float = 20., N: int = 1000,
+               chain: str = 'auto'):
     super().__init__(N)
     if not 0 < beta_min < beta_max:
       raise ValueError(f'{type(self).__name__} needs 0 < beta_min < beta_max; got {beta_min}, '
                        f'{beta_max}.')
+    if chain not in self.CHAINS:
+      raise ValueError(f'chain={chain!r}; choose one of {", ".join(self.CHAINS)}.')
     self.beta_0 = float(beta_min)
     self.beta_1 = float(beta_max)
+    self.chain = chain if chain != 'auto' else ('ddpm' if beta_max < N else 'exponential')
     self._make_chain(beta_min, beta_max, N)
 
+  def with_steps(self, N: int) -> 'VPSDE':
+    """``N`` steps, on DDPM's chain where it is valid, else the exponential one."""
+    return type(self)(self.beta_0, self.beta_1, N)
+
   def _make_chain(self, beta_min: float, beta_max: float, N: int) -> None:
-    if beta_max >= N:
-      raise ValueError(f'The DDPM chain needs beta_max / N < 1, got beta_max={beta_max}, N={N}: '
-                       f'raise N (model.num_scales) above {int(beta_max)}.')
+    if self.chain == 'ddpm':
+      if beta_max >= N:
+        raise ValueError(f'The DDPM chain needs beta_max / N < 1, got beta_max={beta_max}, '
+                         f'N={N}: raise N (model.num_scales) above {int(beta_max)}, or use '
+                         "chain='exponential'.")
     # The DDPM chain (eq. 10): beta_i = beta(i / (N - 1)) / N.
     betas = np.linspace(beta_min / N, beta_max / N, N, dtype=np.float64)
+    if self.chain == 'exponential':
+      betas = -np.expm1(-betas)
     alphas = 1. - betas
     alphas_cumprod = np.cumprod(alphas)
     self.discrete_betas = jnp.asarray(betas, jnp.float32)
@@ -215,6 +248,12 @@ class subVPSDE(VPSDE):
   so it has no DDPM tables and no lower bound on ``N``.
   """
 
+  def __init__(self, beta_min: float = 0.1, beta_max: float = 20., N: int = 1000,
+               chain: str = 'auto'):
+    del chain  # No discrete chain to choose.
+    super().__init__(beta_min, beta_max, N, chain='exponential')
+    self.chain = None
+
   def _make_chain(self, beta_min: float, beta_max: float, N: int) -> None:
     del beta_min, beta_max, N
 
@@ -252,6 +291,10 @@ class VESDE(SDE):
     self.sigma_max = float(sigma_max)
     self.discrete_sigmas = jnp.asarray(
         np.exp(np.linspace(np.log(sigma_min), np.log(sigma_max), N)), jnp.float32)
+
+  def with_steps(self, N: int) -> 'VESDE':
+    """``N`` geometric noise levels: SMLD's chain samples ``sigma(t)`` exactly at any ``N``."""
+    return VESDE(self.sigma_min, self.sigma_max, N)
 
   @classmethod
   def from_config(cls, model_config) -> 'VESDE':

@@ -98,6 +98,73 @@ def test_fused_resampling_convolutions():
   np.testing.assert_allclose(np.sum(up * y), 4 * np.sum(small * np.asarray(adjoint)), rtol=1e-4)
 
 
+def _dilated_upsample_conv(x, w, k, factor, gain):
+  """``upsample_conv_2d`` by its definition: an input-dilated (transposed) convolution, then a
+  depthwise FIR pass (``upfirdn_2d``)."""
+  kw = w.shape[0]
+  p = (len(k) - factor) - (kw - 1)
+  y = jax.lax.conv_general_dilated(
+      x, w, (1, 1), [(kw - 1, factor - 1 + max(kw - factor, 0))] * 2,
+      lhs_dilation=(factor, factor), dimension_numbers=ud._DN)
+  return ud.upfirdn_2d(y, ud.setup_kernel(k) * (gain * factor ** 2),
+                       pad0=(p + 1) // 2 + factor - 1, pad1=p // 2 + 1)
+
+
+@pytest.mark.parametrize('k, factor', [((1, 3, 3, 1), 2), ((1, 1), 2), ((1, 2, 1), 2),
+                                       ((1, 4, 6, 4, 1), 2), ((1, 3, 3, 1), 3), ((1, 2, 1), 3)])
+def test_polyphase_resampling_equals_the_depthwise_definition(k, factor):
+  """Protects the fast polyphase paths (every NCSN++ config's 1-D FIR kernels): each layer
+  equals, in value and in gradient, the same layer given the 2-D kernel ``outer(k, k)``, which
+  runs the definition (one depthwise convolution of the zero-inserted image, ``upfirdn_2d``);
+  the upsampling conv also equals the input-dilated transposed convolution it replaces. Odd
+  and even kernels, factors 2 and 3, 1x1 / 3x3 / 5x5 convolutions and a gain."""
+  rng = np.random.default_rng(factor)
+  x = jnp.asarray(rng.normal(size=(2, 6, 12, 3)), jnp.float32)  # H != W: separate axis plans
+  ws = [jnp.asarray(rng.normal(size=(kw, kw, 3, 4)), jnp.float32) for kw in (1, 3, 5)]
+  k2 = np.outer(k, k)
+  layers_ = [(functools.partial(ud.upsample_2d, factor=factor, gain=2.), None),
+             (functools.partial(ud.downsample_2d, factor=factor, gain=2.), None)]
+  for i in range(len(ws)):
+    layers_ += [(functools.partial(ud.upsample_conv_2d, factor=factor, gain=2.), i),
+                (functools.partial(ud.conv_downsample_2d, factor=factor), i)]
+
+  @jax.jit
+  def values_and_gradients(x, ws):
+    """Per layer: (fast, definition) outputs and gradients of <output, fixed cotangent>."""
+    out = []
+    for layer, w in layers_:
+      for kernel in (k, k2):
+        args = (x,) if w is None else (x, ws[w])
+        f = lambda *a: layer(*a, k=kernel)
+        y = f(*args)
+        cotangent = jnp.sin(jnp.arange(y.size, dtype=jnp.float32)).reshape(y.shape)
+        out.append((y, jax.grad(lambda *a: jnp.sum(f(*a) * cotangent),
+                                argnums=tuple(range(len(args))))(*args)))
+    dilated = [_dilated_upsample_conv(x, w, k, factor, 2.) for w in ws]
+    fused = [ud.upsample_conv_2d(x, w, k, factor, gain=2.) for w in ws]
+    return out, dilated, fused
+
+  out, dilated, fused = values_and_gradients(x, ws)
+  for (fast, fast_grads), (slow, slow_grads) in zip(out[0::2], out[1::2]):
+    assert fast.shape == slow.shape and fast.dtype == slow.dtype
+    np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-4)
+    for g_fast, g_slow in zip(fast_grads, slow_grads):
+      np.testing.assert_allclose(g_fast, g_slow, rtol=1e-5, atol=1e-4)
+  for a, b in zip(fused, dilated):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
+
+
+def test_polyphase_resampling_keeps_bfloat16():
+  """Protects mixed precision: the polyphase FIR and upsampling conv compute in the input's
+  dtype (Python-float taps do not promote bfloat16 to float32)."""
+  x = jax.ShapeDtypeStruct((1, 4, 4, 2), jnp.bfloat16)
+  w = jax.ShapeDtypeStruct((3, 3, 2, 2), jnp.bfloat16)
+  k = (1, 3, 3, 1)
+  for layer, args in ((ud.upsample_2d, (x,)), (ud.downsample_2d, (x,)),
+                      (ud.upsample_conv_2d, (x, w)), (ud.conv_downsample_2d, (x, w))):
+    assert jax.eval_shape(lambda *a: layer(*a, k=k), *args).dtype == jnp.bfloat16
+
+
 # ------------------------------------------------------------------------ embeddings
 
 def test_gaussian_fourier_projection():

@@ -172,8 +172,8 @@ def test_prior_logp_and_sampling(name):
 def test_get_sde_from_config_and_unknown_name(smoke_config):
   """Configs name SDEs through the registry; a typo lists the known names."""
   smoke_config.training.sde = 'vpsde'
-  with pytest.raises(ValueError, match='beta_max / N < 1'):
-    sde_lib.get_sde(smoke_config)  # N = 10 steps cannot carry beta up to 20.
+  # N = 10 steps cannot carry DDPM's beta up to 20: the exponential chain takes over.
+  assert sde_lib.get_sde(smoke_config).chain == 'exponential'
   smoke_config.model.num_scales = 100
   sde = sde_lib.get_sde(smoke_config)
   assert isinstance(sde, sde_lib.VPSDE) and sde.N == smoke_config.model.num_scales
@@ -196,3 +196,35 @@ def test_methods_are_jit_and_vmap_safe():
   for a, b, c in zip(eager, jitted, mapped):
     np.testing.assert_allclose(a, b, rtol=1e-6)
     np.testing.assert_allclose(a, c.reshape(a.shape), rtol=1e-6)
+
+
+def test_vp_chain_choice_and_the_exponential_chain():
+  """Protects few-step VP sampling without changing the released chain: 'auto' keeps DDPM's
+  beta_i = beta(i / (N - 1)) / N wherever it is a probability (bit for bit), and below that
+  uses beta_i = 1 - exp(-beta(i / (N - 1)) / N), in (0, 1) at any N; DDPM's chain asked for
+  where it is invalid, or an unknown chain, is an error naming the fix. with_steps keeps the
+  SDE and its parameters and changes only N."""
+  n = 1000
+  ddpm = sde_lib.VPSDE(0.1, 20., n)
+  assert ddpm.chain == 'ddpm'
+  released = np.linspace(0.1 / n, 20. / n, n)
+  np.testing.assert_array_equal(ddpm.discrete_betas, released.astype(np.float32))
+  for n in (2, 10, 20):
+    sde = sde_lib.VPSDE(0.1, 20., n)
+    want = -np.expm1(-np.linspace(0.1, 20., n) / n)
+    assert sde.chain == 'exponential'
+    np.testing.assert_allclose(sde.discrete_betas, want, rtol=1e-6)
+    assert 0. < float(sde.discrete_betas.min()) and float(sde.discrete_betas.max()) < 1.
+    np.testing.assert_allclose(sde.alphas_cumprod, np.cumprod(1. - want), rtol=1e-5)
+  assert sde_lib.VPSDE(0.1, 20., 21).chain == 'ddpm'
+  with pytest.raises(ValueError, match="chain='exponential'"):
+    sde_lib.VPSDE(0.1, 20., 10, chain='ddpm')
+  with pytest.raises(ValueError, match='auto, ddpm, exponential'):
+    sde_lib.VPSDE(chain='exact')
+  for sde in (sde_lib.VPSDE(0.2, 10., 1000), sde_lib.subVPSDE(0.2, 10., 1000),
+              sde_lib.VESDE(0.02, 30., 1000)):
+    few = sde.with_steps(10)
+    assert type(few) is type(sde) and few.N == 10
+    t = jnp.linspace(0., 1., 5)
+    for a, b in zip(few.marginal_coeffs(t), sde.marginal_coeffs(t)):
+      np.testing.assert_array_equal(a, b)

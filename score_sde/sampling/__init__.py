@@ -35,8 +35,9 @@ def get_sampler(config: ml_collections.ConfigDict, sde: sde_lib.SDE, shape,
   """The sampler named by ``config.sampling.method``, configured from ``config.sampling``.
 
   Reads ``method``, ``predictor``, ``corrector``, ``snr``, ``n_steps_each``,
-  ``probability_flow``, ``noise_removal`` (denoise), ``rtol``, ``atol``, ``num_steps``
-  (Heun / DPM-Solver++; 0 means ``sde.N``), ``s_churn`` (Heun) and ``dpm_solver_order``, and
+  ``probability_flow``, ``noise_removal`` (denoise), ``rtol``, ``atol``, ``pc_num_steps`` (PC),
+  ``num_steps`` (Heun / DPM-Solver++; for both 0 means ``sde.N``), ``s_churn`` (Heun) and
+  ``dpm_solver_order``, and
   ``config.training.continuous``.
 
   Args:
@@ -57,7 +58,7 @@ def get_sampler(config: ml_collections.ConfigDict, sde: sde_lib.SDE, shape,
     return get_pc_sampler(sde, shape, s.predictor, s.corrector, inverse_scaler, s.snr,
                           n_steps=s.n_steps_each, probability_flow=s.probability_flow,
                           continuous=config.training.continuous, denoise=s.noise_removal,
-                          eps=eps)
+                          eps=eps, num_steps=int(s.get('pc_num_steps', 0)) or sde.N)
   if method == 'ode':
     return get_ode_sampler(sde, shape, inverse_scaler, denoise=s.noise_removal, rtol=s.rtol,
                            atol=s.atol, eps=eps)

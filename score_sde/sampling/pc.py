@@ -1,12 +1,15 @@
 """Predictor-Corrector sampling (Song et al. 2021, sec. 4.2, Algorithm 1), on device.
 
-The grid is the released code's, ``t_i = linspace(T, eps, N)`` with ``N = sde.N``, so the
-discrete-chain predictors (reverse diffusion, ancestral) land on the chain's indices
-``N - 1, ..., 0``. Step ``i`` runs the corrector at ``t_i``, then the predictor from ``t_i`` to
+The grid is the released code's, ``t_i = linspace(T, eps, N)``, so the discrete-chain
+predictors (reverse diffusion, ancestral) and correctors land on the chain's indices
+``N - 1, ..., 0``. ``N`` is ``num_steps``, by default ``sde.N`` (the released sampler, bit for
+bit); any other count runs on ``sde.with_steps(num_steps)``, the same SDE rediscretised with
+that many chain steps (for VP below 21 steps the exponential chain, since DDPM's would have
+``beta_i > 1``; see ``sde_lib.VPSDE``). Step ``i`` runs the corrector at ``t_i``, then the predictor from ``t_i`` to
 ``t_{i+1}``, with ``t_N = 0``: the last predictor step is the chain's step to clean data. With
 ``denoise`` the sampler returns that last step without its noise (the paper's noise removal).
 """
-from typing import Tuple, Type, Union
+from typing import Optional, Tuple, Type, Union
 
 import jax
 import jax.numpy as jnp
@@ -35,6 +38,14 @@ def pc_time_grid(sde: sde_lib.SDE, eps: float) -> jax.Array:
   return jnp.append(jnp.linspace(sde.T, eps, sde.N), 0.).astype(jnp.float32)
 
 
+def sampler_sde(sde: sde_lib.SDE, num_steps: Optional[int]) -> sde_lib.SDE:
+  """The SDE whose chain a ``num_steps``-step PC sampler walks: ``sde`` itself for ``None`` or
+  ``sde.N``, else ``sde.with_steps(num_steps)``."""
+  if num_steps is None or int(num_steps) == sde.N:
+    return sde
+  return sde.with_steps(base.check_steps(num_steps))
+
+
 def get_pc_step(sde: sde_lib.SDE, predictor: PredictorLike, corrector: CorrectorLike, snr: float,
                 n_steps: int = 1, probability_flow: bool = False):
   """One corrector + predictor update of the PC loop, shared by the samplers and the inpainters.
@@ -60,7 +71,8 @@ def get_pc_step(sde: sde_lib.SDE, predictor: PredictorLike, corrector: Corrector
 def get_pc_sampler(sde: sde_lib.SDE, shape, predictor: PredictorLike, corrector: CorrectorLike,
                    inverse_scaler: base.InverseScaler, snr: float, n_steps: int = 1,
                    probability_flow: bool = False, continuous: bool = False,
-                   denoise: bool = True, eps: float = 1e-3) -> base.Sampler:
+                   denoise: bool = True, eps: float = 1e-3,
+                   num_steps: Optional[int] = None) -> base.Sampler:
   """The PC sampler of Algorithm 1 (and of Algorithms 2-5 for the registered pairs).
 
   Args:
@@ -76,6 +88,7 @@ def get_pc_sampler(sde: sde_lib.SDE, shape, predictor: PredictorLike, corrector:
       already knows how the model is conditioned on time.
     denoise: return the last predictor step's mean (no noise on the final step).
     eps: the smallest grid time.
+    num_steps: predictor steps ``N``; ``None`` (default): ``sde.N``.
   Returns:
     ``sampler(rng, score_fn) -> (samples (B, ...) float32, nfe = N (predictor + n_steps))``;
     'none' predictors and correctors count zero evaluations.
@@ -83,6 +96,7 @@ def get_pc_sampler(sde: sde_lib.SDE, shape, predictor: PredictorLike, corrector:
   del continuous
   shape = base.check_shape(shape)
   eps = base.check_eps(sde, eps)
+  sde = sampler_sde(sde, num_steps)
   pc_step, nfe_per_step = get_pc_step(sde, predictor, corrector, snr, n_steps, probability_flow)
 
   def sampler(rng: jax.Array, score_fn: sde_lib.ScoreFn) -> Tuple[jax.Array, int]:
