@@ -162,16 +162,16 @@ class Pipeline:
     Returns:
       ``float32 (n, H, W, C)`` in ``[0, 1]`` (clipped).
     """
-    config, sde = self._sampling_config(method, num_steps, class_labels, sampling_fields)
+    config = self._sampling_config(method, num_steps, class_labels, sampling_fields)
     classifier, params = None, self.params
     if config.sampling.classifier_scale:
       classifier, classifier_params = self._classifier(config)
       params = {'score': self.params, 'classifier': classifier_params}
     padded = self._padded(n)
-    key = ('sample', padded, _frozen(config.sampling), sde.N)
+    key = ('sample', padded, _frozen(config.sampling))
     if key not in self._compiled:
-      self._compiled[key] = sampling.get_snapshot_sampler(config, sde, self.model, self.mesh,
-                                                          padded, classifier=classifier)
+      self._compiled[key] = sampling.get_snapshot_sampler(config, self.sde, self.model,
+                                                          self.mesh, padded, classifier=classifier)
     images, nfe = self._compiled[key](params, self._key(seed))
     logging.info('Sampled %d images with %s (%d score evaluations).', n, config.sampling.method,
                  int(nfe))
@@ -199,19 +199,17 @@ class Pipeline:
       s.method = method
     if class_labels is not None:
       s.class_labels = tuple(int(c) for c in np.ravel(class_labels))
-    sde = self.sde
     if num_steps is not None:
       num_steps = sampling.base.check_steps(num_steps)
       if str(s.method).lower() in ('heun', 'dpm_solver'):
         s.num_steps = num_steps
       elif str(s.method).lower() == 'pc':
-        self._sde_with_steps(num_steps)  # Refuses a discrete-time network's other step counts.
-        s.pc_num_steps = num_steps
+        s.pc_num_steps = num_steps  # Validated below (a discrete-time network refuses others).
       else:
         raise errors.ConfigError(f'num_steps={num_steps}: the {s.method!r} sampler is adaptive '
                                  '(sampling.rtol / atol set its accuracy); drop num_steps.')
     config_validation.validate_config(config, num_devices=1)
-    return config, sde
+    return config
 
   def _sde_with_steps(self, num_steps: int) -> sde_lib.SDE:
     if num_steps == self.sde.N:

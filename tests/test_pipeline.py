@@ -65,6 +65,19 @@ def test_sample_equals_the_configured_sampler_called_directly(run, pipe):
   assert int(nfe) == 3 + config.sampling.noise_removal  # The final Tweedie step.
 
 
+def test_pc_sample_takes_num_steps_as_sampling_pc_num_steps(run, pipe):
+  """sample(method='pc', num_steps=n) is the configured PC sampler with sampling.pc_num_steps
+  = n on the network's own SDE: n x (predictor + corrector) evaluations."""
+  config, _ = run
+  got = pipe.sample(8, method='pc', num_steps=3, seed=1)
+  config = config.copy_and_resolve_references()
+  config.sampling.method, config.sampling.pc_num_steps = 'pc', 3
+  sampler = sampling.get_snapshot_sampler(config, pipe.sde, pipe.model, pipe.mesh, 8)
+  want, nfe = sampler(pipe.params, jax.random.key(1))
+  np.testing.assert_array_equal(got, np.asarray(want))
+  assert int(nfe) == 3 * 2
+
+
 def test_sample_refuses_unknown_fields_and_steps_of_an_adaptive_solver(pipe):
   with pytest.raises(errors.ConfigError, match='Unknown sampling field'):
     pipe.sample(8, predictr='euler_maruyama')

@@ -15,8 +15,9 @@ from score_sde import checkpoint, data, sharding, train
 
 
 def _lighter(config):
-  """The smoke network without FIR resampling (a third of its CPU step time and compile): what
-  is tested here is the loop, whatever the layers."""
+  """The smoke network without FIR resampling (measured since its polyphase form: about 15% of
+  the smoke step's CPU time and 7% of its compile): what is tested here is the loop, whatever
+  the layers."""
   config.model.fir = False
   return config
 

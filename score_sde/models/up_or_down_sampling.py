@@ -133,6 +133,15 @@ def _fir_2d(x: jax.Array, taps: np.ndarray, up: int = 1, down: int = 1, pad0: in
   return _fir_1d(x, taps, 2, up, down, pad0, pad1)
 
 
+def _fir(x: jax.Array, k: Sequence, gain: float, **upfirdn) -> jax.Array:
+  """``upfirdn_2d`` with the filter ``k`` normalised to sum to ``gain``: polyphase for 1-D
+  (separable) taps, the depthwise definition for a 2-D filter."""
+  taps = _separable_taps(k)
+  if taps is not None:
+    return _fir_2d(x, taps, gain=gain, **upfirdn)
+  return upfirdn_2d(x, setup_kernel(k) * gain, **upfirdn)
+
+
 def _transposed_conv(x: jax.Array, w: jax.Array, factor: int) -> jax.Array:
   """Correlation of the zero-inserted image with ``w``, every output that touches a pixel.
 
@@ -200,12 +209,8 @@ def upsample_2d(x: jax.Array, k: Optional[Sequence] = None, factor: int = 2,
   The default ``k = [1] * factor`` is nearest-neighbour upsampling.
   """
   k = [1] * factor if k is None else k
-  taps = _separable_taps(k)
   p = len(k) - factor
-  pads = dict(pad0=(p + 1) // 2 + factor - 1, pad1=p // 2)
-  if taps is not None:
-    return _fir_2d(x, taps * factor, up=factor, gain=gain, **pads)
-  return upfirdn_2d(x, setup_kernel(k) * (gain * factor ** 2), up=factor, **pads)
+  return _fir(x, k, gain * factor ** 2, up=factor, pad0=(p + 1) // 2 + factor - 1, pad1=p // 2)
 
 
 def downsample_2d(x: jax.Array, k: Optional[Sequence] = None, factor: int = 2,
@@ -215,12 +220,8 @@ def downsample_2d(x: jax.Array, k: Optional[Sequence] = None, factor: int = 2,
   The default ``k = [1] * factor`` is average pooling.
   """
   k = [1] * factor if k is None else k
-  taps = _separable_taps(k)
   p = len(k) - factor
-  pads = dict(pad0=(p + 1) // 2, pad1=p // 2)
-  if taps is not None:
-    return _fir_2d(x, taps, down=factor, gain=gain, **pads)
-  return upfirdn_2d(x, setup_kernel(k) * gain, down=factor, **pads)
+  return _fir(x, k, gain, down=factor, pad0=(p + 1) // 2, pad1=p // 2)
 
 
 def upsample_conv_2d(x: jax.Array, w: jax.Array, k: Optional[Sequence] = None, factor: int = 2,
@@ -241,12 +242,8 @@ def upsample_conv_2d(x: jax.Array, w: jax.Array, k: Optional[Sequence] = None, f
     raise ValueError(f'Weights must be (k, k, Cin, Cout); got shape {w.shape}.')
   k = [1] * factor if k is None else k
   p = (len(k) - factor) - (kw - 1)
-  pads = dict(pad0=(p + 1) // 2 + factor - 1, pad1=p // 2 + 1)
-  x = _transposed_conv(x, w, factor)
-  taps = _separable_taps(k)
-  if taps is not None:
-    return _fir_2d(x, taps * factor, gain=gain, **pads)
-  return upfirdn_2d(x, setup_kernel(k) * (gain * factor ** 2), **pads)
+  return _fir(_transposed_conv(x, w, factor), k, gain * factor ** 2,
+              pad0=(p + 1) // 2 + factor - 1, pad1=p // 2 + 1)
 
 
 def conv_downsample_2d(x: jax.Array, w: jax.Array, k: Optional[Sequence] = None,
@@ -258,12 +255,7 @@ def conv_downsample_2d(x: jax.Array, w: jax.Array, k: Optional[Sequence] = None,
     raise ValueError(f'Weights must be (k, k, Cin, Cout); got shape {w.shape}.')
   k = [1] * factor if k is None else k
   p = (len(k) - factor) + (kw - 1)
-  pads = dict(pad0=(p + 1) // 2, pad1=p // 2)
-  taps = _separable_taps(k)
-  if taps is not None:
-    x = _fir_2d(x, taps, gain=gain, **pads)
-  else:
-    x = upfirdn_2d(x, setup_kernel(k) * gain, **pads)
+  x = _fir(x, k, gain, pad0=(p + 1) // 2, pad1=p // 2)
   return jax.lax.conv_general_dilated(
       x, w.astype(x.dtype), window_strides=(factor, factor), padding='VALID',
       dimension_numbers=_DN)
