@@ -53,29 +53,22 @@ def test_sample_is_seeded_and_any_batch_size_splits(pipe):
   assert not np.array_equal(pipe.sample(3, seed=4), three)
 
 
-def test_sample_equals_the_configured_sampler_called_directly(run, pipe):
-  """sample(method=..., num_steps=...) is sampling.get_sampler on the same config and key."""
+@pytest.mark.parametrize('method, field, nfe_per_step, final', [
+    ('dpm_solver', 'num_steps', 1, 1),  # One evaluation a step, and the final Tweedie step.
+    ('pc', 'pc_num_steps', 2, 0)])  # Predictor and corrector on the network's own SDE.
+def test_sample_equals_the_configured_sampler_called_directly(run, pipe, method, field,
+                                                              nfe_per_step, final):
+  """sample(method=..., num_steps=...) is sampling.get_sampler on the same config and key, with
+  num_steps as sampling.num_steps (DPM-Solver++) or sampling.pc_num_steps (PC)."""
   config, _ = run
-  got = pipe.sample(8, method='dpm_solver', num_steps=3, seed=1)
+  got = pipe.sample(8, method=method, num_steps=3, seed=1)
   config = config.copy_and_resolve_references()
-  config.sampling.method, config.sampling.num_steps = 'dpm_solver', 3
+  config.sampling.method = method
+  config.sampling[field] = 3
   sampler = sampling.get_snapshot_sampler(config, pipe.sde, pipe.model, pipe.mesh, 8)
   want, nfe = sampler(pipe.params, jax.random.key(1))
   np.testing.assert_array_equal(got, np.asarray(want))
-  assert int(nfe) == 3 + config.sampling.noise_removal  # The final Tweedie step.
-
-
-def test_pc_sample_takes_num_steps_as_sampling_pc_num_steps(run, pipe):
-  """sample(method='pc', num_steps=n) is the configured PC sampler with sampling.pc_num_steps
-  = n on the network's own SDE: n x (predictor + corrector) evaluations."""
-  config, _ = run
-  got = pipe.sample(8, method='pc', num_steps=3, seed=1)
-  config = config.copy_and_resolve_references()
-  config.sampling.method, config.sampling.pc_num_steps = 'pc', 3
-  sampler = sampling.get_snapshot_sampler(config, pipe.sde, pipe.model, pipe.mesh, 8)
-  want, nfe = sampler(pipe.params, jax.random.key(1))
-  np.testing.assert_array_equal(got, np.asarray(want))
-  assert int(nfe) == 3 * 2
+  assert int(nfe) == 3 * nfe_per_step + final * config.sampling.noise_removal
 
 
 def test_sample_refuses_unknown_fields_and_steps_of_an_adaptive_solver(pipe):
