@@ -1,14 +1,26 @@
-"""Sample error against the number of score evaluations, for every sampler and SDE.
+"""Sample error against the number of score evaluations, for every sampler, SDE and target.
 
-    python benchmarks/sampler_error.py [--batch 10000] [--dim 8] [--quick]
+    python benchmarks/sampler_error.py [--targets gauss64,mixture32,mixture8] [--batch 20000]
+        [--budgets 5,10,15,20,35,50,100] [--sdes vpsde,subvpsde,vesde] [--only REGEX]
 
-Target: a centred 3-component Gaussian mixture in ``--dim`` dimensions with its exact perturbed
-score (``analytic``), so the error is the sampler's alone. Metric: sliced 2-Wasserstein distance
-between the samples and as many exact draws of ``p_eps`` (64 random directions, the same for
-every row). The noise floor, printed per SDE, is the mean +- std of the same distance between
-independent sets of exact draws: errors within it are indistinguishable from exact sampling.
-Each row compiles once (about a second on a CPU) and runs in a few seconds at most; the whole
-table takes about two minutes.
+Every target has its exact perturbed score (``analytic``), so the error is the sampler's alone,
+and every sampler is asked for a sample of the data ``p_0`` (denoised), at the budgets given in
+score evaluations (NFE):
+
+* ``gauss64``: a Gaussian in 64 dimensions, randomly rotated, with standard deviations spaced
+  geometrically from 0.01 (the order of the SDEs' smallest noise level) to 1. Metric: KL of the
+  Gaussian fitted to the samples (mean, full covariance) to the truth, in nats.
+* ``mixture32``: 4 Gaussians in 32 dimensions with weights 0.4 / 0.3 / 0.2 / 0.1 and
+  per-coordinate stds from 0.02 to 0.5. Metric: per-mode KL, ``sum_k w_k KL(fit_k || p_k)`` with
+  the samples assigned to their most responsible mode under ``p_0``, plus the KL of the mode
+  frequencies to the weights.
+* ``mixture8``: the 3-mode, 8-dimensional mixture of earlier versions of this table.
+
+Every target also prints the sliced 2-Wasserstein distance (64 fixed directions) to as many exact
+draws. The noise floor, per target and SDE, is the mean +- std of each metric over 5 sets of exact
+draws of the same size: errors within it are indistinguishable from exact sampling. Rows run
+jitted on one device, one to five seconds each on a 2-core CPU (15-20 minutes per target over
+three SDEs), the adaptive SDE sampler's one to three minutes each.
 """
 import argparse
 import re
@@ -21,91 +33,190 @@ import numpy as np
 from score_sde import analytic, sampling, sde_lib
 
 SDES = {
-    'vpsde': (lambda n: sde_lib.VPSDE(0.1, 20., n), 1e-3),
-    'subvpsde': (lambda n: sde_lib.subVPSDE(0.1, 20., n), 1e-3),
-    'vesde': (lambda n: sde_lib.VESDE(0.01, 50., n), 1e-5),
+    'vpsde': (lambda: sde_lib.VPSDE(0.1, 20., 1000), 1e-3),
+    'subvpsde': (lambda: sde_lib.subVPSDE(0.1, 20., 1000), 1e-3),
+    'vesde': (lambda: sde_lib.VESDE(0.01, 50., 1000), 1e-5),
 }
 
 
-def _target(dim):
-  law = analytic.random_mixture(np.random.default_rng(0), 3, (dim,))
-  centre = jnp.einsum('k,k...->...', law.weights, law.means)
-  return analytic.GaussianMixture(law.weights, law.means - centre, law.stds)
+class Target:
+  """A mixture in rotated coordinates: ``x = z R^T`` with ``z ~ mixture``; the samplers are
+  rotation-equivariant, the rotation keeps the problem from being diagonal in storage."""
+
+  def __init__(self, mixture: analytic.GaussianMixture, rotation: np.ndarray):
+    self.mixture, self.rotation = mixture, jnp.asarray(rotation, jnp.float32)
+
+  def score_fn(self, sde):
+    diagonal = analytic.score_fn(self.mixture, sde)
+    return lambda x, t: diagonal(x @ self.rotation, t) @ self.rotation.T
+
+  def sample(self, rng, n):
+    return np.asarray(self.mixture.sample(rng, n) @ self.rotation.T, np.float64)
+
+  def unrotate(self, x):
+    return np.asarray(x, np.float64) @ np.asarray(self.rotation, np.float64)
 
 
-def _sliced_w2(a, b, directions):
+def _rotation(dim, seed):
+  q, r = np.linalg.qr(np.random.default_rng(seed).normal(size=(dim, dim)))
+  return q * np.sign(np.diag(r))
+
+
+def make_target(name):
+  if name == 'gauss64':
+    stds = np.geomspace(0.01, 1., 64)[None]
+    law = analytic.GaussianMixture(jnp.ones((1,)), jnp.zeros((1, 64)), jnp.asarray(stds))
+    return Target(law, _rotation(64, 0))
+  if name == 'mixture32':
+    rng = np.random.default_rng(2)
+    weights = np.array([0.4, 0.3, 0.2, 0.1])
+    means = rng.normal(0., 1., (4, 32))
+    means -= weights @ means
+    stds = np.exp(rng.uniform(np.log(0.02), np.log(0.5), (4, 32)))
+    law = analytic.GaussianMixture(*(jnp.asarray(a, jnp.float32) for a in (weights, means, stds)))
+    return Target(law, _rotation(32, 1))
+  if name == 'mixture8':
+    law = analytic.random_mixture(np.random.default_rng(0), 3, (8,))
+    centre = jnp.einsum('k,k...->...', law.weights, law.means)
+    return Target(analytic.GaussianMixture(law.weights, law.means - centre, law.stds),
+                  np.eye(8))
+  raise KeyError(f'Unknown target {name!r}; known: gauss64, mixture32, mixture8.')
+
+
+def _gaussian_kl(samples, mean, var):
+  """KL(N(sample mean, sample covariance) || N(mean, diag(var))), nats."""
+  dim = samples.shape[1]
+  m = samples.mean(0)
+  cov = np.cov(samples, rowvar=False)
+  sign, logdet = np.linalg.slogdet(cov)
+  if sign <= 0:
+    return float('inf')
+  diff = m - mean
+  return 0.5 * float(np.sum(np.diag(cov) / var) + np.sum(diff ** 2 / var) - dim
+                     + np.sum(np.log(var)) - logdet)
+
+
+def kl_metric(target: Target, x):
+  """Per-mode KL (module docstring); for one mode, the fitted Gaussian's KL."""
+  z = target.unrotate(x)
+  law = target.mixture
+  weights, means = np.asarray(law.weights, np.float64), np.asarray(law.means, np.float64)
+  variances = np.asarray(law.stds, np.float64) ** 2
+  if len(weights) == 1:
+    return _gaussian_kl(z, means[0], variances[0])
+  mode = np.asarray(jnp.argmax(law.responsibilities(jnp.asarray(z, jnp.float32)), -1))
+  freq = np.bincount(mode, minlength=len(weights)) / len(mode)
+  total = float(np.sum(np.where(freq > 0, freq * np.log(np.maximum(freq, 1e-30) / weights), 0.)))
+  for k, w in enumerate(weights):
+    members = z[mode == k]
+    if len(members) <= z.shape[1]:
+      return float('inf')
+    total += w * _gaussian_kl(members, means[k], variances[k])
+  return total
+
+
+def sliced_w2(a, b, directions):
   pa, pb = np.sort(a @ directions, axis=0), np.sort(b @ directions, axis=0)
   return float(np.sqrt(np.mean((pa - pb) ** 2)))
 
 
-def _rows(shape, quick):
-  """(label, steps or tolerance, builder(sde, eps)) for every sampler configuration; PC
-  samplers take their own step count (``num_steps``) on the SDE of N = 1000."""
+def _multistep(builder, **kwargs):
+  return lambda sde, shape, eps, nfe: builder(sde, shape, sampling.identity, nfe, eps=eps,
+                                              **kwargs)
+
+
+def rows(budgets):
+  """(label, budget, builder(sde, shape, eps, budget) or None where the budget does not fit)."""
   identity = sampling.identity
-  pc_steps = (10, 20, 50, 100) if quick else (10, 20, 50, 100, 1000)
-  for n in pc_steps:
-    for predictor, corrector in (('euler_maruyama', 'none'), ('reverse_diffusion', 'none'),
-                                 ('ancestral_sampling', 'none'),
-                                 ('reverse_diffusion', 'langevin'),
-                                 ('euler_maruyama', 'ald')):
-      if corrector != 'none' and n > 500:
-        continue
-      yield (f'pc {predictor}+{corrector}', n,
-             lambda sde, eps, p=predictor, c=corrector, n=n: sampling.get_pc_sampler(
-                 sde, shape, p, c, identity, 0.075, eps=eps, num_steps=n))
-    yield ('pc euler (probability flow)', n,
-           lambda sde, eps, n=n: sampling.get_pc_sampler(
-               sde, shape, 'euler_maruyama', 'none', identity, 0., probability_flow=True,
-               eps=eps, num_steps=n))
-  for tol in (1e-2, 1e-3, 1e-4, 1e-5):
-    yield ('ode RK45', f'tol={tol:g}',
-           lambda sde, eps, tol=tol: sampling.get_ode_sampler(sde, shape, identity, True, tol,
-                                                              tol, eps=eps))
-  for n in (5, 10, 25, 50, 500):
-    yield ('heun (EDM)', n,
-           lambda sde, eps, n=n: sampling.get_heun_sampler(sde, shape, identity, n, eps=eps))
-  for n in (10, 20, 50, 100):
-    for order in (2, 3):
-      yield (f'dpm_solver++ {order}M', n,
-             lambda sde, eps, n=n, order=order: sampling.get_dpm_solver_sampler(
-                 sde, shape, identity, n, order=order, eps=eps))
+  before = lambda order, cap: lambda sde, shape, eps, n: (  # This code's 2M / 3M until now.
+      sampling.get_dpm_solver_sampler(sde, shape, identity, n - 1, order=order, eps=eps,
+                                      final='tweedie', order3_max_step=cap) if n > 1 else None)
+  fixed = {
+      'dpm_solver++ 2M, before (tweedie end)': before(2, None),
+      'dpm_solver++ 3M, before (tweedie end)': before(3, None),
+      'dpm_solver++ 2M': _multistep(sampling.get_dpm_solver_sampler, order=2),
+      'dpm_solver++ 3M': _multistep(sampling.get_dpm_solver_sampler, order=3),
+      'unipc bh2 2': _multistep(sampling.get_unipc_sampler, order=2),
+      'unipc bh2 3': _multistep(sampling.get_unipc_sampler, order=3),
+      'ipndm 3 karras': _multistep(sampling.get_deis_sampler, order=3, variable_step=False),
+      'lms 4 karras (k-diffusion\'s)': _multistep(sampling.get_deis_sampler, order=4),
+      'heun (EDM)': lambda sde, shape, eps, n: (
+          sampling.get_heun_sampler(sde, shape, identity, (n + 1) // 2, eps=eps)
+          if n >= 3 else None),
+      'unipc bh2 3, eps=1e-5': lambda sde, shape, eps, n: sampling.get_unipc_sampler(
+          sde, shape, identity, n, order=3, eps=1e-5),
+      'dpm_solver++ 3M, eps=1e-5': lambda sde, shape, eps, n: sampling.get_dpm_solver_sampler(
+          sde, shape, identity, n, order=3, eps=1e-5),
+  }
+  for label, build in fixed.items():
+    for n in budgets:
+      yield label, n, build
+  for predictor, corrector in (('euler_maruyama', 'none'), ('ancestral_sampling', 'none'),
+                               ('reverse_diffusion', 'langevin')):
+    per_step = 1 if corrector == 'none' else 2
+
+    def build(sde, shape, eps, n, p=predictor, c=corrector, k=per_step):
+      if n // k < 1:
+        return None
+      return sampling.get_pc_sampler(sde, shape, p, c, identity, 0.075, eps=eps,
+                                     num_steps=n // k)
+    for n in budgets:
+      yield f'pc {predictor}+{corrector}', n, build
+  for tol in (1e-5,):
+    yield 'ode RK45 (denoised)', f'tol={tol:g}', (
+        lambda sde, shape, eps, _, tol=tol: sampling.get_ode_sampler(
+            sde, shape, identity, True, tol, tol, eps=eps))
+  for tol in (0.05, 0.01):
+    yield 'adaptive SDE (GGF, denoised)', f'rtol={tol:g}', (
+        lambda sde, shape, eps, _, tol=tol: sampling.get_adaptive_sampler(
+            sde, shape, identity, rel_tol=tol, eps=eps))
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--batch', type=int, default=10000)
-  parser.add_argument('--dim', type=int, default=8)
-  parser.add_argument('--quick', action='store_true', help='skip the 1000-step PC runs')
+  parser.add_argument('--targets', default='gauss64,mixture32')
+  parser.add_argument('--batch', type=int, default=20000)
+  parser.add_argument('--budgets', default='5,10,15,20,35,50,100')
   parser.add_argument('--sdes', default=','.join(SDES), help='comma-separated SDE names')
-  parser.add_argument('--only', default='', help='regular expression on "label steps": run '
-                      'the matching rows only, e.g. "^pc .* (10|20)$"')
+  parser.add_argument('--only', default='', help='regular expression on "label budget": run '
+                      'the matching rows only, e.g. "^unipc .* (10|20)$"')
   args = parser.parse_args()
-  shape = (args.batch, args.dim)
-  target = _target(args.dim)
-  directions = np.random.default_rng(1).normal(size=(args.dim, 64))
-  directions /= np.linalg.norm(directions, axis=0)
-  print(f'{"sde":9s} {"sampler":38s} {"steps":>10s} {"nfe":>6s} {"SW2":>9s} {"secs":>5s}')
-  for sde_name in args.sdes.split(','):
-    make_sde, eps = SDES[sde_name]
-    sde = make_sde(1000)
-    law = analytic.marginal(target, sde, eps)
-    exact = np.asarray(law.sample(jax.random.key(11), args.batch))
-    floors = [_sliced_w2(exact, np.asarray(law.sample(jax.random.key(100 + i), args.batch)),
-                         directions) for i in range(5)]
-    print(f'{sde_name:9s} noise floor (exact vs exact): {np.mean(floors):.4f} +- '
-          f'{np.std(floors):.4f}')
-    score_fn = analytic.score_fn(target, sde)
-    for label, steps, build in _rows(shape, args.quick):
-      if args.only and not re.search(args.only, f'{label} {steps}'):
-        continue
-      start = time.time()
-      sampler = build(sde, eps)
-      samples, nfe = jax.jit(lambda rng: sampler(rng, score_fn))(jax.random.key(0))
-      samples = np.asarray(samples)
-      error = (_sliced_w2(samples, exact, directions) if np.isfinite(samples).all()
-               else float('nan'))
-      print(f'{sde_name:9s} {label:38s} {str(steps):>10s} {int(nfe):6d} {error:9.4f} '
-            f'{time.time() - start:5.1f}', flush=True)
+  budgets = [int(b) for b in args.budgets.split(',')]
+  print(f'{"target":9s} {"sde":8s} {"sampler":40s} {"budget":>9s} {"nfe":>5s} {"KL":>9s} '
+        f'{"SW2":>8s} {"secs":>5s}')
+  for target_name in args.targets.split(','):
+    target = make_target(target_name)
+    dim = target.mixture.event_shape[0]
+    shape = (args.batch, dim)
+    directions = np.random.default_rng(1).normal(size=(dim, 64))
+    directions /= np.linalg.norm(directions, axis=0)
+    exact = target.sample(jax.random.key(11), args.batch)
+    floors = []
+    for i in range(5):
+      draws = target.sample(jax.random.key(100 + i), args.batch)
+      floors.append((kl_metric(target, draws), sliced_w2(draws, exact, directions)))
+    mean, std = np.mean(floors, 0), np.std(floors, 0)
+    print(f'{target_name:9s} {"any":8s} {"noise floor (exact draws)":40s} {"":>9s} {"":>5s} '
+          f'{mean[0]:9.4f} {mean[1]:8.4f}  (std {std[0]:.4f} / {std[1]:.4f})', flush=True)
+    for sde_name in args.sdes.split(','):
+      make_sde, eps = SDES[sde_name]
+      sde = make_sde()
+      score_fn = target.score_fn(sde)
+      for label, budget, build in rows(budgets):
+        if args.only and not re.search(args.only, f'{label} {budget}'):
+          continue
+        sampler = build(sde, shape, eps, budget)
+        if sampler is None:
+          continue
+        start = time.time()
+        samples, nfe = jax.jit(lambda rng: sampler(rng, score_fn))(jax.random.key(0))
+        samples = np.asarray(samples, np.float64)
+        if np.isfinite(samples).all():
+          kl, w2 = kl_metric(target, samples), sliced_w2(samples, exact, directions)
+        else:
+          kl = w2 = float('nan')
+        print(f'{target_name:9s} {sde_name:8s} {label:40s} {str(budget):>9s} {int(nfe):5d} '
+              f'{kl:9.4f} {w2:8.4f} {time.time() - start:5.1f}', flush=True)
 
 
 if __name__ == '__main__':

@@ -45,19 +45,31 @@ def get_config() -> ml_collections.ConfigDict:
 
   # ---------------------------------------------------------------------------------- sampling
   config.sampling = sampling = ml_collections.ConfigDict()
-  sampling.method = 'pc'  # 'pc' | 'ode' | 'heun' (EDM) | 'dpm_solver' (DPM-Solver++).
+  # 'pc' | 'ode' | 'adaptive' (reverse SDE, Gotta Go Fast) | 'heun' (EDM) | multistep:
+  # 'dpm_solver' (DPM-Solver++), 'unipc', 'deis', 'ipndm'.
+  sampling.method = 'pc'
   sampling.predictor = 'reverse_diffusion'  # predictor registry name; 'none' for corrector-only.
   sampling.corrector = 'langevin'  # corrector registry name; 'none' for predictor-only.
   sampling.n_steps_each = 1  # Corrector steps per predictor step.
-  sampling.noise_removal = True  # Final Tweedie denoising step at t = eps.
+  sampling.noise_removal = True  # End denoised (PC, ODE: Tweedie at eps; fast: at sigma = 0).
   sampling.probability_flow = False  # PC predictor on the probability-flow ODE instead of the SDE.
   sampling.snr = 0.16  # Signal-to-noise ratio of the Langevin corrector.
-  sampling.num_steps = 0  # Steps of the fast samplers (heun, dpm_solver); 0: the SDE's N.
+  sampling.num_steps = 0  # Steps of the fixed-step samplers (heun, multistep); 0: the SDE's N.
   sampling.pc_num_steps = 0  # PC predictor steps; 0: the SDE's N (the released sampler).
-  sampling.dpm_solver_order = 2  # DPM-Solver++ multistep order: 1, 2 (2M) or 3 (3M).
+  sampling.order = 0  # Multistep order (dpm_solver, unipc 1-3; deis, ipndm 1-4); 0: 2, 2, 4, 3.
+  # Grid of the fixed-step samplers (sampling.schedule.SCHEDULES): '' is the method's own
+  # (karras for heun / deis / ipndm, logSNR for dpm_solver / unipc); rho is karras' exponent.
+  sampling.schedule = ''
+  sampling.rho = 7.
+  # How a multistep sampler reaches sigma = 0: 'extrapolate' (its full order, no extra
+  # evaluation) or 'tweedie' (the released code's extra evaluation at eps).
+  sampling.final_step = 'extrapolate'
+  sampling.unipc_variant = 'bh2'  # UniPC's B(h): 'bh1' or 'bh2'.
   sampling.s_churn = 0.  # EDM Heun stochasticity (Karras et al. S_churn); 0: deterministic.
   sampling.rtol = 1e-5  # ODE sampler tolerances (RK45 as in the paper).
   sampling.atol = 1e-5
+  sampling.adaptive_rtol = 0.05  # Adaptive SDE sampler tolerances (Jolicoeur-Martineau et al.).
+  sampling.adaptive_atol = 0.0078
   # Time at which samplers stop (then denoise): 1e-5 for VE, 1e-3 for VP / sub-VP, the values
   # of the reference code.
   sampling.eps = 1e-5

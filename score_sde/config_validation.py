@@ -34,7 +34,9 @@ from score_sde import errors
 
 # Values the code branches on; anything else is a typo.
 CHOICES = {
-    'sampling.method': ('pc', 'ode', 'heun', 'dpm_solver'),
+    'sampling.method': ('pc', 'ode', 'adaptive', 'heun', 'dpm_solver', 'unipc', 'deis', 'ipndm'),
+    'sampling.final_step': ('extrapolate', 'tweedie'),
+    'sampling.unipc_variant': ('bh1', 'bh2'),
     'model.normalization': ('GroupNorm', 'InstanceNorm', 'InstanceNorm++', 'VarianceNorm'),
     'model.interpolation': ('bilinear', 'nearest_neighbor'),
     'model.nonlinearity': ('swish', 'elu', 'relu', 'lrelu'),
@@ -48,6 +50,9 @@ CHOICES = {
     'eval.bpd_dataset': ('train', 'test'),
     'eval.quantization': ('truncate', 'round'),
 }
+
+# Fields renamed since they were introduced: old name -> new name.
+RENAMED = {'sampling.dpm_solver_order': 'sampling.order'}
 
 # (field, module holding the registry, registry attribute). Importing the module fills it.
 REGISTRIES = (
@@ -139,6 +144,8 @@ def _field_problems(config: ml_collections.ConfigDict) -> Tuple[List[str], List[
     longer = [e for e in expected if e.startswith(field + '_')]
     close = difflib.get_close_matches(field, longer or expected, n=1, cutoff=0 if longer else 0.6)
     hint = f'did you mean config.{close[0]}?' if close else 'remove it.'
+    if field in RENAMED:
+      hint = f'it is now config.{RENAMED[field]}; rename it.'
     unknown.append(f'config.{field} is not a field the code reads; {hint}')
   return missing, unknown
 
@@ -257,13 +264,26 @@ def _sampling_problems(c) -> List[str]:
     _require(problems, c.training.continuous, 'sampling.pc_num_steps', pc_steps,
              f'a discrete-time network only knows its model.num_scales={c.model.num_scales} '
              'noise levels; use 0, or sampling.method dpm_solver / heun for fewer steps')
-  _require(problems, s.dpm_solver_order in (1, 2, 3), 'sampling.dpm_solver_order',
-           s.dpm_solver_order, 'DPM-Solver++ is implemented for orders 1, 2 and 3')
+  max_order = {'dpm_solver': 3, 'unipc': 3, 'deis': 4, 'ipndm': 4}.get(s.method)
+  if max_order:
+    order = s.order
+    _require(problems, isinstance(order, int) and 0 <= order <= max_order, 'sampling.order',
+             order, f'{s.method} is implemented for orders 1 to {max_order} (0: its default)')
+  if s.method == 'heun' or max_order:
+    from score_sde.sampling import schedule  # Light: jax only.
+    _require(problems, s.schedule in ('',) + schedule.SCHEDULES, 'sampling.schedule',
+             s.schedule, f"use '' (the method's own) or one of {', '.join(schedule.SCHEDULES)}")
+    _require(problems, s.rho > 0, 'sampling.rho', s.rho,
+             'the karras schedule needs rho > 0 (EDM uses 7)')
   _require(problems, s.s_churn >= 0, 'sampling.s_churn', s.s_churn,
            'use 0 for the deterministic Heun sampler or a positive churn, e.g. 40 (EDM)')
   for name in ('rtol', 'atol'):
     _require(problems, _get(s, name) > 0, f'sampling.{name}', _get(s, name),
              'ODE tolerances must be positive, e.g. 1e-5')
+  for name in ('adaptive_rtol', 'adaptive_atol'):
+    _require(problems, _get(s, name) > 0, f'sampling.{name}', _get(s, name),
+             "the adaptive SDE sampler's tolerances must be positive (its authors': 0.05 "
+             'and 0.0078)')
   _require(problems, 0. < s.eps < 1., 'sampling.eps', s.eps,
            'samplers stop at t = eps in (0, 1); use 1e-5 (VE) or 1e-3 (VP, sub-VP)')
   return problems

@@ -29,6 +29,7 @@ from jax.sharding import Mesh
 from score_sde import ode_solve, sde_lib, sharding
 
 HUTCHINSON_TYPES = ('rademacher', 'gaussian', 'exact')
+UNITS = ('bpd', 'nats')
 
 # The reference evaluates on uniformly dequantized data, going 5 times over the test split (fresh
 # dequantization and probe noise each time) and once over the training split.
@@ -197,9 +198,9 @@ def _check_solve_args(sde, method, rtol, atol, eps) -> None:
 def get_likelihood_fn(sde: sde_lib.SDE, inverse_scaler: Optional[Callable] = None,
                       hutchinson_type: str = 'rademacher', rtol: float = 1e-5,
                       atol: float = 1e-5, method: str = 'tsit5', eps: float = 1e-5,
-                      num_probes: int = 1, max_steps: int = 4096):
+                      num_probes: int = 1, max_steps: int = 4096, units: str = 'bpd'):
   """Builds ``likelihood_fn(rng, score_fn, data) -> (bpd, z, nfe)`` (the reference's interface,
-  with the score function passed in rather than a model state).
+  with the score function passed in rather than a model state), or ``(nll, z, nfe)`` in nats.
 
   ``bpd = bits(log p_T(z) + delta_logp - log|det d inverse_scaler / dy|)``, with the prior
   ``sde.prior_logp`` standing in for ``p_T`` and ``delta_logp`` the probe average of
@@ -216,11 +217,17 @@ def get_likelihood_fn(sde: sde_lib.SDE, inverse_scaler: Optional[Callable] = Non
     rtol, atol, method, eps, max_steps: as for ``flow_to_prior``.
     num_probes: Hutchinson probes per example, averaged (one augmented solve; the score is still
       evaluated once per step stage, each probe adding a JVP).
+    units: ``'bpd'``: bits/dim of 8-bit data (``bits_per_dim``, the paper's metric);
+      ``'nats'``: ``-log p(x)`` in nats per example, the continuous density of the data in
+      ``[0, 1]`` space (``inverse_scaler``'s output), with no dequantization offset: what
+      other libraries call the negative log-likelihood.
   Returns:
     ``likelihood_fn(rng, score_fn, data)`` with ``rng`` a typed key, ``data`` float32
-    ``(B, ...)`` in model space (dequantized, then scaled), returning ``bpd (B,)`` float32,
-    ``z`` of the shape of ``data`` and ``nfe`` an int32 scalar.
+    ``(B, ...)`` in model space (dequantized, then scaled), returning ``bpd (B,)`` float32
+    (or nats), ``z`` of the shape of ``data`` and ``nfe`` an int32 scalar.
   """
+  if units not in UNITS:
+    raise ValueError(f'Unknown units {units!r}; use one of {", ".join(UNITS)}.')
   kind = _check_hutchinson_type(hutchinson_type)
   _check_solve_args(sde, method, rtol, atol, eps)
   if int(num_probes) < 1:
@@ -233,6 +240,8 @@ def get_likelihood_fn(sde: sde_lib.SDE, inverse_scaler: Optional[Callable] = Non
                          eps=eps, max_steps=max_steps)
     logp_model = sde.prior_logp(flow.z) + jnp.mean(flow.delta_logp, axis=0)
     logp_data = logp_model - _inverse_scaler_log_det(inverse_scaler, data)
+    if units == 'nats':
+      return -logp_data, flow.z, flow.nfe
     dim = int(np.prod(data.shape[1:]))
     return bits_per_dim(logp_data, dim, centered=False), flow.z, flow.nfe
 

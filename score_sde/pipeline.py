@@ -147,8 +147,9 @@ class Pipeline:
 
     Args:
       n: number of images.
-      method: ``'pc'``, ``'ode'``, ``'heun'`` or ``'dpm_solver'``; default the config's.
-      num_steps: steps of ``'heun'`` / ``'dpm_solver'`` (``sampling.num_steps``), or of the PC
+      method: one of ``sampling.METHODS`` (``'pc'``, ``'ode'``, ``'adaptive'``, ``'heun'``,
+        ``'dpm_solver'``, ``'unipc'``, ``'deis'``, ``'ipndm'``); default the config's.
+      num_steps: steps of the fixed-step samplers (``sampling.num_steps``), or of the PC
         chain (``sampling.pc_num_steps``, default the SDE's ``N``; other counts for
         continuous-time networks only, as a discrete network's labels are tied to its ``N``);
         default the config's.
@@ -156,7 +157,7 @@ class Pipeline:
       class_labels: classes of a class-conditional network (or of classifier guidance), taken
         in turn; default ``sampling.class_labels`` (every class in turn when empty).
       **sampling_fields: any other ``config.sampling`` field, e.g. ``predictor='euler_maruyama'``,
-        ``corrector='none'``, ``cfg_scale=2.``, ``snr=0.1``, ``dpm_solver_order=3``;
+        ``corrector='none'``, ``cfg_scale=2.``, ``snr=0.1``, ``order=3``;
         ``classifier_scale=s`` guides by the noise-conditional classifier that
         ``--mode train_classifier`` trained for this run (``sampling.classifier_workdir``).
     Returns:
@@ -201,13 +202,14 @@ class Pipeline:
       s.class_labels = tuple(int(c) for c in np.ravel(class_labels))
     if num_steps is not None:
       num_steps = sampling.base.check_steps(num_steps)
-      if str(s.method).lower() in ('heun', 'dpm_solver'):
+      if str(s.method).lower() in sampling.FIXED_STEP_METHODS:
         s.num_steps = num_steps
       elif str(s.method).lower() == 'pc':
         s.pc_num_steps = num_steps  # Validated below (a discrete-time network refuses others).
       else:
+        tolerances = 'adaptive_rtol / atol' if s.method == 'adaptive' else 'rtol / atol'
         raise errors.ConfigError(f'num_steps={num_steps}: the {s.method!r} sampler is adaptive '
-                                 '(sampling.rtol / atol set its accuracy); drop num_steps.')
+                                 f'(sampling.{tolerances} set its accuracy); drop num_steps.')
     config_validation.validate_config(config, num_devices=1)
     return config
 

@@ -80,7 +80,8 @@ def load_run_config(workdir: str):
   """The ``ml_collections.ConfigDict`` recorded by ``save_run_config``.
 
   Fields are laid over ``configs/default.py``, so a record from before a field existed gets that
-  field's default; JSON lists become tuples where the default holds a tuple.
+  field's default, and a field renamed since (``config_validation.RENAMED``) is read under its
+  new name; JSON lists become tuples where the default holds a tuple.
 
   Raises:
     errors.WorkdirError: when ``workdir`` holds no record (a run trained before records were
@@ -98,8 +99,10 @@ def load_run_config(workdir: str):
   except ValueError as e:
     raise errors.WorkdirError(f'{path} is not valid JSON ({e}); pass the config explicitly: '
                               'score_sde.load(workdir, config=...).') from None
+  from score_sde import config_validation  # pylint: disable=g-import-not-at-top
   config = default.get_config()
   for field, value in flat.items():
+    field = config_validation.RENAMED.get(field, field)
     *sections, name = field.split('.')
     node = config
     for section in sections:

@@ -117,6 +117,24 @@ def test_likelihood_fn_bits_per_dim_with_centered_scaler():
   np.testing.assert_allclose(bpd, likelihood.bits_per_dim(logp, 2, centered=True), atol=1e-3)
 
 
+def test_likelihood_fn_in_nats_is_the_negative_log_density_of_the_data():
+  """units='nats' returns -log p(x) per example of the data in [0, 1] space: the analytic
+  log p_eps(y) in model space minus log |dx/dy| = D log(1/2) (centered scaler), with the prior's
+  log p_T(z) swapped in; bad units name the known ones."""
+  sde, target = sde_lib.VPSDE(), _mixture()
+  y = _data(sde, target, 16)
+  likelihood_fn = likelihood.get_likelihood_fn(
+      sde, inverse_scaler=lambda v: (v + 1.) / 2., hutchinson_type='exact', eps=EPS,
+      units='nats')
+  nll, z, _ = jax.jit(lambda rng, v: likelihood_fn(rng, analytic.score_fn(target, sde), v))(
+      jax.random.key(0), y)
+  log_p = analytic.log_prob_fn(target, sde)
+  logp_y = log_p(y, jnp.full(16, EPS)) - log_p(z, jnp.ones(16)) + sde.prior_logp(z)
+  np.testing.assert_allclose(nll, -(logp_y + 2 * np.log(2.)), atol=2e-3)
+  with pytest.raises(ValueError, match='bpd, nats'):
+    likelihood.get_likelihood_fn(sde, units='bits')
+
+
 def test_sharded_matches_one_device():
   """8 devices, batch split over 'data', give the one-device bits/dim, latents and NFE: the
   probes are drawn at the global shape and the step control sees the global batch."""

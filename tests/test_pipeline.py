@@ -54,12 +54,13 @@ def test_sample_is_seeded_and_any_batch_size_splits(pipe):
 
 
 @pytest.mark.parametrize('method, field, nfe_per_step, final', [
-    ('dpm_solver', 'num_steps', 1, 1),  # One evaluation a step, and the final Tweedie step.
+    ('dpm_solver', 'num_steps', 1, 0),  # One evaluation a step; the step to sigma = 0 is free.
+    ('unipc', 'num_steps', 1, 0),
     ('pc', 'pc_num_steps', 2, 0)])  # Predictor and corrector on the network's own SDE.
 def test_sample_equals_the_configured_sampler_called_directly(run, pipe, method, field,
                                                               nfe_per_step, final):
   """sample(method=..., num_steps=...) is sampling.get_sampler on the same config and key, with
-  num_steps as sampling.num_steps (DPM-Solver++) or sampling.pc_num_steps (PC)."""
+  num_steps as sampling.num_steps (DPM-Solver++, UniPC) or sampling.pc_num_steps (PC)."""
   config, _ = run
   got = pipe.sample(8, method=method, num_steps=3, seed=1)
   config = config.copy_and_resolve_references()
@@ -76,6 +77,8 @@ def test_sample_refuses_unknown_fields_and_steps_of_an_adaptive_solver(pipe):
     pipe.sample(8, predictr='euler_maruyama')
   with pytest.raises(errors.ConfigError, match='adaptive'):
     pipe.sample(8, method='ode', num_steps=10)
+  with pytest.raises(errors.ConfigError, match='adaptive_rtol'):
+    pipe.sample(8, method='adaptive', num_steps=10)
   with pytest.raises(errors.ConfigError, match='sampling.method'):
     pipe.sample(8, method='nope')
 
@@ -187,6 +190,22 @@ def test_config_record_round_trips_every_paper_config(tmp_path):
   workdir_lib.save_run_config(config, str(tmp_path))
   assert workdir_lib.load_run_config(str(tmp_path)) == config
   assert json.loads((tmp_path / 'config.json').read_text())['model.ch_mult'] == [1, 2, 2, 2]
+
+
+def test_config_record_from_before_a_rename_still_loads(tmp_path):
+  """A run recorded with sampling.dpm_solver_order (now sampling.order) loads with the value
+  under the new name and passes validation: renaming a field loses no run."""
+  from score_sde import config_validation
+  from configs import smoke
+  config = smoke.get_config()
+  workdir_lib.save_run_config(config, str(tmp_path))
+  record = json.loads((tmp_path / 'config.json').read_text())
+  del record['sampling.order']
+  record['sampling.dpm_solver_order'] = 3
+  (tmp_path / 'config.json').write_text(json.dumps(record))
+  loaded = workdir_lib.load_run_config(str(tmp_path))
+  assert loaded.sampling.order == 3 and 'dpm_solver_order' not in loaded.sampling
+  config_validation.validate_config(loaded, num_devices=8)
 
 
 def test_sample_mode_draws_a_chosen_step_in_rounds(run):

@@ -16,11 +16,13 @@ def _toy(dim=4, sde_name='vpsde'):
 
 def test_get_sampler_runs_every_method_from_the_smoke_config(smoke_config):
   """get_sampler builds each config method on a plain score_fn (what the training loop calls)
-  with the nfe each documents: PC N (1 + n_steps_each), Heun 2 num_steps - 1, DPM-Solver++
-  num_steps + 1, ODE the counted calls."""
+  with the nfe each documents: PC N (1 + n_steps_each), Heun 2 num_steps - 1, the multistep
+  solvers num_steps (their last step, to sigma = 0, evaluates nothing), the ODE and the
+  adaptive SDE sampler the counted calls."""
   sde = sde_lib.get_sde(smoke_config)
   shape = (2, 4, 4, 1)
-  expected = {'pc': sde.N * 2, 'heun': 2 * 4 - 1, 'dpm_solver': 4 + 1, 'ode': None}
+  expected = {'pc': sde.N * 2, 'heun': 2 * 4 - 1, 'dpm_solver': 4, 'unipc': 4, 'deis': 4,
+              'ipndm': 4, 'ode': None, 'adaptive': None}
 
   def standard_normal_data_score(x, t):  # Exact for x(0) ~ N(0, I) under VE.
     return sde_lib.batch_mul(-1. / (1. + sde.marginal_coeffs(t)[1] ** 2), x)
@@ -33,12 +35,12 @@ def test_get_sampler_runs_every_method_from_the_smoke_config(smoke_config):
     assert samples.shape == shape and np.isfinite(np.asarray(samples)).all(), method
     assert int(nfe) == calls[0] == (want or calls[0]), method
   smoke_config.sampling.method = 'langevin'
-  with pytest.raises(KeyError, match='pc, ode, heun, dpm_solver'):
+  with pytest.raises(KeyError, match='pc, ode, adaptive, heun, dpm_solver'):
     sampling.get_sampler(smoke_config, sde, shape, sampling.identity, eps=1e-5)
 
 
 def test_config_fields_reach_heun_churn_and_dpm_order(smoke_config):
-  """sampling.s_churn and sampling.dpm_solver_order change what get_sampler builds: the same key
+  """sampling.s_churn and sampling.order change what get_sampler builds: the same key
   gives other samples, with the same NFE; an order the solver lacks is a config error."""
   sde = sde_lib.get_sde(smoke_config)
   score_fn = lambda x, t: sde_lib.batch_mul(-1. / (1. + sde.marginal_coeffs(t)[1] ** 2), x)
@@ -49,7 +51,7 @@ def test_config_fields_reach_heun_churn_and_dpm_order(smoke_config):
     return jax.jit(lambda r: sampler(r, score_fn))(jax.random.key(0))
 
   for method, field, values in (('heun', 's_churn', (0., 40.)),
-                                ('dpm_solver', 'dpm_solver_order', (2, 3))):
+                                ('dpm_solver', 'order', (2, 3))):
     smoke_config.sampling.method = method
     results = []
     for value in values:
@@ -57,9 +59,50 @@ def test_config_fields_reach_heun_churn_and_dpm_order(smoke_config):
       results.append(run())
     assert int(results[0][1]) == int(results[1][1]), method
     assert not np.allclose(results[0][0], results[1][0]), method
-  smoke_config.sampling.dpm_solver_order = 4
-  with pytest.raises(ValueError, match='dpm_solver_order'):
+  smoke_config.sampling.order = 4
+  with pytest.raises(ValueError, match='sampling.order'):
     config_validation.validate_config(smoke_config, num_devices=8)
+
+
+def test_config_fields_reach_the_multistep_solvers(smoke_config):
+  """sampling.schedule, rho, final_step, unipc_variant and order each change what get_sampler
+  builds for unipc / deis / ipndm (same key, other samples; 'tweedie' one more evaluation);
+  bad values, and the renamed dpm_solver_order, are config errors naming the fix."""
+  sde = sde_lib.get_sde(smoke_config)
+  score_fn = lambda x, t: sde_lib.batch_mul(-1. / (1. + sde.marginal_coeffs(t)[1] ** 2), x)
+  smoke_config.sampling.num_steps = 6
+
+  def run(**fields):
+    config = smoke_config.copy_and_resolve_references()
+    for name, value in fields.items():
+      setattr(config.sampling, name, value)
+    config_validation.validate_config(config, num_devices=8)
+    sampler = sampling.get_sampler(config, sde, (4, 4, 4, 1), sampling.identity, eps=1e-5)
+    samples, nfe = jax.jit(lambda r: sampler(r, score_fn))(jax.random.key(0))
+    return np.asarray(samples), int(nfe)
+
+  # Each field on one method (a compilation each): what reaches one reaches all, through the
+  # same get_sampler branch.
+  base = {method: run(method=method) for method in ('unipc', 'deis', 'ipndm')}
+  for method, change in (('unipc', dict(schedule='karras')), ('unipc', dict(unipc_variant='bh1')),
+                         ('unipc', dict(final_step='tweedie')), ('deis', dict(rho=3.)),
+                         ('ipndm', dict(order=1))):
+    base_samples, base_nfe = base[method]
+    samples, nfe = run(method=method, **change)
+    assert base_nfe == 6 and nfe == 6 + (change.get('final_step') == 'tweedie'), (method, change)
+    assert not np.allclose(samples, base_samples), (method, change)
+  for field, value, match in (('schedule', 'edm', 'logSNR'), ('final_step', 'zero', 'tweedie'),
+                              ('unipc_variant', 'bh3', 'bh2'), ('order', 4, 'orders 1 to 3'),
+                              ('rho', 0., 'rho > 0')):
+    config = smoke_config.copy_and_resolve_references()
+    config.sampling.method = 'unipc'
+    setattr(config.sampling, field, value)
+    with pytest.raises(ValueError, match=match):
+      config_validation.validate_config(config, num_devices=8)
+  config = smoke_config.copy_and_resolve_references()
+  config.sampling.dpm_solver_order = 3
+  with pytest.raises(ValueError, match='now config.sampling.order'):
+    config_validation.validate_config(config, num_devices=8)
 
 
 @pytest.mark.parametrize('method,tol,sde_name', [
@@ -95,7 +138,7 @@ def test_encoder_maps_p_eps_to_the_prior_and_inverts_the_sampler():
   np.testing.assert_allclose(back, data, atol=2e-3)
 
 
-@pytest.mark.parametrize('kind', ['pc', 'dpm_solver'])
+@pytest.mark.parametrize('kind', ['pc', 'dpm_solver', 'unipc', 'adaptive'])
 def test_sharded_sampling_does_not_depend_on_the_device_count(kind):
   """The same key gives the same samples on a 1-device and an 8-device mesh (noise drawn at the
   global shape; per-example Langevin norms), and the 8-device result is split over 'data'."""
@@ -104,8 +147,12 @@ def test_sharded_sampling_does_not_depend_on_the_device_count(kind):
   if kind == 'pc':
     sampler = sampling.get_pc_sampler(sde, shape, 'reverse_diffusion', 'langevin',
                                       sampling.identity, 0.16, eps=1e-5)
-  else:
+  elif kind == 'dpm_solver':
     sampler = sampling.get_dpm_solver_sampler(sde, shape, sampling.identity, 10, eps=1e-5)
+  elif kind == 'adaptive':  # Per-example Brownian paths and step sizes.
+    sampler = sampling.get_adaptive_sampler(sde, shape, sampling.identity, rel_tol=0.1)
+  else:
+    sampler = sampling.get_unipc_sampler(sde, shape, sampling.identity, 10, order=3, eps=1e-5)
   results = []
   for devices in (jax.devices()[:1], jax.devices()):
     mesh = sharding.make_mesh(devices)
@@ -145,6 +192,8 @@ def test_bad_arguments_fail_early_with_the_fix():
     sampling.get_heun_sampler(sde, (4, 2), identity, 1)
   with pytest.raises(ValueError, match='order'):
     sampling.get_dpm_solver_sampler(sde, (4, 2), identity, 10, order=4)
+  with pytest.raises(ValueError, match='must be positive'):
+    sampling.get_adaptive_sampler(sde, (4, 2), identity, rel_tol=0.)
   with pytest.raises(KeyError, match='dopri5'):
     sampling.get_ode_sampler(sde, (4, 2), identity, method='RK23')
   with pytest.raises(ValueError, match='labels'):

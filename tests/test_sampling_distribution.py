@@ -21,7 +21,7 @@ from score_sde import analytic, sampling
 
 BATCH, DIM = 10000, 8
 PC_STEPS = 300  # The SDE's N, which the PC samplers step through.
-FAST_STEPS = 40  # Heun and DPM-Solver++ steps.
+FAST_STEPS = 40  # Heun and multistep steps.
 SNR = 0.075  # Corrector bias grows as snr^2; 0.075 keeps it below the noise floor here.
 
 
@@ -38,6 +38,8 @@ def _make(kind, sde, eps):
                                    eps=eps)
   if kind == 'ode':
     return sampling.get_ode_sampler(sde, shape, identity, denoise=True, eps=eps)
+  if kind == 'adaptive':  # Its default tolerances (Jolicoeur-Martineau et al.'s).
+    return sampling.get_adaptive_sampler(sde, shape, identity, eps=eps)
   if kind == 'heun':
     return sampling.get_heun_sampler(sde, shape, identity, FAST_STEPS, eps=eps)
   if kind == 'heun_churn':  # EDM's Algorithm 2, gamma = min(20 / 80, sqrt(2) - 1) = 0.25.
@@ -45,15 +47,29 @@ def _make(kind, sde, eps):
                                      s_churn=20.)
   if kind == 'dpm_solver':
     return sampling.get_dpm_solver_sampler(sde, shape, identity, FAST_STEPS, eps=eps)
+  if kind == 'unipc':
+    return sampling.get_unipc_sampler(sde, shape, identity, FAST_STEPS, eps=eps)
+  if kind == 'deis':
+    return sampling.get_deis_sampler(sde, shape, identity, FAST_STEPS, eps=eps)
   raise ValueError(kind)
 
 
-@pytest.mark.parametrize('kind', ['em', 'rd_langevin', 'ancestral_ald', 'ode', 'heun',
-                                  'heun_churn', 'dpm_solver'])
-@pytest.mark.parametrize('sde_name', list(support.SDES))
+# Multistep samplers end at sigma = 0 (``sampling.multistep``): their law is the data itself.
+TO_ZERO = ('dpm_solver', 'unipc', 'deis')
+
+
+# The adaptive sampler on VP and VE only: about 20 s a case, and sub-VP adds no new step.
+CASES = [(sde_name, kind) for kind in ['em', 'rd_langevin', 'ancestral_ald', 'ode', 'adaptive',
+                                       'heun', 'heun_churn'] + list(TO_ZERO)
+         for sde_name in support.SDES if (sde_name, kind) != ('subvpsde', 'adaptive')]
+
+
+@pytest.mark.parametrize('sde_name, kind', CASES)
 def test_sampler_draws_p_eps_with_exact_nfe(sde_name, kind):
   """Samples (all denoised) match p_eps within the noise floor + denoising bias (module
-  docstring), and the reported nfe equals the counted score_fn calls exactly."""
+  docstring), those of the multistep samplers the data p_0 itself within the noise floor (for
+  VE too, whose sigma(0) = sigma_min > 0: the extrapolation reaches sigma = 0), and the reported
+  nfe equals the counted score_fn calls exactly."""
   sde, eps = support.SDES[sde_name](PC_STEPS), support.EPS[sde_name]
   target = support.mixture(DIM)
   score_fn, calls = support.counting(analytic.score_fn(target, sde))
@@ -61,6 +77,9 @@ def test_sampler_draws_p_eps_with_exact_nfe(sde_name, kind):
   samples, nfe = jax.jit(lambda rng: sampler(rng, score_fn))(jax.random.key(1))
   samples = np.asarray(samples)
   assert int(nfe) == calls[0]
+  if kind in TO_ZERO:
+    support.assert_matches(samples, target, seed=7)
+    return
   _, std_eps = sde.marginal_coeffs(np.float32(eps))
   support.assert_matches(samples, analytic.marginal(target, sde, eps), seed=7,
                          var_bias=3. * float(std_eps) ** 2)

@@ -1,4 +1,5 @@
-"""Samplers on a plain ``score_fn(x, t)``: PC, probability-flow ODE, EDM Heun, DPM-Solver++.
+"""Samplers on a plain ``score_fn(x, t)``: PC, probability-flow ODE, adaptive reverse SDE, EDM
+Heun, and the multistep DPM-Solver++, UniPC, DEIS and iPNDM.
 
 Every sampler is built once from an SDE and a sample shape and called as
 ``sampler(rng, score_fn) -> (samples, nfe)`` (see ``sampling.base`` for the contract and how to
@@ -9,12 +10,14 @@ Importing the package fills ``PREDICTORS`` and ``CORRECTORS``.
 import ml_collections
 
 from score_sde import sde_lib
+from score_sde.sampling.adaptive import get_adaptive_sampler
 from score_sde.sampling.base import InverseScaler, Sampler, identity
 from score_sde.sampling.controllable import (get_conditional_score_fn, get_pc_colorizer,
                                              get_pc_inpainter)
 from score_sde.sampling.correctors import (CORRECTORS, AnnealedLangevinDynamics, Corrector,
                                            LangevinCorrector, NoneCorrector,
                                            PerExampleLangevinCorrector)
+from score_sde.sampling.deis import get_deis_sampler
 from score_sde.sampling.dpm_solver import get_dpm_solver_sampler
 from score_sde.sampling.edm import get_heun_sampler
 from score_sde.sampling.ode import (get_ode_encoder, get_ode_sampler, probability_flow_drift,
@@ -26,19 +29,27 @@ from score_sde.sampling.predictors import (PREDICTORS, AncestralSamplingPredicto
                                            ReverseDiffusionPredictor)
 from score_sde.sampling.shard import get_sharded_sampler
 from score_sde.sampling.snapshot import get_snapshot_sampler, snapshot_labels
+from score_sde.sampling.unipc import get_unipc_sampler
 
-METHODS = ('pc', 'ode', 'heun', 'dpm_solver')
+METHODS = ('pc', 'ode', 'adaptive', 'heun', 'dpm_solver', 'unipc', 'deis', 'ipndm')
+# The samplers whose step count is sampling.num_steps.
+FIXED_STEP_METHODS = ('heun', 'dpm_solver', 'unipc', 'deis', 'ipndm')
+# The fixed-step solvers' own order and grid, where config.sampling leaves them open (0, '').
+DEFAULT_ORDERS = {'dpm_solver': 2, 'unipc': 2, 'deis': 4, 'ipndm': 3}
+DEFAULT_SCHEDULES = {'heun': 'karras', 'dpm_solver': 'logSNR', 'unipc': 'logSNR',
+                     'deis': 'karras', 'ipndm': 'karras'}
 
 
 def get_sampler(config: ml_collections.ConfigDict, sde: sde_lib.SDE, shape,
                 inverse_scaler: InverseScaler, eps: float) -> Sampler:
   """The sampler named by ``config.sampling.method``, configured from ``config.sampling``.
 
-  Reads ``method``, ``predictor``, ``corrector``, ``snr``, ``n_steps_each``,
-  ``probability_flow``, ``noise_removal`` (denoise), ``rtol``, ``atol``, ``pc_num_steps`` (PC),
-  ``num_steps`` (Heun / DPM-Solver++; for both 0 means ``sde.N``), ``s_churn`` (Heun) and
-  ``dpm_solver_order``, and
-  ``config.training.continuous``.
+  Reads ``method``; for PC ``predictor``, ``corrector``, ``snr``, ``n_steps_each``,
+  ``probability_flow``, ``pc_num_steps`` and ``config.training.continuous``; for the ODE
+  ``rtol``, ``atol``; for the adaptive SDE sampler ``adaptive_rtol``, ``adaptive_atol``; for
+  the fixed-step solvers (Heun, DPM-Solver++, UniPC, DEIS, iPNDM) ``num_steps`` (0: ``sde.N``),
+  ``schedule`` and ``rho`` ('': ``DEFAULT_SCHEDULES``), ``order`` (0: ``DEFAULT_ORDERS``),
+  ``final_step``, ``unipc_variant`` and ``s_churn`` (Heun); ``noise_removal`` (denoise) for all.
 
   Args:
     config: the full experiment config.
@@ -53,7 +64,8 @@ def get_sampler(config: ml_collections.ConfigDict, sde: sde_lib.SDE, shape,
   """
   s = config.sampling
   method = str(s.method).lower()
-  num_steps = int(s.num_steps) or sde.N
+  if method not in METHODS:
+    raise KeyError(f'Unknown sampling method {s.method!r}; known: {", ".join(METHODS)}.')
   if method == 'pc':
     return get_pc_sampler(sde, shape, s.predictor, s.corrector, inverse_scaler, s.snr,
                           n_steps=s.n_steps_each, probability_flow=s.probability_flow,
@@ -62,13 +74,23 @@ def get_sampler(config: ml_collections.ConfigDict, sde: sde_lib.SDE, shape,
   if method == 'ode':
     return get_ode_sampler(sde, shape, inverse_scaler, denoise=s.noise_removal, rtol=s.rtol,
                            atol=s.atol, eps=eps)
+  if method == 'adaptive':
+    return get_adaptive_sampler(sde, shape, inverse_scaler, rel_tol=s.adaptive_rtol,
+                                abs_tol=s.adaptive_atol, denoise=s.noise_removal, eps=eps)
+  num_steps = int(s.num_steps) or sde.N
+  grid = dict(schedule=str(s.get('schedule', '')) or DEFAULT_SCHEDULES[method],
+              rho=float(s.get('rho', 7.)), denoise=s.noise_removal, eps=eps)
   if method == 'heun':
-    return get_heun_sampler(sde, shape, inverse_scaler, num_steps, denoise=s.noise_removal,
-                            eps=eps, s_churn=s.s_churn)
+    return get_heun_sampler(sde, shape, inverse_scaler, num_steps, s_churn=s.s_churn, **grid)
+  order = int(s.get('order', 0)) or DEFAULT_ORDERS[method]
+  grid['final'] = str(s.get('final_step', 'extrapolate'))
   if method == 'dpm_solver':
-    return get_dpm_solver_sampler(sde, shape, inverse_scaler, num_steps,
-                                  order=s.dpm_solver_order, denoise=s.noise_removal, eps=eps)
-  raise KeyError(f'Unknown sampling method {s.method!r}; known: {", ".join(METHODS)}.')
+    return get_dpm_solver_sampler(sde, shape, inverse_scaler, num_steps, order=order, **grid)
+  if method == 'unipc':
+    return get_unipc_sampler(sde, shape, inverse_scaler, num_steps, order=order,
+                             variant=str(s.get('unipc_variant', 'bh2')), **grid)
+  return get_deis_sampler(sde, shape, inverse_scaler, num_steps, order=order,
+                          variable_step=method == 'deis', **grid)
 
 
 # The released code's name.
@@ -76,12 +98,13 @@ get_sampling_fn = get_sampler
 
 __all__ = [
     'AncestralSamplingPredictor', 'AnnealedLangevinDynamics', 'CORRECTORS', 'Corrector',
-    'EulerMaruyamaPredictor', 'InverseScaler', 'LangevinCorrector', 'METHODS', 'NoneCorrector',
-    'NonePredictor', 'PREDICTORS', 'PerExampleLangevinCorrector', 'Predictor',
-    'ReverseDiffusionPredictor', 'Sampler', 'get_cfg_score_fn', 'get_conditional_score_fn',
-    'get_dpm_solver_sampler', 'get_guided_score_fn',
-    'get_heun_sampler', 'get_ode_encoder', 'get_ode_sampler', 'get_pc_colorizer',
-    'get_pc_inpainter', 'get_pc_sampler', 'get_sampler', 'get_sampling_fn', 'get_sharded_sampler',
-    'get_snapshot_sampler', 'identity', 'probability_flow_drift', 'sample_labels',
-    'snapshot_labels', 'solve_probability_flow',
+    'DEFAULT_ORDERS', 'DEFAULT_SCHEDULES', 'EulerMaruyamaPredictor', 'FIXED_STEP_METHODS',
+    'InverseScaler', 'LangevinCorrector', 'METHODS', 'NoneCorrector', 'NonePredictor',
+    'PREDICTORS', 'PerExampleLangevinCorrector', 'Predictor', 'ReverseDiffusionPredictor',
+    'Sampler', 'get_adaptive_sampler', 'get_cfg_score_fn', 'get_conditional_score_fn',
+    'get_deis_sampler', 'get_dpm_solver_sampler', 'get_guided_score_fn', 'get_heun_sampler',
+    'get_ode_encoder', 'get_ode_sampler', 'get_pc_colorizer', 'get_pc_inpainter',
+    'get_pc_sampler', 'get_sampler', 'get_sampling_fn', 'get_sharded_sampler',
+    'get_snapshot_sampler', 'get_unipc_sampler', 'identity', 'probability_flow_drift',
+    'sample_labels', 'snapshot_labels', 'solve_probability_flow',
 ]

@@ -19,7 +19,7 @@ A sampler is a pure function ``sampler(rng, score_fn) -> (samples, nfe)``:
 * ``nfe`` is the exact number of ``score_fn`` evaluations: a Python ``int`` for fixed-step
   samplers, an int32 scalar array for the adaptive ODE sampler (its step count is data-dependent).
 """
-from typing import Any, Callable, Sequence, Tuple, Union
+from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
 import jax
 import jax.numpy as jnp
@@ -55,9 +55,11 @@ def check_shape(shape: Sequence[int]) -> Tuple[int, ...]:
   return shape
 
 
-def check_eps(sde: sde_lib.SDE, eps: float) -> float:
-  """``eps`` must lie in ``(0, T)``: the score is ill-conditioned at 0 and nothing is left at T."""
-  eps = float(eps)
+def check_eps(sde: sde_lib.SDE, eps: Optional[float]) -> float:
+  """``eps`` (``None``: the SDE's ``sampling_eps``, 1e-3 for VP / sub-VP and 1e-5 for VE, as
+  the released code) must lie in ``(0, T)``: the score is ill-conditioned at 0 and nothing is
+  left at T."""
+  eps = float(sde.sampling_eps if eps is None else eps)
   if not 0. < eps < sde.T:
     raise ValueError(f'eps={eps} must lie in (0, T={sde.T}); the paper uses 1e-3 (VP, sub-VP) '
                      'and 1e-5 (VE).')

@@ -15,42 +15,16 @@ with ``h = lambda_t - lambda_s`` and ``phi1 = expm1(-h)``, ``phi2 = phi1 / h + 1
 with the derivatives estimated from the previous evaluations (multistep: one evaluation a step).
 Only ``alpha(t)``, ``std(t)`` and the inverse of ``lambda`` are needed, so VP, sub-VP (whose
 ``alpha^2 + std^2 != 1``) and VE (``alpha = 1``) are all handled the same way; ``lambda`` is
-inverted by bisection (``schedule``). Shapes: samples ``(B, ...)`` float32.
+inverted by bisection (``schedule``); the loop, the grid and the final step to ``sigma = 0`` are
+``multistep``'s. Shapes: samples ``(B, ...)`` float32.
 """
+from typing import Optional
+
 import jax
 import jax.numpy as jnp
 
 from score_sde import sde_lib
-from score_sde.sampling import base, schedule
-
-SKIP_TYPES = ('logSNR', 'time_uniform')
-
-
-def time_grid(sde: sde_lib.SDE, num_steps: int, eps: float, skip_type: str) -> jax.Array:
-  """``num_steps + 1`` float32 times from ``T`` down to ``eps``.
-
-  ``'logSNR'``: uniform in ``lambda`` (DPM-Solver's recommendation); ``'time_uniform'``: uniform
-  in ``t``.
-  """
-  if skip_type == 'logSNR':
-    lam = jnp.linspace(schedule.half_log_snr(sde, jnp.float32(sde.T)),
-                       schedule.half_log_snr(sde, jnp.float32(eps)), num_steps + 1)
-    times = schedule.t_of_half_log_snr(sde, lam)
-  elif skip_type == 'time_uniform':
-    times = jnp.linspace(sde.T, eps, num_steps + 1)
-  else:
-    raise ValueError(f'Unknown skip_type {skip_type!r}; use one of {SKIP_TYPES}.')
-  return times.astype(jnp.float32).at[0].set(sde.T).at[-1].set(eps)
-
-
-def step_orders(num_steps: int, order: int, lower_order_final: bool) -> jax.Array:
-  """The order of each step: warm-up ``1, 2, ...`` (no history yet), then ``order``; with
-  ``lower_order_final`` and fewer than 10 steps the last steps drop back to ``1, 2, ...`` too,
-  because large final steps in ``lambda`` make high-order extrapolation unstable there."""
-  orders = [min(order, i + 1) for i in range(num_steps)]
-  if lower_order_final and num_steps < 10:
-    orders = [min(o, num_steps - i) for i, o in enumerate(orders)]
-  return jnp.asarray(orders, jnp.int32)
+from score_sde.sampling import base, multistep
 
 
 def _phis(h: jax.Array):
@@ -110,16 +84,26 @@ def multistep_update(x: jax.Array, x0_hist, lam_hist, std: jax.Array, std_next: 
   return std_next / std * x + alpha_next * (-phi1 * x0 + correction)
 
 
-def dpm_solver_nfe(num_steps: int, denoise: bool = True) -> int:
-  """Score evaluations of ``get_dpm_solver_sampler``: one a step, plus one to denoise."""
-  return num_steps + int(denoise)
+def method() -> multistep.Method:
+  """DPM-Solver++'s steps for ``multistep``: it stores data predictions."""
+  def step(grid, i, x, x_prev, history, order, prev_order):
+    del x_prev, prev_order
+    lam_hist = tuple(grid.back(grid.lams, i, 3)[::-1]) + (grid.lams[i + 1],)
+    return x, multistep_update(x, tuple(history[::-1]), lam_hist, grid.stds[i],
+                               grid.stds[i + 1], grid.alphas[i + 1], order)
+
+  return multistep.Method(max_order=3, depth=3, store=multistep.store_data,
+                          step=step, to_zero=multistep.data_to_zero)
 
 
 def get_dpm_solver_sampler(sde: sde_lib.SDE, shape, inverse_scaler: base.InverseScaler,
-                           num_steps: int, order: int = 2, skip_type: str = 'logSNR',
-                           denoise: bool = True, eps: float = 1e-3,
-                           lower_order_final: bool = True) -> base.Sampler:
-  """DPM-Solver++(``order``M) from ``T`` to ``eps`` in ``num_steps`` steps.
+                           num_steps: int, order: int = 2, schedule: str = 'logSNR',
+                           denoise: bool = True, eps: Optional[float] = None,
+                           lower_order_final: bool = True, final: str = 'extrapolate',
+                           rho: float = 7., order3_max_step: Optional[float] = 0.75
+                           ) -> base.Sampler:
+  """DPM-Solver++(``order``M) from ``T`` in ``num_steps`` steps (``multistep`` for the grid and
+  the end: with ``denoise`` the last step goes to ``sigma = 0``).
 
   Orders as in ``multistep_update``. The first steps lack history and use orders 1, 2, ...;
   their local errors keep the global order at 2 for ``order = 3`` too, whose gain is a smaller
@@ -129,45 +113,19 @@ def get_dpm_solver_sampler(sde: sde_lib.SDE, shape, inverse_scaler: base.Inverse
     sde: the forward SDE.
     shape: ``(B, ...)`` of the samples.
     inverse_scaler: model space -> data space.
-    num_steps: steps (= evaluations before denoising), >= 1.
+    num_steps: steps (= evaluations, one more with ``final='tweedie'``), >= 1.
     order: 1, 2 or 3.
-    skip_type: ``'logSNR'`` or ``'time_uniform'`` (``time_grid``).
-    denoise: finish with the data prediction at ``eps`` (Tweedie, one more evaluation) instead
-      of returning ``x(eps)``.
-    eps: the last time.
-    lower_order_final: see ``step_orders``.
+    schedule: the grid's spacing, one of ``schedule.SCHEDULES`` (``rho`` for ``'karras'``).
+    denoise: end at ``sigma = 0`` (a sample of the data) rather than at ``x(eps)``.
+    eps: the smallest positive level's time.
+    lower_order_final: see ``multistep.step_orders``.
+    final: with ``denoise``, how the last step reaches 0: ``'extrapolate'`` (at ``order``) or
+      ``'tweedie'`` (the released code's extra evaluation at ``eps``).
+    order3_max_step: steps longer than this in ``lambda`` take order 2 instead of 3
+      (``multistep.cap_third_order``); ``None`` keeps the orders as given.
   Returns:
-    ``sampler(rng, score_fn) -> (samples, nfe = dpm_solver_nfe(num_steps, denoise))``.
+    ``sampler(rng, score_fn) -> (samples, nfe = multistep.nfe(num_steps, denoise, final))``.
   """
-  shape = base.check_shape(shape)
-  eps = base.check_eps(sde, eps)
-  num_steps = base.check_steps(num_steps)
-  if order not in (1, 2, 3):
-    raise ValueError(f'DPM-Solver++ order={order} must be 1, 2 or 3.')
-  if skip_type not in SKIP_TYPES:
-    raise ValueError(f'Unknown skip_type {skip_type!r}; use one of {SKIP_TYPES}.')
-  orders = step_orders(num_steps, order, lower_order_final)
-  batch = shape[0]
-
-  def sampler(rng, score_fn):
-    times = time_grid(sde, num_steps, eps, skip_type)
-    alphas, stds = sde.marginal_coeffs(times)
-    lams = jnp.log(alphas) - jnp.log(stds)
-    x = sde.prior_sampling(base.prior_key(rng), shape)
-
-    def step(i, carry):
-      x, x0_prev, x0_prev2 = carry
-      x0 = schedule.data_prediction(sde, score_fn, x, base.batch_times(times[i], batch))
-      # Clipped indices: history only enters through the orders that have it.
-      lam_hist = lams[jnp.maximum(i - 2, 0)], lams[jnp.maximum(i - 1, 0)], lams[i], lams[i + 1]
-      x = multistep_update(x, (x0_prev2, x0_prev, x0), lam_hist, stds[i], stds[i + 1],
-                           alphas[i + 1], orders[i])
-      return x, x0, x0_prev
-
-    zeros = jnp.zeros(shape, jnp.float32)
-    x, _, _ = jax.lax.fori_loop(0, num_steps, step, (x, zeros, zeros))
-    if denoise:
-      x = schedule.data_prediction(sde, score_fn, x, base.batch_times(eps, batch))
-    return inverse_scaler(x), dpm_solver_nfe(num_steps, denoise)
-
-  return sampler
+  return multistep.get_sampler(method(), 'DPM-Solver++', sde, shape, inverse_scaler, num_steps,
+                               order, lower_order_final, schedule, rho, denoise, final, eps,
+                               order3_max_step)

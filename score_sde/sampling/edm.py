@@ -8,16 +8,20 @@ ODE of VP, sub-VP and VE alike becomes
 
 with the denoiser ``D = E[x(0) | x(t)] = (x + std^2 score(x, t)) / alpha``
 (``schedule.data_prediction``). The sampler steps in ``sigma`` on EDM's ``rho``-spaced grid
-(eq. 5) between ``sigma(T)`` and ``sigma(eps)`` with Heun's second-order method, each grid
-``sigma`` mapped back to the SDE's time for the score. Shapes: samples ``(B, ...)`` float32.
+(eq. 5; or another of ``schedule.SCHEDULES``) between ``sigma(T)`` and ``sigma(eps)`` with Heun's
+second-order method, each grid ``sigma`` mapped back to the SDE's time for the score.
+Shapes: samples ``(B, ...)`` float32.
 """
+from typing import Optional
+
 import math
 
 import jax
 import jax.numpy as jnp
 
 from score_sde import sde_lib
-from score_sde.sampling import base, schedule
+from score_sde.sampling import base
+from score_sde.sampling import schedule as schedule_lib
 
 
 def heun_nfe(num_steps: int, denoise: bool = True) -> int:
@@ -26,9 +30,10 @@ def heun_nfe(num_steps: int, denoise: bool = True) -> int:
 
 
 def get_heun_sampler(sde: sde_lib.SDE, shape, inverse_scaler: base.InverseScaler,
-                     num_steps: int, rho: float = 7., denoise: bool = True, eps: float = 1e-3,
-                     s_churn: float = 0., s_min: float = 0., s_max: float = math.inf,
-                     s_noise: float = 1.) -> base.Sampler:
+                     num_steps: int, rho: float = 7., denoise: bool = True,
+                     eps: Optional[float] = None, s_churn: float = 0., s_min: float = 0.,
+                     s_max: float = math.inf, s_noise: float = 1.,
+                     schedule: str = 'karras') -> base.Sampler:
   """EDM's deterministic (``s_churn = 0``, Algorithm 1) or stochastic (Algorithm 2) sampler.
 
   Grids, for ``N = num_steps``:
@@ -44,10 +49,11 @@ def get_heun_sampler(sde: sde_lib.SDE, shape, inverse_scaler: base.InverseScaler
     inverse_scaler: model space -> data space.
     num_steps: ``N`` above, >= 1 (>= 2 with ``denoise``).
     rho: grid exponent (EDM: 7).
-    eps: the SDE time of the smallest positive noise level.
+    eps: the SDE time of the smallest positive noise level (``None``: ``sde.sampling_eps``).
     s_churn, s_min, s_max, s_noise: Algorithm 2's stochasticity: at levels in ``[s_min, s_max]``
       the noise is raised by ``gamma = min(s_churn / N, sqrt(2) - 1)`` with fresh noise scaled by
       ``s_noise``. The raised level is capped at ``sigma(T)``, the largest time the score knows.
+    schedule: the grid's spacing (``schedule.time_steps``); EDM's is ``'karras'``.
   Returns:
     ``sampler(rng, score_fn) -> (samples, nfe = heun_nfe(num_steps, denoise))``.
   """
@@ -57,23 +63,20 @@ def get_heun_sampler(sde: sde_lib.SDE, shape, inverse_scaler: base.InverseScaler
   if denoise and num_steps < 2:
     raise ValueError('With denoise=True the Heun sampler needs num_steps >= 2 (the last step '
                      'only denoises); use num_steps >= 2 or denoise=False.')
+  schedule_lib.check_schedule(schedule, rho)
   gamma = min(s_churn / num_steps, math.sqrt(2.) - 1.)
   batch = shape[0]
 
   def denoiser(score_fn, x_hat, t):
     alpha, _ = sde.marginal_coeffs(t)
     x = x_hat * alpha
-    return schedule.data_prediction(sde, score_fn, x, base.batch_times(t, batch))
+    return schedule_lib.data_prediction(sde, score_fn, x, base.batch_times(t, batch))
 
   def sampler(rng, score_fn):
-    sigma_max = schedule.sigma(sde, jnp.float32(sde.T))
-    sigma_min = schedule.sigma(sde, jnp.float32(eps))
     n_levels = num_steps if denoise else num_steps + 1
-    sigmas = schedule.karras_sigmas(sigma_min, sigma_max, n_levels, rho)
-    times = schedule.t_of_sigma(sde, sigmas)
-    # The ends exactly, not through bisection.
-    times = times.at[0].set(sde.T).at[-1].set(eps)
-    sigmas = sigmas.at[0].set(sigma_max).at[-1].set(sigma_min)
+    times = schedule_lib.time_steps(sde, n_levels, eps, schedule, rho)
+    sigmas = schedule_lib.sigma(sde, times)
+    sigma_max = sigmas[0]
     if denoise:
       sigmas = jnp.append(sigmas, 0.)
       times = jnp.append(times, 0.)
@@ -90,7 +93,8 @@ def get_heun_sampler(sde: sde_lib.SDE, shape, inverse_scaler: base.InverseScaler
       z = jax.random.normal(jax.random.fold_in(step_keys, i), shape, jnp.float32)
       # Clipped: at the cap sigma_hat = sigma and rounding may make the difference negative.
       x_hat = x_hat + jnp.sqrt(jnp.maximum(sigma_hat ** 2 - sigma ** 2, 0.)) * s_noise * z
-      return x_hat, sigma_hat, jnp.where(in_range, schedule.t_of_sigma(sde, sigma_hat), times[i])
+      return x_hat, sigma_hat, jnp.where(in_range, schedule_lib.t_of_sigma(sde, sigma_hat),
+                                         times[i])
 
     def heun_step(i, x_hat):
       if gamma > 0:

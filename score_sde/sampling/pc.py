@@ -5,9 +5,10 @@ predictors (reverse diffusion, ancestral) and correctors land on the chain's ind
 ``N - 1, ..., 0``. ``N`` is ``num_steps``, by default ``sde.N`` (the released sampler, bit for
 bit); any other count runs on ``sde.with_steps(num_steps)``, the same SDE rediscretised with
 that many chain steps (for VP below 21 steps the exponential chain, since DDPM's would have
-``beta_i > 1``; see ``sde_lib.VPSDE``). Step ``i`` runs the corrector at ``t_i``, then the predictor from ``t_i`` to
-``t_{i+1}``, with ``t_N = 0``: the last predictor step is the chain's step to clean data. With
-``denoise`` the sampler returns that last step without its noise (the paper's noise removal).
+``beta_i > 1``; see ``sde_lib.VPSDE``). Step ``i`` runs the corrector at ``t_i``, then the
+predictor from ``t_i`` to ``t_{i+1}``, with ``t_N = 0``: the last predictor step is the chain's
+step to clean data. With ``denoise`` the sampler returns that last step without its noise (the
+paper's noise removal).
 """
 from typing import Optional, Tuple, Type, Union
 
@@ -69,9 +70,9 @@ def get_pc_step(sde: sde_lib.SDE, predictor: PredictorLike, corrector: Corrector
 
 
 def get_pc_sampler(sde: sde_lib.SDE, shape, predictor: PredictorLike, corrector: CorrectorLike,
-                   inverse_scaler: base.InverseScaler, snr: float, n_steps: int = 1,
+                   inverse_scaler: base.InverseScaler, snr: float = 0.16, n_steps: int = 1,
                    probability_flow: bool = False, continuous: bool = False,
-                   denoise: bool = True, eps: float = 1e-3,
+                   denoise: bool = True, eps: Optional[float] = None,
                    num_steps: Optional[int] = None) -> base.Sampler:
   """The PC sampler of Algorithm 1 (and of Algorithms 2-5 for the registered pairs).
 
@@ -81,7 +82,8 @@ def get_pc_sampler(sde: sde_lib.SDE, shape, predictor: PredictorLike, corrector:
     predictor, corrector: classes or registry names (``'reverse_diffusion'``, ``'langevin'``,
       ``'none'``, ...).
     inverse_scaler: maps model space back to data space (e.g. ``[-1, 1] -> [0, 1]``).
-    snr: signal-to-noise ratio of the corrector.
+    snr: signal-to-noise ratio of the corrector (the paper's 0.16 by default; unused without
+      one).
     n_steps: corrector steps per predictor step.
     probability_flow: predict with the probability-flow ODE instead of the reverse SDE.
     continuous: unused, kept for the released signature; the score function passed at call time

@@ -9,8 +9,9 @@ isations of its time make the fast solvers SDE-agnostic:
   DPM-Solver's time variable (Lu et al. 2022, sec. 3.1).
 
 Both are monotone in ``t`` for VP, sub-VP and VE, so ``t`` is recovered from either by bisection
-inside jit; no SDE needs a hand-written inverse. Times, sigmas and lambdas are float32 arrays of
-any shape; ``x`` is ``(B, ...)``.
+inside jit; no SDE needs a hand-written inverse. ``time_steps`` spaces a fixed-step sampler's
+grid by one of the named ``SCHEDULES``, the same choice for every such sampler. Times, sigmas
+and lambdas are float32 arrays of any shape; ``x`` is ``(B, ...)``.
 """
 from typing import Optional
 
@@ -97,3 +98,58 @@ def data_prediction(sde: sde_lib.SDE, score_fn: sde_lib.ScoreFn, x: jax.Array,
   """
   alpha, std = sde.marginal_coeffs(t)
   return sde_lib.batch_mul(1. / alpha, x + sde_lib.batch_mul(std ** 2, score_fn(x, t)))
+
+
+# config.sampling.schedule: how a fixed-step sampler spaces its levels between T and eps.
+SCHEDULES = ('logSNR', 'karras', 'time_uniform', 'time_quadratic')
+
+
+def check_schedule(name: str, rho: float = 7.) -> str:
+  """Raises a ValueError naming the fix for an unknown schedule or ``rho <= 0``."""
+  if name not in SCHEDULES:
+    raise ValueError(f'Unknown schedule {name!r}; use one of {", ".join(SCHEDULES)}.')
+  if not rho > 0:
+    raise ValueError(f'The karras schedule needs rho > 0 (EDM uses 7); got rho={rho}.')
+  return name
+
+
+def time_steps(sde: sde_lib.SDE, num_levels: int, eps: float, name: str = 'logSNR',
+               rho: float = 7.) -> jax.Array:
+  """``num_levels`` float32 times, decreasing from ``T`` to ``eps`` (both exact), spaced by
+  ``name``:
+
+  * ``'logSNR'``: uniform in ``lambda(t)`` (DPM-Solver's and UniPC's choice, Lu et al. 2022);
+  * ``'karras'``: EDM's ``rho``-spaced noise levels (``karras_sigmas``, Karras et al. eq. 5),
+    dense at small ``sigma``; ``rho = 1`` is uniform in ``sigma``;
+  * ``'time_uniform'``: uniform in ``t``;
+  * ``'time_quadratic'``: ``t = eps + (T - eps) u^2`` for ``u`` uniform on ``[0, 1]`` (DDIM's
+    quadratic skip, Song et al. 2021a), dense near ``eps``.
+
+  Args:
+    sde: the SDE whose ``sigma(t)`` increases with ``t``.
+    num_levels: >= 1; one level is ``[T]``.
+    eps: the last time, in ``(0, T)``.
+    name: one of ``SCHEDULES``.
+    rho: the ``'karras'`` exponent (ignored by the others).
+  Returns:
+    ``(num_levels,)`` float32.
+  Raises:
+    ValueError: for an unknown name (listing the known ones) or ``rho <= 0``.
+  """
+  check_schedule(name, rho)
+  t_max = jnp.float32(sde.T)
+  if num_levels == 1:
+    return t_max[None]
+  u = jnp.linspace(1., 0., num_levels)  # 1 at T, 0 at eps.
+  if name == 'logSNR':
+    lam_T, lam_eps = half_log_snr(sde, t_max), half_log_snr(sde, jnp.float32(eps))
+    times = t_of_half_log_snr(sde, lam_eps + u * (lam_T - lam_eps))
+  elif name == 'karras':
+    times = t_of_sigma(sde, karras_sigmas(sigma(sde, jnp.float32(eps)), sigma(sde, t_max),
+                                          num_levels, rho))
+  elif name == 'time_uniform':
+    times = eps + u * (sde.T - eps)
+  else:
+    times = eps + u ** 2 * (sde.T - eps)
+  # The ends exactly, not through bisection.
+  return jnp.asarray(times, jnp.float32).at[0].set(sde.T).at[-1].set(eps)

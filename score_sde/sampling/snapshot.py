@@ -13,7 +13,7 @@ from score_sde.sampling import guidance, shard
 
 QUANTIZATIONS = (None, 'truncate', 'round')
 # Methods that integrate the probability-flow ODE (``models.utils.ode_score_continuous``).
-ODE_METHODS = ('ode', 'heun', 'dpm_solver')
+ODE_METHODS = ('ode', 'heun', 'dpm_solver', 'unipc', 'deis', 'ipndm')
 
 
 def to_8bit_grid(samples: jnp.ndarray, quantize: Optional[str]) -> jnp.ndarray:
