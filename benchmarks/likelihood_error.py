@@ -3,10 +3,15 @@
 Prints, per SDE and tolerance: the ODE's error in bits/dim against the closed-form log p_eps
 (the true log p_T(z) in place of the prior, so only the solve is measured), the bias of using the
 prior instead (what a perfect model still pays for p_T != prior), the NFE and the wall time.
-Then the spread of the Hutchinson estimate: the standard deviation of one example's bits/dim over
-probe draws, for Rademacher and Gaussian probes.
+Then the per-point table: on the rotated 64-D Gaussian and 32-D mixture of ``targets.py`` (VP,
+sub-VP, VE), each estimator's error of one example's bits/dim over probe draws (its spread, its
+RMS error, its mean error with standard error, and the bias of the same estimator with the exact
+divergence), its NFE and cost in network evaluations (a score or a Jacobian-vector product
+each) relative to the reference's one-probe solve, and its wall time. Last, the wall time of
+each estimator on the embedded config's network, where a network evaluation dominates.
 
-    python benchmarks/likelihood_error.py [--dim 8] [--batch 256]
+    python benchmarks/likelihood_error.py [--dim 8] [--batch 256] [--targets gauss64,mixture32]
+        [--points 16] [--draws 64] [--tables accuracy,per_point,network]
 """
 import argparse
 import time
@@ -15,7 +20,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import targets
+from configs import embedded
 from score_sde import analytic, likelihood, sde_lib
+from score_sde.models import utils as mutils
 
 EPS = 1e-5
 
@@ -46,19 +54,95 @@ def accuracy_table(target, x_by_sde, dim):
             f'{np.abs(bias).mean():11.2e} {int(result.nfe):5d} {seconds:8.3f}')
 
 
-def hutchinson_table(target, x, dim, num_draws=64):
-  sde = SDES['vp']
-  score = analytic.score_fn(target, sde)
-  run = jax.jit(lambda v, probes: likelihood.flow_to_prior(sde, score, v, probes, eps=EPS))
-  exact = np.asarray(run(x, None).delta_logp[0])
-  print(f'\nHutchinson spread (VP, D={dim}), bits/dim of one example over {num_draws} probes:')
-  print(f'{"probes":>11} {"std, 1 probe":>13} {"|mean - exact|":>15}')
-  for kind in ('rademacher', 'gaussian'):
-    probes = likelihood.sample_probes(jax.random.key(5), x.shape, kind, num_draws)
-    estimates = _bits(run(x, probes).delta_logp, dim)
-    std = estimates.std(0, ddof=1).mean()
-    bias = np.abs(estimates.mean(0) - _bits(exact, dim)).mean()
-    print(f'{kind:>11} {std:13.2e} {bias:15.2e}')
+ESTIMATORS = (  # (label, num_nodes, num_probes); num_nodes = 0 is the reference's solve.
+    ('fixed probe (reference)', 0, 1),
+    ('fixed probes', 0, 4),
+    ('quadrature', 32, 1),
+    ('quadrature', 64, 1),
+    ('quadrature', 64, 4),
+    ('quadrature', 128, 4),
+)
+
+
+def _cost(nfe, num_nodes, num_probes):
+  """Network-equivalent cost: a score evaluation and a Jacobian-vector product count one each
+  (a JVP costs about a forward pass). The reference's solve linearizes at every evaluation."""
+  if num_nodes == 0:
+    return nfe * (1 + num_probes)
+  return (nfe - num_nodes) + num_nodes * (1 + num_probes)
+
+
+def _timed(fn, *args, repeats=5):
+  jax.block_until_ready(fn(*args))  # Compile outside the timing.
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append(time.perf_counter() - start)
+  return float(np.median(times))
+
+
+def per_point_table(target_names, num_points, num_draws):
+  """Error of one example's bits/dim, against the closed-form ``log p_eps``, over probe draws."""
+  print(f'\nPer-point bits/dim over {num_draws} probe draws of {num_points} points of p_eps '
+        '(the true log p_T(z) in place of the prior); cost in network evaluations (score or '
+        'JVP), relative to the reference row:')
+  print(f'{"target":9} {"sde":6} {"estimator":24} {"M":>4} {"P":>2} {"spread":>7} {"rms err":>8} '
+        f'{"bias":>8} {"+-":>6} {"exact-div bias":>14} {"nfe":>5} {"cost":>5} {"seconds":>8}')
+  for target_name in target_names:
+    target = targets.make_target(target_name)
+    dim = target.mixture.event_shape[0]
+    for name, sde in SDES.items():
+      x = target.marginal_sample(sde, EPS, jax.random.key(1), num_points)
+      truth = _bits(target.log_prob_fn(sde)(x, jnp.full((num_points,), EPS)), dim)
+      log_p_end = target.log_prob_fn(sde)
+      score = target.score_fn(sde)
+      reference_cost = None
+      for label, num_nodes, num_probes in ESTIMATORS:
+        def estimate(rng, v, kind, num_nodes=num_nodes, num_probes=num_probes):
+          fn = likelihood.get_likelihood_fn(sde, hutchinson_type=kind, num_probes=num_probes,
+                                            num_nodes=num_nodes, eps=EPS, units='nats')
+          nll, z, nfe = fn(rng, score, v)
+          # Swap the prior for the true p_T: only the solve and the divergence are measured.
+          nll = nll + sde.prior_logp(z) - log_p_end(z, jnp.full((v.shape[0],), sde.T))
+          return -nll, nfe
+        run = jax.jit(lambda rng, v, estimate=estimate: estimate(rng, v, 'rademacher'))
+        exact, _ = jax.jit(lambda v, estimate=estimate: estimate(jax.random.key(0), v, 'exact'))(x)
+        draws = np.stack([np.asarray(run(jax.random.key(100 + r), x)[0])
+                          for r in range(num_draws)])
+        errors = _bits(draws, dim) - truth[None]
+        nfe = int(run(jax.random.key(0), x)[1])
+        cost = _cost(nfe, num_nodes, num_probes)
+        reference_cost = reference_cost or cost
+        seconds = _timed(run, jax.random.key(0), x)
+        print(f'{target_name:9} {name:6} {label:24} {num_nodes:4d} {num_probes:2d} '
+              f'{errors.std(0, ddof=1).mean():7.4f} {np.sqrt(np.mean(errors ** 2)):8.4f} '
+              f'{errors.mean():8.4f} {errors.std(ddof=1) / np.sqrt(errors.size):6.4f} '
+              f'{np.abs(_bits(exact, dim) - truth).mean():14.4f} {nfe:5d} '
+              f'{cost / reference_cost:5.2f} {seconds:8.3f}', flush=True)
+
+
+def network_cost_table(batch):
+  """Wall time of each estimator on the embedded config's network (random weights: the time of
+  a network evaluation, not its accuracy, is what is measured here)."""
+  config = embedded.get_config()
+  sde = sde_lib.VPSDE(config.model.beta_min, config.model.beta_max, config.model.num_scales)
+  model = mutils.get_model(config)
+  params = mutils.init_params(jax.random.key(0), config)
+  score = mutils.get_score_fn(sde, model, params, continuous=True)
+  shape = (batch, config.data.image_size, config.data.image_size, config.data.num_channels)
+  x = jax.random.uniform(jax.random.key(1), shape)
+  print(f'\nWall time on the embedded config\'s network ({mutils.count_params(params):,} '
+        f'parameters, random weights), batch {shape}:')
+  print(f'{"estimator":24} {"M":>4} {"P":>2} {"nfe":>5} {"seconds":>8} {"x reference":>11}')
+  reference = None
+  for label, num_nodes, num_probes in ESTIMATORS:
+    fn = likelihood.get_likelihood_fn(sde, num_probes=num_probes, num_nodes=num_nodes)
+    run = jax.jit(lambda rng, v, fn=fn: fn(rng, score, v))
+    seconds = _timed(run, jax.random.key(0), x, repeats=3)
+    reference = reference or seconds
+    print(f'{label:24} {num_nodes:4d} {num_probes:2d} {int(run(jax.random.key(0), x)[2]):5d} '
+          f'{seconds:8.3f} {seconds / reference:11.2f}', flush=True)
 
 
 SDES = {'vp': sde_lib.VPSDE(), 'subvp': sde_lib.subVPSDE(), 've': sde_lib.VESDE()}
@@ -68,13 +152,23 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--dim', type=int, default=8)
   parser.add_argument('--batch', type=int, default=256)
+  parser.add_argument('--targets', default='gauss64,mixture32')
+  parser.add_argument('--points', type=int, default=16)
+  parser.add_argument('--draws', type=int, default=64)
+  parser.add_argument('--network-batch', type=int, default=16)
+  parser.add_argument('--tables', default='accuracy,per_point,network')
   args = parser.parse_args()
+  tables = args.tables.split(',')
   target = analytic.random_mixture(np.random.default_rng(0), 4, (args.dim,))
   x_by_sde = {name: analytic.marginal(target, sde, EPS).sample(jax.random.key(1), args.batch)
               for name, sde in SDES.items()}
   print(f'{jax.devices()[0].platform}, D={args.dim}, batch={args.batch}, eps={EPS}')
-  accuracy_table(target, x_by_sde, args.dim)
-  hutchinson_table(target, x_by_sde['vp'][:16], args.dim)
+  if 'accuracy' in tables:
+    accuracy_table(target, x_by_sde, args.dim)
+  if 'per_point' in tables:
+    per_point_table(args.targets.split(','), args.points, args.draws)
+  if 'network' in tables:
+    network_cost_table(args.network_batch)
 
 
 if __name__ == '__main__':

@@ -31,56 +31,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from score_sde import analytic, sampling, sde_lib
+from targets import Target, make_target
 
 SDES = {
     'vpsde': (lambda: sde_lib.VPSDE(0.1, 20., 1000), 1e-3),
     'subvpsde': (lambda: sde_lib.subVPSDE(0.1, 20., 1000), 1e-3),
     'vesde': (lambda: sde_lib.VESDE(0.01, 50., 1000), 1e-5),
 }
-
-
-class Target:
-  """A mixture in rotated coordinates: ``x = z R^T`` with ``z ~ mixture``; the samplers are
-  rotation-equivariant, the rotation keeps the problem from being diagonal in storage."""
-
-  def __init__(self, mixture: analytic.GaussianMixture, rotation: np.ndarray):
-    self.mixture, self.rotation = mixture, jnp.asarray(rotation, jnp.float32)
-
-  def score_fn(self, sde):
-    diagonal = analytic.score_fn(self.mixture, sde)
-    return lambda x, t: diagonal(x @ self.rotation, t) @ self.rotation.T
-
-  def sample(self, rng, n):
-    return np.asarray(self.mixture.sample(rng, n) @ self.rotation.T, np.float64)
-
-  def unrotate(self, x):
-    return np.asarray(x, np.float64) @ np.asarray(self.rotation, np.float64)
-
-
-def _rotation(dim, seed):
-  q, r = np.linalg.qr(np.random.default_rng(seed).normal(size=(dim, dim)))
-  return q * np.sign(np.diag(r))
-
-
-def make_target(name):
-  if name == 'gauss64':
-    stds = np.geomspace(0.01, 1., 64)[None]
-    law = analytic.GaussianMixture(jnp.ones((1,)), jnp.zeros((1, 64)), jnp.asarray(stds))
-    return Target(law, _rotation(64, 0))
-  if name == 'mixture32':
-    rng = np.random.default_rng(2)
-    weights = np.array([0.4, 0.3, 0.2, 0.1])
-    means = rng.normal(0., 1., (4, 32))
-    means -= weights @ means
-    stds = np.exp(rng.uniform(np.log(0.02), np.log(0.5), (4, 32)))
-    law = analytic.GaussianMixture(*(jnp.asarray(a, jnp.float32) for a in (weights, means, stds)))
-    return Target(law, _rotation(32, 1))
-  if name == 'mixture8':
-    law = analytic.random_mixture(np.random.default_rng(0), 3, (8,))
-    centre = jnp.einsum('k,k...->...', law.weights, law.means)
-    return Target(analytic.GaussianMixture(law.weights, law.means - centre, law.stds),
-                  np.eye(8))
-  raise KeyError(f'Unknown target {name!r}; known: gauss64, mixture32, mixture8.')
 
 
 def _gaussian_kl(samples, mean, var):

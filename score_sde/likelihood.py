@@ -14,6 +14,11 @@ Hutchinson-Skilling estimate ``v^T (d f~ / dx) v`` with ``E[v v^T] = I``, one Ja
 product per probe ``v``; ``v`` stays fixed during a solve, which makes the integral an unbiased
 estimate of ``int div f~ dt`` (the quadratic form ``v^T M v`` of ``M = int d f~/dx dt``).
 
+With one probe the estimate of a single point's bits/dim is noisy (about 0.3 bits/dim on a 64-D
+Gaussian; only a dataset mean is accurate). ``num_nodes > 0`` trades the augmented solve for a
+trajectory quadrature whose probes are independent from node to node (``flow_with_quadrature``):
+the same integral, with its probe noise averaged over the nodes.
+
 Bits per dimension of 8-bit images (how ``bits_per_dim`` converts, derived in its docstring):
 
     bpd = -log p_y(y) / (D ln 2) - log2 |dy/dx| / D + 8    (+7 for centered data, +8 otherwise).
@@ -27,6 +32,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from score_sde import ode_solve, sde_lib, sharding
+from score_sde.sampling import schedule
 
 HUTCHINSON_TYPES = ('rademacher', 'gaussian', 'exact')
 UNITS = ('bpd', 'nats')
@@ -185,6 +191,103 @@ def flow_to_prior(sde: sde_lib.SDE, score_fn: sde_lib.ScoreFn, x: jax.Array,
   return FlowResult(z, delta_logp, solution.nfe)
 
 
+class Quadrature(NamedTuple):
+  """Gauss-Legendre nodes for ``int_eps^T h(t) dt``, in ``lambda = log(alpha / std)``.
+
+  Attributes:
+    times: ``(M,)`` float32, increasing, inside ``(eps, T)``.
+    weights: ``(M,)`` float32, ``w_m |dt / dlambda|(t_m)`` with ``w_m`` the Gauss-Legendre
+      weights of the lambda interval, so that ``sum_m weights_m h(times_m)`` is the integral.
+  """
+  times: jax.Array
+  weights: jax.Array
+
+
+def divergence_quadrature(sde: sde_lib.SDE, eps: float, num_nodes: int) -> Quadrature:
+  """``num_nodes``-point Gauss-Legendre rule on ``[eps, T]`` after the change of variable to the
+  half log-SNR ``lambda(t)`` (``schedule.half_log_snr``).
+
+  In ``lambda`` the divergence of the probability-flow drift is smooth over the whole interval:
+  a direction of data variance ``s^2`` contributes about ``-sigma^2 / (s^2 + sigma^2) dlambda``
+  with ``sigma = exp(-lambda)``, a sigmoid in ``lambda``, where in ``t`` it is concentrated near
+  ``eps``. Evaluated eagerly (it is a constant of the likelihood function).
+  """
+  num_nodes = int(num_nodes)
+  if num_nodes < 1:
+    raise ValueError(f'num_nodes={num_nodes} must be >= 1.')
+  with jax.ensure_compile_time_eval():  # Constants, even when built inside a jitted function.
+    lam_start = float(schedule.half_log_snr(sde, jnp.float32(eps)))
+    lam_end = float(schedule.half_log_snr(sde, jnp.float32(sde.T)))
+    nodes, weights = np.polynomial.legendre.leggauss(num_nodes)
+    lam = lam_end + (lam_start - lam_end) * (nodes + 1.) / 2.  # Increasing lambda: decreasing t.
+    times = schedule.t_of_half_log_snr(sde, jnp.asarray(lam[::-1], jnp.float32))
+    dlam_dt = jax.vmap(jax.grad(lambda t: schedule.half_log_snr(sde, t)))(times)
+    weights = (weights[::-1] * (lam_start - lam_end) / 2.
+               / np.abs(np.asarray(dlam_dt, np.float64)))
+  return Quadrature(jnp.asarray(times, jnp.float32), jnp.asarray(weights, jnp.float32))
+
+
+def flow_with_quadrature(sde: sde_lib.SDE, score_fn: sde_lib.ScoreFn, x: jax.Array,
+                         rng: jax.Array, quadrature: Quadrature,
+                         hutchinson_type: str = 'rademacher', num_probes: int = 1, *,
+                         rtol: float = 1e-5, atol: float = 1e-5, method: str = 'tsit5',
+                         eps: float = 1e-5, max_steps: int = 4096) -> FlowResult:
+  """``flow_to_prior``'s integral with less probe noise: the probability-flow ODE (eq. 13) is
+  solved for ``x`` alone, and ``int_eps^T div f~(x(t), t) dt`` is the quadrature
+  ``sum_m w_m div f~(x(t_m), t_m)``, each node with its own probes.
+
+  Why. With probes fixed for the whole solve (the reference, ``flow_to_prior``) the estimate is
+  ``v^T M v`` with ``M = int d f~/dx dt``: one quadratic form, whose noise does not shrink with
+  the number of steps. Independent probes at every evaluation of an adaptive Runge-Kutta solve
+  would not help either: its weights within a step are large and of both signs (Tsit5's sum of
+  squares is about 18 times the square of their sum), and the noise would drive the step control.
+  Here ``x(t_m)`` comes from the solver's dense output (deterministic given ``x``), so the
+  quadrature with probes ``v_m`` drawn independently per node is an unbiased estimate of the
+  exact-divergence quadrature, with variance ``sum_m w_m^2 Var_m`` in place of that of one
+  quadratic form: measured on a 64-D Gaussian, a point's bits/dim spread falls as
+  ``1 / sqrt(M)`` (``benchmarks/likelihood_error.py``). The quadrature's own error falls quickly
+  with ``M`` (``divergence_quadrature`` on why ``lambda`` is the variable).
+
+  Cost: the solve evaluates the score only (no Jacobian-vector product), then every node one
+  score with ``P`` JVPs (``drift_and_divergence``); ``nfe`` counts both.
+
+  Args:
+    sde, score_fn, x, rtol, atol, method, eps, max_steps: as for ``flow_to_prior`` (the step
+      control now reads ``x`` alone).
+    rng: typed key; node ``m`` draws its probes from ``fold_in(rng, m)``, at the global batch
+      shape (device-count independent).
+    quadrature: ``divergence_quadrature(sde, eps, M)``.
+    hutchinson_type: ``'rademacher'``, ``'gaussian'`` or ``'exact'`` (``D`` JVPs per node).
+    num_probes: ``P`` probes per node, sharing the node's score evaluation.
+  Returns:
+    ``FlowResult`` with ``delta_logp`` of shape ``(P, B)`` (``(1, B)`` when exact).
+  """
+  _check_solve_args(sde, method, rtol, atol, eps)
+  kind = _check_hutchinson_type(hutchinson_type)
+  flow = sde.reverse(score_fn, probability_flow=True)
+  batch = x.shape[0]
+
+  def drift(t, y):
+    return flow.sde(y, jnp.full((batch,), t, jnp.float32))[0]
+
+  solution = ode_solve.solve(lambda t, y, args: drift(t, y), method, eps, sde.T, x, rtol=rtol,
+                             atol=atol, max_steps=max_steps, throw=False,
+                             save_at=quadrature.times)
+
+  def node_divergence(node):
+    index, t, x_t = node
+    probes = sample_probes(jax.random.fold_in(rng, index), x.shape, kind, num_probes, x.dtype)
+    return drift_and_divergence(lambda y: drift(t, y), x_t, probes)[1]
+
+  num_nodes = quadrature.times.shape[0]
+  divergences = jax.lax.map(node_divergence,
+                            (jnp.arange(num_nodes), quadrature.times, solution.ys))  # (M, P, B)
+  delta_logp = jnp.einsum('m,mpb->pb', quadrature.weights, divergences)
+  z, delta_logp = jax.tree.map(lambda leaf: jnp.where(solution.ok, leaf, jnp.nan),
+                               (solution.y1, delta_logp))
+  return FlowResult(z, delta_logp, solution.nfe + num_nodes)
+
+
 def _check_solve_args(sde, method, rtol, atol, eps) -> None:
   """Fails before tracing on bad solver settings."""
   if method not in ode_solve.SOLVERS:
@@ -198,7 +301,8 @@ def _check_solve_args(sde, method, rtol, atol, eps) -> None:
 def get_likelihood_fn(sde: sde_lib.SDE, inverse_scaler: Optional[Callable] = None,
                       hutchinson_type: str = 'rademacher', rtol: float = 1e-5,
                       atol: float = 1e-5, method: str = 'tsit5', eps: float = 1e-5,
-                      num_probes: int = 1, max_steps: int = 4096, units: str = 'bpd'):
+                      num_probes: int = 1, max_steps: int = 4096, units: str = 'bpd',
+                      num_nodes: int = 0):
   """Builds ``likelihood_fn(rng, score_fn, data) -> (bpd, z, nfe)`` (the reference's interface,
   with the score function passed in rather than a model state), or ``(nll, z, nfe)`` in nats.
 
@@ -215,8 +319,13 @@ def get_likelihood_fn(sde: sde_lib.SDE, inverse_scaler: Optional[Callable] = Non
       (the full divergence through ``D`` JVPs per evaluation: small data, or checking the noise
       of the estimator).
     rtol, atol, method, eps, max_steps: as for ``flow_to_prior``.
-    num_probes: Hutchinson probes per example, averaged (one augmented solve; the score is still
-      evaluated once per step stage, each probe adding a JVP).
+    num_probes: Hutchinson probes per example (per node with ``num_nodes``), averaged; the
+      score is still evaluated once per stage (or node), each probe adding a JVP.
+    num_nodes: 0: the reference's single solve of ``(x, delta_logp)`` with probes fixed along
+      it (``flow_to_prior``). ``M > 0``: ``x`` alone is solved and the divergence integrated by
+      an ``M``-node quadrature with fresh probes per node (``flow_with_quadrature``), the choice
+      for per-example likelihoods: on the benchmark's 64-D Gaussian and 32-D mixture ``M = 64``
+      cuts a point's spread about 3.7-fold for about 1.5 times the cost in network evaluations.
     units: ``'bpd'``: bits/dim of 8-bit data (``bits_per_dim``, the paper's metric);
       ``'nats'``: ``-log p(x)`` in nats per example, the continuous density of the data in
       ``[0, 1]`` space (``inverse_scaler``'s output), with no dequantization offset: what
@@ -232,12 +341,21 @@ def get_likelihood_fn(sde: sde_lib.SDE, inverse_scaler: Optional[Callable] = Non
   _check_solve_args(sde, method, rtol, atol, eps)
   if int(num_probes) < 1:
     raise ValueError(f'num_probes={num_probes} must be >= 1.')
+  if int(num_nodes) < 0:
+    raise ValueError(f'num_nodes={num_nodes} must be 0 (one augmented solve) or a number of '
+                     'quadrature nodes >= 1.')
+  quadrature = divergence_quadrature(sde, eps, num_nodes) if num_nodes else None
   inverse_scaler = (lambda y: y) if inverse_scaler is None else inverse_scaler
 
   def likelihood_fn(rng: jax.Array, score_fn: sde_lib.ScoreFn, data: jax.Array):
-    probes = sample_probes(rng, data.shape, kind, num_probes, data.dtype)
-    flow = flow_to_prior(sde, score_fn, data, probes, rtol=rtol, atol=atol, method=method,
-                         eps=eps, max_steps=max_steps)
+    if quadrature is not None:
+      flow = flow_with_quadrature(sde, score_fn, data, rng, quadrature, kind, num_probes,
+                                  rtol=rtol, atol=atol, method=method, eps=eps,
+                                  max_steps=max_steps)
+    else:
+      probes = sample_probes(rng, data.shape, kind, num_probes, data.dtype)
+      flow = flow_to_prior(sde, score_fn, data, probes, rtol=rtol, atol=atol, method=method,
+                           eps=eps, max_steps=max_steps)
     logp_model = sde.prior_logp(flow.z) + jnp.mean(flow.delta_logp, axis=0)
     logp_data = logp_model - _inverse_scaler_log_det(inverse_scaler, data)
     if units == 'nats':

@@ -6,7 +6,7 @@ solve. Every solver here is FSAL (its last stage is the next step's first), and 
 re-evaluate the first stage on each rejected try of the first step without reporting it; handing
 it that evaluation makes the cost exactly ``1 + (stages - 1) * steps``.
 """
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Optional
 
 import diffrax
 import jax
@@ -24,10 +24,12 @@ SOLVERS.register('dopri8')(diffrax.Dopri8)
 
 class Solution(NamedTuple):
   """``y1``: the state at ``t1`` (a pytree like ``y0``); ``ok``: bool scalar, whether the solve
-  succeeded; ``nfe``: int32 scalar, the exact number of vector-field evaluations."""
+  succeeded; ``nfe``: int32 scalar, the exact number of vector-field evaluations; ``ys``: the
+  states at ``solve``'s ``save_at`` times, stacked on a new leading axis (None without them)."""
   y1: Any
   ok: jax.Array
   nfe: jax.Array
+  ys: Any = None
 
 
 def get_solver(method: str) -> diffrax.AbstractSolver:
@@ -39,21 +41,25 @@ def get_solver(method: str) -> diffrax.AbstractSolver:
 
 def solve(vector_field: Callable[[Any, Any, Any], Any], method: str, t0: float, t1: float, y0,
           args=None, *, rtol: float, atol: float, max_steps: int,
-          throw: bool = True) -> Solution:
+          throw: bool = True, save_at: Optional[jax.Array] = None) -> Solution:
   """Integrates ``dy/dt = vector_field(t, y, args)`` from ``(t0, y0)`` to ``t1`` (either direction).
 
   The first step is 1% of the interval (the controller adapts it); the error norm is the RMS over
   the whole state, so a batch is solved as one system. With ``throw=False`` a failed solve is
   reported through ``ok`` instead of diffrax's raising host callback (which the SPMD partitioner
-  cannot shard).
+  cannot shard). ``save_at``: increasing times inside ``[t0, t1]`` (for ``t0 < t1``) at which the
+  state is also returned, read from the solver's dense interpolant (of the solver's order minus
+  one), so they do not change the steps taken.
   """
   solver = get_solver(method)
   f0 = vector_field(t0, y0, args)
   solution = diffrax.diffeqsolve(
       diffrax.ODETerm(vector_field), solver, t0, t1, 0.01 * (t1 - t0), y0, args=args,
       stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
-      saveat=diffrax.SaveAt(t1=True), max_steps=max_steps,
+      saveat=diffrax.SaveAt(t1=True, ts=save_at), max_steps=max_steps,
       solver_state=(jnp.array(False), f0), throw=throw)
   nfe = 1 + (solver.tableau.num_stages - 1) * solution.stats['num_steps']
   y1 = jax.tree.map(lambda leaf: leaf[-1], solution.ys)
-  return Solution(y1, solution.result == diffrax.RESULTS.successful, jnp.asarray(nfe, jnp.int32))
+  ys = None if save_at is None else jax.tree.map(lambda leaf: leaf[:-1], solution.ys)
+  return Solution(y1, solution.result == diffrax.RESULTS.successful, jnp.asarray(nfe, jnp.int32),
+                  ys)

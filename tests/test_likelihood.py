@@ -13,6 +13,7 @@ import pytest
 from scipy import stats
 
 from score_sde import analytic, likelihood, sde_lib, sharding
+from score_sde.sampling import ode as sampling_ode
 
 EPS = 1e-5
 SDES = {'vp': sde_lib.VPSDE, 'subvp': sde_lib.subVPSDE, 've': sde_lib.VESDE}
@@ -207,6 +208,8 @@ def test_bad_arguments_name_the_fix():
     likelihood.get_likelihood_fn(sde, method='euler')
   with pytest.raises(ValueError, match='num_probes'):
     likelihood.get_likelihood_fn(sde, num_probes=0)
+  with pytest.raises(ValueError, match='num_nodes'):
+    likelihood.get_likelihood_fn(sde, num_nodes=-1)
   score = lambda x, t: -x
   x = jnp.zeros((2, 3))
   with pytest.raises(ValueError, match='eps'):
@@ -215,3 +218,49 @@ def test_bad_arguments_name_the_fix():
     likelihood.flow_to_prior(sde, score, x, jnp.ones((2, 3)))
   with pytest.raises(ValueError, match='dim'):
     likelihood.bits_per_dim(jnp.zeros(2), 0)
+
+
+@pytest.mark.parametrize('name', ['vp', 've'])
+def test_quadrature_with_exact_divergence_recovers_the_analytic_log_density(name):
+  """The trajectory quadrature (x solved alone, the divergence at 64 Gauss-Legendre nodes in
+  lambda) equals the closed-form log p_eps(x) within 2e-3 bits/dim, and its nfe is the solve's
+  plus one evaluation per node: the nodes, their weights and the change of variable are right."""
+  sde = SDES[name]()
+  target = _mixture()
+  x = _data(sde, target, 32)
+  score = analytic.score_fn(target, sde)
+  quadrature = likelihood.divergence_quadrature(sde, EPS, 64)
+  assert np.all(np.diff(np.asarray(quadrature.times)) > 0)
+  result = jax.jit(lambda v: likelihood.flow_with_quadrature(
+      sde, score, v, jax.random.key(0), quadrature, 'exact', eps=EPS))(x)
+  log_p = analytic.log_prob_fn(target, sde)
+  got = log_p(result.z, jnp.full(32, sde.T)) + result.delta_logp[0]
+  want = log_p(x, jnp.full(32, EPS))
+  np.testing.assert_allclose(got / (2 * np.log(2.)), want / (2 * np.log(2.)), atol=2e-3)
+  _, solve_nfe = sampling_ode.solve_probability_flow(sde, score, x, EPS, sde.T, 1e-5, 1e-5,
+                                                     method='tsit5')
+  assert int(result.nfe) == int(solve_nfe) + 64
+
+
+def test_quadrature_probes_are_unbiased_and_less_noisy_than_fixed_probes():
+  """Fresh Rademacher probes per node: at each of 32 points the mean of 200 estimates lies within
+  4 standard errors (plus 2e-3 nats) of the exact-divergence quadrature, and a point's spread is
+  less than half that of the reference's probe fixed along the solve (the estimator's reason to
+  exist; measured about 3.5x less at 64 nodes on the benchmark's targets)."""
+  sde, flow = _flow('vp')
+  target = _mixture((8,))
+  x = _data(sde, target, 32)
+  score = analytic.score_fn(target, sde)
+  quadrature = likelihood.divergence_quadrature(sde, EPS, 64)
+  run = jax.jit(jax.vmap(lambda rng, kind='rademacher': likelihood.flow_with_quadrature(
+      sde, score, x, rng, quadrature, kind, eps=EPS).delta_logp[0]))
+  exact = np.asarray(likelihood.flow_with_quadrature(
+      sde, score, x, jax.random.key(0), quadrature, 'exact', eps=EPS).delta_logp[0])
+  estimates = np.asarray(run(jax.random.split(jax.random.key(4), 200)), np.float64)
+  stderr = estimates.std(0, ddof=1) / np.sqrt(estimates.shape[0])
+  np.testing.assert_array_less(np.abs(estimates.mean(0) - exact), 4 * stderr + 2e-3)
+  fixed = jax.jit(lambda v, p: likelihood.flow_to_prior(
+      sde, score, v, p, eps=EPS).delta_logp)(
+          x, likelihood.sample_probes(jax.random.key(3), x.shape, 'rademacher', 200))
+  fixed_spread = np.asarray(fixed, np.float64).std(0, ddof=1)
+  assert np.median(estimates.std(0, ddof=1)) < 0.5 * np.median(fixed_spread)
