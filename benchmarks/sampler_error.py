@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from score_sde import analytic, sampling, sde_lib
+from score_sde import sampling, sde_lib
 from targets import Target, make_target
 
 SDES = {

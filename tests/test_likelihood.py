@@ -246,7 +246,7 @@ def test_quadrature_probes_are_unbiased_and_less_noisy_than_fixed_probes():
   """Fresh Rademacher probes per node: at each of 32 points the mean of 200 estimates lies within
   4 standard errors (plus 2e-3 nats) of the exact-divergence quadrature, and a point's spread is
   less than half that of the reference's probe fixed along the solve (the estimator's reason to
-  exist; measured about 3.5x less at 64 nodes on the benchmark's targets)."""
+  exist; measured 2.3-3.9x less at 64 nodes on the benchmark's 32-D mixture)."""
   sde, flow = _flow('vp')
   target = _mixture((8,))
   x = _data(sde, target, 32)
