@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from score_sde import sampling, sde_lib
+from score_sde.sampling import schedule_fit
 from targets import Target, make_target
 
 SDES = {
@@ -82,6 +83,31 @@ def _multistep(builder, **kwargs):
                                               **kwargs)
 
 
+# Fitted grids by (sampler, SDE, eps, steps): a fit depends on neither the target nor the batch.
+_GRIDS = {}
+
+
+def _fitted(builder, method, kwargs):
+  """``schedule='fitted'``, fitted once per sampler, SDE and budget for all targets."""
+  def build(sde, shape, eps, nfe):
+    steps = (nfe + 1) // 2 if method == 'heun' else nfe
+    if steps < 2:
+      return None
+    key = (method, tuple(sorted(kwargs.items())), type(sde).__name__, eps, steps)
+    grids = _GRIDS
+    if key not in grids:
+      start = time.time()
+      grids[key] = tuple(schedule_fit.fit_times(
+          lambda proxy_shape, times: builder(sde, proxy_shape, sampling.identity, steps,
+                                             times=times, **kwargs),
+          sde, sampling.grid_levels(method, steps, True, 'extrapolate'), eps, True,
+          'tweedie' if method == 'heun' else 'extrapolate'))
+      print(f'  (fitted the {steps}-step grid in {time.time() - start:.1f} s)', flush=True)
+    return builder(sde, shape, sampling.identity, steps, times=grids[key], **kwargs)
+
+  return build
+
+
 def rows(budgets):
   """(label, budget, builder(sde, shape, eps, budget) or None where the budget does not fit)."""
   identity = sampling.identity
@@ -105,9 +131,20 @@ def rows(budgets):
       'dpm_solver++ 3M, eps=1e-5': lambda sde, shape, eps, n: sampling.get_dpm_solver_sampler(
           sde, shape, identity, n, order=3, eps=1e-5),
   }
+  fitted = {
+      'unipc bh2 2, fitted': (sampling.get_unipc_sampler, 'unipc', dict(order=2)),
+      'dpm_solver++ 2M, fitted': (sampling.get_dpm_solver_sampler, 'dpm_solver', dict(order=2)),
+      'ipndm 3, fitted': (sampling.get_deis_sampler, 'ipndm',
+                          dict(order=3, variable_step=False)),
+      'deis 4, fitted': (sampling.get_deis_sampler, 'deis', dict(order=4)),
+      'heun (EDM), fitted': (sampling.get_heun_sampler, 'heun', dict()),
+  }
   for label, build in fixed.items():
     for n in budgets:
       yield label, n, build
+  for label, (builder, method, kwargs) in fitted.items():
+    for n in budgets:
+      yield label, n, _fitted(builder, method, kwargs)
   for predictor, corrector in (('euler_maruyama', 'none'), ('ancestral_sampling', 'none'),
                                ('reverse_diffusion', 'langevin')):
     per_step = 1 if corrector == 'none' else 2

@@ -58,9 +58,13 @@ def get_config() -> ml_collections.ConfigDict:
   sampling.pc_num_steps = 0  # PC predictor steps; 0: the SDE's N (the released sampler).
   sampling.order = 0  # Multistep order (dpm_solver, unipc 1-3; deis, ipndm 1-4); 0: 2, 2, 4, 3.
   # Grid of the fixed-step samplers (sampling.schedule.SCHEDULES): '' is the method's own
-  # (karras for heun / deis / ipndm, logSNR for dpm_solver / unipc); rho is karras' exponent.
+  # (karras for heun / deis / ipndm, logSNR for dpm_solver / unipc); rho is karras' exponent;
+  # 'fitted' fits the grid to the sampler (sampling.schedule_fit; seconds when it is built).
   sampling.schedule = ''
   sampling.rho = 7.
+  # Or the grid itself: times from T down to the smallest (which then replaces sampling.eps),
+  # e.g. a published schedule; () uses sampling.schedule. num_steps 0 takes its length.
+  sampling.times = ()
   # How a multistep sampler reaches sigma = 0: 'extrapolate' (its full order, no extra
   # evaluation) or 'tweedie' (the released code's extra evaluation at eps).
   sampling.final_step = 'extrapolate'

@@ -260,21 +260,25 @@ def _sampling_problems(c) -> List[str]:
   pc_steps = s.get('pc_num_steps', 0)
   _require(problems, isinstance(pc_steps, int) and pc_steps >= 0, 'sampling.pc_num_steps',
            pc_steps, "use 0 (the SDE's N, model.num_scales) or a positive step count")
+  from score_sde import sampling  # Imported only when validation runs (jax).
+  fixed_step = ', '.join(sampling.FIXED_STEP_METHODS)
   if isinstance(pc_steps, int) and pc_steps not in (0, c.model.num_scales):
     _require(problems, c.training.continuous, 'sampling.pc_num_steps', pc_steps,
              f'a discrete-time network only knows its model.num_scales={c.model.num_scales} '
-             'noise levels; use 0, or sampling.method dpm_solver / heun for fewer steps')
-  max_order = {'dpm_solver': 3, 'unipc': 3, 'deis': 4, 'ipndm': 4}.get(s.method)
+             f'noise levels; use 0, or a fixed-step sampling.method ({fixed_step}) for fewer '
+             'steps')
+  max_order = sampling.MAX_ORDERS.get(s.method)
   if max_order:
     order = s.order
     _require(problems, isinstance(order, int) and 0 <= order <= max_order, 'sampling.order',
              order, f'{s.method} is implemented for orders 1 to {max_order} (0: its default)')
-  if s.method == 'heun' or max_order:
-    from score_sde.sampling import schedule  # Light: jax only.
-    _require(problems, s.schedule in ('',) + schedule.SCHEDULES, 'sampling.schedule',
-             s.schedule, f"use '' (the method's own) or one of {', '.join(schedule.SCHEDULES)}")
+  if s.method in sampling.FIXED_STEP_METHODS:
+    schedules = sampling.schedule.SCHEDULES
+    _require(problems, s.schedule in ('',) + schedules, 'sampling.schedule',
+             s.schedule, f"use '' (the method's own) or one of {', '.join(schedules)}")
     _require(problems, s.rho > 0, 'sampling.rho', s.rho,
              'the karras schedule needs rho > 0 (EDM uses 7)')
+  problems += _times_problems(c, sampling)
   _require(problems, s.s_churn >= 0, 'sampling.s_churn', s.s_churn,
            'use 0 for the deterministic Heun sampler or a positive churn, e.g. 40 (EDM)')
   for name in ('rtol', 'atol'):
@@ -286,6 +290,33 @@ def _sampling_problems(c) -> List[str]:
              'and 0.0078)')
   _require(problems, 0. < s.eps < 1., 'sampling.eps', s.eps,
            'samplers stop at t = eps in (0, 1); use 1e-5 (VE) or 1e-3 (VP, sub-VP)')
+  return problems
+
+
+def _times_problems(c, sampling) -> List[str]:
+  """``sampling.times``: a grid that starts at T, decreases to a positive eps and has the
+  levels ``num_steps`` needs (``sampling.grid_levels``); only the fixed-step samplers read it."""
+  s, problems = c.sampling, []
+  times = tuple(s.times)
+  if not times:
+    return problems
+  if s.method not in sampling.FIXED_STEP_METHODS:
+    _require(problems, False, 'sampling.times', times,
+             f"only the fixed-step methods ({', '.join(sampling.FIXED_STEP_METHODS)}) take a "
+             f'grid; {s.method!r} does not read it, so set it to ()')
+    return problems
+  from score_sde import sde_lib
+  try:
+    sde = sde_lib.get_sde(c)
+  except (KeyError, TypeError, ValueError):
+    return problems  # training.sde's own problem is reported with it.
+  try:
+    levels = (len(times) if not s.num_steps else
+              sampling.grid_levels(s.method, s.num_steps, s.noise_removal, s.final_step))
+    sampling.schedule.check_times(sde, times, levels, None,
+                                  f'sampling.num_steps={s.num_steps} with this method and end')
+  except (TypeError, ValueError) as e:
+    _require(problems, False, 'sampling.times', times, str(e).rstrip('.'))
   return problems
 
 

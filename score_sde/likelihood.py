@@ -177,11 +177,11 @@ def flow_to_prior(sde: sde_lib.SDE, score_fn: sde_lib.ScoreFn, x: jax.Array,
   if probes is not None and probes.shape[1:] != x.shape:
     raise ValueError(f'probes of shape {probes.shape} do not match data {x.shape}; '
                      'expected (num_probes, *data.shape).')
-  flow = sde.reverse(score_fn, probability_flow=True)
-
   def vector_field(t, state, probes):
-    t_batch = jnp.full((x.shape[0],), t, jnp.float32)
-    return drift_and_divergence(lambda y: flow.sde(y, t_batch)[0], state[0], probes)
+    t_batch = base.batch_times(t, x.shape[0])
+    return drift_and_divergence(
+        lambda y: sampling_ode.probability_flow_drift(sde, score_fn, y, t_batch), state[0],
+        probes)
 
   num_probes = 1 if probes is None else probes.shape[0]
   y0 = (x, jnp.zeros((num_probes, x.shape[0]), jnp.float32))

@@ -220,7 +220,8 @@ class Pipeline:
       raise errors.ConfigError(
           f'num_steps={num_steps} for PC sampling: this network was trained in discrete time '
           f'on N={self.sde.N} steps, and its labels only exist on that grid. Use num_steps=None, '
-          'or method="dpm_solver" / "heun", which take any number of steps.')
+          f'or a fixed-step method ({", ".join(sampling.FIXED_STEP_METHODS)}), which take any '
+          'number of steps.')
     return self.sde.with_steps(num_steps)
 
   # ------------------------------------------------------------------------------ controllable

@@ -7,6 +7,7 @@ import pytest
 
 import test_sampling_support as support
 from score_sde import analytic, config_validation, sampling, sde_lib, sharding
+from score_sde.sampling import schedule
 
 
 def _toy(dim=4, sde_name='vpsde'):
@@ -103,6 +104,50 @@ def test_config_fields_reach_the_multistep_solvers(smoke_config):
   config.sampling.dpm_solver_order = 3
   with pytest.raises(ValueError, match='now config.sampling.order'):
     config_validation.validate_config(config, num_devices=8)
+
+
+def test_config_times_is_the_grid_and_sets_the_step_count(smoke_config):
+  """config.sampling.times reaches get_sampler as the grid: with num_steps=0 its length sets the
+  steps and its last time the eps, drawing what the same grid drawn by name draws; a grid of the
+  wrong length, or on a method that has none, is a config error naming the field."""
+  sde = sde_lib.get_sde(smoke_config)
+  score_fn = lambda x, t: sde_lib.batch_mul(-1. / (1. + sde.marginal_coeffs(t)[1] ** 2), x)
+  times = tuple(float(t) for t in schedule.time_steps(sde, 6, 1e-4, 'karras'))
+
+  def run(**fields):
+    config = smoke_config.copy_and_resolve_references()
+    config.sampling.update(method='dpm_solver', **fields)
+    config_validation.validate_config(config, num_devices=8)
+    sampler = sampling.get_sampler(config, sde, (4, 4, 4, 1), sampling.identity,
+                                   eps=config.sampling.eps)
+    samples, nfe = jax.jit(lambda r: sampler(r, score_fn))(jax.random.key(0))
+    return np.asarray(samples), int(nfe)
+
+  given, named = run(times=times, num_steps=0), run(num_steps=6, schedule='karras', eps=1e-4)
+  assert given[1] == named[1] == 6
+  # Equal up to float rounding: a constant grid compiles into other fusions than a computed one.
+  np.testing.assert_allclose(given[0], named[0], rtol=1e-5, atol=1e-6)
+  for fields, match in ((dict(method='dpm_solver', num_steps=4), 'uses 4 levels'),
+                        (dict(method='ode'), 'only the fixed-step methods')):
+    config = smoke_config.copy_and_resolve_references()
+    config.sampling.update(times=times, **fields)
+    with pytest.raises(ValueError, match=f'sampling.times(.|\n)*{match}'):
+      config_validation.validate_config(config, num_devices=8)
+
+
+def test_validation_knows_the_samplers_methods_and_orders(smoke_config):
+  """config_validation's list of sampling methods is sampling.METHODS (written out there to keep
+  validation's import light); every multistep solver's largest order, read off the solver,
+  passes validation and one more is refused."""
+  assert config_validation.CHOICES['sampling.method'] == sampling.METHODS
+  assert set(sampling.MAX_ORDERS) == set(sampling.MULTISTEP_METHODS) == set(
+      sampling.FIXED_STEP_METHODS) - {'heun'}
+  for method, order in sampling.MAX_ORDERS.items():
+    smoke_config.sampling.update(method=method, order=order)
+    config_validation.validate_config(smoke_config, num_devices=8)
+    smoke_config.sampling.order = order + 1
+    with pytest.raises(ValueError, match=f'orders 1 to {order}'):
+      config_validation.validate_config(smoke_config, num_devices=8)
 
 
 @pytest.mark.parametrize('method,tol,sde_name', [

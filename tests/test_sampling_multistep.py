@@ -197,7 +197,7 @@ def test_schedules_space_the_grid_as_named():
   karras is EDM's rho-spaced sigmas, time_uniform uniform in t, time_quadratic uniform in
   sqrt(t - eps)."""
   sde, eps, n = support.SDES['vpsde'](), 1e-3, 9
-  for name in schedule.SCHEDULES:
+  for name in schedule.FORMULAS:
     times = np.asarray(schedule.time_steps(sde, n, eps, name), np.float64)
     assert times[0] == np.float32(sde.T) and times[-1] == np.float32(eps), name
     assert np.all(np.diff(times) < 0), name
@@ -209,6 +209,45 @@ def test_schedules_space_the_grid_as_named():
                                         schedule.sigma(sde, jnp.float32(sde.T)), n)), rtol=1e-4)
   assert np.ptp(np.diff(np.asarray(steps('time_uniform')))) < 1e-6
   assert np.ptp(np.diff(np.sqrt(np.asarray(steps('time_quadratic'), np.float64) - eps))) < 1e-4
+
+
+GRID_BUILDERS = {
+    'heun': sampling.get_heun_sampler, 'dpm_solver++': sampling.get_dpm_solver_sampler,
+    'unipc': sampling.get_unipc_sampler, 'deis': sampling.get_deis_sampler}
+
+
+@pytest.mark.parametrize('name', list(GRID_BUILDERS))
+def test_a_given_grid_is_the_grid_the_sampler_steps_on(name):
+  """``times=`` (a published or fitted grid) reaches the steps unchanged, and its last time is
+  eps: the time_uniform grid given as times draws bit for bit the samples of
+  ``schedule='time_uniform'`` (with the step to 0 and without denoising)."""
+  sde = support.SDES['vesde']()
+  score_fn = analytic.score_fn(support.mixture(DIM), sde)
+  build, steps, eps = GRID_BUILDERS[name], 5, 1e-4
+  for denoise in (True, False):
+    levels = sampling.grid_levels(name, steps, denoise, 'extrapolate')
+    times = np.asarray(schedule.time_steps(sde, levels, eps, 'time_uniform'))
+    named, given = (jax.jit(lambda r, s=s: s(r, score_fn)[0])(jax.random.key(0)) for s in (
+        build(sde, (BATCH, DIM), sampling.identity, steps, schedule='time_uniform', eps=eps,
+              denoise=denoise),
+        build(sde, (BATCH, DIM), sampling.identity, steps, times=tuple(times), denoise=denoise)))
+    np.testing.assert_array_equal(np.asarray(given), np.asarray(named))
+
+
+def test_bad_given_grids_fail_early_naming_the_fix():
+  """A grid of the wrong length (saying how many levels the settings use), not decreasing, not
+  starting at T, reaching 0, or disagreeing with an explicit eps is refused before tracing."""
+  sde = support.SDES['vpsde']()
+  identity = sampling.identity
+  good = (1., 0.5, 0.1, 1e-3)
+  for times, match in (((1., 0.5, 1e-3), 'uses 4 levels'), ((1., 0.1, 0.5, 1e-3), 'decreasing'),
+                       ((0.9, 0.5, 0.1, 1e-3), 'start at T'), ((1., 0.5, 0.1, 0.), '> 0')):
+    with pytest.raises(ValueError, match=match):
+      sampling.get_dpm_solver_sampler(sde, (4, 2), identity, 4, times=times)
+  with pytest.raises(ValueError, match='leave eps=None'):
+    sampling.get_unipc_sampler(sde, (4, 2), identity, 4, times=good, eps=1e-2)
+  with pytest.raises(ValueError, match='uses 5 levels'):  # Heun without denoising: N + 1.
+    sampling.get_heun_sampler(sde, (4, 2), identity, 4, times=good, denoise=False)
 
 
 def test_bad_multistep_arguments_fail_early_with_the_fix():

@@ -17,7 +17,7 @@ Adams-Bashforth weights ``(sigma_{i+1} - sigma_i) * (1), (3, -1)/2, (23, -16, 5)
 ``sigma = 0`` (``multistep``) is the same formula with ``sigma_{i+1} = 0``.
 Shapes: samples ``(B, ...)`` float32.
 """
-from typing import Optional
+from typing import Optional, Sequence
 
 import jax.numpy as jnp
 
@@ -58,7 +58,8 @@ def get_deis_sampler(sde: sde_lib.SDE, shape, inverse_scaler: base.InverseScaler
                      num_steps: int, order: int = 4, variable_step: bool = True,
                      schedule: str = 'karras', denoise: bool = True, eps: Optional[float] = None,
                      lower_order_final: bool = False, final: str = 'extrapolate',
-                     rho: float = 7.) -> base.Sampler:
+                     rho: float = 7., times: Optional[Sequence[float]] = None
+                     ) -> base.Sampler:
   """DEIS-rhoAB (``variable_step``) or iPNDM of ``order`` in ``num_steps`` steps.
 
   Args:
@@ -70,9 +71,10 @@ def get_deis_sampler(sde: sde_lib.SDE, shape, inverse_scaler: base.InverseScaler
     variable_step: exact weights on the grid (DEIS) or iPNDM's constant-step ones.
     schedule, rho: the grid (``schedule.time_steps``).
     denoise, final, eps: the end (``multistep``).
+    times: the grid itself (``schedule.check_times``), instead of ``schedule``, ``rho``, ``eps``.
   Returns:
     ``sampler(rng, score_fn) -> (samples, nfe = multistep.nfe(num_steps, denoise, final))``.
   """
   return multistep.get_sampler(method(variable_step), 'DEIS / iPNDM', sde, shape,
                                inverse_scaler, num_steps, order, lower_order_final, schedule,
-                               rho, denoise, final, eps)
+                               rho, denoise, final, eps, times=times)

@@ -18,7 +18,7 @@ Only ``alpha(t)``, ``std(t)`` and the inverse of ``lambda`` are needed, so VP, s
 inverted by bisection (``schedule``); the loop, the grid and the final step to ``sigma = 0`` are
 ``multistep``'s. Shapes: samples ``(B, ...)`` float32.
 """
-from typing import Optional
+from typing import Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -100,8 +100,8 @@ def get_dpm_solver_sampler(sde: sde_lib.SDE, shape, inverse_scaler: base.Inverse
                            num_steps: int, order: int = 2, schedule: str = 'logSNR',
                            denoise: bool = True, eps: Optional[float] = None,
                            lower_order_final: bool = True, final: str = 'extrapolate',
-                           rho: float = 7., order3_max_step: Optional[float] = 0.75
-                           ) -> base.Sampler:
+                           rho: float = 7., order3_max_step: Optional[float] = 0.75,
+                           times: Optional[Sequence[float]] = None) -> base.Sampler:
   """DPM-Solver++(``order``M) from ``T`` in ``num_steps`` steps (``multistep`` for the grid and
   the end: with ``denoise`` the last step goes to ``sigma = 0``).
 
@@ -123,9 +123,11 @@ def get_dpm_solver_sampler(sde: sde_lib.SDE, shape, inverse_scaler: base.Inverse
       ``'tweedie'`` (the released code's extra evaluation at ``eps``).
     order3_max_step: steps longer than this in ``lambda`` take order 2 instead of 3
       (``multistep.cap_third_order``); ``None`` keeps the orders as given.
+    times: the grid itself, decreasing from ``T`` to ``eps`` (``schedule.check_times``),
+      instead of ``schedule`` and ``rho``; ``eps`` is then its last time.
   Returns:
     ``sampler(rng, score_fn) -> (samples, nfe = multistep.nfe(num_steps, denoise, final))``.
   """
   return multistep.get_sampler(method(), 'DPM-Solver++', sde, shape, inverse_scaler, num_steps,
                                order, lower_order_final, schedule, rho, denoise, final, eps,
-                               order3_max_step)
+                               order3_max_step, times)

@@ -12,7 +12,7 @@ with the denoiser ``D = E[x(0) | x(t)] = (x + std^2 score(x, t)) / alpha``
 second-order method, each grid ``sigma`` mapped back to the SDE's time for the score.
 Shapes: samples ``(B, ...)`` float32.
 """
-from typing import Optional
+from typing import Optional, Sequence
 
 import math
 
@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from score_sde import sde_lib
 from score_sde.sampling import base
 from score_sde.sampling import schedule as schedule_lib
+from score_sde.sampling import schedule_fit
 
 
 def heun_nfe(num_steps: int, denoise: bool = True) -> int:
@@ -33,7 +34,8 @@ def get_heun_sampler(sde: sde_lib.SDE, shape, inverse_scaler: base.InverseScaler
                      num_steps: int, rho: float = 7., denoise: bool = True,
                      eps: Optional[float] = None, s_churn: float = 0., s_min: float = 0.,
                      s_max: float = math.inf, s_noise: float = 1.,
-                     schedule: str = 'karras') -> base.Sampler:
+                     schedule: str = 'karras',
+                     times: Optional[Sequence[float]] = None) -> base.Sampler:
   """EDM's deterministic (``s_churn = 0``, Algorithm 1) or stochastic (Algorithm 2) sampler.
 
   Grids, for ``N = num_steps``:
@@ -54,16 +56,25 @@ def get_heun_sampler(sde: sde_lib.SDE, shape, inverse_scaler: base.InverseScaler
       the noise is raised by ``gamma = min(s_churn / N, sqrt(2) - 1)`` with fresh noise scaled by
       ``s_noise``. The raised level is capped at ``sigma(T)``, the largest time the score knows.
     schedule: the grid's spacing (``schedule.time_steps``); EDM's is ``'karras'``.
+    times: the grid itself, the levels above as times decreasing from ``T`` to ``eps``
+      (``schedule.check_times``; noise levels convert with ``schedule.t_of_sigma``), instead of
+      ``schedule``, ``rho`` and ``eps``.
   Returns:
     ``sampler(rng, score_fn) -> (samples, nfe = heun_nfe(num_steps, denoise))``.
   """
   shape = base.check_shape(shape)
-  eps = base.check_eps(sde, eps)
   num_steps = base.check_steps(num_steps)
   if denoise and num_steps < 2:
     raise ValueError('With denoise=True the Heun sampler needs num_steps >= 2 (the last step '
                      'only denoises); use num_steps >= 2 or denoise=False.')
-  schedule_lib.check_schedule(schedule, rho)
+  n_levels = num_steps if denoise else num_steps + 1
+  # 'fitted' is fitted to the deterministic sampler (the churn's noise would make the loss
+  # random), against the exact flow to eps and Tweedie's denoiser there: Heun's own end.
+  given, eps = schedule_fit.resolve_grid(
+      sde, n_levels, eps, schedule, rho, times,
+      lambda proxy_shape, proxy_times: get_heun_sampler(
+          sde, proxy_shape, base.identity, num_steps, denoise=denoise, times=proxy_times),
+      denoise, 'tweedie', f'Heun with num_steps={num_steps} and denoise={denoise}')
   gamma = min(s_churn / num_steps, math.sqrt(2.) - 1.)
   batch = shape[0]
 
@@ -73,8 +84,8 @@ def get_heun_sampler(sde: sde_lib.SDE, shape, inverse_scaler: base.InverseScaler
     return schedule_lib.data_prediction(sde, score_fn, x, base.batch_times(t, batch))
 
   def sampler(rng, score_fn):
-    n_levels = num_steps if denoise else num_steps + 1
-    times = schedule_lib.time_steps(sde, n_levels, eps, schedule, rho)
+    times = (schedule_lib.time_steps(sde, n_levels, eps, schedule, rho) if given is None
+             else jnp.asarray(given))
     sigmas = schedule_lib.sigma(sde, times)
     sigma_max = sigmas[0]
     if denoise:

@@ -27,14 +27,14 @@ trajectory, which is one of (``FINALS``):
 Shapes: ``x`` is ``(B, ...)`` float32; the history is ``(K, B, ...)``, newest first.
 """
 import dataclasses
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from score_sde import sde_lib
-from score_sde.sampling import base, schedule
+from score_sde.sampling import base, schedule, schedule_fit
 
 FINALS = ('extrapolate', 'tweedie')
 
@@ -79,7 +79,10 @@ def lagrange_weights(nodes: jax.Array, count: jax.Array, at: jax.Array) -> jax.A
   k = nodes.shape[0]
   idx = jnp.arange(k)
   valid = idx < count
-  use = valid[None, :] & (idx[:, None] != idx[None, :])  # (j, m): the factors of L_j.
+  # (j, m): the factors of L_j. Rows j >= count are masked too, not only zeroed at the end:
+  # their nodes may repeat valid ones (clipped histories), and a zero denominator there would
+  # make the gradient NaN (schedule_fit differentiates through these weights).
+  use = valid[:, None] & valid[None, :] & (idx[:, None] != idx[None, :])
   denominators = jnp.where(use, nodes[:, None] - nodes[None, :], 1.)
   at = jnp.asarray(at, jnp.float32)[..., None, None]
   weights = jnp.prod(jnp.where(use, (at - nodes[None, :]) / denominators, 1.), axis=-1)
@@ -168,12 +171,13 @@ def get_sampler(method: Method, name: str, sde: sde_lib.SDE, shape,
                 inverse_scaler: base.InverseScaler, num_steps: int, order: int,
                 lower_order_final: bool, schedule_name: str, rho: float, denoise: bool,
                 final: str, eps: Optional[float],
-                order3_max_step: Optional[float] = None) -> base.Sampler:
+                order3_max_step: Optional[float] = None,
+                times: Optional[Sequence[float]] = None) -> base.Sampler:
   """``sampler(rng, score_fn) -> (samples, nfe(num_steps, denoise, final))`` running ``method``
   (called ``name`` in errors) from ``T``: orders from ``step_orders``, lowered by
   ``cap_third_order`` on the grid, and ``order`` for the step to ``sigma = 0`` (module
-  docstring for the grid and the end)."""
-  eps = base.check_eps(sde, eps)
+  docstring for the grid and the end). ``times``: the grid itself (``schedule.check_times``),
+  instead of ``schedule_name`` / ``rho`` / ``eps``."""
   num_steps = base.check_steps(num_steps)
   if order not in range(1, method.max_order + 1):
     allowed = ', '.join(str(o) for o in range(1, method.max_order))
@@ -181,14 +185,22 @@ def get_sampler(method: Method, name: str, sde: sde_lib.SDE, shape,
   orders = step_orders(num_steps, order, lower_order_final)
   shape = base.check_shape(shape)
   final = check_final(final)
-  schedule.check_schedule(schedule_name, rho)
   to_zero = denoise and final == 'extrapolate'
   # Levels: num_steps with the step to sigma = 0 as the last step, else num_steps + 1.
   num_levels = num_steps if to_zero else num_steps + 1
+  end = 'the step to sigma = 0' if to_zero else ('a final Tweedie step' if denoise else
+                                                 'no denoising')
+  times, eps = schedule_fit.resolve_grid(
+      sde, num_levels, eps, schedule_name, rho, times,
+      lambda proxy_shape, proxy_times: get_sampler(
+          method, name, sde, proxy_shape, base.identity, num_steps, order, lower_order_final,
+          'logSNR', rho, denoise, final, None, order3_max_step, proxy_times),
+      denoise, final, f'{name} with num_steps={num_steps} and {end}')
   batch = shape[0]
 
   def sampler(rng, score_fn):
-    grid = Grid.of(sde, schedule.time_steps(sde, num_levels, eps, schedule_name, rho))
+    grid = Grid.of(sde, schedule.time_steps(sde, num_levels, eps, schedule_name, rho)
+                   if times is None else jnp.asarray(times))
     capped = cap_third_order(orders, grid.lams, order3_max_step)
     x = sde.prior_sampling(base.prior_key(rng), shape)
 

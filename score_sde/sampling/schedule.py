@@ -10,13 +10,15 @@ isations of its time make the fast solvers SDE-agnostic:
 
 Both are monotone in ``t`` for VP, sub-VP and VE, so ``t`` is recovered from either by bisection
 inside jit; no SDE needs a hand-written inverse. ``time_steps`` spaces a fixed-step sampler's
-grid by one of the named ``SCHEDULES``, the same choice for every such sampler. Times, sigmas
-and lambdas are float32 arrays of any shape; ``x`` is ``(B, ...)``.
+grid by one of the ``FORMULAS``, the same choice for every such sampler; ``'fitted'``
+(``schedule_fit``) fits the grid to the sampler, and ``check_times`` vets a grid given as times.
+Times, sigmas and lambdas are float32 arrays of any shape; ``x`` is ``(B, ...)``.
 """
-from typing import Optional
+from typing import Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from score_sde import sde_lib
 
@@ -100,8 +102,10 @@ def data_prediction(sde: sde_lib.SDE, score_fn: sde_lib.ScoreFn, x: jax.Array,
   return sde_lib.batch_mul(1. / alpha, x + sde_lib.batch_mul(std ** 2, score_fn(x, t)))
 
 
-# config.sampling.schedule: how a fixed-step sampler spaces its levels between T and eps.
-SCHEDULES = ('logSNR', 'karras', 'time_uniform', 'time_quadratic')
+# config.sampling.schedule: how a fixed-step sampler spaces its levels between T and eps:
+# by a formula (``time_steps``), or 'fitted' to the sampler itself (``schedule_fit``).
+FORMULAS = ('logSNR', 'karras', 'time_uniform', 'time_quadratic')
+SCHEDULES = FORMULAS + ('fitted',)
 
 
 def check_schedule(name: str, rho: float = 7.) -> str:
@@ -111,6 +115,46 @@ def check_schedule(name: str, rho: float = 7.) -> str:
   if not rho > 0:
     raise ValueError(f'The karras schedule needs rho > 0 (EDM uses 7); got rho={rho}.')
   return name
+
+
+def check_times(sde: sde_lib.SDE, times: Sequence[float], num_levels: int,
+                eps: Optional[float], what: str) -> Tuple[np.ndarray, float]:
+  """A grid given as times (instead of a named schedule), checked before anything is traced.
+
+  A grid of noise levels converts with ``t_of_sigma`` (EDM's sigma) or ``t_of_half_log_snr``.
+
+  Args:
+    sde: the SDE the grid is for.
+    times: ``num_levels`` times, strictly decreasing from ``sde.T`` (where the prior is drawn)
+      to the smallest positive time, which is the sampler's ``eps``.
+    num_levels: the levels the sampler's settings need (``what`` says which settings).
+    eps: ``None``, or the sampler's ``eps``, which must then equal ``times[-1]``.
+    what: the settings, for the error message (e.g. ``'num_steps=10 with the step to 0'``).
+  Returns:
+    ``(times float32 (num_levels,), eps = times[-1])``. Traced times (a grid being fitted by
+    gradient, ``schedule_fit``) have only their shape checked and come back traced.
+  Raises:
+    ValueError: naming what is wrong with ``times`` and the fix.
+  """
+  traced = isinstance(times, jax.core.Tracer)
+  shape = times.shape if traced else np.shape(times)
+  if len(shape) != 1 or shape[0] != num_levels:
+    raise ValueError(f'times has shape {shape}, but {what} uses {num_levels} levels, from '
+                     f'T={sde.T} down to eps; give that many or change num_steps.')
+  if traced:
+    return jnp.asarray(times, jnp.float32), times[-1]
+  t = np.asarray(times, np.float64)
+  if not np.all(np.isfinite(t)) or np.any(np.diff(t) >= 0):
+    raise ValueError(f'times must be finite and strictly decreasing (from T to eps); got {t}.')
+  if not np.isclose(t[0], sde.T, rtol=0., atol=1e-6):
+    raise ValueError(f'times must start at T={sde.T}, where the prior is drawn; got {t[0]}.')
+  if not t[-1] > 0:
+    raise ValueError(f'The last of times is eps and must be > 0 (the score is ill-conditioned at '
+                     f'0; the step to sigma = 0 is the sampler\'s own); got {t[-1]}.')
+  if eps is not None and not np.isclose(eps, t[-1], rtol=1e-6, atol=0.):
+    raise ValueError(f'eps={eps} differs from the last of times ({t[-1]}); leave eps=None '
+                     'with a given grid.')
+  return t.astype(np.float32), float(t[-1])
 
 
 def time_steps(sde: sde_lib.SDE, num_levels: int, eps: float, name: str = 'logSNR',
@@ -125,6 +169,8 @@ def time_steps(sde: sde_lib.SDE, num_levels: int, eps: float, name: str = 'logSN
   * ``'time_quadratic'``: ``t = eps + (T - eps) u^2`` for ``u`` uniform on ``[0, 1]`` (DDIM's
     quadratic skip, Song et al. 2021a), dense near ``eps``.
 
+  ``'fitted'`` depends on the sampler; the samplers build it with ``schedule_fit.fit_times``.
+
   Args:
     sde: the SDE whose ``sigma(t)`` increases with ``t``.
     num_levels: >= 1; one level is ``[T]``.
@@ -137,6 +183,9 @@ def time_steps(sde: sde_lib.SDE, num_levels: int, eps: float, name: str = 'logSN
     ValueError: for an unknown name (listing the known ones) or ``rho <= 0``.
   """
   check_schedule(name, rho)
+  if name == 'fitted':
+    raise ValueError("The 'fitted' grid is fitted to its sampler: pass schedule='fitted' to the "
+                     'sampler (or schedule_fit.fit_times), not to time_steps.')
   t_max = jnp.float32(sde.T)
   if num_levels == 1:
     return t_max[None]

@@ -10,10 +10,9 @@ from score_sde import data, sde_lib
 from score_sde.data import images
 from score_sde.models import utils as mutils
 from score_sde.sampling import guidance, shard
+from score_sde.sampling.methods import ODE_METHODS
 
 QUANTIZATIONS = (None, 'truncate', 'round')
-# Methods that integrate the probability-flow ODE (``models.utils.ode_score_continuous``).
-ODE_METHODS = ('ode', 'heun', 'dpm_solver', 'unipc', 'deis', 'ipndm')
 
 
 def to_8bit_grid(samples: jnp.ndarray, quantize: Optional[str]) -> jnp.ndarray:

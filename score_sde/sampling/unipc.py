@@ -21,7 +21,7 @@ the order conditions ``sum_k rho_k r_k^(m-1) = m! g_m(h) / B(h)``, ``m = 1..``, 
 
 The loop, grid and final step are ``multistep``'s. Shapes: samples ``(B, ...)`` float32.
 """
-from typing import Optional
+from typing import Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -122,7 +122,8 @@ def get_unipc_sampler(sde: sde_lib.SDE, shape, inverse_scaler: base.InverseScale
                       corrector: bool = True, schedule: str = 'logSNR', denoise: bool = True,
                       eps: Optional[float] = None, lower_order_final: bool = True,
                       final: str = 'extrapolate', rho: float = 7.,
-                      order3_max_step: Optional[float] = 0.75) -> base.Sampler:
+                      order3_max_step: Optional[float] = 0.75,
+                      times: Optional[Sequence[float]] = None) -> base.Sampler:
   """UniPC-``order`` (UniP-``order`` with UniC, order ``order + 1``) in ``num_steps`` steps.
 
   Args:
@@ -138,6 +139,7 @@ def get_unipc_sampler(sde: sde_lib.SDE, shape, inverse_scaler: base.InverseScale
     denoise, final, eps: the end (``multistep``).
     order3_max_step: steps longer than this in ``lambda`` take order 2 instead of 3
       (``multistep.cap_third_order``); ``None`` keeps the orders as given.
+    times: the grid itself (``schedule.check_times``), instead of ``schedule``, ``rho``, ``eps``.
   Returns:
     ``sampler(rng, score_fn) -> (samples, nfe = multistep.nfe(num_steps, denoise, final))``.
   """
@@ -145,4 +147,4 @@ def get_unipc_sampler(sde: sde_lib.SDE, shape, inverse_scaler: base.InverseScale
     raise ValueError(f'Unknown UniPC variant {variant!r}; use one of {", ".join(VARIANTS)}.')
   return multistep.get_sampler(method(variant, corrector), 'UniPC', sde, shape, inverse_scaler,
                                num_steps, order, lower_order_final, schedule, rho, denoise,
-                               final, eps, order3_max_step)
+                               final, eps, order3_max_step, times)
