@@ -44,7 +44,7 @@ def _unipc(sde, shape, **kwargs):
   return sampling.get_unipc_sampler(sde, shape, sampling.identity, STEPS, order=2, **kwargs)
 
 
-def _pathwise_error(sde, score_fn, sampler, reference):
+def _pathwise_error(score_fn, sampler, reference):
   run = lambda s: np.asarray(jax.jit(lambda r: s(r, score_fn)[0])(jax.random.key(5)))
   return float(np.sqrt(np.mean((run(sampler) - run(reference)) ** 2)))
 
@@ -79,7 +79,7 @@ def test_fitted_grid_lowers_the_samplers_error_on_a_target_it_was_not_fitted_to(
   score_fn = analytic.score_fn(support.mixture(8), sde)
   reference = sampling.get_dpm_solver_sampler(sde, shape, sampling.identity, 400, order=3,
                                               eps=eps)
-  errors = {name: _pathwise_error(sde, score_fn, _unipc(sde, shape, **kw), reference)
+  errors = {name: _pathwise_error(score_fn, _unipc(sde, shape, **kw), reference)
             for name, kw in (('logSNR', dict(eps=eps)), ('fitted', dict(times=tuple(fitted))))}
   assert errors['fitted'] < 0.8 * errors['logSNR'], errors
 

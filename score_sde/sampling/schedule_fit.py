@@ -26,7 +26,7 @@ computed to high accuracy, by gradient descent through the sampler:
   fixed key, so the fit is deterministic.
 
 Cost: one compilation of the sampler's gradient, then the steps. On a 2-core CPU that is
-3-20 s at 10-20 steps and 8-29 s at 50, once per sampler build (``get_sampler``); the sampling
+3-20 s at 10-20 steps and 10-42 s at 100, once per sampler build (``get_sampler``); the sampling
 itself costs the same as on any grid. ``benchmarks/sampler_error.py`` measures what it buys
 (README): most at 10-15 evaluations; from 35 on it can be worse than the formulas.
 """
