@@ -1,8 +1,9 @@
 """Accuracy and cost of the probability-flow likelihood on Gaussian mixtures with exact scores.
 
-Prints, per SDE and tolerance: the ODE's error in bits/dim against the closed-form log p_eps
-(the true log p_T(z) in place of the prior, so only the solve is measured), the bias of using the
-prior instead (what a perfect model still pays for p_T != prior), the NFE and the wall time.
+Prints, per SDE, ODE solver (``--methods``) and tolerance: the ODE's error in bits/dim against
+the closed-form log p_eps (the true log p_T(z) in place of the prior, so only the solve is
+measured), the bias of using the prior instead (what a perfect model still pays for
+p_T != prior), the NFE and the wall time.
 Then the per-point table: on the rotated 64-D Gaussian and 32-D mixture of ``targets.py`` (VP,
 sub-VP, VE), each estimator's error of one example's bits/dim over probe draws (its spread, its
 RMS error, its mean error with standard error, and the bias of the same estimator with the exact
@@ -11,7 +12,7 @@ each) relative to the reference's one-probe solve, and its wall time. Last, the 
 each estimator on the embedded config's network, where a network evaluation dominates.
 
     python benchmarks/likelihood_error.py [--dim 8] [--batch 256] [--targets gauss64,mixture32]
-        [--points 16] [--draws 64] [--tables accuracy,per_point,network]
+        [--points 16] [--draws 64] [--tables accuracy,per_point,network] [--methods tsit5,rk45]
 """
 import argparse
 import time
@@ -32,16 +33,17 @@ def _bits(nats, dim):
   return np.asarray(nats) / (dim * np.log(2.))
 
 
-def accuracy_table(target, x_by_sde, dim):
-  print(f'{"sde":>8} {"rtol":>7} {"ode err max":>12} {"ode err mean":>13} {"prior bias":>11} '
-        f'{"nfe":>5} {"seconds":>8}')
+def accuracy_table(target, x_by_sde, dim, methods=('tsit5',)):
+  print(f'{"sde":>8} {"method":>7} {"rtol":>7} {"ode err max":>12} {"ode err mean":>13} '
+        f'{"prior bias":>11} {"nfe":>5} {"seconds":>8}')
   for name, sde in SDES.items():
     x = x_by_sde[name]
     log_p = analytic.log_prob_fn(target, sde)
     score = analytic.score_fn(target, sde)
-    for tol in (1e-3, 1e-4, 1e-5):
-      run = jax.jit(lambda v, sde=sde, score=score, tol=tol: likelihood.flow_to_prior(
-          sde, score, v, None, rtol=tol, atol=tol, eps=EPS))
+    for method, tol in ((m, t) for m in methods for t in (1e-3, 1e-4, 1e-5)):
+      run = jax.jit(lambda v, sde=sde, score=score, tol=tol, method=method:
+                    likelihood.flow_to_prior(sde, score, v, None, rtol=tol, atol=tol,
+                                             method=method, eps=EPS))
       jax.block_until_ready(run(x))  # Compile outside the timing.
       start = time.perf_counter()
       result = jax.block_until_ready(run(x))
@@ -50,7 +52,8 @@ def accuracy_table(target, x_by_sde, dim):
       error = _bits(log_p(result.z, t_end) + result.delta_logp[0]
                     - log_p(x, jnp.full((x.shape[0],), EPS)), dim)
       bias = _bits(sde.prior_logp(result.z) - log_p(result.z, t_end), dim)
-      print(f'{name:>8} {tol:7.0e} {np.abs(error).max():12.2e} {np.abs(error).mean():13.2e} '
+      print(f'{name:>8} {method:>7} {tol:7.0e} {np.abs(error).max():12.2e} '
+            f'{np.abs(error).mean():13.2e} '
             f'{np.abs(bias).mean():11.2e} {int(result.nfe):5d} {seconds:8.3f}')
 
 
@@ -157,6 +160,8 @@ def main():
   parser.add_argument('--draws', type=int, default=64)
   parser.add_argument('--network-batch', type=int, default=16)
   parser.add_argument('--tables', default='accuracy,per_point,network')
+  parser.add_argument('--methods', default='tsit5,rk45',
+                      help='ODE solvers of the accuracy table (ode_solve.SOLVERS names)')
   args = parser.parse_args()
   tables = args.tables.split(',')
   target = analytic.random_mixture(np.random.default_rng(0), 4, (args.dim,))
@@ -164,7 +169,7 @@ def main():
               for name, sde in SDES.items()}
   print(f'{jax.devices()[0].platform}, D={args.dim}, batch={args.batch}, eps={EPS}')
   if 'accuracy' in tables:
-    accuracy_table(target, x_by_sde, args.dim)
+    accuracy_table(target, x_by_sde, args.dim, args.methods.split(','))
   if 'per_point' in tables:
     per_point_table(args.targets.split(','), args.points, args.draws)
   if 'network' in tables:

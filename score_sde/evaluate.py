@@ -154,9 +154,9 @@ def make_bpd_evaluator(config, sde, model, mesh, source: data.Source) -> Evaluat
   batch through ``ckpt_dir/BPD_PROGRESS_FILE``.
 
   The likelihood uses ``likelihood.get_likelihood_fn``'s defaults: one Rademacher probe per
-  example, an adaptive 5th-order solver (Tsit5; the reference used RK45) with the reference's
-  rtol = atol = 1e-5, from t = 1e-5, on the score ``models.utils.ode_score_continuous`` picks
-  (continuous labels and std for VP / sub-VP whatever the training, as the reference). Values are
+  example, the reference's RK45 (Dormand-Prince) at its rtol = atol = 1e-5, from t = 1e-5, on
+  the score ``models.utils.ode_score_continuous`` picks (continuous labels and std for VP /
+  sub-VP whatever the training, as the reference). Values are
   computed on every process; the progress file and the returned columns are process 0's (empty
   elsewhere). A class-conditional network's bits/dim are those of its unconditional score (the
   null label), the likelihood of ``p(x)``.

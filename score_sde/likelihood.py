@@ -154,7 +154,7 @@ def drift_and_divergence(drift_fn: Callable[[jax.Array], jax.Array], x: jax.Arra
 
 def flow_to_prior(sde: sde_lib.SDE, score_fn: sde_lib.ScoreFn, x: jax.Array,
                   probes: Optional[jax.Array] = None, *, rtol: float = 1e-5, atol: float = 1e-5,
-                  method: str = 'tsit5', eps: float = 1e-5, max_steps: int = 4096) -> FlowResult:
+                  method: str = 'rk45', eps: float = 1e-5, max_steps: int = 4096) -> FlowResult:
   """Solves the probability-flow ODE (eq. 13) from ``x`` at ``t = eps`` to ``T``, with the change
   in log-density ``int_eps^T div f~(x(t), t) dt`` (so ``log p_eps(x) = log p_T(z) + delta_logp``).
 
@@ -169,7 +169,9 @@ def flow_to_prior(sde: sde_lib.SDE, score_fn: sde_lib.ScoreFn, x: jax.Array,
     probes: ``(P, B, ...)`` Hutchinson probes (``sample_probes``), or ``None`` for the exact
       divergence.
     rtol, atol: tolerances of the PID step-size controller.
-    method: an ``ode_solve.SOLVERS`` name: ``'tsit5'``, ``'dopri5'`` (alias ``'rk45'``), ...
+    method: an ``ode_solve.SOLVERS`` name: ``'rk45'`` (= ``'dopri5'``, the reference's and
+      the ODE sampler's; at 1e-5 it takes 10-15% fewer evaluations than ``'tsit5'`` and errs
+      by < 6e-5 bits/dim, ``benchmarks/likelihood_error.py``), ``'tsit5'``, ...
     eps: the start time, in ``(0, T)``.
     max_steps: a solve needing more steps fails: its ``z`` and ``delta_logp`` are NaN.
   """
@@ -231,7 +233,7 @@ def divergence_quadrature(sde: sde_lib.SDE, eps: float, num_nodes: int) -> Quadr
 def flow_with_quadrature(sde: sde_lib.SDE, score_fn: sde_lib.ScoreFn, x: jax.Array,
                          rng: jax.Array, quadrature: Quadrature,
                          hutchinson_type: str = 'rademacher', num_probes: int = 1, *,
-                         rtol: float = 1e-5, atol: float = 1e-5, method: str = 'tsit5',
+                         rtol: float = 1e-5, atol: float = 1e-5, method: str = 'rk45',
                          eps: float = 1e-5, max_steps: int = 4096) -> FlowResult:
   """``flow_to_prior``'s integral with less probe noise: the probability-flow ODE (eq. 13) is
   solved for ``x`` alone, and ``int_eps^T div f~(x(t), t) dt`` is the quadrature
@@ -300,7 +302,7 @@ def _check_solve_args(sde, method, rtol, atol, eps) -> None:
 
 def get_likelihood_fn(sde: sde_lib.SDE, inverse_scaler: Optional[Callable] = None,
                       hutchinson_type: str = 'rademacher', rtol: float = 1e-5,
-                      atol: float = 1e-5, method: str = 'tsit5', eps: float = 1e-5,
+                      atol: float = 1e-5, method: str = 'rk45', eps: float = 1e-5,
                       num_probes: int = 1, max_steps: int = 4096, units: str = 'bpd',
                       num_nodes: int = 0):
   """Builds ``likelihood_fn(rng, score_fn, data) -> (bpd, z, nfe)`` (the reference's interface,

@@ -277,7 +277,7 @@ class Pipeline:
   # ------------------------------------------------------------------------------ likelihood
   def bits_per_dim(self, images, seed: int = 0, dequantize: bool = True) -> np.ndarray:
     """Bits/dim of each image under the probability-flow ODE (eq. 39), as ``--mode eval``:
-    one Rademacher probe, Tsit5 at rtol = atol = 1e-5, from t = 1e-5, the null label of a
+    one Rademacher probe, RK45 at rtol = atol = 1e-5, from t = 1e-5, the null label of a
     class-conditional network.
 
     Args:
