@@ -63,6 +63,7 @@ ESTIMATORS = (  # (label, num_nodes, num_probes); num_nodes = 0 is the reference
     ('quadrature', 32, 1),
     ('quadrature', 64, 1),
     ('quadrature', 64, 4),
+    ('quadrature', 96, 4),
     ('quadrature', 128, 4),
 )
 
