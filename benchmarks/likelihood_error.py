@@ -33,7 +33,7 @@ def _bits(nats, dim):
   return np.asarray(nats) / (dim * np.log(2.))
 
 
-def accuracy_table(target, x_by_sde, dim, methods=('tsit5',)):
+def accuracy_table(target, x_by_sde, dim, methods=('rk45',)):
   print(f'{"sde":>8} {"method":>7} {"rtol":>7} {"ode err max":>12} {"ode err mean":>13} '
         f'{"prior bias":>11} {"nfe":>5} {"seconds":>8}')
   for name, sde in SDES.items():

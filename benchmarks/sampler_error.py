@@ -94,16 +94,15 @@ def _fitted(builder, method, kwargs):
     if steps < 2:
       return None
     key = (method, tuple(sorted(kwargs.items())), type(sde).__name__, eps, steps)
-    grids = _GRIDS
-    if key not in grids:
+    if key not in _GRIDS:
       start = time.time()
-      grids[key] = tuple(schedule_fit.fit_times(
+      _GRIDS[key] = tuple(schedule_fit.fit_times(
           lambda proxy_shape, times: builder(sde, proxy_shape, sampling.identity, steps,
                                              times=times, **kwargs),
           sde, sampling.grid_levels(method, steps, True, 'extrapolate'), eps, True,
           'tweedie' if method == 'heun' else 'extrapolate'))
       print(f'  (fitted the {steps}-step grid in {time.time() - start:.1f} s)', flush=True)
-    return builder(sde, shape, sampling.identity, steps, times=grids[key], **kwargs)
+    return builder(sde, shape, sampling.identity, steps, times=_GRIDS[key], **kwargs)
 
   return build
 
