@@ -257,7 +257,7 @@ def _sampling_problems(c) -> List[str]:
              'the Langevin step size needs a positive signal-to-noise ratio, typically 0.05-0.2')
   _require(problems, isinstance(s.num_steps, int) and s.num_steps >= 0, 'sampling.num_steps',
            s.num_steps, "use 0 (the SDE's N) or a positive step count")
-  pc_steps = s.get('pc_num_steps', 0)
+  pc_steps = s.pc_num_steps
   _require(problems, isinstance(pc_steps, int) and pc_steps >= 0, 'sampling.pc_num_steps',
            pc_steps, "use 0 (the SDE's N, model.num_scales) or a positive step count")
   from score_sde import sampling  # Imported only when validation runs (jax).

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from score_sde import sde_lib
-from score_sde.sampling import base
+from score_sde.sampling import base, methods
 from score_sde.sampling import schedule as schedule_lib
 from score_sde.sampling import schedule_fit
 
@@ -67,7 +67,7 @@ def get_heun_sampler(sde: sde_lib.SDE, shape, inverse_scaler: base.InverseScaler
   if denoise and num_steps < 2:
     raise ValueError('With denoise=True the Heun sampler needs num_steps >= 2 (the last step '
                      'only denoises); use num_steps >= 2 or denoise=False.')
-  n_levels = num_steps if denoise else num_steps + 1
+  n_levels = methods.grid_levels('heun', num_steps, denoise, 'tweedie')
   # 'fitted' is fitted to the deterministic sampler (the churn's noise would make the loss
   # random), against the exact flow to eps and Tweedie's denoiser there: Heun's own end.
   given, eps = schedule_fit.resolve_grid(

@@ -17,7 +17,8 @@ DEFAULT_SCHEDULES = {'heun': 'karras', 'dpm_solver': 'logSNR', 'unipc': 'logSNR'
 def grid_levels(method: str, num_steps: int, denoise: bool, final: str) -> int:
   """Levels ``T = t_0 > ... > t_{L-1} = eps`` of a fixed-step sampler's grid: ``num_steps``
   when its last step goes to ``sigma = 0`` (Heun with ``denoise``; a multistep solver with
-  ``denoise`` and ``final='extrapolate'``), else ``num_steps + 1``."""
+  ``denoise`` and ``final='extrapolate'``), else ``num_steps + 1``. ``method``: ``'heun'``, or
+  the name of any multistep solver (they share one rule)."""
   to_zero = denoise and (method == 'heun' or final == 'extrapolate')
   return num_steps if to_zero else num_steps + 1
 

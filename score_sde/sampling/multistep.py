@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from score_sde import sde_lib
-from score_sde.sampling import base, schedule, schedule_fit
+from score_sde.sampling import base, methods, schedule, schedule_fit
 
 FINALS = ('extrapolate', 'tweedie')
 
@@ -186,8 +186,7 @@ def get_sampler(method: Method, name: str, sde: sde_lib.SDE, shape,
   shape = base.check_shape(shape)
   final = check_final(final)
   to_zero = denoise and final == 'extrapolate'
-  # Levels: num_steps with the step to sigma = 0 as the last step, else num_steps + 1.
-  num_levels = num_steps if to_zero else num_steps + 1
+  num_levels = methods.grid_levels('multistep', num_steps, denoise, final)
   end = 'the step to sigma = 0' if to_zero else ('a final Tweedie step' if denoise else
                                                  'no denoising')
   times, eps = schedule_fit.resolve_grid(
