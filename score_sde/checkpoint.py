@@ -20,6 +20,13 @@ A writer (training) moves each damaged checkpoint aside, renaming ``<step>`` to
 integer-named directories, so the renamed one no longer counts towards ``max_to_keep``, and the
 step that is recomputed after the fallback is saved again. A reader (evaluation,
 ``read_only=True``) leaves the directories as they are and skips what it cannot read.
+
+Replicated leaves smaller than ``MIN_REPLICA_PARALLEL_SLICE_BYTES`` per replica are written by one
+replica (``_small_leaves_by_one_replica``). orbax's default on CPU and TPU splits every
+replicated leaf over its replicas, compiling one slicing program per leaf, replica and shape on a
+process's first save: measured, 14 s for a 40-leaf tree of biases on 8 CPU devices, against
+0.03 s with this setting, for leaves whose bytes take microseconds to write. Large leaves are still
+written cooperatively; the files are the same either way.
 """
 import contextlib
 import gc
@@ -49,6 +56,22 @@ _CHECKSUM_FILE = 'crc32.json'
 _MAX_LISTED = 8  # Paths named in one error message.
 _MAX_REASON_CHARS = 160  # tensorstore errors print their whole spec: keep the first line only.
 QUARANTINE_SUFFIX = '.corrupt'
+MIN_REPLICA_PARALLEL_SLICE_BYTES = 1 << 20
+
+
+class _ArrayHandler(ocp.type_handlers.ArrayHandler):
+  """orbax's ``jax.Array`` handler, replica-parallel only for slices of at least
+  ``MIN_REPLICA_PARALLEL_SLICE_BYTES`` (module docstring); whether to use replica-parallel at
+  all stays orbax's platform default."""
+
+  def __init__(self):
+    super().__init__(min_slice_bytes_for_replica_parallel=MIN_REPLICA_PARALLEL_SLICE_BYTES)
+
+
+def _small_leaves_by_one_replica() -> None:
+  """Makes ``_ArrayHandler`` the handler orbax uses for ``jax.Array`` leaves. Idempotent."""
+  if not isinstance(ocp.type_handlers.get_type_handler(jax.Array), _ArrayHandler):
+    ocp.type_handlers.register_type_handler(jax.Array, _ArrayHandler(), override=True)
 
 
 class CorruptCheckpointError(errors.UserError, RuntimeError):
@@ -247,6 +270,7 @@ class Checkpointer:
     # orbax (tensorstore) needs absolute paths, and users pass relative --workdir values.
     self.workdir = os.path.abspath(os.fspath(workdir))
     self.read_only = read_only
+    _small_leaves_by_one_replica()
     self._periodic = self._manager(PERIODIC_DIR, max_to_keep or None, async_save, read_only)
     self._preemption = self._manager(PREEMPTION_DIR, preemption_to_keep, async_save, read_only)
 

@@ -28,7 +28,8 @@ from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
 
-from score_sde import errors, eval_report, rng, sampling, summary
+from score_sde import errors, rng, sampling, summary
+from score_sde.evaluation import report as eval_report
 from score_sde.metrics import fid, inception
 
 KID_FEATURES = 10000  # Sample features kept for KID; as dataset_stats' default --kid_features.
