@@ -124,17 +124,17 @@ def main(argv):
                jax.process_count(), jax.local_devices())
   try:
     if _MODE.value == 'train':
-      from score_sde import train
+      from score_sde.training import train
       train.train_and_evaluate(config, _WORKDIR.value, stop_requested=stop.is_set)
     elif _MODE.value == 'train_classifier':
-      from score_sde import train
+      from score_sde.training import train
       train.train_classifier(config, _WORKDIR.value, stop_requested=stop.is_set)
     elif _MODE.value == 'sample':
       from score_sde import generate
       generate.generate(config, _WORKDIR.value, _SAMPLE_FOLDER.value, step=_STEP.value,
                         num_samples=_NUM_SAMPLES.value)
     else:
-      from score_sde import evaluate
+      from score_sde.evaluation import evaluate
       evaluate.evaluate(config, _WORKDIR.value, _EVAL_FOLDER.value)
   except errors.StopRequested as e:
     sys.stderr.write(f'\n{e}\n')

@@ -33,7 +33,8 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from score_sde import optim, sde_lib, sharding, train, train_state
+from score_sde import sde_lib, sharding
+from score_sde.training import optim, train, train_state
 from score_sde.data import images
 from score_sde.models import utils as mutils
 

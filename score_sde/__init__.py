@@ -14,20 +14,60 @@ The public modules, each imported on first use so that ``import score_sde`` stay
   ``inpaint``, ``colorize``, ``bits_per_dim``, ``encode`` / ``decode``.
 * ``likelihood``: bits/dim through the probability-flow ODE (solved by ``ode_solve``).
 * ``metrics``: FID / KID / Inception Score with a Flax Inception-v3.
-* ``data``, ``train``, ``evaluate``, ``checkpoint``, ``released_checkpoints``, ``analytic``
-  (closed-form Gaussian-mixture targets), ``sharding``, ``optim``, ``train_state``, ``summary``,
-  ``config_validation``, ``registry``.
+* ``training``: the training loop (``training.train``), its state (``training.train_state``)
+  and optimizer (``training.optim``).
+* ``evaluation``: resumable evaluation over checkpoints (``evaluation.evaluate``).
+* ``data``, ``checkpoint``, ``released_checkpoints``, ``analytic`` (closed-form Gaussian-mixture
+  targets), ``sharding``, ``summary``, ``config_validation``, ``registry``.
+
+The modules that moved into ``training`` and ``evaluation`` keep their earlier names
+(``score_sde.train``, ``train_state``, ``optim``, ``evaluate``), for ``import`` and for
+``from score_sde import ...`` alike: both give the moved module itself.
 """
 import importlib
+import importlib.abc
+import importlib.util
+import sys
 
 __version__ = '0.1.0'
 __all__ = [
-    'analytic', 'checkpoint', 'config_validation', 'data', 'evaluate', 'generate', 'likelihood',
-    'losses',
-    'ode_solve',
-    'metrics', 'models', 'optim', 'pipeline', 'registry', 'released_checkpoints', 'sampling',
-    'sde_lib', 'sharding', 'summary', 'train', 'train_state',
+    'analytic', 'checkpoint', 'config_validation', 'data', 'evaluate', 'evaluation', 'generate',
+    'likelihood', 'losses', 'metrics', 'models', 'ode_solve', 'optim', 'pipeline', 'registry',
+    'released_checkpoints', 'sampling', 'sde_lib', 'sharding', 'summary', 'train', 'train_state',
+    'training',
 ]
+# Earlier top-level names of modules now in a sub-package.
+MOVED = {
+    'train': 'training.train',
+    'train_state': 'training.train_state',
+    'optim': 'training.optim',
+    'evaluate': 'evaluation.evaluate',
+}
+
+
+class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+  """Makes ``import score_sde.train`` (and ``from score_sde.train import ...``) give the module
+  ``score_sde.training.train`` itself, so that both names share one module object and state."""
+
+  def find_spec(self, fullname, path=None, target=None):
+    del path, target
+    prefix, _, name = fullname.rpartition('.')
+    if prefix == __name__ and name in MOVED:
+      return importlib.util.spec_from_loader(fullname, self)
+    return None
+
+  def create_module(self, spec):
+    module = importlib.import_module(f'{__name__}.{MOVED[spec.name.rpartition(".")[2]]}')
+    spec.loader_state = module.__spec__  # The import machinery overwrites it with this spec.
+    return module
+
+  def exec_module(self, module):
+    # Already executed under its new name; give it back its own spec.
+    module.__spec__ = module.__spec__.loader_state
+
+
+if not any(isinstance(f, _MovedModuleFinder) for f in sys.meta_path):
+  sys.meta_path.append(_MovedModuleFinder())
 
 
 def load(workdir, step=None, config=None, mesh=None):
@@ -38,6 +78,8 @@ def load(workdir, step=None, config=None, mesh=None):
 
 
 def __getattr__(name):
+  if name in MOVED:
+    return importlib.import_module(f'{__name__}.{MOVED[name]}')
   if name in __all__:
     return importlib.import_module(f'{__name__}.{name}')
   raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

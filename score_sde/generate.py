@@ -25,8 +25,9 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from score_sde import (checkpoint, config_validation, errors, optim, rng, sampling, sde_lib,
-                       sharding, summary, train_state)
+from score_sde import (checkpoint, config_validation, errors, rng, sampling, sde_lib, sharding,
+                       summary)
+from score_sde.training import optim, train_state
 from score_sde import workdir as workdir_lib
 from score_sde.models import utils as mutils
 

@@ -30,7 +30,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from score_sde import sde_lib, train_state
+from score_sde import sde_lib
+from score_sde.training import train_state
 from score_sde.sde_lib import batch_mul
 
 ModelFn = Callable[[jax.Array, jax.Array], jax.Array]

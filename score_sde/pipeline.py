@@ -27,8 +27,9 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
-from score_sde import (checkpoint, config_validation, data, errors, likelihood, optim, sampling,
-                       sde_lib, sharding, summary, train_state)
+from score_sde import (checkpoint, config_validation, data, errors, likelihood, sampling, sde_lib,
+                       sharding, summary)
+from score_sde.training import optim, train_state
 from score_sde import workdir as workdir_lib
 from score_sde.data import images as images_lib
 from score_sde.models import utils as mutils

@@ -69,7 +69,7 @@ def save_run_config(config, workdir: str) -> None:
   """Writes ``config`` to ``<workdir>/config.json`` (process 0; atomic), replacing the record of
   an earlier start: a resumed run with overrides records what it now trains with."""
   import jax  # pylint: disable=g-import-not-at-top
-  from score_sde import eval_report  # pylint: disable=g-import-not-at-top
+  from score_sde.evaluation import report as eval_report  # pylint: disable=g-import-not-at-top
   if jax.process_index() != 0:
     return
   record = json.dumps(eval_report.flat_config(config), indent=1, sort_keys=True) + '\n'

@@ -27,7 +27,7 @@ def trained_smoke_run(tmp_path_factory):
   on 8 devices, with checkpoints at steps 2 (preemption) and 4 (periodic) and its config.json.
   Shared by the tests that only read a trained run (pipeline, README snippets)."""
   from configs import smoke
-  from score_sde import train
+  from score_sde.training import train
   config = smoke.get_config()
   config.training.n_iters = 4
   config.training.snapshot_freq_for_preemption = 2

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from event_files import read_events, tensorboard_view
-from score_sde import errors, generate, models, sharding, train
+from score_sde import errors, generate, models, sharding
+from score_sde.training import train
 
 
 def _flat_shapes(tree):
@@ -147,7 +148,8 @@ def test_load_samples_both_guidances_as_the_sample_mode(conditional_run):
   guidance with the run's trained classifier (read from workdir/classifier), give the images of
   the snapshot sampler that --mode sample runs, for the same config and key."""
   import score_sde
-  from score_sde import sampling, train_state
+  from score_sde import sampling
+  from score_sde.training import train_state
   _, workdir, mesh = conditional_run
   pipe = score_sde.load(workdir, mesh=mesh)
   for fields in ({'cfg_scale': 2.}, {'cfg_scale': -1., 'classifier_scale': 1.}):

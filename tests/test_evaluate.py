@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 from scipy import special
 
-from score_sde import (checkpoint, config_validation, data, eval_report, eval_samples, evaluate,
-                       losses, optim, sampling, sde_lib, sharding, train_state)
+from score_sde import checkpoint, config_validation, data, losses, sampling, sde_lib, sharding
+from score_sde.evaluation import evaluate, report as eval_report, samples as eval_samples
+from score_sde.training import optim, train_state
 from score_sde.metrics import fid, inception, inception_weights
 from score_sde.models import utils as mutils
 

@@ -12,7 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from score_sde import data, eval_samples, evaluate, likelihood, sampling, sde_lib, sharding
+from score_sde import data, likelihood, sampling, sde_lib, sharding
+from score_sde.evaluation import evaluate, samples as eval_samples
 from score_sde.models import utils as mutils
 from score_sde.sampling import snapshot
 

@@ -13,7 +13,8 @@ import numpy as np
 import optax
 
 import test_sampling_support as support
-from score_sde import analytic, losses, sampling, train_state
+from score_sde import analytic, losses, sampling
+from score_sde.training import train_state
 from score_sde.models import utils as mutils
 
 BATCH = 8000

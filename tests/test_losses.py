@@ -13,7 +13,8 @@ import optax
 import pytest
 from scipy import integrate
 
-from score_sde import losses, optim, sde_lib
+from score_sde import losses, sde_lib
+from score_sde.training import optim
 
 S, DIM, BATCH, EPS = 0.8, 3, 200000, 1e-5
 SDES = {
@@ -174,7 +175,7 @@ def test_ema_follows_its_rate_and_the_warmed_up_rate(warmup):
   """params_ema after each train step is r_s e + (1 - r_s) p, with r_s = ema_rate, or with
   model.ema_warmup min(ema_rate, (1 + s) / (10 + s)) at update s (so step 0 keeps 10% of the
   initial weights, not 99.9%); checked against the recurrence in numpy on a 1-D quadratic."""
-  from score_sde import train_state
+  from score_sde.training import train_state
   rate = 0.999
 
   def loss_fn(rng, params, batch):

@@ -22,7 +22,8 @@ import pytest
 from PIL import Image
 
 from event_files import read_events, tensorboard_view
-from score_sde import checkpoint, data, optim, sharding, train_state
+from score_sde import checkpoint, data, sharding
+from score_sde.training import optim, train_state
 from score_sde.models import utils as mutils
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

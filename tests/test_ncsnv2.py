@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from configs import default
-from score_sde import config_validation, losses, models, optim, sampling, sde_lib, train_state
+from score_sde import config_validation, losses, models, sampling, sde_lib
+from score_sde.training import optim, train_state
 from score_sde.config_validation import validate_config
 from score_sde.models import normalization
 

@@ -23,7 +23,9 @@ from PIL import Image
 
 from event_files import read_events, tensorboard_view
 from test_checkpoint import _flip_one_byte
-from score_sde import checkpoint, errors, evaluate, optim, sharding, train, train_state
+from score_sde import checkpoint, errors, sharding
+from score_sde.evaluation import evaluate
+from score_sde.training import optim, train, train_state
 from score_sde.models import utils as mutils
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -226,7 +228,7 @@ _KILLED_RUN = textwrap.dedent('''
     import os, signal, sys
     sys.path.insert(0, {root!r})
     sys.path.insert(0, {tests!r})
-    from score_sde import train
+    from score_sde.training import train
     from score_sde.data import pipeline
     from test_recovery import _config, _one_device
 

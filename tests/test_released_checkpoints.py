@@ -8,7 +8,8 @@ import optax
 import pytest
 from flax import serialization
 
-from score_sde import checkpoint, models, optim, released_checkpoints as rc, sharding
+from score_sde import checkpoint, models, released_checkpoints as rc, sharding
+from score_sde.training import optim
 
 
 def random_like(template, seed):

@@ -15,7 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from score_sde import config_validation, losses, optim, sde_lib, sharding, train, train_state
+from score_sde import config_validation, losses, sde_lib, sharding
+from score_sde.training import optim, train, train_state
 from score_sde.models import utils as mutils
 
 

@@ -11,7 +11,8 @@ import jax
 import numpy as np
 import pytest
 
-from score_sde import checkpoint, data, sharding, train
+from score_sde import checkpoint, data, sharding
+from score_sde.training import train
 
 
 def _lighter(config):

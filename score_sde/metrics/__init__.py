@@ -1,6 +1,6 @@
 """Sample-quality metrics: the FID Inception-v3 network, FID / KID / IS, statistics files.
 
-Typical use (``evaluate.py``), with ``from score_sde.metrics import fid, inception,
+Typical use (``evaluation/evaluate.py``), with ``from score_sde.metrics import fid, inception,
 inception_weights``:
 
     params = inception_weights.load_inception_params(config.eval.inception_path)
