@@ -18,8 +18,8 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from score_sde import checkpoint, sharding
-from score_sde.training import optim, train_state
 from score_sde.models import utils as mutils
+from score_sde.training import optim, train_state
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/ve/cifar10_ncsnpp_continuous.py',
                                           'Config file.')

@@ -34,9 +34,9 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from score_sde import sde_lib, sharding
-from score_sde.training import optim, train, train_state
 from score_sde.data import images
 from score_sde.models import utils as mutils
+from score_sde.training import optim, train, train_state
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/embedded.py', 'Config file.')
 _PAPER = flags.DEFINE_bool('paper', False, 'Every network of the paper (_PAPER_CONFIGS) instead '

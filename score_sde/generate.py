@@ -27,9 +27,9 @@ from jax.experimental import multihost_utils
 
 from score_sde import (checkpoint, config_validation, errors, rng, sampling, sde_lib, sharding,
                        summary)
-from score_sde.training import optim, train_state
 from score_sde import workdir as workdir_lib
 from score_sde.models import utils as mutils
+from score_sde.training import optim, train_state
 
 GRID_IMAGES = 256  # Images in samples.png; samples.npz holds them all.
 

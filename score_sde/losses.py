@@ -31,8 +31,8 @@ import jax.numpy as jnp
 import optax
 
 from score_sde import sde_lib
-from score_sde.training import train_state
 from score_sde.sde_lib import batch_mul
+from score_sde.training import train_state
 
 ModelFn = Callable[[jax.Array, jax.Array], jax.Array]
 

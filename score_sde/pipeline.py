@@ -29,12 +29,12 @@ from PIL import Image
 
 from score_sde import (checkpoint, config_validation, data, errors, likelihood, sampling, sde_lib,
                        sharding, summary)
-from score_sde.training import optim, train_state
 from score_sde import workdir as workdir_lib
 from score_sde.data import images as images_lib
 from score_sde.models import utils as mutils
 from score_sde.sampling import ode as ode_lib
 from score_sde.sampling import shard
+from score_sde.training import optim, train_state
 
 ConfigLike = Union[None, str, os.PathLike, ml_collections.ConfigDict]
 

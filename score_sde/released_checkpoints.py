@@ -33,8 +33,8 @@ from absl import app, flags, logging
 from etils import epath
 
 from score_sde import checkpoint, models
-from score_sde.training import optim
 from score_sde import workdir as workdir_lib
+from score_sde.training import optim
 from score_sde.training.train_state import TrainState
 
 _FILE_PATTERN = re.compile(r'checkpoint_(\d+)$')

@@ -14,8 +14,8 @@ import optax
 
 import test_sampling_support as support
 from score_sde import analytic, losses, sampling
-from score_sde.training import train_state
 from score_sde.models import utils as mutils
+from score_sde.training import train_state
 
 BATCH = 8000
 DIM = 4

@@ -17,9 +17,9 @@ import pytest
 
 from configs import default
 from score_sde import config_validation, losses, models, sampling, sde_lib
-from score_sde.training import optim, train_state
 from score_sde.config_validation import validate_config
 from score_sde.models import normalization
+from score_sde.training import optim, train_state
 
 NF, SIZE, LEVELS = 8, 16, 10
 NCSN_NAMES = ('ncsn', 'ncsnv2_64', 'ncsnv2_128', 'ncsnv2_256')

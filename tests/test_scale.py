@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from score_sde import config_validation, losses, sde_lib, sharding
-from score_sde.training import optim, train, train_state
 from score_sde.models import utils as mutils
+from score_sde.training import optim, train, train_state
 
 
 def _config(**model):

@@ -23,8 +23,8 @@ Per checkpoint, from the EMA weights and as enabled:
   ``data.uniform_dequantization`` says: the paper's bits/dim (Table 2) are defined on dequantized
   data, and without it they are no bound on the discrete likelihood. Progress is saved after each
   batch, so a killed run resumes at the next batch.
-* ``eval.enable_sampling``: FID / KID / IS from ``eval.num_samples`` samples (``evaluation.samples``),
-  resumable per round.
+* ``eval.enable_sampling``: FID / KID / IS from ``eval.num_samples`` samples
+  (``evaluation.samples``), resumable per round.
 
 Results go to ``workdir/<eval_folder>``: ``report.json`` / ``report.csv`` (one row per checkpoint,
 updated as each metric finishes; finished metrics are not recomputed on a rerun), TensorBoard
@@ -44,11 +44,11 @@ from etils import epath
 
 from score_sde import (checkpoint, config_validation, data, errors, likelihood, losses, rng,
                        sde_lib, sharding, summary)
-from score_sde.evaluation import report as eval_report, samples as eval_samples
-from score_sde.training import optim, train_state
 from score_sde import workdir as workdir_lib
+from score_sde.evaluation import report as eval_report, samples as eval_samples
 from score_sde.metrics import inception, inception_weights
 from score_sde.models import utils as mutils
+from score_sde.training import optim, train_state
 
 POLL_SECS = 30.  # Between looks for a checkpoint that is not there yet.
 BPD_PROGRESS_FILE = 'bpd_progress.npz'

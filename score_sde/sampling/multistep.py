@@ -185,8 +185,8 @@ def get_sampler(method: Method, name: str, sde: sde_lib.SDE, shape,
   orders = step_orders(num_steps, order, lower_order_final)
   shape = base.check_shape(shape)
   final = check_final(final)
-  to_zero = denoise and final == 'extrapolate'
   num_levels = methods.grid_levels('multistep', num_steps, denoise, final)
+  to_zero = num_levels == num_steps  # The last step goes to sigma = 0.
   end = 'the step to sigma = 0' if to_zero else ('a final Tweedie step' if denoise else
                                                  'no denoising')
   times, eps = schedule_fit.resolve_grid(

@@ -35,10 +35,10 @@ from jax.experimental import multihost_utils
 
 from score_sde import (checkpoint, config_validation, data, errors, losses, rng, sampling, sde_lib,
                        sharding, summary)
-from score_sde.training import optim, train_state
 from score_sde import workdir as workdir_lib
 from score_sde.data import images
 from score_sde.models import utils as mutils
+from score_sde.training import optim, train_state
 
 
 def restore_or_init(config, workdir: str, mesh, model, tx):

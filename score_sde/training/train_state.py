@@ -12,10 +12,10 @@ import jax.numpy as jnp
 import optax
 
 from score_sde import checkpoint, errors, rng, sharding
-from score_sde.training import optim
 from score_sde import workdir as workdir_lib
 from score_sde.data import images
 from score_sde.models import utils as mutils
+from score_sde.training import optim
 
 
 @flax.struct.dataclass
