@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import tensorstore as ts
 
 from score_sde import checkpoint, errors, sharding
 from score_sde.training.train_state import create_train_state
@@ -157,11 +158,34 @@ def _junk(step_dir):
     f.write_bytes(rng.bytes(f.stat().st_size))
 
 
+def _stored_chunks(step_dir: pathlib.Path):
+  """``[(file, offset, length)]`` of the array chunks the checkpoint's newest OCDBT version
+  refers to, read from its B-tree (a leaf node: the test states are small).
+
+  The data files also hold bytes that no version refers to (written for commits that a later
+  one superseded, on the order of the state's own size): a byte flipped there changes nothing
+  that is read, so a flip meant to damage the state must land inside a referenced chunk.
+  """
+  state = step_dir / 'state'
+  base = ts.KvStore.open(f'file://{state}/').result()
+  root = ts.ocdbt.dump(base).result()['versions'][-1]['root']['location']
+  node = ts.ocdbt.dump(base, root).result()
+  assert node['height'] == 0, 'a B-tree of more than one node: walk its children'
+  chunks = []
+  for entry in node['entries']:
+    if 'indirect_value' in entry:  # 'value:<subdirectory>:<file>:<offset>:<length>'
+      _, subdirectory, name, offset, length = entry['indirect_value'].split(':')
+      chunks.append((state / subdirectory / name, int(offset), int(length)))
+  assert chunks, f'no array chunk stored out of line under {state}'
+  return chunks
+
+
 def _flip_one_byte(step_dir):
-  biggest = max(_array_files(step_dir), key=lambda f: f.stat().st_size)
-  data = bytearray(biggest.read_bytes())
-  data[len(data) // 2] ^= 0x5A
-  biggest.write_bytes(bytes(data))
+  """One byte flipped in the middle of the largest array chunk the checkpoint reads."""
+  path, offset, length = max(_stored_chunks(step_dir), key=lambda chunk: chunk[2])
+  data = bytearray(path.read_bytes())
+  data[offset + length // 2] ^= 0x5A
+  path.write_bytes(bytes(data))
 
 
 def _delete_metadata(step_dir):
@@ -358,7 +382,8 @@ def test_small_replicated_leaves_are_saved_without_per_replica_slicing(tmp_path,
   finally:
     jax.config.update('jax_log_compiles', False)
   sliced = [r.getMessage() for r in caplog.records if 'Compiling jit(slice)' in r.getMessage()]
-  # At most the large leaf's 8 replica slices; orbax's default slices the 12 small ones too (104 in all).
+  # At most the large leaf's 8 replica slices; orbax's default slices the 12 small ones too
+  # (104 in all).
   assert len(sliced) <= 8, sliced[:3]
   with checkpoint.Checkpointer(str(tmp_path), read_only=True) as ckpt:
     restored = ckpt.restore(1, jax.tree.map(
