@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 
+import child_env
 import score_sde
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -50,7 +51,7 @@ def test_quickstart_notebook_runs_top_to_bottom(monkeypatch):
   """notebooks/quickstart.ipynb in a fresh kernel with one CPU device, as a Colab CPU runtime
   has: training the tiny network, two samplers, inpainting, colourisation, bits/dim and
   encode / decode, every cell without an error; the images are shown inline (PNG outputs)."""
-  monkeypatch.setenv('XLA_FLAGS', '--xla_force_host_platform_device_count=1')
+  monkeypatch.setenv('XLA_FLAGS', child_env.xla_env(1)['XLA_FLAGS'])
   import nbclient  # pylint: disable=g-import-not-at-top
   import nbformat  # pylint: disable=g-import-not-at-top
   path = os.path.join(ROOT, 'notebooks', 'quickstart.ipynb')

@@ -15,11 +15,12 @@ import numpy as np
 import pytest
 from scipy import special
 
+import loop_config
 from score_sde import checkpoint, config_validation, data, losses, sampling, sde_lib, sharding
 from score_sde.evaluation import evaluate, report as eval_report, samples as eval_samples
-from score_sde.training import optim, train_state
 from score_sde.metrics import fid, inception, inception_weights
 from score_sde.models import utils as mutils
+from score_sde.training import optim, train_state
 
 NUM_IMAGES = 20  # 3 batches of 8: the last has 4 padding rows.
 STEP = 4
@@ -39,10 +40,7 @@ def _build_once(make):
 
 
 def _config():
-  from configs import smoke
-  config = smoke.get_config()
-  config.model.ch_mult = (1,)  # One resolution: a fraction of the smoke model's compile time.
-  config.model.attn_resolutions = ()
+  config = loop_config.get_config()
   config.eval.begin_ckpt = config.eval.end_ckpt = 1  # Step 4 (snapshot_freq 4, n_iters 6).
   config.eval.bpd_dataset = 'train'  # One pass (five over 'test').
   return config

@@ -21,10 +21,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import child_env
+import loop_config
 from event_files import read_events, tensorboard_view
 from score_sde import checkpoint, data, sharding
-from score_sde.training import optim, train_state
 from score_sde.models import utils as mutils
+from score_sde.training import optim, train_state
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NUM_PROCESSES, DEVICES_PER_PROCESS = 2, 4
@@ -35,27 +37,18 @@ pytestmark = pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptio
 
 
 def _overrides(data_dir):
-  """The smoke config at one resolution with plain blocks: a fraction of its compile time,
-  every code path that crosses hosts (sharded batches, checkpoints, evaluation) kept."""
-  return ['--config.data.dataset=IMAGE_FOLDER', f'--config.data.data_dir={data_dir}',
-          '--config.model.ch_mult=(1,)', '--config.model.attn_resolutions=()',
-          '--config.model.fir=False', '--config.model.resblock_type=ddpm',
-          '--config.model.progressive_input=none', f'--config.training.n_iters={N_ITERS}',
-          '--config.eval.enable_bpd=True', '--config.eval.bpd_dataset=train',
-          '--config.eval.begin_ckpt=1', '--config.eval.end_ckpt=1']
+  """The smoke config with the loop tests' network: every code path that crosses hosts
+  (sharded batches, checkpoints, evaluation) kept."""
+  return loop_config.main_overrides() + [
+      '--config.data.dataset=IMAGE_FOLDER', f'--config.data.data_dir={data_dir}',
+      f'--config.training.n_iters={N_ITERS}', '--config.eval.enable_bpd=True',
+      '--config.eval.bpd_dataset=train', '--config.eval.begin_ckpt=1', '--config.eval.end_ckpt=1']
 
 
 def _free_port() -> int:
   with socket.socket() as s:
     s.bind(('localhost', 0))
     return s.getsockname()[1]
-
-
-def _env(devices: int):
-  env = dict(os.environ)
-  env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
-  env['JAX_PLATFORMS'] = 'cpu'
-  return env
 
 
 def _start(workdir, mode, data_dir, log_dir, *, processes, tag=''):
@@ -74,8 +67,9 @@ def _start(workdir, mode, data_dir, log_dir, *, processes, tag=''):
   runs = []
   for i, c in enumerate(commands):
     log = open(log_dir / f'{mode}{tag}_{i}.log', 'w')
-    runs.append((subprocess.Popen(c, cwd=ROOT, stderr=log, stdout=log, env=_env(devices)),
-                 log))
+    process = subprocess.Popen(c, cwd=ROOT, stderr=log, stdout=log,
+                               env=child_env.xla_env(devices))
+    runs.append((process, log))
   return runs
 
 
@@ -135,11 +129,8 @@ def runs(tmp_path_factory):
 
 
 def _config(root):
-  from configs import smoke
-  config = smoke.get_config()
+  config = loop_config.get_config()
   config.data.update(dataset='MNIST_EMBEDDED')
-  config.model.update(ch_mult=(1,), attn_resolutions=(), fir=False, resblock_type='ddpm',
-                      progressive_input='none')
   return config
 
 

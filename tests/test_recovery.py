@@ -1,4 +1,4 @@
-"""Nothing lost, nothing late (issue 7), end to end on the smoke config (one device: see
+"""Nothing lost, nothing late (issue 7), end to end on the loop tests' network (one device: see
 ``_one_device``; the subprocess runs use all 8 fake devices).
 
 Protects: a damaged newest snapshot costs no good checkpoint (it is moved aside, its step is
@@ -21,12 +21,14 @@ import jax
 import pytest
 from PIL import Image
 
+import child_env
+import loop_config
 from event_files import read_events, tensorboard_view
 from test_checkpoint import _flip_one_byte
 from score_sde import checkpoint, errors, sharding
 from score_sde.evaluation import evaluate
-from score_sde.training import optim, train, train_state
 from score_sde.models import utils as mutils
+from score_sde.training import optim, train, train_state
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -43,11 +45,9 @@ pytestmark = pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptio
 
 
 def _config(n_iters):
-  from configs import smoke
-  config = smoke.get_config()
-  config.model.fir = False  # What is tested is the loop's saving and reading, not the layers.
-  config.training.update(n_iters=n_iters, snapshot_freq=4, snapshot_freq_for_preemption=2,
-                         max_to_keep=3, log_freq=1, eval_freq=3)
+  config = loop_config.get_config(n_iters=n_iters, snapshot_freq=4,
+                                  snapshot_freq_for_preemption=2, max_to_keep=3, log_freq=1,
+                                  eval_freq=3)
   config.eval.update(batch_size=64, begin_ckpt=1, end_ckpt=4, enable_loss=True)
   return config
 
@@ -194,13 +194,6 @@ def test_finished_run_says_so_and_compiles_nothing(eight_steps, tmp_path, caplog
   assert any('already finished' in r.getMessage() for r in caplog.records)
 
 
-def _env(devices=8):
-  env = dict(os.environ)
-  env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
-  env['JAX_PLATFORMS'] = 'cpu'
-  return env
-
-
 def test_main_prints_user_errors_as_one_message_without_a_traceback(tmp_path):
   """A misspelt override, an invalid config value, a missing config file and a workdir that is
   a file: exit status 2, 'Error: ' and the fix on stderr, no traceback, nothing written."""
@@ -213,14 +206,18 @@ def test_main_prints_user_errors_as_one_message_without_a_traceback(tmp_path):
       (['--config', 'configs/nope.py'], 'no such file'),
       (['--config', 'configs/smoke.py', '--workdir', str(a_file)], 'is a file'),
   ]
+  runs = []  # Started together: each is mostly Python's and JAX's start-up.
   for args, fix in cases:
     if '--workdir' not in args:
       args = args + ['--workdir', workdir]
-    out = subprocess.run([sys.executable, 'main.py'] + args, cwd=ROOT, capture_output=True,
-                         text=True, timeout=120, env=_env())
-    assert out.returncode == 2, (args, out.stderr[-2000:])
-    assert 'Traceback' not in out.stderr, out.stderr[-2000:]
-    assert 'Error: ' in out.stderr and fix in out.stderr, out.stderr[-2000:]
+    runs.append((args, fix, subprocess.Popen(
+        [sys.executable, 'main.py'] + args, cwd=ROOT, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, env=child_env.xla_env(8))))
+  for args, fix, run in runs:
+    _, stderr = run.communicate(timeout=120)
+    assert run.returncode == 2, (args, stderr[-2000:])
+    assert 'Traceback' not in stderr, stderr[-2000:]
+    assert 'Error: ' in stderr and fix in stderr, stderr[-2000:]
   assert sorted(p.name for p in tmp_path.iterdir()) == ['file']
 
 
@@ -254,7 +251,7 @@ def test_killed_runs_tensorboard_history_has_no_hole_after_resuming(tmp_path, ca
   script = _KILLED_RUN.format(root=str(ROOT), tests=str(ROOT / 'tests'), kill_at=9, n_iters=12,
                               workdir=str(workdir))
   killed = subprocess.run([sys.executable, '-c', script], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300, env=_env())
+                          text=True, timeout=300, env=child_env.xla_env(8))
   assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
   with caplog.at_level(logging.INFO):
     train.train_and_evaluate(_config(12), str(workdir), mesh=_one_device())
@@ -275,9 +272,9 @@ def test_sigterm_saves_the_current_step_and_says_how_to_resume(tmp_path):
   workdir = tmp_path / 'run'
   run = subprocess.Popen(
       [sys.executable, 'main.py', '--config', 'configs/smoke.py', '--workdir', str(workdir),
-       '--config.training.n_iters=100000', '--config.training.log_freq=1',
-       '--config.model.fir=False'],
-      cwd=ROOT, stderr=subprocess.PIPE, text=True, env=_env(devices=1))
+       '--config.training.n_iters=100000', '--config.training.log_freq=1'
+       ] + loop_config.main_overrides(),
+      cwd=ROOT, stderr=subprocess.PIPE, text=True, env=child_env.xla_env(1))
   deadline = time.time() + 240
   while not list(workdir.glob('tensorboard/events*')) and time.time() < deadline:
     time.sleep(0.2)  # The first event file: training has begun.

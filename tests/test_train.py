@@ -11,22 +11,14 @@ import jax
 import numpy as np
 import pytest
 
+import loop_config
 from score_sde import checkpoint, data, sharding
 from score_sde.training import train
 
 
-def _lighter(config):
-  """The smoke network without FIR resampling (measured since its polyphase form: about 15% of
-  the smoke step's CPU time and 7% of its compile): what is tested here is the loop, whatever
-  the layers."""
-  config.model.fir = False
-  return config
-
-
 @pytest.fixture
-def config(smoke_config):
-  smoke_config.training.n_iters = 4
-  return _lighter(smoke_config)
+def config():
+  return loop_config.get_config(n_iters=4)
 
 
 def _params(state):
@@ -41,10 +33,7 @@ def _assert_trees_close(a, b, rtol):
 @pytest.fixture(scope='module')
 def straight_run(tmp_path_factory):
   """Four uninterrupted steps on all 8 devices, with sampling at the final snapshot."""
-  from configs import smoke
-  config = _lighter(smoke.get_config())
-  config.training.n_iters = 4
-  config.training.snapshot_sampling = True
+  config = loop_config.get_config(n_iters=4, snapshot_sampling=True)
   workdir = str(tmp_path_factory.mktemp('straight'))
   return train.train_and_evaluate(config, workdir), workdir
 
