@@ -276,16 +276,26 @@ class Pipeline:
             s.probability_flow, self.config.training.continuous, s.noise_removal)
 
   # ------------------------------------------------------------------------------ likelihood
-  def bits_per_dim(self, images, seed: int = 0, dequantize: bool = True) -> np.ndarray:
-    """Bits/dim of each image under the probability-flow ODE (eq. 39), as ``--mode eval``:
-    one Rademacher probe, RK45 at rtol = atol = 1e-5, from t = 1e-5, the null label of a
-    class-conditional network.
+  def bits_per_dim(self, images, seed: int = 0, dequantize: bool = True,
+                   num_nodes: int = likelihood.PER_EXAMPLE_NODES,
+                   num_probes: int = likelihood.PER_EXAMPLE_PROBES) -> np.ndarray:
+    """Bits/dim of each image under the probability-flow ODE (eq. 39): RK45 at
+    rtol = atol = 1e-5 from t = 1e-5, the null label of a class-conditional network.
+
+    Each image's value is meant to be used on its own (out-of-distribution scores, comparisons
+    between images), so the divergence integral is estimated per image: ``num_nodes``
+    quadrature nodes with ``num_probes`` fresh probes each, as a control variate of the
+    reference's solve (``likelihood.flow_with_control_variate``), unbiased, at most 0.05
+    bits/dim RMS from the exact-divergence value on the benchmark's closed-form targets (one
+    fixed probe: 0.3). ``num_nodes=0, num_probes=1`` is ``--mode eval``'s estimator (the
+    reference's, unbiased, so right for dataset means, but noisy per image).
 
     Args:
       images: ``(N, H, W, C)`` uint8, or floats in ``[0, 1]`` on the 8-bit grid.
       seed: key of the dequantization noise and the probes.
       dequantize: add ``U[0, 1)`` noise to the 8-bit values first, ``(x + u) / 256``, which
         makes bits/dim an upper bound on the discrete likelihood (the paper's Table 2).
+      num_nodes, num_probes: the estimator, as above.
     Returns:
       ``float32 (N,)`` bits/dim.
     """
@@ -295,14 +305,16 @@ class Pipeline:
       levels = np.round(images * 255.)
       noise = jax.random.uniform(jax.random.fold_in(rng, 1), images.shape)
       images = (levels + np.asarray(noise)) / 256.
-    if 'bpd' not in self._compiled:
-      self._compiled['bpd'] = likelihood.get_sharded_likelihood_fn(
-          likelihood.get_likelihood_fn(self.sde, self.inverse_scaler),
+    key = ('bpd', num_nodes, num_probes)
+    if key not in self._compiled:
+      self._compiled[key] = likelihood.get_sharded_likelihood_fn(
+          likelihood.get_likelihood_fn(self.sde, self.inverse_scaler, num_probes=num_probes,
+                                       num_nodes=num_nodes),
           lambda p: self._score_fn_of(p, self._ode_continuous()), self.mesh, self.scaler)
     n, padded = len(images), self._padded(len(images))
     images = _pad_rows(images.astype(np.float32), padded)
-    bpd, _, _ = self._compiled['bpd'](self._key(seed), self.params,
-                                      images[sharding.host_batch_slice(padded)])
+    bpd, _, _ = self._compiled[key](self._key(seed), self.params,
+                                    images[sharding.host_batch_slice(padded)])
     return _host(bpd)[:n]
 
   def encode(self, images) -> np.ndarray:
