@@ -261,8 +261,8 @@ def flow_with_quadrature(sde: sde_lib.SDE, score_fn: sde_lib.ScoreFn, x: jax.Arr
   would not help either: its weights within a step are large and of both signs (Tsit5's sum of
   squares is about 18 times the square of their sum), and the noise would drive the step control.
   Here the solver steps onto every node, so ``x(t_m)`` is a step's end (deterministic given
-  ``x``) and the quadrature with probes ``v_m`` drawn independently per node is an unbiased estimate of the
-  exact-divergence quadrature, with variance ``sum_m w_m^2 Var_m`` in place of that of one
+  ``x``) and the quadrature with probes ``v_m`` drawn independently per node is an unbiased
+  estimate of the exact-divergence quadrature, with variance ``sum_m w_m^2 Var_m`` in place of that of one
   quadratic form: on the benchmark's 32-D mixture (VP, ``benchmarks/likelihood_error.py``) a
   point's bits/dim spread goes from 0.31 (fixed probe) to 0.13 at ``M = 32`` and 0.09 at 64,
   about as ``1 / sqrt(M)``. The quadrature's own error falls quickly
