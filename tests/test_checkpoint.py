@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 import pytest
 import tensorstore as ts
 
@@ -85,6 +86,29 @@ def test_round_trip_is_exact_and_lands_replicated_on_the_mesh(tmp_path, states):
   assert step == 7
   assert_same(restored, states[0])
   ckpt.close()
+
+
+def test_checkpoints_of_orbax_standard_handler_still_restore(tmp_path, states):
+  """Runs saved before the state handler got a registry of its own wrote through orbax's
+  StandardCheckpointHandler: such a checkpoint (written here the way that code did) restores bit
+  for bit, checksums verified, and building Checkpointers leaves orbax's process-wide type
+  registry as it was (a user's own orbax checkpoints in the same process go through it)."""
+  mesh = sharding.make_mesh()
+  state = jax.device_put(states[1], sharding.replicated(mesh))
+  checksums = {'format': checkpoint._CHECKSUM_FORMAT, 'leaves': checkpoint.leaf_checksums(state)}
+  handlers = {checkpoint._STATE: ocp.StandardCheckpointHandler(),
+              checkpoint._CHECKSUMS: ocp.JsonCheckpointHandler(filename=checkpoint._CHECKSUM_FILE)}
+  with ocp.CheckpointManager(tmp_path / checkpoint.PERIODIC_DIR, item_handlers=handlers) as old:
+    old.save(5, args=ocp.args.Composite(**{
+        checkpoint._STATE: ocp.args.StandardSave(state),
+        checkpoint._CHECKSUMS: ocp.args.JsonSave(checksums)}))
+  default = type(ocp.type_handlers.get_type_handler(jax.Array))
+  with checkpoint.Checkpointer(tmp_path, read_only=True) as ckpt:
+    restored, step = ckpt.restore_latest(abstract(state, mesh))
+  assert step == 5
+  assert_same(restored, states[1])
+  assert type(ocp.type_handlers.get_type_handler(jax.Array)) is default
+  assert not issubclass(default, checkpoint._ArrayHandler)
 
 
 def test_relative_workdir_round_trips(tmp_path, states, monkeypatch):
