@@ -1,5 +1,8 @@
 """Reads the checkpoints released with score_sde (JAX) and converts them into our orbax layout.
 
+``convert`` (and the command line below) also takes score_sde_pytorch's ``checkpoint_<N>.pth``
+files, read by ``pytorch_checkpoints``; the format is told from the file's content.
+
 The released files ``checkpoints/checkpoint_<N>`` were written by
 ``flax.training.checkpoints.save_checkpoint`` (flax 0.3) from the reference code's state
 
@@ -32,17 +35,17 @@ import optax
 from absl import app, flags, logging
 from etils import epath
 
-from score_sde import checkpoint, models
+from score_sde import checkpoint, models, pytorch_checkpoints
 from score_sde import workdir as workdir_lib
 from score_sde.training import optim
 from score_sde.training.train_state import TrainState
 
-_FILE_PATTERN = re.compile(r'checkpoint_(\d+)$')
+_FILE_PATTERN = re.compile(r'checkpoint_(\d+)(\.pth)?$')
 _MOMENTS = ('grad_ema', 'grad_sq_ema')
 
 
 def snapshot_index(path) -> Optional[int]:
-  """``N`` of a file named ``checkpoint_<N>``, else None."""
+  """``N`` of a file named ``checkpoint_<N>`` (JAX) or ``checkpoint_<N>.pth`` (PyTorch port)."""
   match = _FILE_PATTERN.search(epath.Path(path).name)
   return int(match.group(1)) if match else None
 
@@ -221,7 +224,14 @@ def convert(config, checkpoint_path, workdir, step: Optional[int] = None) -> int
   Returns:
     The step written.
   """
-  released = load_released_checkpoint(checkpoint_path)
+  template = models.abstract_params(config)
+  if pytorch_checkpoints.is_torch_file(_resolve(checkpoint_path)):
+    path = _resolve(checkpoint_path)
+    released = pytorch_checkpoints.load_pytorch_checkpoint(path, template,
+                                                           models.module_order(config))
+    released['snapshot'] = snapshot_index(path)
+  else:
+    released = load_released_checkpoint(checkpoint_path)
   if step is None:
     if released['snapshot'] is None:
       raise ValueError(f'{released["path"]} is not named checkpoint_<N>; pass --step.')
@@ -230,7 +240,6 @@ def convert(config, checkpoint_path, workdir, step: Optional[int] = None) -> int
                                                          config.model.ema_rate):
     logging.warning('Released ema_rate %s differs from config.model.ema_rate %s.',
                     released['ema_rate'], config.model.ema_rate)
-  template = models.abstract_params(config)
   state = to_train_state(released, template, optim.get_optimizer(config.optim))
   with checkpoint.Checkpointer(workdir, async_save=False) as ckpt:
     if not ckpt.save(step, state, periodic=True):
@@ -246,7 +255,8 @@ def _define_flags():
   from ml_collections import config_flags
   config_flags.DEFINE_config_file('config', None, 'The config the checkpoint was trained with.',
                                   lock_config=True)
-  flags.DEFINE_string('checkpoint', None, 'A released checkpoint_<N> file (or its directory).')
+  flags.DEFINE_string('checkpoint', None, 'A released checkpoint_<N> file, a score_sde_pytorch '
+                      'checkpoint_<N>.pth, or the directory holding them (the newest is read).')
   flags.DEFINE_string('workdir', None, 'Run directory to write checkpoints/<step> into.')
   flags.DEFINE_integer('step', None, 'Step to file it under; default N * snapshot_freq.')
   flags.mark_flags_as_required(['config', 'checkpoint', 'workdir'])

@@ -13,10 +13,10 @@ from score_sde.models.ncsnpp import NCSNpp
 from score_sde.models.ncsnv2 import NCSN, NCSNv2, NCSNv2_128, NCSNv2_256
 from score_sde.models.utils import (CLASSIFIERS, MODELS, abstract_params, count_params,
                                     get_classifier, get_classifier_fn, get_model, get_model_fn,
-                                    get_score_fn, get_sigmas, init_params)
+                                    get_score_fn, get_sigmas, init_params, module_order)
 from score_sde.models.wideresnet_noise_conditional import WideResnet
 
 __all__ = ['CLASSIFIERS', 'MODELS', 'DDPM', 'NCSN', 'NCSNpp', 'NCSNv2', 'NCSNv2_128',
            'NCSNv2_256', 'WideResnet', 'abstract_params', 'count_params', 'get_classifier',
            'get_classifier_fn', 'get_model', 'get_model_fn', 'get_score_fn', 'get_sigmas',
-           'init_params']
+           'init_params', 'module_order']

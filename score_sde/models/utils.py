@@ -6,7 +6,7 @@ constructor; importing ``score_sde.models`` fills it. ``get_score_fn`` turns a n
 conventions the released checkpoints were trained with.
 """
 import functools
-from typing import Callable, Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 import flax.linen as nn
 import jax
@@ -139,6 +139,25 @@ def abstract_params(config_or_model: Union[ml_collections.ConfigDict, nn.Module]
   anything: the target for sharded initialisation and checkpoint restoring."""
   model, shape = _model_and_shape(config_or_model, image_shape)
   return jax.eval_shape(_init_fn(model, shape), jax.random.key(0))
+
+
+def module_order(config_or_model: Union[ml_collections.ConfigDict, nn.Module],
+                 image_shape: Optional[Sequence[int]] = None) -> Tuple[str, ...]:
+  """The top-level submodule names of the parameter tree in the order the network creates them.
+
+  linen names submodules ``<Class>_<k>`` in creation order, which is the order PyTorch ports keep
+  their layers in (``pytorch_checkpoints``); jax pytrees sort dict keys, so the order is read off
+  the ``init`` trace itself. Computes nothing (``jax.eval_shape``).
+  """
+  model, shape = _model_and_shape(config_or_model, image_shape)
+  init, order = _init_fn(model, shape), []
+
+  def record(rng):
+    params = init(rng)
+    order.extend(params)  # Trace-time side effect: the dict's insertion order.
+    return params
+  jax.eval_shape(record, jax.random.key(0))
+  return tuple(order)
 
 
 def count_params(params) -> int:

@@ -1,0 +1,144 @@
+"""Writes tests/fixtures/parity/: score_sde_pytorch's own numbers, for tests that need no torch.
+
+    pip install torch   # CPU wheel; not a dependency of this package or its tests
+    python benchmarks/make_parity_fixtures.py --pytorch_repo ~/score_sde_pytorch
+
+For each network in ``NETWORKS`` (small settings of the paper's configs that between them use
+every architecture option those configs use: FIR and plain resampling, progressive input
+'residual' / 'input_skip', progressive output 'output_skip', Fourier and positional time
+embeddings, BigGAN and DDPM residual blocks, attention, ``scale_by_sigma``, and the DDPM
+network), the port builds the network from the same ``ml_collections`` config, takes
+``--train_steps`` steps of its own train step (``losses.get_step_fn``: the SDE loss of the
+config, Adam with warm-up and gradient clipping, its EMA) on fixed random images, and then
+
+* saves the state with its own ``utils.save_checkpoint`` as ``<name>.pth`` (so the EMA differs
+  from the weights and Adam's moments are not zero), and
+* evaluates ``model(x, t)`` (``eval()`` mode) with the trained weights and, after
+  ``ema.copy_to``, with the EMA weights, at fixed inputs, into ``<name>.npz`` (NHWC, float32).
+
+``tests/test_parity.py`` converts each ``.pth`` with ``score_sde.pytorch_checkpoints`` and checks
+this project's networks against the stored outputs. The port compiles CUDA kernels when its
+``op`` package is imported; on CPU it calls only the pure-PyTorch ``upfirdn2d_native``, so
+``torch.utils.cpp_extension.load`` is replaced by a stub first (as ``pytorch_parity.py`` does),
+and its ``utils`` module gets an empty ``tensorflow`` (imported for gfile, unused here).
+"""
+import importlib.machinery
+import json
+import os
+import subprocess
+import sys
+import types
+
+import numpy as np
+from absl import app, flags
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
+from tests.parity_networks import NETWORKS, network_config  # noqa: E402
+
+_REPO = flags.DEFINE_string('pytorch_repo', None, 'Checkout of score_sde_pytorch.')
+_OUT = flags.DEFINE_string('out', os.path.join(os.path.dirname(os.path.abspath(__file__)), '..',
+                                               'tests', 'fixtures', 'parity'), 'Output folder.')
+_STEPS = flags.DEFINE_integer('train_steps', 3, 'Port train steps before saving.')
+_BATCH = flags.DEFINE_integer('batch', 2, 'Images per input and per train step.')
+
+
+def _import_port(repo: str):
+  import torch
+  import torch.utils.cpp_extension
+  torch.utils.cpp_extension.load = lambda *args, **kwargs: None
+  # The port's utils.py imports tensorflow for gfile, which save_checkpoint does not use.
+  stub = types.ModuleType('tensorflow')
+  stub.__spec__ = importlib.machinery.ModuleSpec('tensorflow', None)
+  sys.modules.setdefault('tensorflow', stub)
+  sys.path.insert(0, os.path.expanduser(repo))
+  import losses
+  import sde_lib
+  import utils
+  from models import ddpm, ncsnpp, ncsnv2  # noqa: F401  (registers the models)
+  from models import layerspp
+  from models import utils as mutils
+  from models.ema import ExponentialMovingAverage
+  interpolate = layerspp.F.interpolate
+
+  def nearest(x, size=None, scale_factor=None, *args, **kwargs):
+    # The port's layerspp.Upsample (DDPM blocks without FIR) calls interpolate(x, size,
+    # 'nearest'), which torch reads as a scale factor and refuses; it means mode='nearest'.
+    if isinstance(scale_factor, str):
+      return interpolate(x, size=size, mode=scale_factor)
+    return interpolate(x, size, scale_factor, *args, **kwargs)
+  layerspp.F = types.SimpleNamespace(**{**vars(layerspp.F), 'interpolate': nearest})
+  return torch, losses, sde_lib, utils, mutils, ExponentialMovingAverage
+
+
+def _port_sde(sde_lib, config):
+  m, name = config.model, config.training.sde.lower()
+  if name == 'vesde':
+    return sde_lib.VESDE(m.sigma_min, m.sigma_max, m.num_scales)
+  cls = sde_lib.VPSDE if name == 'vpsde' else sde_lib.subVPSDE
+  return cls(m.beta_min, m.beta_max, m.num_scales)
+
+
+def _time_labels(config, batch: int, rng: np.random.Generator) -> np.ndarray:
+  """What the network is called with: sigma (Fourier), 999 t (continuous VP), or a step index."""
+  m = config.model
+  if m.embedding_type == 'fourier' and m.name == 'ncsnpp':
+    return np.exp(rng.uniform(np.log(m.sigma_min), np.log(m.sigma_max), batch)).astype(np.float32)
+  if config.training.continuous:
+    return (999. * rng.uniform(1e-3, 1., batch)).astype(np.float32)
+  return rng.integers(0, m.num_scales, batch).astype(np.float32)
+
+
+def _make(name: str, ports, out_dir: str, commit: str) -> None:
+  torch, losses, sde_lib, utils, mutils, Ema = ports
+  config = network_config(name)
+  with config.unlocked():
+    config.device = torch.device('cpu')
+  torch.manual_seed(0)
+  model = mutils.create_model(config)  # DataParallel: names are 'module.'-prefixed, as released.
+  ema = Ema(model.parameters(), decay=config.model.ema_rate)
+  optimizer = losses.get_optimizer(config, model.parameters())
+  state = dict(optimizer=optimizer, model=model, ema=ema, step=0)
+  step_fn = losses.get_step_fn(
+      _port_sde(sde_lib, config), train=True, optimize_fn=losses.optimization_manager(config),
+      reduce_mean=config.training.reduce_mean, continuous=config.training.continuous,
+      likelihood_weighting=config.training.likelihood_weighting)
+  c, s = config.data.num_channels, config.data.image_size
+  gen = torch.Generator().manual_seed(1)
+  for _ in range(_STEPS.value):
+    step_fn(state, torch.rand((_BATCH.value, c, s, s), generator=gen))
+  utils.save_checkpoint(os.path.join(out_dir, f'{name}.pth'), state)
+
+  rng = np.random.default_rng(2)
+  x = rng.uniform(0., 1., (_BATCH.value, s, s, c)).astype(np.float32)
+  t = _time_labels(config, _BATCH.value, rng)
+  model.eval()
+  with torch.no_grad():
+    def apply():
+      y = model(torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), torch.from_numpy(t))
+      return y.numpy().transpose(0, 2, 3, 1).astype(np.float32)
+    out_model = apply()
+    ema.copy_to(model.parameters())
+    out_ema = apply()
+  provenance = dict(port_commit=commit, torch=torch.__version__, train_steps=_STEPS.value,
+                    generator='benchmarks/make_parity_fixtures.py')
+  np.savez(os.path.join(out_dir, f'{name}.npz'), x=x, t=t, out_model=out_model, out_ema=out_ema,
+           step=np.int64(state['step']), provenance=json.dumps(provenance))
+  print(f'{name}: {sum(p.numel() for p in model.parameters()):,} parameters, output range '
+        f'{np.ptp(out_ema):.3g}, |ema - model| {np.abs(out_ema - out_model).max():.3g}')
+
+
+def main(argv):
+  del argv
+  if not _REPO.value:
+    raise app.UsageError('--pytorch_repo: the path of a score_sde_pytorch checkout.')
+  repo = os.path.expanduser(_REPO.value)
+  commit = subprocess.run(['git', '-C', repo, 'rev-parse', 'HEAD'], capture_output=True,
+                          text=True, check=False).stdout.strip() or 'unknown'
+  os.makedirs(_OUT.value, exist_ok=True)
+  ports = _import_port(repo)
+  for name in NETWORKS:
+    _make(name, ports, _OUT.value, commit)
+
+
+if __name__ == '__main__':
+  app.run(main)

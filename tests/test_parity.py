@@ -1,0 +1,124 @@
+"""Equality with score_sde_pytorch, number for number, from its own stored outputs (no torch).
+
+The fixtures in tests/fixtures/parity/ were written by benchmarks/make_parity_fixtures.py from
+the port's code (commit and torch version in each .npz's ``provenance``): each network of
+tests/parity_networks.py took three steps of the port's own train step, was saved with the
+port's ``utils.save_checkpoint`` (``<name>.pth``), and was evaluated by the port's
+``model(x, t)`` in eval mode with its weights (``out_model``) and its EMA (``out_ema``).
+Here the ``.pth`` is read without torch (score_sde.pytorch_checkpoints), converted into this
+project's linen tree, and this project's network must give the port's outputs. This protects
+the forward pass of every architecture option the paper's configs use (a swapped
+concatenation, a skip rescale, a norm epsilon, an init scale that leaks into the output) and
+the checkpoint conversion (names, kernel layouts, the EMA and Adam's moments).
+"""
+import json
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from score_sde import models, pytorch_checkpoints, released_checkpoints
+from score_sde.training import optim
+from tests.parity_networks import NETWORKS, network_config
+
+FIXTURES = os.path.join(os.path.dirname(__file__), 'fixtures', 'parity')
+REL_TOL = 1e-5  # Of the output's range, float32 throughout.
+
+
+def _fixture(name):
+  data = np.load(os.path.join(FIXTURES, f'{name}.npz'))
+  return {k: data[k] for k in data.files}
+
+
+def _converted(name):
+  config = network_config(name)
+  template = models.abstract_params(config)
+  released = pytorch_checkpoints.load_pytorch_checkpoint(
+      os.path.join(FIXTURES, f'{name}.pth'), template, models.module_order(config))
+  state = released_checkpoints.to_train_state(released, template,
+                                              optim.get_optimizer(config.optim))
+  return config, released, state
+
+
+def _assert_close(actual, expected, what):
+  actual, expected = np.asarray(actual), np.asarray(expected)
+  assert actual.shape == expected.shape, what
+  err = np.abs(actual - expected).max() / np.ptp(expected)
+  assert err < REL_TOL, f'{what}: max error {err:.2e} of the output range (tolerance {REL_TOL})'
+
+
+@pytest.mark.parametrize('name', list(NETWORKS))
+def test_network_equals_port(name):
+  """Our network on the port's converted weights and EMA gives the port's ``model(x, t)``."""
+  fixture = _fixture(name)
+  provenance = json.loads(str(fixture['provenance']))
+  assert provenance['port_commit'] and provenance['torch']
+  config, released, state = _converted(name)
+  model = models.get_model(config)
+  for params, key in ((state.params, 'out_model'), (state.params_ema, 'out_ema')):
+    out = model.apply({'params': params}, fixture['x'], fixture['t'], train=False)
+    _assert_close(out, fixture[key], f'{name} {key} ({NETWORKS[name][1]})')
+  # The EMA is a different set of weights (three updates at rate 0.9, warmed up as the port's).
+  assert np.abs(fixture['out_ema'] - fixture['out_model']).max() > 100 * REL_TOL * np.ptp(
+      fixture['out_ema'])
+  assert released['step'] == int(fixture['step']) == int(state.step)
+
+
+def test_adam_moments_and_counts_carry_over():
+  """torch Adam's exp_avg / exp_avg_sq land in optax's ScaleByAdamState, step counts with them."""
+  config, released, state = _converted('ncsnpp_ve')
+  adam = released['adam']
+  assert adam['count'] == released['step'] == 3
+  raw = pytorch_checkpoints.read_pth(os.path.join(FIXTURES, 'ncsnpp_ve.pth'))
+  # all_modules.1 is the first Dense (the Fourier projection, all_modules.0, is frozen: no state).
+  names = [k for k in raw['model'] if k.startswith('module.all_modules.')]
+  dense_w = names.index('module.all_modules.1.weight')
+  torch_mu = raw['optimizer']['state'][dense_w]['exp_avg']
+  np.testing.assert_array_equal(adam['mu']['Dense_0']['kernel'], torch_mu.T)
+  scale_by_adam = [s for s in jax.tree.leaves(
+      state.opt_state, is_leaf=lambda s: hasattr(s, 'nu')) if hasattr(s, 'nu')]
+  assert len(scale_by_adam) == 1 and int(scale_by_adam[0].count) == 3
+  np.testing.assert_array_equal(scale_by_adam[0].mu['Dense_0']['kernel'], torch_mu.T)
+  np.testing.assert_array_equal(scale_by_adam[0].nu['GaussianFourierProjection_0']['W'], 0.)
+
+
+def test_converted_workdir_samples_with_the_ema(tmp_path):
+  """The command line's ``convert`` writes a workdir that ``score_sde.load`` serves; its
+  network is the port's EMA network (what the port samples and evaluates with)."""
+  import score_sde
+  name = 'ncsnpp_embedded'
+  pth = tmp_path / 'checkpoint_2.pth'
+  shutil.copy(os.path.join(FIXTURES, f'{name}.pth'), pth)
+  config = network_config(name)
+  step = released_checkpoints.convert(config, str(tmp_path), str(tmp_path / 'run'))
+  assert step == 2 * config.training.snapshot_freq
+  pipe = score_sde.load(str(tmp_path / 'run'))
+  fixture = _fixture(name)
+  out = pipe.model.apply({'params': pipe.params}, fixture['x'], fixture['t'], train=False)
+  _assert_close(out, fixture['out_ema'], f'{name} loaded EMA')
+
+
+def test_wrong_config_names_the_mismatch():
+  """A checkpoint converted with another network's config fails naming what differs."""
+  config = network_config('ddpmpp_vp')
+  with pytest.raises(Exception, match='blocks with parameters|no module|no parameter|differ'):
+    template = models.abstract_params(config)
+    released = pytorch_checkpoints.load_pytorch_checkpoint(
+        os.path.join(FIXTURES, 'ncsnpp_ve.pth'), template, models.module_order(config))
+    released_checkpoints.to_train_state(released, template, optim.get_optimizer(config.optim))
+
+
+def test_corrupt_and_foreign_files_are_refused(tmp_path):
+  """A truncated .pth, or a file that is no torch checkpoint, is a ValueError naming the file."""
+  data = open(os.path.join(FIXTURES, 'ncsnpp_ve.pth'), 'rb').read()
+  truncated = tmp_path / 'checkpoint_1.pth'
+  truncated.write_bytes(data[:len(data) // 2])
+  with pytest.raises(ValueError, match='checkpoint_1.pth'):
+    pytorch_checkpoints.read_pth(truncated)
+  foreign = tmp_path / 'notes.pth'
+  foreign.write_bytes(b'not a checkpoint')
+  assert not pytorch_checkpoints.is_torch_file(foreign)
+  with pytest.raises(ValueError, match='notes.pth'):
+    pytorch_checkpoints.read_pth(foreign)
