@@ -117,14 +117,96 @@ def _make(name: str, ports, out_dir: str, commit: str) -> None:
       y = model(torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), torch.from_numpy(t))
       return y.numpy().transpose(0, 2, 3, 1).astype(np.float32)
     out_model = apply()
+    ema.store(model.parameters())
     ema.copy_to(model.parameters())
     out_ema = apply()
   provenance = dict(port_commit=commit, torch=torch.__version__, train_steps=_STEPS.value,
                     generator='benchmarks/make_parity_fixtures.py')
   np.savez(os.path.join(out_dir, f'{name}.npz'), x=x, t=t, out_model=out_model, out_ema=out_ema,
            step=np.int64(state['step']), provenance=json.dumps(provenance))
+  if name in STEP_VARIANTS:
+    ema.restore(model.parameters())  # Back to the trained weights.
+    _step_fixture(name, ports, state, config, out_dir)
   print(f'{name}: {sum(p.numel() for p in model.parameters()):,} parameters, output range '
         f'{np.ptp(out_ema):.3g}, |ema - model| {np.abs(out_ema - out_model).max():.3g}')
+
+
+# Loss variants per network: (sde, continuous, likelihood_weighting). The first also takes a whole
+# train step (clipping, warmed-up Adam, the EMA) from the saved state.
+STEP_VARIANTS = {
+    'ncsnpp_ve': (('vesde', True, False), ('vesde', True, True), ('vesde', False, False)),
+    'ddpmpp_vp': (('vpsde', True, True), ('vpsde', True, False), ('subvpsde', True, False),
+                  ('subvpsde', True, True), ('vpsde', False, False)),
+}
+
+
+class _FixedNoise:
+  """The port's ``torch`` as its losses module sees it, drawing the given t, labels and z."""
+
+  def __init__(self, torch, u, labels, z):
+    self._torch, self._u, self._labels, self._z = torch, u, labels, z
+
+  def __getattr__(self, name):
+    return getattr(self._torch, name)
+
+  def rand(self, *args, **kwargs):
+    return self._torch.from_numpy(self._u)
+
+  def randint(self, *args, **kwargs):
+    return self._torch.from_numpy(self._labels)
+
+  def randn_like(self, x):
+    return self._torch.from_numpy(self._z.transpose(0, 3, 1, 2).copy())
+
+
+def _step_fixture(name: str, ports, state, config, out_dir: str) -> None:
+  """Losses, gradient, the Adam step and the EMA update from the saved state at fixed noise."""
+  torch, losses, sde_lib, _, _, _ = ports
+  model, optimizer, ema = state['model'], state['optimizer'], state['ema']
+  c, s, b = config.data.num_channels, config.data.image_size, _BATCH.value
+  rng = np.random.default_rng(3)
+  data = rng.uniform(0., 1., (b, s, s, c)).astype(np.float32)
+  u = rng.uniform(0., 1., b).astype(np.float32)
+  labels = rng.integers(0, config.model.num_scales, b).astype(np.int64)
+  z = rng.standard_normal((b, s, s, c)).astype(np.float32)
+  losses.torch = _FixedNoise(torch, u, labels, z)
+  batch = torch.from_numpy(data.transpose(0, 3, 1, 2).copy())
+  out = dict(data=data, u=u, labels=labels, z=z, reduce_mean=config.training.reduce_mean,
+             variants=json.dumps(STEP_VARIANTS[name]))
+  names = [k for k in model.state_dict() if '.all_modules.' in k]
+  params = [p for n, p in model.named_parameters() if '.all_modules.' in n]
+  values = []
+  for sde_name, continuous, weighting in STEP_VARIANTS[name]:
+    m = config.model
+    if sde_name == 'vesde':
+      sde = sde_lib.VESDE(m.sigma_min, m.sigma_max, m.num_scales)
+    else:
+      sde = (sde_lib.VPSDE if sde_name == 'vpsde' else sde_lib.subVPSDE)(
+          m.beta_min, m.beta_max, m.num_scales)
+    if continuous:
+      loss_fn = losses.get_sde_loss_fn(sde, False, config.training.reduce_mean, True, weighting)
+    elif sde_name == 'vesde':
+      loss_fn = losses.get_smld_loss_fn(sde, False, config.training.reduce_mean)
+    else:
+      loss_fn = losses.get_ddpm_loss_fn(sde, False, config.training.reduce_mean)
+    values.append(loss_fn(model, batch))
+  # The whole step on the first variant's loss, after every loss is taken at the saved weights.
+  optimizer.zero_grad()
+  values[0].backward()
+  for n, p in zip(names, params):
+    out[f'grad/{n}'] = (p.grad.numpy().copy() if p.grad is not None
+                        else np.zeros(p.shape, np.float32))
+  losses.optimization_manager(config)(optimizer, model.parameters(), step=state['step'])
+  ema.update(model.parameters())
+  shadow = iter(ema.shadow_params)  # Trainable parameters only; frozen ones keep their value.
+  for n, p in zip(names, params):
+    out[f'after/{n}'] = p.detach().numpy().copy()
+    out[f'ema_after/{n}'] = (next(shadow) if p.requires_grad else p.detach()).numpy().copy()
+  values = [float(v) for v in values]
+  losses.torch = torch
+  out['losses'] = np.asarray(values, np.float64)
+  np.savez_compressed(os.path.join(out_dir, f'{name}_step.npz'), **out)
+  print(f'{name}: losses {np.round(values, 4).tolist()} at {STEP_VARIANTS[name]}')
 
 
 def main(argv):

@@ -81,6 +81,14 @@ def dsm_loss(score_fn: sde_lib.ScoreFn, sde: sde_lib.SDE, rng: jax.Array, data: 
   t = _draw(lambda r, s: jax.random.uniform(r, s, minval=eps, maxval=sde.T), t_rng,
             (data.shape[0],), micro)
   z = _draw(lambda r, s: jax.random.normal(r, s, data.dtype), z_rng, data.shape, micro)
+  return dsm_loss_at(score_fn, sde, data, t, z, reduce_mean, likelihood_weighting)
+
+
+def dsm_loss_at(score_fn: sde_lib.ScoreFn, sde: sde_lib.SDE, data: jax.Array, t: jax.Array,
+                z: jax.Array, reduce_mean: bool = False,
+                likelihood_weighting: bool = False) -> jax.Array:
+  """``dsm_loss`` at given times ``t (B,)`` and noise ``z`` (``data``'s shape), eq. (7):
+  ``lambda(t) || s(x_t, t) + z / std(t) ||^2`` with ``x_t = mean(t) + std(t) z``, as ``(B,)``."""
   mean, std = sde.marginal_prob(data, t)
   score = score_fn(mean + batch_mul(std, z), t)
   if likelihood_weighting:
@@ -102,12 +110,17 @@ def smld_loss(model_fn: ModelFn, sde: sde_lib.VESDE, rng: jax.Array, data: jax.A
     raise ValueError(f'The SMLD loss needs a VESDE, got {type(sde).__name__}; set '
                      'training.sde = "vesde" or training.continuous = True.')
   label_rng, z_rng = jax.random.split(rng)
-  sigmas_descending = sde.discrete_sigmas[::-1]
   labels = _draw(lambda r, s: jax.random.randint(r, s, 0, sde.N), label_rng, (data.shape[0],),
                  micro)
-  sigmas = sigmas_descending[labels]
-  noise = batch_mul(sigmas, _draw(lambda r, s: jax.random.normal(r, s, data.dtype), z_rng,
-                                  data.shape, micro))
+  z = _draw(lambda r, s: jax.random.normal(r, s, data.dtype), z_rng, data.shape, micro)
+  return smld_loss_at(model_fn, sde, data, labels, z, reduce_mean)
+
+
+def smld_loss_at(model_fn: ModelFn, sde: sde_lib.VESDE, data: jax.Array, labels: jax.Array,
+                 z: jax.Array, reduce_mean: bool = False) -> jax.Array:
+  """``smld_loss`` at given labels ``(B,)`` int and standard noise ``z``; ``(B,)``."""
+  sigmas = sde.discrete_sigmas[::-1][labels]
+  noise = batch_mul(sigmas, z)
   score = model_fn(data + noise, labels)
   target = -batch_mul(1. / sigmas ** 2, noise)
   return _reduce(jnp.square(score - target), reduce_mean) * sigmas ** 2
@@ -125,6 +138,12 @@ def ddpm_loss(model_fn: ModelFn, sde: sde_lib.VPSDE, rng: jax.Array, data: jax.A
   labels = _draw(lambda r, s: jax.random.randint(r, s, 0, sde.N), label_rng, (data.shape[0],),
                  micro)
   z = _draw(lambda r, s: jax.random.normal(r, s, data.dtype), z_rng, data.shape, micro)
+  return ddpm_loss_at(model_fn, sde, data, labels, z, reduce_mean)
+
+
+def ddpm_loss_at(model_fn: ModelFn, sde: sde_lib.VPSDE, data: jax.Array, labels: jax.Array,
+                 z: jax.Array, reduce_mean: bool = False) -> jax.Array:
+  """``ddpm_loss`` at given steps ``labels (B,)`` int and noise ``z``; ``(B,)``."""
   perturbed = (batch_mul(sde.sqrt_alphas_cumprod[labels], data)
                + batch_mul(sde.sqrt_1m_alphas_cumprod[labels], z))
   return _reduce(jnp.square(model_fn(perturbed, labels) - z), reduce_mean)

@@ -37,6 +37,7 @@ def network_config(name: str):
     model.num_scales = 1000  # The port indexes its sigma table at 999 t.
   model.dropout = 0.1  # Exercised by the train steps; evaluation is deterministic.
   model.ema_rate = 0.9
+  model.ema_warmup = True  # The port's EMA always warms up (num_updates); the JAX code's never.
   optim.warmup = 2
   optim.grad_clip = 1.
   config.training.batch_size = 2

@@ -173,8 +173,9 @@ def test_optimizer_warmup_and_clipping(smoke_config):
 @pytest.mark.parametrize('warmup', [False, True])
 def test_ema_follows_its_rate_and_the_warmed_up_rate(warmup):
   """params_ema after each train step is r_s e + (1 - r_s) p, with r_s = ema_rate, or with
-  model.ema_warmup min(ema_rate, (1 + s) / (10 + s)) at update s (so step 0 keeps 10% of the
-  initial weights, not 99.9%); checked against the recurrence in numpy on a 1-D quadratic."""
+  model.ema_warmup min(ema_rate, (1 + n) / (10 + n)) at the n = s + 1-th update s (the port's
+  num_updates; so step 0 keeps 18% of the initial weights, not 99.9%); checked against the
+  recurrence in numpy on a 1-D quadratic."""
   from score_sde.training import train_state
   rate = 0.999
 
@@ -190,6 +191,6 @@ def test_ema_follows_its_rate_and_the_warmed_up_rate(warmup):
   for s in range(4):
     state, _ = step_fn(state, jnp.asarray(0.), jax.random.key(0))
     w = w - 0.1 * 2. * w
-    r = min(rate, (1. + s) / (10. + s)) if warmup else rate
+    r = min(rate, (2. + s) / (11. + s)) if warmup else rate
     ema = r * ema + (1. - r) * w
     np.testing.assert_allclose(float(state.params_ema['w']), ema, rtol=1e-6)

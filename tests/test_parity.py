@@ -16,10 +16,11 @@ import os
 import shutil
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from score_sde import models, pytorch_checkpoints, released_checkpoints
+from score_sde import losses, models, pytorch_checkpoints, released_checkpoints, sde_lib
 from score_sde.training import optim
 from tests.parity_networks import NETWORKS, network_config
 
@@ -122,3 +123,76 @@ def test_corrupt_and_foreign_files_are_refused(tmp_path):
   assert not pytorch_checkpoints.is_torch_file(foreign)
   with pytest.raises(ValueError, match='notes.pth'):
     pytorch_checkpoints.read_pth(foreign)
+
+
+def _sde(config, name):
+  m = config.model
+  if name == 'vesde':
+    return sde_lib.VESDE(m.sigma_min, m.sigma_max, m.num_scales)
+  cls = sde_lib.VPSDE if name == 'vpsde' else sde_lib.subVPSDE
+  return cls(m.beta_min, m.beta_max, m.num_scales)
+
+
+def _fixed_noise_loss(model, step, sde, continuous, weighting, eps=1e-5):
+  """``loss_fn(rng, params, batch)`` of ``losses`` drawing the port's stored t / labels and z."""
+  def loss_fn(rng, params, data):
+    del rng
+    if continuous:
+      t = jnp.asarray(step['u']) * (sde.T - eps) + eps  # The port's torch.rand(B) * (T - eps) + eps.
+      score_fn = models.get_score_fn(sde, model, params, train=False, continuous=True)
+      per_example = losses.dsm_loss_at(score_fn, sde, data, t, step['z'],
+                                       bool(step['reduce_mean']), weighting)
+    else:
+      model_fn = models.get_model_fn(model, params, train=False)
+      at = losses.smld_loss_at if isinstance(sde, sde_lib.VESDE) else losses.ddpm_loss_at
+      per_example = at(model_fn, sde, data, jnp.asarray(step['labels'], jnp.int32), step['z'],
+                       bool(step['reduce_mean']))
+    return jnp.mean(per_example)
+  return loss_fn
+
+
+@pytest.mark.parametrize('name', ['ncsnpp_ve', 'ddpmpp_vp'])
+def test_losses_equal_port(name):
+  """DSM (VE / VP / sub-VP, with and without likelihood weighting), SMLD and DDPM losses equal the
+  port's ``get_sde_loss_fn`` / ``get_smld_loss_fn`` / ``get_ddpm_loss_fn`` at its t and z."""
+  step = _fixture(f'{name}_step')
+  config, _, state = _converted(name)
+  model = models.get_model(config)
+  variants = json.loads(str(step['variants']))
+  assert len(variants) == len(step['losses'])
+  for (sde_name, continuous, weighting), expected in zip(variants, step['losses']):
+    fn = _fixed_noise_loss(model, step, _sde(config, sde_name), continuous, weighting)
+    value = float(fn(None, state.params, step['data']))
+    assert abs(value - expected) <= 1e-6 * abs(expected), (sde_name, continuous, weighting,
+                                                           value, expected)
+
+
+@pytest.mark.parametrize('name', ['ncsnpp_ve', 'ddpmpp_vp'])
+def test_train_step_equals_port(name):
+  """One train step from the converted state (gradient, global-norm clipping, Adam at the
+  warmed-up learning rate continuing the port's moments, the warmed-up EMA) gives the port's
+  gradient, weights and EMA (``losses.get_step_fn``'s step around the port's noise)."""
+  step = _fixture(f'{name}_step')
+  config, _, state = _converted(name)
+  model = models.get_model(config)
+  sde_name, continuous, weighting = json.loads(str(step['variants']))[0]
+  loss_fn = _fixed_noise_loss(model, step, _sde(config, sde_name), continuous, weighting)
+  grads = jax.grad(loss_fn, argnums=1)(None, state.params, step['data'])
+  step_fn = losses._get_step_fn(  # The step get_step_fn builds, around the fixed-noise loss.
+      loss_fn, True, optim.get_optimizer(config.optim), config.model.ema_rate,
+      ema_warmup=config.model.ema_warmup)
+  new_state, _ = step_fn(state, step['data'], jax.random.key(0))
+  order = models.module_order(config)
+
+  def expected(prefix):
+    tree = pytorch_checkpoints.convert_state_dict(
+        {k[len(prefix):]: step[k] for k in step if k.startswith(prefix)}, state.params, order)
+    return jax.tree.map(np.asarray, tree)
+
+  for what, ours, theirs, tol in (('gradient', grads, expected('grad/'), 1e-5),
+                                  ('weights', new_state.params, expected('after/'), 1e-6),
+                                  ('EMA', new_state.params_ema, expected('ema_after/'), 1e-6)):
+    scale = max(float(np.abs(x).max()) for x in jax.tree.leaves(theirs))
+    err = max(jax.tree.leaves(jax.tree.map(lambda a, b: float(np.abs(a - b).max()), ours,
+                                           theirs)))
+    assert err <= tol * scale, f'{name} {what}: max error {err:.2e}, scale {scale:.2e}'

@@ -48,13 +48,14 @@ def ema_update(params_ema, params, rate):
 
 def ema_rate_at(rate: float, step: jax.Array, warmup: bool) -> jax.Array:
   """The EMA rate of update ``step`` (0-based): ``rate``, or with ``warmup``
-  ``min(rate, (1 + step) / (10 + step))`` (the ``num_updates`` of TensorFlow's
-  ExponentialMovingAverage), which lets a short run forget its initial weights: at rate 0.999 a
-  plain EMA still holds 37% of them after 1,000 steps, a warmed-up one under 0.01%."""
+  ``min(rate, (1 + n) / (10 + n))`` for the ``n = step + 1``-th update, as score_sde_pytorch's
+  ``ExponentialMovingAverage`` (``num_updates``, after TensorFlow's), which lets a short run
+  forget its initial weights: at rate 0.999 a plain EMA still holds 37% of them after 1,000
+  steps, a warmed-up one under 0.01%."""
   if not warmup:
     return jnp.asarray(rate, jnp.float32)
-  step = jnp.asarray(step, jnp.float32)
-  return jnp.minimum(jnp.float32(rate), (1. + step) / (10. + step))
+  num_updates = jnp.asarray(step, jnp.float32) + 1.
+  return jnp.minimum(jnp.float32(rate), (1. + num_updates) / (10. + num_updates))
 
 
 def state_factory(config, model, tx: optax.GradientTransformation) -> Callable[[], TrainState]:
