@@ -126,6 +126,7 @@ def _make(name: str, ports, out_dir: str, commit: str) -> None:
            step=np.int64(state['step']), provenance=json.dumps(provenance))
   if name in STEP_VARIANTS:
     ema.restore(model.parameters())  # Back to the trained weights.
+    _sampling_fixture(name, torch, sde_lib, config, model, out_dir)
     _step_fixture(name, ports, state, config, out_dir)
   print(f'{name}: {sum(p.numel() for p in model.parameters()):,} parameters, output range '
         f'{np.ptp(out_ema):.3g}, |ema - model| {np.abs(out_ema - out_model).max():.3g}')
@@ -157,6 +158,35 @@ class _FixedNoise:
 
   def randn_like(self, x):
     return self._torch.from_numpy(self._z.transpose(0, 3, 1, 2).copy())
+
+
+def _sampling_fixture(name: str, torch, sde_lib, config, model, out_dir: str) -> None:
+  """One reverse-diffusion, Euler-Maruyama and Langevin step and the probability-flow drift of
+  the port's ``sampling.py`` at fixed x, t and noise, with the saved weights (eval mode)."""
+  import sampling
+  from models import utils as mutils
+  sde = _port_sde(sde_lib, config)
+  b, s, c = _BATCH.value, config.data.image_size, config.data.num_channels
+  rng = np.random.default_rng(4)
+  t = np.full((b,), 0.5, np.float32)
+  x = rng.standard_normal((b, s, s, c)).astype(np.float32)
+  z = rng.standard_normal((b, s, s, c)).astype(np.float32)
+  sampling.torch = _FixedNoise(torch, None, None, z)
+  score_fn = mutils.get_score_fn(sde, model, train=False, continuous=True)
+  to_torch = lambda a: torch.from_numpy(a.transpose(0, 3, 1, 2).copy())
+  to_numpy = lambda a: a.detach().numpy().transpose(0, 2, 3, 1).copy()
+  xt, tt = to_torch(x), torch.from_numpy(t)
+  out = dict(x=x, t=t, z=z, snr=np.float32(0.16))
+  with torch.no_grad():
+    for key, step in (('reverse_diffusion', sampling.ReverseDiffusionPredictor(sde, score_fn)),
+                      ('euler_maruyama', sampling.EulerMaruyamaPredictor(sde, score_fn)),
+                      ('langevin', sampling.LangevinCorrector(sde, score_fn, 0.16, 1))):
+      new, mean = step.update_fn(xt, tt)
+      out[key], out[f'{key}_mean'] = to_numpy(new), to_numpy(mean)
+    out['probability_flow_drift'] = to_numpy(
+        sde.reverse(score_fn, probability_flow=True).sde(xt, tt)[0])
+  sampling.torch = torch
+  np.savez_compressed(os.path.join(out_dir, f'{name}_sampling.npz'), **out)
 
 
 def _step_fixture(name: str, ports, state, config, out_dir: str) -> None:

@@ -196,3 +196,31 @@ def test_train_step_equals_port(name):
     err = max(jax.tree.leaves(jax.tree.map(lambda a, b: float(np.abs(a - b).max()), ours,
                                            theirs)))
     assert err <= tol * scale, f'{name} {what}: max error {err:.2e}, scale {scale:.2e}'
+
+
+@pytest.mark.parametrize('name', ['ncsnpp_ve', 'ddpmpp_vp'])
+def test_sampling_steps_equal_port(name, monkeypatch):
+  """One reverse-diffusion, Euler-Maruyama (dt = -1/N) and Langevin step (target snr, batch-mean
+  norms, VP's alpha_i) and the probability-flow drift (eq. 13) equal the port's sampling.py at
+  its x, t and noise, on the converted network."""
+  from score_sde.sampling import correctors, predictors
+  fixture = _fixture(f'{name}_sampling')
+  config, _, state = _converted(name)
+  sde = _sde(config, config.training.sde.lower())
+  score_fn = models.get_score_fn(sde, models.get_model(config), state.params, train=False,
+                                 continuous=True)
+  z = jnp.asarray(fixture['z'])
+  monkeypatch.setattr(jax.random, 'normal', lambda key, shape, dtype=None: z.reshape(shape))
+  x, t, dt = jnp.asarray(fixture['x']), jnp.asarray(fixture['t']), -1. / sde.N
+  steps = {
+      'reverse_diffusion': predictors.ReverseDiffusionPredictor(sde, score_fn).update_fn(
+          None, x, t, dt),
+      'euler_maruyama': predictors.EulerMaruyamaPredictor(sde, score_fn).update_fn(None, x, t, dt),
+      'langevin': correctors.LangevinCorrector(sde, score_fn, float(fixture['snr']), 1).update_fn(
+          jax.random.key(0), x, t),
+  }
+  for key, (new, mean) in steps.items():
+    _assert_close(new, fixture[key], f'{name} {key}')
+    _assert_close(mean, fixture[f'{key}_mean'], f'{name} {key} mean')
+  drift = sde.reverse(score_fn, probability_flow=True).sde(x, t)[0]
+  _assert_close(drift, fixture['probability_flow_drift'], f'{name} probability-flow drift')
