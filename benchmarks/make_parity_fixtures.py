@@ -127,6 +127,7 @@ def _make(name: str, ports, out_dir: str, commit: str) -> None:
   if name in STEP_VARIANTS:
     ema.restore(model.parameters())  # Back to the trained weights.
     _sampling_fixture(name, torch, sde_lib, config, model, out_dir)
+    _likelihood_fixture(name, torch, sde_lib, config, model, out_dir)
     _step_fixture(name, ports, state, config, out_dir)
   print(f'{name}: {sum(p.numel() for p in model.parameters()):,} parameters, output range '
         f'{np.ptp(out_ema):.3g}, |ema - model| {np.abs(out_ema - out_model).max():.3g}')
@@ -187,6 +188,39 @@ def _sampling_fixture(name: str, torch, sde_lib, config, model, out_dir: str) ->
         sde.reverse(score_fn, probability_flow=True).sde(xt, tt)[0])
   sampling.torch = torch
   np.savez_compressed(os.path.join(out_dir, f'{name}_sampling.npz'), **out)
+
+
+class _FixedProbe(_FixedNoise):
+  """The port's ``torch`` as its likelihood module sees it: ``randint_like`` gives the probe."""
+
+  def __init__(self, torch, bits):
+    super().__init__(torch, None, None, None)
+    self._bits = bits
+
+  def randint_like(self, x, low=0, high=2):
+    return self._torch.from_numpy(self._bits.transpose(0, 3, 1, 2).copy()).to(x.dtype)
+
+
+def _likelihood_fixture(name: str, torch, sde_lib, config, model, out_dir: str) -> None:
+  """bits/dim of fixed dequantized images through the port's ``likelihood.py`` (scipy RK45 at
+  rtol = atol = 1e-7, tighter than the port's 1e-5) with a fixed Rademacher probe."""
+  import likelihood  # The port's datasets.py (its scalers) needs tensorflow; they are these:
+  centered = config.data.centered
+  scaler = (lambda x: 2. * x - 1.) if centered else (lambda x: x)
+  inverse_scaler = (lambda x: (x + 1.) / 2.) if centered else (lambda x: x)
+  sde = _port_sde(sde_lib, config)
+  b, s, c = _BATCH.value, config.data.image_size, config.data.num_channels
+  rng = np.random.default_rng(5)
+  images = (rng.integers(0, 256, (b, s, s, c)) + rng.uniform(0., 1., (b, s, s, c))) / 256.
+  data = np.asarray(scaler(images), np.float32)
+  bits = rng.integers(0, 2, (b, s, s, c)).astype(np.float32)
+  likelihood.torch = _FixedProbe(torch, bits)
+  fn = likelihood.get_likelihood_fn(sde, inverse_scaler, rtol=1e-7, atol=1e-7)
+  bpd, _, nfe = fn(model, torch.from_numpy(data.transpose(0, 3, 1, 2).copy()))
+  likelihood.torch = torch
+  np.savez_compressed(os.path.join(out_dir, f'{name}_likelihood.npz'), data=data,
+                      probe=2. * bits - 1., bpd=bpd.numpy().astype(np.float64), nfe=np.int64(nfe))
+  print(f'{name}: bits/dim {bpd.numpy().round(4).tolist()} in {nfe} evaluations')
 
 
 def _step_fixture(name: str, ports, state, config, out_dir: str) -> None:
