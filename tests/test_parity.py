@@ -198,6 +198,14 @@ def test_train_step_equals_port(name):
     assert err <= tol * scale, f'{name} {what}: max error {err:.2e}, scale {scale:.2e}'
 
 
+def _converted_score_fn(name):
+  """``(config, sde, score_fn(x, t))`` of the converted network's trained weights."""
+  config, _, state = _converted(name)
+  sde = _sde(config, config.training.sde.lower())
+  return config, sde, models.get_score_fn(sde, models.get_model(config), state.params,
+                                          train=False, continuous=True)
+
+
 @pytest.mark.parametrize('name', ['ncsnpp_ve', 'ddpmpp_vp'])
 def test_sampling_steps_equal_port(name, monkeypatch):
   """One reverse-diffusion, Euler-Maruyama (dt = -1/N) and Langevin step (target snr, batch-mean
@@ -205,10 +213,7 @@ def test_sampling_steps_equal_port(name, monkeypatch):
   its x, t and noise, on the converted network."""
   from score_sde.sampling import correctors, predictors
   fixture = _fixture(f'{name}_sampling')
-  config, _, state = _converted(name)
-  sde = _sde(config, config.training.sde.lower())
-  score_fn = models.get_score_fn(sde, models.get_model(config), state.params, train=False,
-                                 continuous=True)
+  _, sde, score_fn = _converted_score_fn(name)
   z = jnp.asarray(fixture['z'])
   monkeypatch.setattr(jax.random, 'normal', lambda key, shape, dtype=None: z.reshape(shape))
   x, t, dt = jnp.asarray(fixture['x']), jnp.asarray(fixture['t']), -1. / sde.N
@@ -234,10 +239,7 @@ def test_bits_per_dim_equals_port(name, monkeypatch):
   1e-5 both solvers' own errors reach 1.5e-3 bits/dim on the VP network)."""
   from score_sde import data as data_lib, likelihood
   fixture = _fixture(f'{name}_likelihood')
-  config, _, state = _converted(name)
-  sde = _sde(config, config.training.sde.lower())
-  score_fn = models.get_score_fn(sde, models.get_model(config), state.params, train=False,
-                                 continuous=True)
+  config, sde, score_fn = _converted_score_fn(name)
   probe = jnp.asarray(fixture['probe'])
   monkeypatch.setattr(jax.random, 'rademacher',
                       lambda key, shape, dtype=None: probe.reshape(shape).astype(dtype))
