@@ -41,6 +41,10 @@ def get_config() -> ml_collections.ConfigDict:
   # sums the gradients of k micro-batches of batch_size / k (the same update, 1/k the activation
   # memory); batch_size must then split over k * devices.
   training.compute_dtype = 'float32'
+  # With bfloat16, the noise levels whose std is below this run in float32 (score_sde/low_noise.py:
+  # bfloat16 rounds activations to 2^-9 relative, the size of the noise at the smallest levels);
+  # stratified so that each batch holds a fixed share of them. 0: every level in bfloat16.
+  training.float32_below_std = 0.2
   training.grad_accum_steps = 1
 
   # ---------------------------------------------------------------------------------- sampling
@@ -66,8 +70,9 @@ def get_config() -> ml_collections.ConfigDict:
   # e.g. a published schedule; () uses sampling.schedule. num_steps 0 takes its length.
   sampling.times = ()
   # How a multistep sampler reaches sigma = 0: 'extrapolate' (its full order, no extra
-  # evaluation) or 'tweedie' (the released code's extra evaluation at eps).
-  sampling.final_step = 'extrapolate'
+  # evaluation) or 'tweedie' (the released code's extra evaluation at eps); '' the SDE's
+  # measured default (sampling.DEFAULT_FINALS: extrapolate for VP and VE, tweedie for sub-VP).
+  sampling.final_step = ''
   sampling.unipc_variant = 'bh2'  # UniPC's B(h): 'bh1' or 'bh2'.
   sampling.s_churn = 0.  # EDM Heun stochasticity (Karras et al. S_churn); 0: deterministic.
   sampling.rtol = 1e-5  # ODE sampler tolerances (RK45 as in the paper).

@@ -35,7 +35,7 @@ from score_sde import errors
 # Values the code branches on; anything else is a typo.
 CHOICES = {
     'sampling.method': ('pc', 'ode', 'adaptive', 'heun', 'dpm_solver', 'unipc', 'deis', 'ipndm'),
-    'sampling.final_step': ('extrapolate', 'tweedie'),
+    'sampling.final_step': ('', 'extrapolate', 'tweedie'),
     'sampling.unipc_variant': ('bh1', 'bh2'),
     'model.normalization': ('GroupNorm', 'InstanceNorm', 'InstanceNorm++', 'VarianceNorm'),
     'model.interpolation': ('bilinear', 'nearest_neighbor'),
@@ -229,6 +229,10 @@ def _training_problems(c) -> List[str]:
   _positive_int(problems, c, 'training.grad_accum_steps')
   _require(problems, t.compute_dtype in ('float32', 'bfloat16'), 'training.compute_dtype',
            t.compute_dtype, "use 'float32' or 'bfloat16'")
+  below = t.get('float32_below_std', 0.)
+  _require(problems, isinstance(below, (int, float)) and below >= 0.,
+           'training.float32_below_std', below,
+           'use a noise std >= 0 (0: every noise level in the compute dtype)')
   sde = str(t.sde).lower()
   if not t.continuous:
     _require(problems, sde in ('vesde', 'vpsde'), 'training.continuous', t.continuous,
@@ -312,7 +316,8 @@ def _times_problems(c, sampling) -> List[str]:
     return problems  # training.sde's own problem is reported with it.
   try:
     levels = (len(times) if not s.num_steps else
-              sampling.grid_levels(s.method, s.num_steps, s.noise_removal, s.final_step))
+              sampling.grid_levels(s.method, s.num_steps, s.noise_removal,
+                                   s.final_step or sampling.default_final(sde)))
     sampling.schedule.check_times(sde, times, levels, None,
                                   f'sampling.num_steps={s.num_steps} with this method and end')
   except (TypeError, ValueError) as e:

@@ -28,9 +28,10 @@ from typing import Callable, NamedTuple, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
-from score_sde import sde_lib
+from score_sde import low_noise, sde_lib
 from score_sde.sde_lib import batch_mul
 from score_sde.training import train_state
 
@@ -63,7 +64,8 @@ def _reduce(x: jax.Array, reduce_mean: bool) -> jax.Array:
 
 def dsm_loss(score_fn: sde_lib.ScoreFn, sde: sde_lib.SDE, rng: jax.Array, data: jax.Array,
              reduce_mean: bool = False, likelihood_weighting: bool = False,
-             eps: float = 1e-5, micro: Optional[MicroBatch] = None) -> jax.Array:
+             eps: float = 1e-5, micro: Optional[MicroBatch] = None,
+             strata: Optional[low_noise.Strata] = None) -> jax.Array:
   """Continuous denoising score matching, eq. (7); returns per-example losses ``(B,)``.
 
   Args:
@@ -76,12 +78,22 @@ def dsm_loss(score_fn: sde_lib.ScoreFn, sde: sde_lib.SDE, rng: jax.Array, data: 
     eps: smallest time sampled (the score diverges as t -> 0).
     micro: the part of the global batch ``data`` is, under gradient accumulation (``t`` and
       ``z`` are then those rows of the whole batch's draws); None: ``data`` is the batch.
+    strata: stratified times for mixed precision (``low_noise``, ``every`` set for this batch):
+      rows ``r % every == 0`` draw ``t`` below ``strata.cut``, the others above, and each loss
+      carries its stratum's weight; ``score_fn`` must run those rows in float32
+      (``low_noise.split_rows``). None: ``t ~ U(eps, T)`` for every row.
   """
   t_rng, z_rng = jax.random.split(rng)
-  t = _draw(lambda r, s: jax.random.uniform(r, s, minval=eps, maxval=sde.T), t_rng,
-            (data.shape[0],), micro)
+  rows = (data.shape[0],)
+  if strata is None:
+    t = _draw(lambda r, s: jax.random.uniform(r, s, minval=eps, maxval=sde.T), t_rng, rows,
+              micro)
+  else:
+    t = low_noise.stratified_times(_draw(jax.random.uniform, t_rng, rows, micro), strata, eps,
+                                   sde.T)
   z = _draw(lambda r, s: jax.random.normal(r, s, data.dtype), z_rng, data.shape, micro)
-  return dsm_loss_at(score_fn, sde, data, t, z, reduce_mean, likelihood_weighting)
+  loss = dsm_loss_at(score_fn, sde, data, t, z, reduce_mean, likelihood_weighting)
+  return loss if strata is None else loss * low_noise.row_weights(rows[0], strata)
 
 
 def dsm_loss_at(score_fn: sde_lib.ScoreFn, sde: sde_lib.SDE, data: jax.Array, t: jax.Array,
@@ -97,23 +109,49 @@ def dsm_loss_at(score_fn: sde_lib.ScoreFn, sde: sde_lib.SDE, data: jax.Array, t:
   return _reduce(jnp.square(batch_mul(std, score) + z), reduce_mean)
 
 
+def _draw_levels(rng: jax.Array, num_levels: int, rows: int, micro: Optional[MicroBatch],
+                 strata: Optional[low_noise.Strata], level_stds) -> jax.Array:
+  """Labels uniform over ``num_levels``; with ``strata``, stratified by the levels' noise
+  (``level_stds``, the std of each label) as ``dsm_loss`` stratifies times."""
+  if strata is None:
+    return _draw(lambda r, s: jax.random.randint(r, s, 0, num_levels), rng, (rows,), micro)
+  order = np.argsort(np.asarray(level_stds), kind='stable')
+  return low_noise.stratified_levels(_draw(jax.random.uniform, rng, (rows,), micro), strata,
+                                     order)
+
+
+def _weighted(loss: jax.Array, strata: Optional[low_noise.Strata]) -> jax.Array:
+  return loss if strata is None else loss * low_noise.row_weights(loss.shape[0], strata)
+
+
+def smld_level_stds(sde: sde_lib.VESDE) -> np.ndarray:
+  """The noise std of each SMLD label (descending ladder: label 0 is ``sigma_max``)."""
+  return np.asarray(sde.discrete_sigmas)[::-1]
+
+
+def ddpm_level_stds(sde: sde_lib.VPSDE) -> np.ndarray:
+  """The noise std ``sqrt(1 - alphabar_i)`` of each DDPM label ``i``."""
+  return np.asarray(sde.sqrt_1m_alphas_cumprod)
+
+
 def smld_loss(model_fn: ModelFn, sde: sde_lib.VESDE, rng: jax.Array, data: jax.Array,
-              reduce_mean: bool = False, micro: Optional[MicroBatch] = None) -> jax.Array:
+              reduce_mean: bool = False, micro: Optional[MicroBatch] = None,
+              strata: Optional[low_noise.Strata] = None) -> jax.Array:
   """The discrete SMLD / NCSN objective, per example ``(B,)``.
 
   A noise level ``sigma_i`` is drawn uniformly from the ``N`` discrete scales; the network is
   called with label ``i`` indexing the scales in *descending* order (label 0 is ``sigma_max``,
   the released NCSN++ convention) and must output the score; the loss is
-  ``sigma_i^2 || s - (-noise / sigma_i^2) ||^2``. ``micro`` as for ``dsm_loss``.
+  ``sigma_i^2 || s - (-noise / sigma_i^2) ||^2``. ``micro`` and ``strata`` (over the labels,
+  ``cut`` the number of low-noise ones) as for ``dsm_loss``.
   """
   if not isinstance(sde, sde_lib.VESDE):
     raise ValueError(f'The SMLD loss needs a VESDE, got {type(sde).__name__}; set '
                      'training.sde = "vesde" or training.continuous = True.')
   label_rng, z_rng = jax.random.split(rng)
-  labels = _draw(lambda r, s: jax.random.randint(r, s, 0, sde.N), label_rng, (data.shape[0],),
-                 micro)
+  labels = _draw_levels(label_rng, sde.N, data.shape[0], micro, strata, smld_level_stds(sde))
   z = _draw(lambda r, s: jax.random.normal(r, s, data.dtype), z_rng, data.shape, micro)
-  return smld_loss_at(model_fn, sde, data, labels, z, reduce_mean)
+  return _weighted(smld_loss_at(model_fn, sde, data, labels, z, reduce_mean), strata)
 
 
 def smld_loss_at(model_fn: ModelFn, sde: sde_lib.VESDE, data: jax.Array, labels: jax.Array,
@@ -127,18 +165,18 @@ def smld_loss_at(model_fn: ModelFn, sde: sde_lib.VESDE, data: jax.Array, labels:
 
 
 def ddpm_loss(model_fn: ModelFn, sde: sde_lib.VPSDE, rng: jax.Array, data: jax.Array,
-              reduce_mean: bool = False, micro: Optional[MicroBatch] = None) -> jax.Array:
+              reduce_mean: bool = False, micro: Optional[MicroBatch] = None,
+              strata: Optional[low_noise.Strata] = None) -> jax.Array:
   """The discrete DDPM objective ``|| eps_theta(sqrt(abar_i) x0 + sqrt(1 - abar_i) z, i) - z ||^2``
-  per example ``(B,)``, with ``i`` uniform over the ``N`` steps of the chain. ``micro`` as for
-  ``dsm_loss``."""
+  per example ``(B,)``, with ``i`` uniform over the ``N`` steps of the chain. ``micro`` and
+  ``strata`` as for ``smld_loss``."""
   if type(sde) is not sde_lib.VPSDE:  # A sub-VP SDE has no discrete chain.
     raise ValueError(f'The DDPM loss needs a VPSDE, got {type(sde).__name__}; set '
                      'training.sde = "vpsde" or training.continuous = True.')
   label_rng, z_rng = jax.random.split(rng)
-  labels = _draw(lambda r, s: jax.random.randint(r, s, 0, sde.N), label_rng, (data.shape[0],),
-                 micro)
+  labels = _draw_levels(label_rng, sde.N, data.shape[0], micro, strata, ddpm_level_stds(sde))
   z = _draw(lambda r, s: jax.random.normal(r, s, data.dtype), z_rng, data.shape, micro)
-  return ddpm_loss_at(model_fn, sde, data, labels, z, reduce_mean)
+  return _weighted(ddpm_loss_at(model_fn, sde, data, labels, z, reduce_mean), strata)
 
 
 def ddpm_loss_at(model_fn: ModelFn, sde: sde_lib.VPSDE, data: jax.Array, labels: jax.Array,
@@ -162,7 +200,7 @@ def drop_labels(rng: jax.Array, labels: jax.Array, num_classes: int,
 def get_per_example_loss_fn(sde: sde_lib.SDE, model, train: bool, reduce_mean: bool = False,
                             continuous: bool = True, likelihood_weighting: bool = False,
                             eps: float = 1e-5, label_dropout: float = 0.,
-                            compute_dtype: str = 'float32'):
+                            compute_dtype: str = 'float32', float32_below_std: float = 0.):
   """The training objective per example, ``loss_fn(rng, params, batch, micro=None) -> (B,)``.
 
   ``continuous`` selects eq. (7) (``dsm_loss``); otherwise the discrete objective that matches the
@@ -173,7 +211,11 @@ def get_per_example_loss_fn(sde: sde_lib.SDE, model, train: bool, reduce_mean: b
   ``label_dropout`` when ``train`` (evaluation scores the conditional model).
 
   ``compute_dtype`` (``'float32'`` or ``'bfloat16'``) is the network's (``get_model_fn``); the
-  perturbation, the loss and its reduction stay float32. ``micro`` (a ``MicroBatch``) says which
+  perturbation, the loss and its reduction stay float32. With bfloat16 and
+  ``float32_below_std > 0`` the noise levels with ``std < float32_below_std`` run in float32
+  (``low_noise``: stratified levels, rows ``r % every == 0`` of each batch in float32, weighted
+  to the same objective), where bfloat16 would round away the noise the network must predict.
+  ``micro`` (a ``MicroBatch``) says which
   rows of the global batch ``batch`` holds under gradient accumulation: the noise, times and
   label drops are then those rows of the whole batch's draws, and dropout uses
   ``fold_in(key, micro.index)`` (the one draw that differs from an unaccumulated step).
@@ -187,6 +229,23 @@ def get_per_example_loss_fn(sde: sde_lib.SDE, model, train: bool, reduce_mean: b
   conditional = mutils.is_class_conditional(model)
 
   mutils.compute_dtype(compute_dtype)  # Fails early on an unknown name.
+  strata = None
+  if compute_dtype != 'float32' and float32_below_std > 0.:
+    if continuous:
+      strata = low_noise.continuous_strata(sde, eps, float32_below_std)
+    else:
+      level_stds = (smld_level_stds(sde) if isinstance(sde, sde_lib.VESDE)
+                    else ddpm_level_stds(sde))
+      strata = low_noise.discrete_strata(level_stds, float32_below_std)
+
+  def network(fn_of, class_labels, batch_strata):
+    """``fn_of(dtype, class_labels)``, or its float32 / bfloat16 split over the strata."""
+    if batch_strata is None:
+      return fn_of(compute_dtype, class_labels)
+    return low_noise.split_rows(
+        lambda x, t, class_labels: fn_of('float32', class_labels)(x, t),
+        lambda x, t, class_labels: fn_of(compute_dtype, class_labels)(x, t),
+        batch_strata.every, class_labels)
 
   def loss_fn(rng, params, batch, micro: Optional[MicroBatch] = None):
     loss_rng, dropout_rng = jax.random.split(rng)
@@ -200,16 +259,21 @@ def get_per_example_loss_fn(sde: sde_lib.SDE, model, train: bool, reduce_mean: b
         # A stream of its own: the noise and dropout draws stay those of an unconditional run.
         class_labels = drop_labels(jax.random.fold_in(rng, 2), class_labels, model.num_classes,
                                    label_dropout, micro)
+    batch_strata = None if strata is None else strata.for_rows(data.shape[0])
     if continuous:
-      score_fn = mutils.get_score_fn(sde, model, params, train=train, continuous=True,
-                                     rng=dropout_rng, class_labels=class_labels,
-                                     dtype=compute_dtype)
+      score_fn = network(
+          lambda dtype, labels: mutils.get_score_fn(sde, model, params, train=train,
+                                                    continuous=True, rng=dropout_rng,
+                                                    class_labels=labels, dtype=dtype),
+          class_labels, batch_strata)
       return dsm_loss(score_fn, sde, loss_rng, data, reduce_mean, likelihood_weighting, eps,
-                      micro)
-    model_fn = mutils.get_model_fn(model, params, train=train, rng=dropout_rng,
-                                   class_labels=class_labels, dtype=compute_dtype)
+                      micro, batch_strata)
+    model_fn = network(
+        lambda dtype, labels: mutils.get_model_fn(model, params, train=train, rng=dropout_rng,
+                                                  class_labels=labels, dtype=dtype),
+        class_labels, batch_strata)
     discrete_loss = smld_loss if isinstance(sde, sde_lib.VESDE) else ddpm_loss
-    return discrete_loss(model_fn, sde, loss_rng, data, reduce_mean, micro)
+    return discrete_loss(model_fn, sde, loss_rng, data, reduce_mean, micro, batch_strata)
 
   return loss_fn
 
@@ -217,12 +281,13 @@ def get_per_example_loss_fn(sde: sde_lib.SDE, model, train: bool, reduce_mean: b
 def get_sde_loss_fn(sde: sde_lib.SDE, model, train: bool, reduce_mean: bool = False,
                     continuous: bool = True, likelihood_weighting: bool = False,
                     eps: float = 1e-5, label_dropout: float = 0.,
-                    compute_dtype: str = 'float32'):
+                    compute_dtype: str = 'float32', float32_below_std: float = 0.):
   """The training objective for a Flax ``model``, as ``loss_fn(rng, params, batch, micro=None)
   -> loss``: the mean over the (micro-)batch of ``get_per_example_loss_fn``'s losses (same
   arguments)."""
   per_example = get_per_example_loss_fn(sde, model, train, reduce_mean, continuous,
-                                        likelihood_weighting, eps, label_dropout, compute_dtype)
+                                        likelihood_weighting, eps, label_dropout, compute_dtype,
+                                        float32_below_std)
   return lambda rng, params, batch, micro=None: jnp.mean(per_example(rng, params, batch, micro))
 
 
@@ -231,7 +296,8 @@ def get_step_fn(sde: sde_lib.SDE, model, train: bool,
                 ema_rate: float = 0.999, reduce_mean: bool = False, continuous: bool = True,
                 likelihood_weighting: bool = False, eps: float = 1e-5,
                 label_dropout: float = 0., ema_warmup: bool = False,
-                compute_dtype: str = 'float32', grad_accum_steps: int = 1):
+                compute_dtype: str = 'float32', grad_accum_steps: int = 1,
+                float32_below_std: float = 0.):
   """One training or evaluation step, ``step_fn(state, batch, key) -> (state, metrics)``.
 
   The step's randomness is ``fold_in(key, state.step)``: a pure function of the run's key and the
@@ -242,7 +308,8 @@ def get_step_fn(sde: sde_lib.SDE, model, train: bool,
   replicated and the batch split over devices; XLA then averages the gradient over the global
   batch with one all-reduce.
 
-  ``compute_dtype`` is the network's (``get_per_example_loss_fn``). ``grad_accum_steps = k``
+  ``compute_dtype`` and ``float32_below_std`` as for ``get_per_example_loss_fn``.
+  ``grad_accum_steps = k``
   splits the batch into ``k`` micro-batches (rows ``j::k``, each still split over the devices),
   whose gradients are summed in a ``lax.scan`` before the one optimizer update: activation
   memory of ``B / k`` examples, the update of the whole batch (the same noise; only dropout
@@ -252,7 +319,7 @@ def get_step_fn(sde: sde_lib.SDE, model, train: bool,
     ``(new_state, {'loss': scalar, 'grad_norm': scalar})`` (no grad norm when evaluating).
   """
   loss_fn = get_sde_loss_fn(sde, model, train, reduce_mean, continuous, likelihood_weighting,
-                            eps, label_dropout, compute_dtype)
+                            eps, label_dropout, compute_dtype, float32_below_std)
   return _get_step_fn(loss_fn, train, optimizer, ema_rate, ema_warmup=ema_warmup,
                       grad_accum_steps=grad_accum_steps)
 

@@ -211,6 +211,7 @@ BAD_VALUES = [
     ('training.max_to_keep', -1), ('optim.eps', 0.), ('model.nf', 0),
     ('model.num_classes', -1), ('training.label_dropout', 1.5), ('sampling.cfg_scale', -1.5),
     ('sampling.batch_size', 12), ('classifier.name', 'resnet'), ('classifier.n_iters', 0),
+    ('training.float32_below_std', -0.1),
 ]
 
 

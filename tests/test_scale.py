@@ -104,6 +104,28 @@ def test_bfloat16_runs_every_convolution_in_bfloat16(model):
       config.model.name == 'ncsnpp')
 
 
+def test_a_bfloat16_run_samples_and_scores_in_float32():
+  """Under training.compute_dtype='bfloat16' the snapshot sampler (what --mode sample, the
+  evaluation rounds and training's snapshots run) and the Pipeline's score convolve in float32:
+  at low noise bfloat16 rounds away the noise the score must see (benchmarks/bf16_error.py
+  measures 20% relative error at t = 1e-3 on the digits run), so mixed precision stays a
+  training-only setting."""
+  from score_sde import pipeline, sampling
+  config = _config()
+  config.training.compute_dtype = 'bfloat16'
+  config.sampling.update(method='dpm_solver', num_steps=2)
+  net, sde = mutils.get_model(config), sde_lib.get_sde(config)
+  params = mutils.abstract_params(config)
+  mesh = sharding.make_mesh(jax.devices()[:1])
+  snapshot = sampling.get_snapshot_sampler(config, sde, net, mesh, 2)
+  pipe = pipeline.Pipeline(config, net, params, 0, mesh)
+  x, t = jnp.zeros((2, 16, 16, 1)), jnp.full((2,), 1e-3)
+  for fn, args in ((snapshot, (params, jax.random.key(0))),
+                   (lambda p, x, t: pipe._score_fn_of(p)(x, t), (params, x, t))):
+    text = str(jax.make_jaxpr(fn)(*args))
+    assert set(re.findall(r':(\w+)\[[\d,]*\] = conv_general_dilated', text)) == {'f32'}
+
+
 def test_bfloat16_training_lowers_the_loss_with_float32_state():
   """Twenty Adam steps of the real train step in bfloat16 on one batch: the loss of a fixed
   noise draw falls by more than a third, and parameters, EMA and Adam moments stay float32."""

@@ -257,9 +257,15 @@ def get_score_fn(sde: sde_lib.SDE, model: nn.Module, params, train: bool = False
   Returns:
     ``score_fn(x (B, H, W, C), t (B,), class_labels=class_labels) -> (B, H, W, C)``.
   """
-  labelled_model_fn = get_model_fn(model, params, train=train, rng=rng,
-                                   class_labels=class_labels, dtype=dtype)
+  return score_fn_from_model_fn(sde, get_model_fn(model, params, train=train, rng=rng,
+                                                  class_labels=class_labels, dtype=dtype),
+                                continuous)
 
+
+def score_fn_from_model_fn(sde: sde_lib.SDE, labelled_model_fn: Callable,
+                           continuous: bool = False) -> sde_lib.ScoreFn:
+  """``get_score_fn``'s time labels and output scaling around a network already bound to its
+  parameters, ``labelled_model_fn(x, labels, class_labels=None) -> output`` (``get_model_fn``)."""
   if isinstance(sde, sde_lib.VPSDE):  # subVPSDE included.
     def score_fn(x, t, class_labels=None):
       model_fn = functools.partial(labelled_model_fn, class_labels=class_labels)

@@ -68,7 +68,8 @@ def compile_step(config, sde, model, mesh, *, train: bool, tx=None, classifier: 
         reduce_mean=training.reduce_mean, continuous=training.continuous,
         likelihood_weighting=training.likelihood_weighting, eps=training.eps,
         label_dropout=training.label_dropout, ema_warmup=config.model.ema_warmup,
-        compute_dtype=training.compute_dtype, grad_accum_steps=training.grad_accum_steps)
+        compute_dtype=training.compute_dtype, grad_accum_steps=training.grad_accum_steps,
+        float32_below_std=training.get('float32_below_std', 0.))
   rep, split = sharding.replicated(mesh), sharding.data_sharding(mesh)
   return jax.jit(step_fn, in_shardings=(rep, split, rep), out_shardings=(rep, rep),
                  donate_argnums=(0,) if train else ())

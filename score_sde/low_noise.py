@@ -1,0 +1,144 @@
+"""The low-noise float32 rows of a bfloat16 objective.
+
+At noise level ``std`` the perturbed image ``x_t = alpha x_0 + std z`` carries ``z`` at relative
+size ``std``, while bfloat16 rounds every activation to ``2^-9`` relative: at VP ``t = 1e-3``
+(``std = 0.01``) the network's input has lost a fifth of the noise it must predict
+(``benchmarks/bf16_error.py``; figures in ``docs/precision.md``). A mixed-precision objective
+therefore evaluates the network in float32 wherever ``std < below`` and in bfloat16 elsewhere,
+without evaluating anything twice and without rows of data-dependent size:
+
+* Stratified draws: in a (micro-)batch of ``B`` rows, rows ``r % every == 0`` (the low stratum,
+  ``B / every`` rows) draw their noise level from the low-noise levels, ``std < below``, and
+  the other rows from the rest, each uniformly as the objective would. Each row's loss is
+  weighted by ``P(stratum) / share of rows``, so the batch mean is an unbiased estimate of the
+  same objective (stratified sampling; with ``every ~ 1 / P(low)`` its variance is no larger).
+* Split evaluation: the low rows go through the float32 network, the others through the
+  bfloat16 one, as two static-shape calls; on a device mesh each device holds its share of both
+  when its rows are a multiple of ``every``.
+
+``every`` is the largest power of two that divides ``B`` and is at most ``1 / P(low)``; 1 (a
+batch too small or odd) runs every row in float32, 0 (no level below ``below``) none.
+"""
+from typing import Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from score_sde import sde_lib
+
+# Resolution of the continuous cut between the strata (a fraction of T): any cut keeps the
+# estimate unbiased; this one puts std(cut) within 1e-5 T of ``below``.
+_GRID = 2 ** 17
+
+
+class Strata(NamedTuple):
+  """Rows ``r % every == 0`` take the low-noise levels (probability ``prob`` under the
+  objective's own draw); ``cut`` is the time (continuous) or label count (discrete) where the
+  strata meet. Built without ``every`` (the batch is not known yet); ``for_rows`` sets it."""
+  prob: float
+  cut: float
+  every: int = 0
+
+  def for_rows(self, batch_rows: int) -> 'Strata':
+    return self._replace(every=rows_every(batch_rows, self.prob))
+
+
+def rows_every(batch_rows: int, prob: float) -> int:
+  """The low stratum's period: the largest power of two ``m`` dividing ``batch_rows`` with
+  ``m * prob <= 1`` and ``m >= 2``; 1 if there is none (every row float32); 0 for ``prob == 0``."""
+  if prob <= 0.:
+    return 0
+  every = 1
+  while batch_rows % (2 * every) == 0 and 2 * every * prob <= 1.:
+    every *= 2
+  return every
+
+
+def continuous_strata(sde: sde_lib.SDE, eps: float, below: float) -> Optional[Strata]:
+  """The strata of ``t ~ U(eps, T)``: low times ``[eps, cut)`` with ``std(t) < below``; None
+  when ``below <= 0`` (all bfloat16)."""
+  if below <= 0.:
+    return None
+  t = np.linspace(eps, sde.T, _GRID)
+  with jax.ensure_compile_time_eval():  # Concrete even when called under a trace.
+    std = np.asarray(sde.marginal_coeffs(jnp.asarray(t, jnp.float32))[1])
+  low = np.nonzero(std < below)[0]  # std(t) increases in t for every SDE here.
+  cut = float(t[low[-1]]) if len(low) else eps
+  prob = (cut - eps) / (sde.T - eps)
+  return Strata(prob, cut)
+
+
+def discrete_strata(level_stds: np.ndarray, below: float) -> Optional[Strata]:
+  """The strata of a label uniform over ``len(level_stds)`` discrete levels; ``cut`` is the
+  number of levels with ``std < below``. None when ``below <= 0``."""
+  if below <= 0.:
+    return None
+  num_low = int(np.sum(np.asarray(level_stds) < below))
+  prob = num_low / len(level_stds)
+  return Strata(prob, num_low)
+
+
+def low_rows(batch_rows: int, strata: Strata) -> jax.Array:
+  """``(B,)`` bool: the rows of the low stratum."""
+  return jnp.arange(batch_rows) % max(strata.every, 1) == 0
+
+
+def row_weights(batch_rows: int, strata: Strata) -> jax.Array:
+  """``(B,)`` float32: ``P(stratum) / share of rows``, the weights that keep the mean unbiased."""
+  m = strata.every
+  if m <= 1:
+    return jnp.ones((batch_rows,), jnp.float32)
+  return jnp.where(low_rows(batch_rows, strata), strata.prob * m,
+                   (1. - strata.prob) * m / (m - 1)).astype(jnp.float32)
+
+
+def stratified_times(u: jax.Array, strata: Strata, eps: float, T: float) -> jax.Array:
+  """``u ~ U(0, 1)`` ``(B,)`` to times: low rows uniform on ``[eps, cut)``, others on
+  ``[cut, T)``; with ``every <= 1`` plain ``U(eps, T)``."""
+  if strata.every <= 1:
+    return eps + (T - eps) * u
+  return jnp.where(low_rows(u.shape[0], strata), eps + (strata.cut - eps) * u,
+                   strata.cut + (T - strata.cut) * u)
+
+
+def stratified_levels(u: jax.Array, strata: Strata, order: np.ndarray) -> jax.Array:
+  """``u ~ U(0, 1)`` ``(B,)`` to discrete labels; ``order`` lists the labels by increasing std,
+  so its first ``cut`` are the low levels. Low rows draw uniformly among them, the others among
+  the rest; with ``every <= 1`` uniformly among all."""
+  n, num_low = len(order), int(strata.cut)
+  if strata.every <= 1:
+    index = jnp.floor(u * n)
+  else:
+    index = jnp.where(low_rows(u.shape[0], strata), jnp.floor(u * num_low),
+                      num_low + jnp.floor(u * (n - num_low)))
+  return jnp.asarray(order, jnp.int32)[jnp.clip(index.astype(jnp.int32), 0, n - 1)]
+
+
+def split_rows(float32_fn: Callable, bfloat16_fn: Callable, every: int,
+               class_labels: Optional[jax.Array] = None) -> Callable:
+  """``fn(x (B, ...), labels (B,)) -> (B, ...)``: rows ``r % every == 0`` through
+  ``float32_fn``, the others through ``bfloat16_fn`` (each ``f(x, labels, class_labels=...)``),
+  reassembled in row order; ``class_labels (B,)`` split the same way. ``every`` 1: all
+  float32; 0: all bfloat16."""
+  if every == 1:
+    return lambda x, labels: float32_fn(x, labels, class_labels=class_labels)
+  if every == 0:
+    return lambda x, labels: bfloat16_fn(x, labels, class_labels=class_labels)
+
+  def low(a):
+    return a.reshape((a.shape[0] // every, every) + a.shape[1:])[:, 0]
+
+  def high(a):
+    rest = a.reshape((a.shape[0] // every, every) + a.shape[1:])[:, 1:]
+    return rest.reshape((-1,) + a.shape[1:])
+
+  def fn(x, labels):
+    parts = [None if class_labels is None else f(class_labels) for f in (low, high)]
+    out_low = float32_fn(low(x), low(labels), class_labels=parts[0])
+    out_high = bfloat16_fn(high(x), high(labels), class_labels=parts[1])
+    rows = x.shape[0] // every
+    out = jnp.concatenate([out_low[:, None], out_high.reshape((rows, every - 1)
+                                                              + out_high.shape[1:])], axis=1)
+    return out.reshape((x.shape[0],) + out.shape[2:])
+  return fn
