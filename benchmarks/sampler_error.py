@@ -79,6 +79,9 @@ def sliced_w2(a, b, directions):
 
 
 def _multistep(builder, **kwargs):
+  """A multistep row that extrapolates to sigma = 0 on every SDE (the tables' end; the
+  'tweedie end' rows and ``final_step.py`` compare the other)."""
+  kwargs.setdefault('final', 'extrapolate')
   return lambda sde, shape, eps, nfe: builder(sde, shape, sampling.identity, nfe, eps=eps,
                                               **kwargs)
 
@@ -88,7 +91,10 @@ _GRIDS = {}
 
 
 def _fitted(builder, method, kwargs):
-  """``schedule='fitted'``, fitted once per sampler, SDE and budget for all targets."""
+  """``schedule='fitted'``, fitted once per sampler, SDE and budget for all targets; multistep
+  rows extrapolate to sigma = 0."""
+  if method != 'heun':
+    kwargs = dict(kwargs, final='extrapolate')
   def build(sde, shape, eps, nfe):
     steps = (nfe + 1) // 2 if method == 'heun' else nfe
     if steps < 2:
@@ -110,12 +116,12 @@ def _fitted(builder, method, kwargs):
 def rows(budgets):
   """(label, budget, builder(sde, shape, eps, budget) or None where the budget does not fit)."""
   identity = sampling.identity
-  before = lambda order, cap: lambda sde, shape, eps, n: (  # This code's 2M / 3M until now.
+  tweedie = lambda order, cap: lambda sde, shape, eps, n: (  # The released samplers' end.
       sampling.get_dpm_solver_sampler(sde, shape, identity, n - 1, order=order, eps=eps,
                                       final='tweedie', order3_max_step=cap) if n > 1 else None)
   fixed = {
-      'dpm_solver++ 2M, before (tweedie end)': before(2, None),
-      'dpm_solver++ 3M, before (tweedie end)': before(3, None),
+      'dpm_solver++ 2M, tweedie end, no order-3 cap': tweedie(2, None),
+      'dpm_solver++ 3M, tweedie end, no order-3 cap': tweedie(3, None),
       'dpm_solver++ 2M': _multistep(sampling.get_dpm_solver_sampler, order=2),
       'dpm_solver++ 3M': _multistep(sampling.get_dpm_solver_sampler, order=3),
       'unipc bh2 2': _multistep(sampling.get_unipc_sampler, order=2),
@@ -126,9 +132,9 @@ def rows(budgets):
           sampling.get_heun_sampler(sde, shape, identity, (n + 1) // 2, eps=eps)
           if n >= 3 else None),
       'unipc bh2 3, eps=1e-5': lambda sde, shape, eps, n: sampling.get_unipc_sampler(
-          sde, shape, identity, n, order=3, eps=1e-5),
+          sde, shape, identity, n, order=3, eps=1e-5, final='extrapolate'),
       'dpm_solver++ 3M, eps=1e-5': lambda sde, shape, eps, n: sampling.get_dpm_solver_sampler(
-          sde, shape, identity, n, order=3, eps=1e-5),
+          sde, shape, identity, n, order=3, eps=1e-5, final='extrapolate'),
   }
   fitted = {
       'unipc bh2 2, fitted': (sampling.get_unipc_sampler, 'unipc', dict(order=2)),

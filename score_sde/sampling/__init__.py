@@ -24,9 +24,9 @@ from score_sde.sampling.edm import get_heun_sampler
 from score_sde.sampling.ode import (get_ode_encoder, get_ode_sampler, probability_flow_drift,
                                     solve_probability_flow)
 from score_sde.sampling.guidance import get_cfg_score_fn, get_guided_score_fn, sample_labels
-from score_sde.sampling.methods import (DEFAULT_ORDERS, DEFAULT_SCHEDULES, FIXED_STEP_METHODS,
-                                        METHODS, MULTISTEP_METHODS, ODE_METHODS, grid_levels,
-                                        grid_steps)
+from score_sde.sampling.methods import (DEFAULT_FINALS, DEFAULT_ORDERS, DEFAULT_SCHEDULES,
+                                        FIXED_STEP_METHODS, METHODS, MULTISTEP_METHODS,
+                                        ODE_METHODS, default_final, grid_levels, grid_steps)
 from score_sde.sampling.pc import get_pc_sampler
 from score_sde.sampling.predictors import (PREDICTORS, AncestralSamplingPredictor,
                                            EulerMaruyamaPredictor, NonePredictor, Predictor,
@@ -81,7 +81,7 @@ def get_sampler(config: ml_collections.ConfigDict, sde: sde_lib.SDE, shape,
     return get_adaptive_sampler(sde, shape, inverse_scaler, rel_tol=s.adaptive_rtol,
                                 abs_tol=s.adaptive_atol, denoise=s.noise_removal, eps=eps)
   times = tuple(float(t) for t in s.times) or None
-  final = str(s.final_step)
+  final = str(s.final_step) or default_final(sde)
   if int(s.num_steps):
     num_steps = int(s.num_steps)
   elif times:
@@ -109,13 +109,15 @@ get_sampling_fn = get_sampler
 
 __all__ = [
     'AncestralSamplingPredictor', 'AnnealedLangevinDynamics', 'CORRECTORS', 'Corrector',
-    'DEFAULT_ORDERS', 'DEFAULT_SCHEDULES', 'EulerMaruyamaPredictor', 'FIXED_STEP_METHODS',
+    'DEFAULT_FINALS', 'DEFAULT_ORDERS', 'DEFAULT_SCHEDULES', 'EulerMaruyamaPredictor',
+    'FIXED_STEP_METHODS',
     'InverseScaler', 'LangevinCorrector', 'MAX_ORDERS', 'METHODS', 'MULTISTEP_METHODS',
     'NoneCorrector', 'NonePredictor', 'ODE_METHODS', 'PREDICTORS', 'PerExampleLangevinCorrector',
     'Predictor', 'ReverseDiffusionPredictor', 'Sampler', 'get_adaptive_sampler', 'get_cfg_score_fn',
     'get_conditional_score_fn', 'get_deis_sampler', 'get_dpm_solver_sampler', 'get_guided_score_fn',
     'get_heun_sampler', 'get_ode_encoder', 'get_ode_sampler', 'get_pc_colorizer',
     'get_pc_inpainter', 'get_pc_sampler', 'get_sampler', 'get_sampling_fn', 'get_sharded_sampler',
-    'get_snapshot_sampler', 'get_unipc_sampler', 'grid_levels', 'grid_steps', 'identity',
+    'default_final', 'get_snapshot_sampler', 'get_unipc_sampler', 'grid_levels', 'grid_steps',
+    'identity',
     'probability_flow_drift', 'sample_labels', 'snapshot_labels', 'solve_probability_flow',
 ]

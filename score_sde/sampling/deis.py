@@ -57,7 +57,7 @@ def method(variable_step: bool) -> multistep.Method:
 def get_deis_sampler(sde: sde_lib.SDE, shape, inverse_scaler: base.InverseScaler,
                      num_steps: int, order: int = 4, variable_step: bool = True,
                      schedule: str = 'karras', denoise: bool = True, eps: Optional[float] = None,
-                     lower_order_final: bool = False, final: str = 'extrapolate',
+                     lower_order_final: bool = False, final: Optional[str] = None,
                      rho: float = 7., times: Optional[Sequence[float]] = None
                      ) -> base.Sampler:
   """DEIS-rhoAB (``variable_step``) or iPNDM of ``order`` in ``num_steps`` steps.

@@ -99,7 +99,7 @@ def method() -> multistep.Method:
 def get_dpm_solver_sampler(sde: sde_lib.SDE, shape, inverse_scaler: base.InverseScaler,
                            num_steps: int, order: int = 2, schedule: str = 'logSNR',
                            denoise: bool = True, eps: Optional[float] = None,
-                           lower_order_final: bool = True, final: str = 'extrapolate',
+                           lower_order_final: bool = True, final: Optional[str] = None,
                            rho: float = 7., order3_max_step: Optional[float] = 0.75,
                            times: Optional[Sequence[float]] = None) -> base.Sampler:
   """DPM-Solver++(``order``M) from ``T`` in ``num_steps`` steps (``multistep`` for the grid and
@@ -120,7 +120,8 @@ def get_dpm_solver_sampler(sde: sde_lib.SDE, shape, inverse_scaler: base.Inverse
     eps: the smallest positive level's time.
     lower_order_final: see ``multistep.step_orders``.
     final: with ``denoise``, how the last step reaches 0: ``'extrapolate'`` (at ``order``) or
-      ``'tweedie'`` (the released code's extra evaluation at ``eps``).
+      ``'tweedie'`` (the released code's extra evaluation at ``eps``); None: the SDE's default
+      (``methods.DEFAULT_FINALS``).
     order3_max_step: steps longer than this in ``lambda`` take order 2 instead of 3
       (``multistep.cap_third_order``); ``None`` keeps the orders as given.
     times: the grid itself, decreasing from ``T`` to ``eps`` (``schedule.check_times``),

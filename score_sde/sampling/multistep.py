@@ -6,7 +6,7 @@ a polynomial over the step. The methods differ only in what they store and in th
 (``Method``); this module owns the grid, the history, the warm-up orders and the end of the
 trajectory, which is one of (``FINALS``):
 
-* ``'extrapolate'`` (default): one more step, from ``sigma_{n-1} = sigma(eps)`` to ``sigma = 0``,
+* ``'extrapolate'`` (the default for VP and VE, ``methods.DEFAULT_FINALS``): one more step, from ``sigma_{n-1} = sigma(eps)`` to ``sigma = 0``,
   at the method's full order and without another evaluation. Writing ``y = x / alpha`` and
   ``sigma = std / alpha`` (``schedule``), the probability-flow ODE has the exact solution (EDM
   eq. 3 with ``s = 1``, integrated with the factor ``1 / sigma``)
@@ -20,8 +20,9 @@ trajectory, which is one of (``FINALS``):
   (``sigma(0) = 0``) and for VE too, whose ``sigma(0) = sigma_min > 0``: the score of
   ``p_data * N(0, sigma^2)`` is extrapolated below ``sigma_min``, which is what the released
   code's final Tweedie step targets as well.
-* ``'tweedie'``: the released samplers' end: the grid reaches ``eps`` in ``n`` steps and one more
-  evaluation returns ``E[x(0) | x(eps)]``, a first-order step to ``sigma = 0``.
+* ``'tweedie'`` (the default for sub-VP): the released samplers' end: the grid reaches ``eps``
+  in ``n`` steps and one more evaluation returns ``E[x(0) | x(eps)]``, a first-order step to
+  ``sigma = 0``.
 * with ``denoise=False``: ``x(eps)``, a sample of ``p_eps``, after ``n`` steps.
 
 Shapes: ``x`` is ``(B, ...)`` float32; the history is ``(K, B, ...)``, newest first.
@@ -170,21 +171,22 @@ def cap_third_order(orders: jax.Array, lams: jax.Array, max_step: Optional[float
 def get_sampler(method: Method, name: str, sde: sde_lib.SDE, shape,
                 inverse_scaler: base.InverseScaler, num_steps: int, order: int,
                 lower_order_final: bool, schedule_name: str, rho: float, denoise: bool,
-                final: str, eps: Optional[float],
+                final: Optional[str], eps: Optional[float],
                 order3_max_step: Optional[float] = None,
                 times: Optional[Sequence[float]] = None) -> base.Sampler:
   """``sampler(rng, score_fn) -> (samples, nfe(num_steps, denoise, final))`` running ``method``
   (called ``name`` in errors) from ``T``: orders from ``step_orders``, lowered by
   ``cap_third_order`` on the grid, and ``order`` for the step to ``sigma = 0`` (module
   docstring for the grid and the end). ``times``: the grid itself (``schedule.check_times``),
-  instead of ``schedule_name`` / ``rho`` / ``eps``."""
+  instead of ``schedule_name`` / ``rho`` / ``eps``. ``final`` None or '': the SDE's
+  (``methods.default_final``)."""
   num_steps = base.check_steps(num_steps)
   if order not in range(1, method.max_order + 1):
     allowed = ', '.join(str(o) for o in range(1, method.max_order))
     raise ValueError(f'{name} order={order} must be {allowed} or {method.max_order}.')
   orders = step_orders(num_steps, order, lower_order_final)
   shape = base.check_shape(shape)
-  final = check_final(final)
+  final = check_final(final or methods.default_final(sde))
   num_levels = methods.grid_levels('multistep', num_steps, denoise, final)
   to_zero = num_levels == num_steps  # The last step goes to sigma = 0.
   end = 'the step to sigma = 0' if to_zero else ('a final Tweedie step' if denoise else

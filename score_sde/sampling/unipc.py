@@ -121,7 +121,7 @@ def get_unipc_sampler(sde: sde_lib.SDE, shape, inverse_scaler: base.InverseScale
                       num_steps: int, order: int = 2, variant: str = 'bh2',
                       corrector: bool = True, schedule: str = 'logSNR', denoise: bool = True,
                       eps: Optional[float] = None, lower_order_final: bool = True,
-                      final: str = 'extrapolate', rho: float = 7.,
+                      final: Optional[str] = None, rho: float = 7.,
                       order3_max_step: Optional[float] = 0.75,
                       times: Optional[Sequence[float]] = None) -> base.Sampler:
   """UniPC-``order`` (UniP-``order`` with UniC, order ``order + 1``) in ``num_steps`` steps.
