@@ -17,7 +17,10 @@ config, Adam with warm-up and gradient clipping, its EMA) on fixed random images
   ``ema.copy_to``, with the EMA weights, at fixed inputs, into ``<name>.npz`` (NHWC, float32).
 
 ``tests/test_parity.py`` converts each ``.pth`` with ``score_sde.pytorch_checkpoints`` and checks
-this project's networks against the stored outputs. The port compiles CUDA kernels when its
+this project's networks against the stored outputs. NCSNv2, whose port layers are named by
+attribute, is written as ``ncsnv2.npz`` instead: this project's initial parameters copied into
+the port's network by name, with the port's outputs (``_mend_ncsn_layers`` for what the port
+needs first). ``--only`` writes some fixtures only. The port compiles CUDA kernels when its
 ``op`` package is imported; on CPU it calls only the pure-PyTorch ``upfirdn2d_native``, so
 ``torch.utils.cpp_extension.load`` is replaced by a stub first (as ``pytorch_parity.py`` does),
 and its ``utils`` module gets an empty ``tensorflow`` (imported for gfile, unused here).
@@ -33,13 +36,15 @@ import numpy as np
 from absl import app, flags
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
-from tests.parity_networks import NETWORKS, network_config  # noqa: E402
+from tests.parity_networks import NETWORKS, ncsnv2_config, network_config  # noqa: E402
 
 _REPO = flags.DEFINE_string('pytorch_repo', None, 'Checkout of score_sde_pytorch.')
 _OUT = flags.DEFINE_string('out', os.path.join(os.path.dirname(os.path.abspath(__file__)), '..',
                                                'tests', 'fixtures', 'parity'), 'Output folder.')
 _STEPS = flags.DEFINE_integer('train_steps', 3, 'Port train steps before saving.')
 _BATCH = flags.DEFINE_integer('batch', 2, 'Images per input and per train step.')
+_ONLY = flags.DEFINE_string('only', '', 'Comma-separated fixture names to write (default all: '
+                            'NETWORKS and ncsnv2).')
 
 
 def _import_port(repo: str):
@@ -67,7 +72,51 @@ def _import_port(repo: str):
       return interpolate(x, size=size, mode=scale_factor)
     return interpolate(x, size, scale_factor, *args, **kwargs)
   layerspp.F = types.SimpleNamespace(**{**vars(layerspp.F), 'interpolate': nearest})
+  _mend_ncsn_layers(torch)
   return torch, losses, sde_lib, utils, mutils, ExponentialMovingAverage
+
+
+def _mend_ncsn_layers(torch):
+  """Two mends and two alignments that let the port's NCSNv2 stand as a reference:
+
+  * ``ncsn_conv3x3`` scales ``conv.bias`` even when ``bias=False``, so every ``RCUBlock`` and
+    ``CRPBlock`` (bias-free) raises and NCSNv2 cannot be built at all; the mend skips the
+    missing bias.
+  * It pads by 1 whatever the dilation, so dilated blocks shrink their input by 2 (dilation 2)
+    or 6 (dilation 4) pixels; NCSNv2's own code and score_sde's JAX layers pad to keep the size
+    (``padding = dilation``, ``'SAME'``), and so does the mend.
+  * Two differences between NCSNv2's PyTorch code, which the port keeps, and score_sde's JAX
+    code, which this project follows: ``MSFBlock`` upsamples with ``align_corners=True``
+    where JAX resizes with half-pixel centres (``jax.image.resize``), and InstanceNorm++ takes
+    the unbiased variance of the channel means where JAX takes the biased one. The fixture
+    aligns the port to JAX in both, so that the test checks everything else;
+    docs/fidelity.md records them.
+  """
+  from models import layers
+  conv2d = torch.nn.Conv2d
+
+  def ncsn_conv3x3(in_planes, out_planes, stride=1, bias=True, dilation=1, init_scale=1.,
+                   padding=None):
+    init_scale = 1e-10 if init_scale == 0 else init_scale
+    conv = conv2d(in_planes, out_planes, stride=stride, bias=bias, dilation=dilation,
+                  padding=dilation if padding is None else padding, kernel_size=3)
+    conv.weight.data *= init_scale
+    if conv.bias is not None:
+      conv.bias.data *= init_scale
+    return conv
+  layers.ncsn_conv3x3 = ncsn_conv3x3
+  interpolate = layers.F.interpolate
+
+  def half_pixel(x, size=None, scale_factor=None, mode='nearest', align_corners=None):
+    return interpolate(x, size, scale_factor, mode,
+                       align_corners=False if mode == 'bilinear' else align_corners)
+  layers.F = types.SimpleNamespace(**{**vars(layers.F), 'interpolate': half_pixel})
+  from models import normalization
+  var = torch.var
+
+  def biased_var(x, dim=None, keepdim=False):
+    return var(x, dim=dim, keepdim=keepdim, unbiased=False)
+  normalization.torch = types.SimpleNamespace(**{**vars(torch), 'var': biased_var})
 
 
 def _port_sde(sde_lib, config):
@@ -273,6 +322,113 @@ def _step_fixture(name: str, ports, state, config, out_dir: str) -> None:
   print(f'{name}: losses {np.round(values, 4).tolist()} at {STEP_VARIANTS[name]}')
 
 
+def _ncsnv2_port_name(model, key: str):
+  """The linen parameter path (a tuple) of port state-dict entry ``key`` of NCSNv2.
+
+  The port names NCSNv2's layers by attribute (``begin_conv``, ``res<a>.<b>``, ``refine<k>``,
+  ``normalizer``, ``end_conv``); linen numbers them in the order ``__call__`` creates them.
+  """
+  parts = key.split('.')
+  if parts[0] == 'module':
+    parts = parts[1:]
+  leaf = parts[-1]
+  head = parts[0]
+  if head in ('begin_conv', 'end_conv'):
+    return ('Conv_0' if head == 'begin_conv' else 'Conv_1',), leaf
+  if head == 'normalizer':
+    return ('InstanceNorm2dPlus_0',), leaf
+  if head.startswith('res'):
+    a, b = int(head[3:]), int(parts[1])
+    block = getattr(model, head)[b]
+    name = f'ResidualBlock_{2 * (a - 1) + b}'
+    sub = parts[2]
+    if sub in ('normalize1', 'normalize2'):
+      return (name, f'InstanceNorm2dPlus_{int(sub[-1]) - 1}'), leaf
+    dilated = block.conv1.dilation[0] > 1
+    if block.resample == 'down' and not dilated:
+      table = {'conv1': ('Conv_0',), 'conv2': ('ConvMeanPool_0', 'Conv_0'),
+               'shortcut': ('ConvMeanPool_1', 'Conv_0')}
+    elif block.resample == 'down':
+      table = {'conv1': ('Conv_0',), 'conv2': ('Conv_1',), 'shortcut': ('Conv_2',)}
+    elif block.input_dim != block.output_dim:
+      table = {'shortcut': ('Conv_0',), 'conv1': ('Conv_1',), 'conv2': ('Conv_2',)}
+    else:
+      table = {'conv1': ('Conv_0',), 'conv2': ('Conv_1',)}
+    return (name,) + table[sub], leaf
+  if head.startswith('refine'):
+    k = int(head[6:])
+    block = getattr(model, head)
+    name = (f'RefineBlock_{k - 1}',)
+    sub = parts[1]
+    if sub == 'adapt_convs':
+      rcu, conv = (f'RCUBlock_{int(parts[2])}',), parts[3]
+    elif sub == 'output_convs':
+      rcu, conv = (f'RCUBlock_{block.n_blocks}',), parts[2]
+    else:  # msf.convs.<j> / crp.convs.<j>
+      return name + ({'msf': 'MSFBlock_0', 'crp': 'CRPBlock_0'}[sub], f'Conv_{parts[3]}'), leaf
+    i, j = (int(v) for v in conv.split('_')[:2])  # '<block>_<stage>_conv', both from 1.
+    return name + rcu + (f'Conv_{(i - 1) * 2 + (j - 1)}',), leaf
+  raise KeyError(key)
+
+
+def _ncsnv2_fixture(ports, out_dir: str, commit: str) -> None:
+  """Our initialised NCSNv2 parameters copied into the port's network by name, and both
+  networks' inputs and the port's outputs, into ``ncsnv2.npz``."""
+  import jax
+  from score_sde.models import utils as jax_models
+  torch, _, _, _, mutils, _ = ports
+  config = ncsnv2_config()
+  params = jax.tree.map(np.asarray, jax_models.init_params(jax.random.key(0), config))
+  with config.unlocked():
+    config.device = torch.device('cpu')
+    config.data.channels = config.data.num_channels  # The port's NCSNv2 reads this name.
+  model = mutils.create_model(config)
+  # score_sde's NCSNv2 (JAX, the released checkpoints' layout, which this project follows)
+  # refines at 2 nf down to the last block; the port's refine3 has nf. Built at score_sde's
+  # widths, the port's layers are checked on the architecture this project implements.
+  from models.layers import RefineBlock
+  nf, act = config.model.nf, model.module.act
+  model.module.refine3 = RefineBlock([2 * nf, 2 * nf], 2 * nf, act=act)
+  model.module.refine4 = RefineBlock([nf, 2 * nf], nf, act=act, end=True)
+  state = model.state_dict()
+  used = set()
+  for key in state:
+    if key.endswith('sigmas'):
+      continue
+    path, leaf = _ncsnv2_port_name(model.module, key)
+    node = params
+    for p in path:
+      node = node[p]
+    ours_leaf = {'weight': 'kernel'}.get(leaf, leaf)
+    value = node[ours_leaf]
+    used.add(path + (ours_leaf,))
+    value = value.transpose(3, 2, 0, 1) if value.ndim == 4 and leaf == 'weight' else value
+    if value.size != state[key].numel():
+      raise ValueError(f'{key} -> {path + (ours_leaf,)}: {value.shape} vs {tuple(state[key].shape)}')
+    state[key] = torch.from_numpy(value.reshape(state[key].shape).copy())
+  leaves = {tuple(getattr(k, 'key', k) for k in path)
+            for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]}
+  if leaves != used:
+    raise RuntimeError(f'Parameters not matched: {sorted(leaves ^ used)[:5]}')
+  model.load_state_dict(state)
+  model.eval()
+  rng = np.random.default_rng(3)
+  c, s = config.data.num_channels, config.data.image_size
+  x = rng.uniform(0., 1., (_BATCH.value, s, s, c)).astype(np.float32)
+  labels = rng.integers(0, config.model.num_scales, _BATCH.value)
+  with torch.no_grad():
+    out = model(torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), torch.from_numpy(labels))
+  out = out.numpy().transpose(0, 2, 3, 1).astype(np.float32)
+  flat = {'params/' + '/'.join(str(getattr(k, 'key', k)) for k in path): leaf
+          for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
+  provenance = dict(port_commit=commit, torch=torch.__version__,
+                    generator='benchmarks/make_parity_fixtures.py')
+  np.savez_compressed(os.path.join(out_dir, 'ncsnv2.npz'), x=x, labels=labels, out=out,
+                      provenance=json.dumps(provenance), **flat)
+  print(f'ncsnv2: {sum(v.size for v in flat.values()):,} parameters, output range '
+        f'{np.ptp(out):.3g}')
+
+
 def main(argv):
   del argv
   if not _REPO.value:
@@ -282,8 +438,12 @@ def main(argv):
                           text=True, check=False).stdout.strip() or 'unknown'
   os.makedirs(_OUT.value, exist_ok=True)
   ports = _import_port(repo)
+  only = _ONLY.value.split(',') if _ONLY.value else None
   for name in NETWORKS:
-    _make(name, ports, _OUT.value, commit)
+    if only is None or name in only:
+      _make(name, ports, _OUT.value, commit)
+  if only is None or 'ncsnv2' in only:
+    _ncsnv2_fixture(ports, _OUT.value, commit)
 
 
 if __name__ == '__main__':

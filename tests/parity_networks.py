@@ -42,3 +42,11 @@ def network_config(name: str):
   optim.grad_clip = 1.
   config.training.batch_size = 2
   return config
+
+
+def ncsnv2_config():
+  """NCSNv2 (``configs/ve/ncsnv2/cifar10.py``) at 16 px with nf 8: the unconditional RefineNet,
+  InstanceNorm++, mean-pooled and dilated residual blocks, the output divided by sigma_i."""
+  config = importlib.import_module('configs.ve.ncsnv2.cifar10').get_config()
+  config.data.image_size, config.model.nf = 16, 8
+  return config
