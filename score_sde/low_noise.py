@@ -16,8 +16,8 @@ without evaluating anything twice and without rows of data-dependent size:
   bfloat16 one, as two static-shape calls; on a device mesh each device holds its share of both
   when its rows are a multiple of ``every``.
 
-``every`` is the largest power of two that divides ``B`` and is at most ``1 / P(low)``; 1 (a
-batch too small or odd) runs every row in float32, 0 (no level below ``below``) none.
+``every`` is the largest power of two that divides ``B`` and is at most ``1 / P(low)``; 1 (an
+odd batch, or ``P(low) > 1/2``) runs every row in float32, 0 (no level below ``below``) none.
 """
 from typing import Callable, NamedTuple, Optional
 
@@ -27,8 +27,8 @@ import numpy as np
 
 from score_sde import sde_lib
 
-# Resolution of the continuous cut between the strata (a fraction of T): any cut keeps the
-# estimate unbiased; this one puts std(cut) within 1e-5 T of ``below``.
+# Points of the time grid the continuous cut is read from: any cut keeps the estimate unbiased;
+# this one lies within T / 2^17 of the time where std reaches ``below``.
 _GRID = 2 ** 17
 
 
