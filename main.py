@@ -109,7 +109,7 @@ def main(argv):
   logging.get_absl_handler().addFilter(_OnlyWarningsFromLibraries())
   config = _load_config()
   import jax  # After flag parsing, so --help stays fast.
-  from score_sde import errors
+  from score_sde.common import errors
   if _DISTRIBUTED.value:
     # CPU processes need a collectives backend to all-reduce across hosts; accelerators have
     # their own (NCCL, ICI) and ignore this setting.

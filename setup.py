@@ -5,7 +5,7 @@ setup(
     name="score_sde",
     version="0.1.0",
     description="Score-based generative modeling through SDEs (Song et al., ICLR 2021) in JAX.",
-    packages=find_packages(include=["score_sde", "score_sde.*", "configs", "configs.*"]),
+    packages=find_packages(include=["score_sde", "score_sde.*"]),
     python_requires=">=3.10",
     install_requires=[
         "jax>=0.6",

@@ -39,8 +39,7 @@ from absl import app, flags
 
 import score_sde
 from score_sde.data import embedded
-from score_sde.models import layers
-from score_sde.models import utils as mutils
+from score_sde.models import layers, utils as mutils
 
 _WORKDIR = flags.DEFINE_string('workdir', '', 'Trained run (its EMA parameters are measured).')
 _COMPARE = flags.DEFINE_multi_string('compare', [], 'Other runs of the same config whose '

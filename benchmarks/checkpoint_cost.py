@@ -17,9 +17,11 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from score_sde import checkpoint, sharding
+from score_sde import optim
+from score_sde.common import parallel
+from score_sde.io import checkpoint
 from score_sde.models import utils as mutils
-from score_sde.training import optim, train_state
+from score_sde.training import train_state
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/ve/cifar10_ncsnpp_continuous.py',
                                           'Config file.')
@@ -28,10 +30,10 @@ _REPEATS = flags.DEFINE_integer('repeats', 3, 'Saves per mode; the median is rep
 
 def main(_):
   config = _CONFIG.value
-  mesh = sharding.make_mesh(jax.local_devices())
+  mesh = parallel.make_mesh(jax.local_devices())
   init = train_state.state_factory(config, mutils.get_model(config),
                                    optim.get_optimizer(config.optim))
-  state = jax.jit(init, out_shardings=sharding.replicated(mesh))()
+  state = jax.jit(init, out_shardings=parallel.replicated(mesh))()
   jax.block_until_ready(state)
   size = sum(x.nbytes for x in jax.tree.leaves(state) if hasattr(x, 'nbytes'))
   print(f'state: {mutils.count_params(state.params) / 1e6:.1f}M parameters, '

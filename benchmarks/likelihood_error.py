@@ -27,8 +27,8 @@ import numpy as np
 
 import score_sde
 import targets
-from configs import embedded
 from score_sde import analytic, data, likelihood, sde_lib
+from score_sde.configs import embedded
 from score_sde.models import utils as mutils
 
 EPS = 1e-5

@@ -33,10 +33,11 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from score_sde import sde_lib, sharding
+from score_sde import optim, sde_lib
+from score_sde.common import parallel
 from score_sde.data import images
 from score_sde.models import utils as mutils
-from score_sde.training import optim, train, train_state
+from score_sde.training import train, train_state
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/embedded.py', 'Config file.')
 _PAPER = flags.DEFINE_bool('paper', False, 'Every network of the paper (_PAPER_CONFIGS) instead '
@@ -111,7 +112,7 @@ def measure(config, per_device_batch: int, dtype: str, remat: bool, grad_accum_s
             steps: int, repeats: int) -> dict:
   """One row: the train step of ``config`` at ``per_device_batch`` images per device (times
   ``grad_accum_steps`` micro-batches), compiled and, with ``steps > 0``, timed."""
-  mesh = sharding.make_mesh()
+  mesh = parallel.make_mesh()
   batch_size = per_device_batch * mesh.devices.size * grad_accum_steps
   with config.unlocked():
     config.training.update(batch_size=batch_size, compute_dtype=dtype,
@@ -124,10 +125,10 @@ def measure(config, per_device_batch: int, dtype: str, remat: bool, grad_accum_s
   image_shape = images.image_shape(config.data.image_size, config.data.num_channels)
   state_spec = train_state.abstract_state(init, mesh)
   batch_spec = {'image': jax.ShapeDtypeStruct((batch_size,) + image_shape, jnp.float32,
-                                              sharding=sharding.data_sharding(mesh)),
+                                              sharding=parallel.data_sharding(mesh)),
                 'label': jax.ShapeDtypeStruct((batch_size,), jnp.int32,
-                                              sharding=sharding.data_sharding(mesh))}
-  key = sharding.replicate(jax.random.key(0), mesh)
+                                              sharding=parallel.data_sharding(mesh))}
+  key = parallel.replicate(jax.random.key(0), mesh)
   start = time.perf_counter()
   compiled = step.lower(state_spec, batch_spec, key).compile()
   row = dict(batch=per_device_batch, global_batch=batch_size, dtype=dtype, remat=remat,
@@ -136,9 +137,9 @@ def measure(config, per_device_batch: int, dtype: str, remat: bool, grad_accum_s
              params_m=sum(int(np.prod(s.shape)) for s in jax.tree.leaves(state_spec.params)) / 1e6)
   if steps <= 0:
     return row
-  state = jax.jit(init, out_shardings=sharding.replicated(mesh))()
+  state = jax.jit(init, out_shardings=parallel.replicated(mesh))()
   rng = np.random.default_rng(0)
-  batch = sharding.to_global({
+  batch = parallel.to_global({
       'image': rng.uniform(size=(batch_size,) + image_shape).astype(np.float32),
       'label': np.zeros((batch_size,), np.int32)}, mesh)
   state, metrics = compiled(state, batch, key)

@@ -1,9 +1,9 @@
 """``generate(config, workdir)``: samples from a trained run, ``python main.py --mode sample``.
 
-Reads the newest readable checkpoint of ``workdir`` (or checkpoint ``step``; read-only: nothing
-of the run is renamed or written) and draws ``num_samples`` images (default
-``sampling.batch_size``) in rounds of ``sampling.batch_size`` with ``config.sampling``'s sampler
-from its EMA weights, logging each round with an ETA: unconditional, or class-conditional for
+Loads the run with ``pipeline.load`` (the newest readable checkpoint of ``workdir``, or
+checkpoint ``step``; read-only: nothing of the run is renamed or written) and draws
+``num_samples`` images (default ``sampling.batch_size``) in rounds of ``sampling.batch_size``
+with ``Pipeline.sampler``, the one sampling path of a run, from its EMA weights, logging each round with an ETA: unconditional, or class-conditional for
 a class-conditional network (classifier-free guidance, ``sampling.cfg_scale``) or with
 classifier guidance (``sampling.classifier_scale``, the classifier trained by
 ``--mode train_classifier``). The classes are ``sampling.class_labels`` in turn (every class in
@@ -25,11 +25,10 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from score_sde import (checkpoint, config_validation, errors, rng, sampling, sde_lib, sharding,
-                       summary)
-from score_sde import workdir as workdir_lib
-from score_sde.models import utils as mutils
-from score_sde.training import optim, train_state
+from score_sde import pipeline
+from score_sde.common import errors, parallel, rng
+from score_sde.configs import validation
+from score_sde.io import checkpoint, summary, workdir as workdir_lib
 
 GRID_IMAGES = 256  # Images in samples.png; samples.npz holds them all.
 
@@ -48,9 +47,9 @@ def generate(config: ml_collections.ConfigDict, workdir: str, out_folder: str = 
       ``step``), or classifier guidance without a trained classifier; before anything is
       written.
   """
-  mesh = sharding.make_mesh() if mesh is None else mesh
-  config_validation.validate_config(config, num_devices=mesh.devices.size,
-                                    num_hosts=jax.process_count())
+  mesh = parallel.make_mesh() if mesh is None else mesh
+  validation.validate_config(config, num_devices=mesh.devices.size,
+                             num_hosts=jax.process_count())
   batch = config.sampling.batch_size
   total = batch if num_samples is None else int(num_samples)
   if total < 1:
@@ -61,19 +60,9 @@ def generate(config: ml_collections.ConfigDict, workdir: str, out_folder: str = 
   if os.path.normpath(out_folder) in reserved:
     raise errors.WorkdirError(f'--sample_folder {out_folder} is one of the run\'s own '
                               f'directories {reserved}; pick another name, e.g. generated.')
-  sde, model = sde_lib.get_sde(config), mutils.get_model(config)
-  init_fn = train_state.state_factory(config, model, optim.get_optimizer(config.optim))
-  try:
-    params, step = train_state.restore_params_ema(workdir, init_fn, mesh, 'score model', step)
-  except errors.WorkdirError as e:
-    raise errors.WorkdirError(f'{e} Train it first: python main.py --config ... --workdir '
-                              f'{workdir}.') from None
-  classifier = None
-  if config.sampling.classifier_scale:
-    classifier, classifier_params, _ = train_state.load_classifier(config, workdir, mesh)
-    params = {'score': params, 'classifier': classifier_params}
-  labels = sampling.snapshot_labels(config, model, batch, classifier)
-  sample = sampling.get_snapshot_sampler(config, sde, model, mesh, batch, classifier=classifier)
+  pipe = pipeline.load(workdir, step=step, config=config, mesh=mesh)
+  step = pipe.step
+  sample, labels = pipe.sampler(batch)
   first = jax.random.fold_in(rng.stream_key(config.seed, rng.SAMPLE_STREAM), step)
   rounds = -(-total // batch)
   logging.info('Sampling %d images from step %d in %d round(s) of %d with the %s sampler.',
@@ -81,7 +70,7 @@ def generate(config: ml_collections.ConfigDict, workdir: str, out_folder: str = 
   chunks, start = [], time.time()
   for r in range(rounds):
     key = first if r == 0 else jax.random.fold_in(first, r)
-    images, nfe = sample(params, sharding.replicate(key, mesh))
+    images, nfe = sample(parallel.replicate(key, mesh))
     chunks.append(np.asarray(jax.device_get(multihost_utils.process_allgather(images,
                                                                               tiled=True))))
     logging.info('Sample round %d done (%d score evaluations per image); %s', r + 1, int(nfe),

@@ -31,18 +31,17 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from score_sde import ode_solve, sde_lib, sharding
-from score_sde.sampling import base, schedule
-from score_sde.sampling import ode as sampling_ode
+from score_sde import sde_lib
+from score_sde.common import parallel
+from score_sde.sampling import base, ode as sampling_ode, ode_solve, schedule
 
 HUTCHINSON_TYPES = ('rademacher', 'gaussian', 'exact')
 UNITS = ('bpd', 'nats')
 
 # The estimator for one example's likelihood (``Pipeline.bits_per_dim``): the control variate
-# (``flow_with_control_variate``) with 96 nodes of 4 probes. Measured in
-# ``benchmarks/likelihood_error.py`` (README, "Per-example likelihoods"): at most 0.048 bits/dim
-# RMS per point on the closed-form targets, where one fixed probe errs by about 0.32, and
-# unbiased on a trained network, where the plain quadrature erred by +0.27 bits/dim.
+# (``flow_with_control_variate``) with 96 nodes of 4 probes: ``benchmarks/likelihood_error.py``
+# measures its error per point and its bias against the plain quadrature and one fixed probe
+# (docs/likelihood.md, "Per-example likelihoods").
 PER_EXAMPLE_NODES, PER_EXAMPLE_PROBES = 96, 4
 
 # The reference evaluates on uniformly dequantized data, going 5 times over the test split (fresh
@@ -346,9 +345,9 @@ def flow_with_control_variate(sde: sde_lib.SDE, score_fn: sde_lib.ScoreFn, x: ja
   (their error only adds noise here, both node terms using the same states), keeps the
   reference's adaptive solve as the estimate's expectation, and costs one JVP per stage more
   than ``flow_with_quadrature``'s solve but no step onto each node, which on closed-form
-  targets made that solve take 3-4 times the evaluations. Measured (README, "Per-example
-  likelihoods"): at ``M = 96``, ``P = 4``, at most 0.048 bits/dim RMS per point on the
-  closed-form targets (one fixed probe: 0.32) and 0.008 on a trained network, no bias seen.
+  targets made that solve take 3-4 times the evaluations. Its error at ``M = 96``, ``P = 4``,
+  on closed-form targets and a trained network, is in docs/likelihood.md ("Per-example
+  likelihoods", ``benchmarks/likelihood_error.py``).
 
   Cost: the reference's solve with one probe (a score and a JVP per stage), then every node one
   score with ``P + 1`` JVPs; ``nfe`` counts the solve's evaluations and the nodes.
@@ -473,7 +472,7 @@ def get_sharded_likelihood_fn(likelihood_fn, make_score_fn: Callable, mesh: Mesh
     likelihood_fn: from ``get_likelihood_fn``.
     make_score_fn: ``make_score_fn(params) -> score_fn``, e.g.
       ``lambda p: models.utils.get_score_fn(sde, model, p, train=False, continuous=True)``.
-    mesh: from ``sharding.make_mesh``.
+    mesh: from ``parallel.make_mesh``.
     scaler: elementwise ``[0, 1] -> model space`` applied on device first (None: identity).
   Returns:
     ``fn(rng, params, images) -> (bpd (B,), z, nfe)``; ``images`` ``(B, ...)`` in ``[0, 1]``
@@ -484,14 +483,14 @@ def get_sharded_likelihood_fn(likelihood_fn, make_score_fn: Callable, mesh: Mesh
   def step(rng, params, images):
     return likelihood_fn(rng, make_score_fn(params), scaler(images))
 
-  split, whole = sharding.data_sharding(mesh), sharding.replicated(mesh)
+  split, whole = parallel.data_sharding(mesh), parallel.replicated(mesh)
   compiled = jax.jit(step, in_shardings=(whole, whole, split),
                      out_shardings=(split, split, whole))
 
   def sharded_fn(rng, params, images):
     if isinstance(images, np.ndarray):
-      images = sharding.to_global(images, mesh)
-    sharding.check_divisible(images.shape[0], mesh, 'likelihood batch size')
+      images = parallel.to_global(images, mesh)
+    parallel.check_divisible(images.shape[0], mesh, 'likelihood batch size')
     return compiled(rng, params, images)
 
   return sharded_fn

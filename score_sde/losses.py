@@ -31,9 +31,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from score_sde import low_noise, sde_lib
+from score_sde import low_noise, optim, sde_lib
+from score_sde.models import utils as mutils
 from score_sde.sde_lib import batch_mul
-from score_sde.training import train_state
 
 ModelFn = Callable[[jax.Array, jax.Array], jax.Array]
 
@@ -220,7 +220,6 @@ def get_per_example_loss_fn(sde: sde_lib.SDE, model, train: bool, reduce_mean: b
   label drops are then those rows of the whole batch's draws, and dropout uses
   ``fold_in(key, micro.index)`` (the one draw that differs from an unaccumulated step).
   """
-  from score_sde.models import utils as mutils  # Imported here: models import this package.
 
   if not continuous and likelihood_weighting:
     raise ValueError('likelihood_weighting applies to the continuous objective only; set '
@@ -304,13 +303,13 @@ def get_step_fn(sde: sde_lib.SDE, model, train: bool,
   step, so a resumed run draws what the uninterrupted one would. Training differentiates the
   loss of ``state.params``, applies ``optimizer`` and updates the EMA; evaluation returns the
   loss of ``state.params_ema`` and the state unchanged. The EMA rate is
-  ``train_state.ema_rate_at(ema_rate, step, ema_warmup)``. Jit it at the call site with the state
-  replicated and the batch split over devices; XLA then averages the gradient over the global
-  batch with one all-reduce.
+  ``optim.ema_rate_at(ema_rate, step, ema_warmup)``. ``state`` is a
+  ``training.train_state.TrainState`` (or any struct with its fields and ``replace``). Jit it at
+  the call site with the state replicated and the batch split over devices; XLA then averages
+  the gradient over the global batch with one all-reduce.
 
   ``compute_dtype`` and ``float32_below_std`` as for ``get_per_example_loss_fn``.
-  ``grad_accum_steps = k``
-  splits the batch into ``k`` micro-batches (rows ``j::k``, each still split over the devices),
+  ``grad_accum_steps = k`` splits the batch into ``k`` micro-batches (rows ``j::k``, each still split over the devices),
   whose gradients are summed in a ``lax.scan`` before the one optimizer update: activation
   memory of ``B / k`` examples, the update of the whole batch (the same noise; only dropout
   masks differ). The batch must split into ``k`` equal micro-batches.
@@ -375,8 +374,7 @@ def _get_step_fn(loss_fn, train: bool, optimizer, ema_rate: float, has_aux: bool
     raise ValueError('A training step needs an optax optimizer.')
   grads_of = accumulated_value_and_grad(metrics_of, grad_accum_steps)
 
-  def step_fn(state: train_state.TrainState, batch, key: jax.Array
-              ) -> Tuple[train_state.TrainState, dict]:
+  def step_fn(state, batch, key: jax.Array) -> Tuple[object, dict]:
     rng = jax.random.fold_in(key, state.step)
     if not train:
       loss, metrics = metrics_of(rng, state.params_ema, batch)
@@ -386,8 +384,8 @@ def _get_step_fn(loss_fn, train: bool, optimizer, ema_rate: float, has_aux: bool
     params = optax.apply_updates(state.params, updates)
     new_state = state.replace(
         step=state.step + 1, params=params, opt_state=opt_state,
-        params_ema=train_state.ema_update(
-            state.params_ema, params, train_state.ema_rate_at(ema_rate, state.step, ema_warmup)))
+        params_ema=optim.ema_update(
+            state.params_ema, params, optim.ema_rate_at(ema_rate, state.step, ema_warmup)))
     return new_state, {'loss': loss, 'grad_norm': optax.tree.norm(grads), **metrics}
 
   return step_fn
@@ -434,7 +432,6 @@ def get_classifier_step_fn(sde: sde_lib.SDE, classifier, train: bool,
   mean cross-entropy and accuracy over the global batch; ``batch`` holds ``'image'`` (scaled)
   and ``'label'``. ``grad_accum_steps`` as for ``get_step_fn``; the classifier computes in
   float32."""
-  from score_sde.models import utils as mutils  # Imported here: models import this package.
 
   def loss_fn(rng, params, batch, micro=None):
     logits_fn = mutils.get_classifier_fn(sde, classifier, params)

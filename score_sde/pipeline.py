@@ -27,14 +27,14 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
-from score_sde import (checkpoint, config_validation, data, errors, likelihood, sampling, sde_lib,
-                       sharding, summary)
-from score_sde import workdir as workdir_lib
+from score_sde import data, likelihood, optim, sampling, sde_lib
+from score_sde.common import errors, parallel
+from score_sde.configs import record, validation
 from score_sde.data import images as images_lib
+from score_sde.io import checkpoint, summary, workdir as workdir_lib
 from score_sde.models import utils as mutils
-from score_sde.sampling import ode as ode_lib
-from score_sde.sampling import shard
-from score_sde.training import optim, train_state
+from score_sde.sampling import ode as ode_lib, shard
+from score_sde.training import train_state
 
 ConfigLike = Union[None, str, os.PathLike, ml_collections.ConfigDict]
 
@@ -43,14 +43,14 @@ def _config_from(config: ConfigLike, workdir: str) -> ml_collections.ConfigDict:
   """The run's config: given as a ConfigDict, a ``configs/....py`` path, or recorded in
   ``workdir/config.json`` (None)."""
   if config is None:
-    return workdir_lib.load_run_config(workdir)
+    return record.load_run_config(workdir)
   if isinstance(config, ml_collections.ConfigDict):
     return copy.deepcopy(config)
   path = os.fspath(config)
   if not os.path.isfile(path):
     raise errors.ConfigError(f'config={path!r} is not a file; pass a config file such as '
                              'configs/embedded.py, a ConfigDict, or None for the workdir\'s '
-                             f'{workdir_lib.RUN_CONFIG}.')
+                             f'{record.RUN_CONFIG}.')
   import importlib.util  # pylint: disable=g-import-not-at-top
   spec = importlib.util.spec_from_file_location('_score_sde_loaded_config', path)
   module = importlib.util.module_from_spec(spec)
@@ -75,16 +75,15 @@ def load(workdir: str, step: Optional[int] = None, config: ConfigLike = None,
       config, a ``step`` it does not hold, an invalid config, or a config whose network does not
       match the checkpoint (the message names the differing parameters).
   """
-  mesh = sharding.make_mesh() if mesh is None else mesh
+  mesh = parallel.make_mesh() if mesh is None else mesh
   workdir = workdir_lib.check_workdir(workdir, must_exist=True)
   config = _config_from(config, workdir)
   # The run's batch sizes were checked against the devices it trained on; here every batch is
   # padded to the devices, so only the device-independent checks apply.
-  config_validation.validate_config(config, num_devices=1)
+  validation.validate_config(config, num_devices=1)
   model = mutils.get_model(config)
-  init_fn = train_state.state_factory(config, model, optim.get_optimizer(config.optim))
   try:
-    params, step = train_state.restore_params_ema(workdir, init_fn, mesh, 'score model', step)
+    params, step = restore_network(config, model, workdir, mesh, 'score model', step)
   except checkpoint.StructureMismatchError as e:
     raise errors.ConfigError(
         f'The config does not describe the network saved in {workdir}: {e}\nPass the config '
@@ -96,6 +95,35 @@ def load(workdir: str, step: Optional[int] = None, config: ConfigLike = None,
                               f'{workdir}.') from None
   logging.info('Loaded step %d of %s.', step, workdir)
   return Pipeline(config, model, params, int(step), mesh, workdir)
+
+
+def restore_network(config, model, workdir: str, mesh, what: str, step: Optional[int] = None):
+  """``(params_ema, step)`` of ``model`` (trained with ``config``) from checkpoint ``step`` of
+  ``workdir`` (None: the newest readable one), replicated over ``mesh``; read-only. Raises as
+  ``checkpoint.restore_params_ema``."""
+  init_fn = train_state.state_factory(config, model, optim.get_optimizer(config.optim))
+  return checkpoint.restore_params_ema(workdir, train_state.abstract_state(init_fn, mesh), what,
+                                       step)
+
+
+def load_classifier(config, workdir: str, mesh):
+  """The noise-conditional classifier of classifier guidance: ``(module, params_ema, step)``
+  from the newest checkpoint in ``workdir.classifier_workdir(config, workdir)``.
+
+  Raises:
+    errors.WorkdirError: when no classifier was trained there, naming the command that trains it.
+  """
+  classifier = mutils.get_classifier(config)
+  directory = workdir_lib.classifier_workdir(config, workdir)
+  try:
+    params, step = restore_network(config, classifier, directory, mesh, 'classifier')
+  except errors.WorkdirError as e:
+    raise errors.WorkdirError(
+        f'{e} sampling.classifier_scale={config.sampling.classifier_scale} needs a trained '
+        'noise-conditional classifier: run main.py --mode train_classifier with this config '
+        'and workdir first, or set sampling.classifier_workdir, or sampling.classifier_scale=0.'
+    ) from None
+  return classifier, params, step
 
 
 class Pipeline:
@@ -165,26 +193,47 @@ class Pipeline:
       ``float32 (n, H, W, C)`` in ``[0, 1]`` (clipped).
     """
     config = self._sampling_config(method, num_steps, class_labels, sampling_fields)
+    sample, _ = self.sampler(self._padded(n), config)
+    images, nfe = sample(self._key(seed))
+    logging.info('Sampled %d images with %s (%d score evaluations).', n, config.sampling.method,
+                 int(nfe))
+    return _host(images)[:n]
+
+  def sampler(self, n: int, config: Optional[ml_collections.ConfigDict] = None,
+              quantize: Optional[str] = None) -> Tuple[Callable, Optional[np.ndarray]]:
+    """The run's configured sampler for batches of ``n`` images: the one path that ``sample``,
+    ``--mode sample`` (``generate``) and, through ``sampling.get_snapshot_sampler``, training
+    snapshots and evaluation's FID rounds draw with.
+
+    Args:
+      n: images per call; must split over the mesh's devices.
+      config: the config whose ``sampling`` section to use; default the run's.
+      quantize: as for ``sampling.get_snapshot_sampler``.
+    Returns:
+      ``(sample, labels)``: ``sample(key) -> (images, nfe)`` with ``images`` float32
+      ``(n, H, W, C)`` in [0, 1], split over the mesh (compiled once per ``n`` and sampling
+      section); ``labels`` the int32 ``(n,)`` class of each image, or None when unconditional.
+      Classifier guidance (``sampling.classifier_scale``) reads the run's trained classifier.
+    """
+    config = self.config if config is None else config
     classifier, params = None, self.params
     if config.sampling.classifier_scale:
       classifier, classifier_params = self._classifier(config)
       params = {'score': self.params, 'classifier': classifier_params}
-    padded = self._padded(n)
-    key = ('sample', padded, _frozen(config.sampling))
+    key = ('sample', n, quantize, _frozen(config.sampling))
     if key not in self._compiled:
-      self._compiled[key] = sampling.get_snapshot_sampler(config, self.sde, self.model,
-                                                          self.mesh, padded, classifier=classifier)
-    images, nfe = self._compiled[key](params, self._key(seed))
-    logging.info('Sampled %d images with %s (%d score evaluations).', n, config.sampling.method,
-                 int(nfe))
-    return _host(images)[:n]
+      self._compiled[key] = sampling.get_snapshot_sampler(
+          config, self.sde, self.model, self.mesh, n, quantize=quantize, classifier=classifier)
+    labels = sampling.snapshot_labels(config, self.model, n, classifier)
+    compiled = self._compiled[key]
+    return (lambda key: compiled(params, key)), labels
 
   def _classifier(self, config):
     """``(module, params)`` of the run's classifier, read once (errors.WorkdirError naming
     ``--mode train_classifier`` when there is none)."""
     where = workdir_lib.classifier_workdir(config, self.workdir)
     if ('classifier', where) not in self._compiled:
-      module, params, _ = train_state.load_classifier(config, self.workdir, self.mesh)
+      module, params, _ = load_classifier(config, self.workdir, self.mesh)
       self._compiled[('classifier', where)] = (module, params)
     return self._compiled[('classifier', where)]
 
@@ -211,7 +260,7 @@ class Pipeline:
         tolerances = 'adaptive_rtol / atol' if s.method == 'adaptive' else 'rtol / atol'
         raise errors.ConfigError(f'num_steps={num_steps}: the {s.method!r} sampler is adaptive '
                                  f'(sampling.{tolerances} set its accuracy); drop num_steps.')
-    config_validation.validate_config(config, num_devices=1)
+    validation.validate_config(config, num_devices=1)
     return config
 
   def _sde_with_steps(self, num_steps: int) -> sde_lib.SDE:
@@ -314,7 +363,7 @@ class Pipeline:
     n, padded = len(images), self._padded(len(images))
     images = _pad_rows(images.astype(np.float32), padded)
     bpd, _, _ = self._compiled[key](self._key(seed), self.params,
-                                    images[sharding.host_batch_slice(padded)])
+                                    images[parallel.host_batch_slice(padded)])
     return _host(bpd)[:n]
 
   def encode(self, images) -> np.ndarray:
@@ -361,7 +410,7 @@ class Pipeline:
     return -(-int(n) // d) * d
 
   def _key(self, seed: int) -> jax.Array:
-    return sharding.replicate(jax.random.key(seed), self.mesh)
+    return parallel.replicate(jax.random.key(seed), self.mesh)
 
   def _run(self, name, fn, seed: int, *arrays, continuous: Optional[bool] = None) -> np.ndarray:
     """``fn(rng, score_fn, *arrays)`` jitted once per ``name`` and shape, with the batch split
@@ -371,14 +420,14 @@ class Pipeline:
     arrays = [_pad_rows(a, padded) for a in arrays]
     key = name + (padded, continuous) + tuple(a.shape for a in arrays)
     if key not in self._compiled:
-      split, whole = sharding.data_sharding(self.mesh), sharding.replicated(self.mesh)
+      split, whole = parallel.data_sharding(self.mesh), parallel.replicated(self.mesh)
 
       def run(params, rng, *xs):
         return fn(rng, shard.constrained(self._score_fn_of(params, continuous), self.mesh), *xs)
 
       self._compiled[key] = jax.jit(run, in_shardings=(whole, whole) + (split,) * len(arrays),
                                     out_shardings=split)
-    arrays = [sharding.to_global(a[sharding.host_batch_slice(padded)], self.mesh)
+    arrays = [parallel.to_global(a[parallel.host_batch_slice(padded)], self.mesh)
               for a in arrays]
     return _host(self._compiled[key](self.params, self._key(seed), *arrays))[:n]
 

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from score_sde.registry import Registry
+from score_sde.common.registry import Registry
 
 SDES = Registry('SDE')
 

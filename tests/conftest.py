@@ -21,7 +21,7 @@ import pytest  # noqa: E402
 
 @pytest.fixture
 def smoke_config():
-  from configs import smoke
+  from score_sde.configs import smoke
   return smoke.get_config()
 
 

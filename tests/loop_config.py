@@ -6,7 +6,7 @@ at one resolution with plain blocks and resampling: a fraction of the smoke netw
 time, and, being the same program, compiled once per suite and then read from the persistent
 compilation cache (``conftest.py``) by every other test and child process that builds it.
 """
-from configs import smoke
+from score_sde.configs import smoke
 
 NET = dict(ch_mult=(1,), attn_resolutions=(), fir=False, resblock_type='ddpm',
            progressive_input='none')

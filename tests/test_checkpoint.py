@@ -1,4 +1,4 @@
-"""Tests for score_sde.checkpoint: exact round trips, retention, fallback past bad checkpoints."""
+"""Tests for score_sde.io.checkpoint: exact round trips, retention, fallback past bad checkpoints."""
 import gc
 import logging
 import os
@@ -14,7 +14,8 @@ import orbax.checkpoint as ocp
 import pytest
 import tensorstore as ts
 
-from score_sde import checkpoint, errors, sharding
+from score_sde.common import errors, parallel
+from score_sde.io import checkpoint
 from score_sde.training.train_state import create_train_state
 
 TX = optax.adam(1e-2)
@@ -52,7 +53,7 @@ def toy_state(seed: int):
 
 
 def abstract(state, mesh=None):
-  sh = sharding.replicated(mesh or sharding.make_mesh())
+  sh = parallel.replicated(mesh or parallel.make_mesh())
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh), state)
 
 
@@ -71,16 +72,16 @@ def states():
 def test_round_trip_is_exact_and_lands_replicated_on_the_mesh(tmp_path, states):
   """Every leaf (step, params, EMA, Adam count/mu/nu) comes back bit for bit, on the 8-device
   replicated sharding asked for, through a fresh Checkpointer (a restarted process)."""
-  mesh = sharding.make_mesh()
+  mesh = parallel.make_mesh()
   assert mesh.devices.size == 8
-  state = jax.device_put(states[0], sharding.replicated(mesh))
+  state = jax.device_put(states[0], parallel.replicated(mesh))
   with checkpoint.Checkpointer(tmp_path) as ckpt:  # Asynchronous save, awaited by close().
     assert ckpt.save(7, state, periodic=True)
   ckpt = checkpoint.Checkpointer(tmp_path)
   restored = ckpt.restore(7, abstract(state, mesh))
   assert_same(restored, states[0])
   for leaf in jax.tree.leaves(restored):
-    assert leaf.sharding == sharding.replicated(mesh)
+    assert leaf.sharding == parallel.replicated(mesh)
     assert len(leaf.addressable_shards) == 8
   restored, step = ckpt.restore_latest(abstract(state, mesh))
   assert step == 7
@@ -93,8 +94,8 @@ def test_checkpoints_of_orbax_standard_handler_still_restore(tmp_path, states):
   StandardCheckpointHandler: such a checkpoint (written here the way that code did) restores bit
   for bit, checksums verified, and building Checkpointers leaves orbax's process-wide type
   registry as it was (a user's own orbax checkpoints in the same process go through it)."""
-  mesh = sharding.make_mesh()
-  state = jax.device_put(states[1], sharding.replicated(mesh))
+  mesh = parallel.make_mesh()
+  state = jax.device_put(states[1], parallel.replicated(mesh))
   checksums = {'format': checkpoint._CHECKSUM_FORMAT, 'leaves': checkpoint.leaf_checksums(state)}
   handlers = {checkpoint._STATE: ocp.StandardCheckpointHandler(),
               checkpoint._CHECKSUMS: ocp.JsonCheckpointHandler(filename=checkpoint._CHECKSUM_FILE)}
@@ -366,8 +367,8 @@ def test_leaf_checksums_are_crc32_of_the_bytes_whatever_the_sharding():
   """A leaf split over the 8 devices is checksummed as the whole array: the CRC-32 of its
   C-order bytes (computed independently from the numpy array); one changed ulp changes it."""
   x = np.random.default_rng(1).standard_normal((8, 5)).astype(np.float32)
-  mesh = sharding.make_mesh()
-  tree = {'a': jax.device_put(x, sharding.data_sharding(mesh)), 'b': {'c': np.arange(3)}}
+  mesh = parallel.make_mesh()
+  tree = {'a': jax.device_put(x, parallel.data_sharding(mesh)), 'b': {'c': np.arange(3)}}
   sums = checkpoint.leaf_checksums(tree)
   assert sums == {'a': zlib.crc32(x.tobytes()), 'b.c': zlib.crc32(np.arange(3).tobytes())}
   y = x.copy()
@@ -388,9 +389,9 @@ def test_small_replicated_leaves_are_saved_without_per_replica_slicing(tmp_path,
   is written by one replica: orbax's default compiled a slicing program per leaf and replica,
   14 s for 40 small leaves on 8 devices) and that a large leaf, still written cooperatively by
   its replicas, and the small ones restore bit for bit on the 8-device mesh."""
-  mesh = sharding.make_mesh()
+  mesh = parallel.make_mesh()
   assert mesh.devices.size == 8
-  rep = sharding.replicated(mesh)
+  rep = parallel.replicated(mesh)
   rng = np.random.default_rng(0)
   big = (checkpoint.MIN_REPLICA_PARALLEL_SLICE_BYTES * 8) // 4 // 256  # 1 MiB per replica.
   # Small leaves whose first axis splits over 8 replicas, which is what orbax's slicing needs.

@@ -17,7 +17,9 @@ import pytest
 
 import loop_config
 from event_files import read_events, tensorboard_view
-from score_sde import errors, generate, models, sharding
+from score_sde import generate, models
+from score_sde.common import errors, parallel
+from score_sde.models import utils as mutils
 from score_sde.training import train
 
 
@@ -85,7 +87,7 @@ def test_labels_outside_the_classes_stop_training_with_the_fix():
 @pytest.fixture(scope='module')
 def conditional_run(tmp_path_factory):
   """A class-conditional score model (4 steps) and its classifier (4 steps), on one device."""
-  from configs import smoke
+  from score_sde.configs import smoke
   config = _tiny_classifier(smoke.get_config())
   config.model.num_classes = 10
   config.training.n_iters = 4
@@ -93,7 +95,7 @@ def conditional_run(tmp_path_factory):
   # The loop tests' network: the labels' path is the same, in a fraction of the compile time.
   config.model.update(loop_config.NET)
   workdir = str(tmp_path_factory.mktemp('conditional'))
-  mesh = sharding.make_mesh(jax.devices()[:1])
+  mesh = parallel.make_mesh(jax.devices()[:1])
   train.train_and_evaluate(config, workdir, mesh=mesh)
   train.train_classifier(config, workdir, mesh=mesh)
   return config, workdir, mesh
@@ -143,24 +145,37 @@ def test_classifier_guidance_without_a_classifier_names_the_command(conditional_
     generate.generate(config, workdir, out_folder='classifier', mesh=mesh)
 
 
-def test_load_samples_both_guidances_as_the_sample_mode(conditional_run):
-  """score_sde.load on a class-conditional run: classifier-free guidance, and classifier
-  guidance with the run's trained classifier (read from workdir/classifier), give the images of
-  the snapshot sampler that --mode sample runs, for the same config and key."""
+def test_load_samples_both_guidances_from_their_definitions(conditional_run):
+  """score_sde.load on a class-conditional run: classifier-free guidance and classifier guidance
+  by the run's trained classifier (read from workdir/classifier) draw what the plain sampler
+  (``sampling.get_sampler``) draws, for the same key, on the guided score written out from its
+  definition: ``(1 + w) s(x, t, y) - w s(x, t, null)`` (Ho & Salimans 2022, eq. 6) and
+  ``s(x, t) + scale grad_x log p_t(y | x)`` (eq. 14), the gradient by ``jax.grad`` of the
+  classifier's log-softmax."""
   import score_sde
-  from score_sde import sampling
-  from score_sde.training import train_state
+  from score_sde import data, pipeline, sampling
   _, workdir, mesh = conditional_run
   pipe = score_sde.load(workdir, mesh=mesh)
+  sde, labels, null = pipe.sde, jnp.array([3, 7, 3, 7]), jnp.full((4,), 10)
+  assert pipe.config.sampling.method == 'pc'
+  score = mutils.get_score_fn(sde, pipe.model, pipe.params, train=False,
+                              continuous=pipe.config.training.continuous)
+  classifier, classifier_params, _ = pipeline.load_classifier(pipe.config, workdir, mesh)
+  logits_fn = mutils.get_classifier_fn(sde, classifier, classifier_params)
+
+  def log_p_y(x, t):
+    return jnp.sum(jnp.take_along_axis(jax.nn.log_softmax(logits_fn(x, t)), labels[:, None], 1))
+
+  guided = {
+      'cfg_scale': lambda x, t: 3. * score(x, t, class_labels=labels) - 2. * score(
+          x, t, class_labels=null),
+      'classifier_scale': lambda x, t: score(x, t, class_labels=null) + jax.grad(log_p_y)(x, t),
+  }
+  sampler = sampling.get_sampler(pipe.config, sde, (4,) + pipe.shape,
+                                 data.get_data_inverse_scaler(pipe.config.data.centered),
+                                 eps=pipe.config.sampling.eps)
   for fields in ({'cfg_scale': 2.}, {'cfg_scale': -1., 'classifier_scale': 1.}):
     got = pipe.sample(4, class_labels=[3, 7], seed=5, **fields)
-    wanted = pipe.config.copy_and_resolve_references()  # As recorded: earlier tests edit config.
-    wanted.sampling.class_labels = (3, 7)
-    wanted.sampling.update(fields)
-    classifier, params = None, pipe.params
-    if fields.get('classifier_scale'):
-      classifier, classifier_params, _ = train_state.load_classifier(wanted, workdir, mesh)
-      params = {'score': pipe.params, 'classifier': classifier_params}
-    sampler = sampling.get_snapshot_sampler(wanted, pipe.sde, pipe.model, mesh, 4,
-                                            classifier=classifier)
-    np.testing.assert_array_equal(got, np.asarray(sampler(params, jax.random.key(5))[0]))
+    score_fn = guided['classifier_scale' if 'classifier_scale' in fields else 'cfg_scale']
+    wanted, _ = jax.jit(lambda key, f=score_fn: sampler(key, f))(jax.random.key(5))
+    np.testing.assert_allclose(got, np.clip(np.asarray(wanted), 0., 1.), atol=1e-4)

@@ -1,4 +1,4 @@
-"""Tests of the paper's experiment configs and of ``score_sde.config_validation``.
+"""Tests of the paper's experiment configs and of ``score_sde.configs.validation``.
 
 Expected values are typed in from the paper (Song et al. 2021) and the README of the reference
 implementation (yang-song/score_sde), not read from our own configs. Pure Python: no JAX work.
@@ -10,16 +10,17 @@ import types
 
 import pytest
 
-from configs import default
-from score_sde import config_validation
-from score_sde.config_validation import validate_config
-from score_sde.registry import Registry
+from score_sde.common.registry import Registry
+from score_sde.configs import default, validation
+from score_sde.configs.validation import validate_config
 
 CONFIG_ROOT = pathlib.Path(__file__).resolve().parents[1] / 'configs'
-# Every loadable config file; modules starting with '_' are shared bases, not experiments.
+# Every loadable config file (one defining get_config); modules starting with '_' are shared
+# bases, and validation.py / record.py code, not experiments.
 ALL_CONFIGS = sorted(
     str(p.relative_to(CONFIG_ROOT).with_suffix(''))
-    for p in CONFIG_ROOT.rglob('*.py') if not p.name.startswith('_'))
+    for p in CONFIG_ROOT.rglob('*.py')
+    if not p.name.startswith('_') and 'def get_config(' in p.read_text())
 # Experiments named <sde>/<dataset>_<model>[_continuous]; the sub-directories ve/ncsn/ and
 # ve/ncsnv2/ follow the reference's other naming and are checked in tests/test_ncsnv2.py.
 EXPERIMENTS = [name for name in ALL_CONFIGS if name.count('/') == 1]
@@ -330,7 +331,7 @@ def test_names_come_from_the_registry(monkeypatch):
   fake = types.ModuleType('score_sde.sde_lib')
   fake.SDES = sdes
   monkeypatch.setitem(sys.modules, 'score_sde.sde_lib', fake)
-  assert config_validation.registered_names('score_sde.sde_lib', 'SDES') == ('vpsde',)
+  assert validation.registered_names('score_sde.sde_lib', 'SDES') == ('vpsde',)
   with pytest.raises(ValueError, match="config.training.sde='vesde' is not registered; use one "
                                        "of vpsde"):
     validate_config(default.get_config(), num_devices=8)

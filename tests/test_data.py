@@ -13,7 +13,8 @@ from scipy import stats
 
 from event_files import crc32c as reference_crc32c
 from event_files import masked as reference_masked
-from score_sde import data, errors
+from score_sde import data
+from score_sde.common import errors
 from score_sde.data import embedded, sources, tfrecord
 
 

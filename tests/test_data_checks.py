@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from score_sde import errors
+from score_sde.common import errors
 from score_sde.data import checks, sources, tfrecord
 
 

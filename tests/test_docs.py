@@ -2,17 +2,13 @@
 work. The snippets run in a directory holding a 4-step smoke run at README's workdir path
 (runs/embedded); the notebook runs top to bottom in a Jupyter kernel (nbclient) on its own
 tiny settings, failing on any error."""
-import importlib
 import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 import child_env
-import score_sde
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -62,18 +58,3 @@ def test_quickstart_notebook_runs_top_to_bottom(monkeypatch):
   images = [o for cell in notebook.cells if cell.cell_type == 'code'
             for o in cell.get('outputs', []) if 'image/png' in o.get('data', {})]
   assert len(images) == 5  # Two sampler grids, inpainting, colourisation, latents.
-
-
-def test_moved_modules_keep_their_earlier_names():
-  """Protects user code written against the flat layout: ``score_sde.train`` / ``train_state`` /
-  ``optim`` / ``evaluate``, both imported and as attributes, are the sub-packages' modules
-  themselves (one module object, so monkeypatching either name patches both)."""
-  for old, new in score_sde.MOVED.items():
-    moved = importlib.import_module(f'score_sde.{new}')
-    assert importlib.import_module(f'score_sde.{old}') is moved
-    assert getattr(score_sde, old) is moved
-    assert moved.__spec__.name == f'score_sde.{new}'
-  # In a fresh interpreter the old name may be imported first.
-  code = ('from score_sde.train import train_and_evaluate; import score_sde.training.train as t; '
-          'assert t.train_and_evaluate is train_and_evaluate')
-  subprocess.run([sys.executable, '-c', code], check=True)

@@ -16,11 +16,14 @@ import pytest
 from scipy import special
 
 import loop_config
-from score_sde import checkpoint, config_validation, data, losses, sampling, sde_lib, sharding
+from score_sde import data, losses, optim, sampling, sde_lib
+from score_sde.common import parallel
+from score_sde.configs import validation
 from score_sde.evaluation import evaluate, report as eval_report, samples as eval_samples
+from score_sde.io import checkpoint
 from score_sde.metrics import fid, inception, inception_weights
 from score_sde.models import utils as mutils
-from score_sde.training import optim, train_state
+from score_sde.training import train_state
 
 NUM_IMAGES = 20  # 3 batches of 8: the last has 4 padding rows.
 STEP = 4
@@ -53,7 +56,7 @@ def env(tmp_path_factory):
   full = data.get_dataset(config.data, 'test')
   tiny = full.get(np.arange(NUM_IMAGES))
   source = data.ArraySource(tiny['image'], tiny['label'])
-  mesh = sharding.make_mesh()
+  mesh = parallel.make_mesh()
   inception_params = inception.init_random_params(0)
   inception_fn = inception.get_inception_fn(inception_params, mesh, size=75)
   with pytest.MonkeyPatch.context() as patch:
@@ -71,7 +74,7 @@ def env(tmp_path_factory):
                    stats.pop(fid.FEATURES), **stats)
     model = mutils.get_model(config)
     state = jax.jit(train_state.state_factory(config, model, optim.get_optimizer(config.optim)),
-                    out_shardings=sharding.replicated(mesh))()
+                    out_shardings=parallel.replicated(mesh))()
     with checkpoint.Checkpointer(str(workdir), async_save=False) as ckpt:
       ckpt.save(STEP, state, periodic=True)
     yield dict(config=config, workdir=str(workdir), source=source, params=state.params_ema,
@@ -257,8 +260,8 @@ def test_saved_samples_are_the_images_inception_scored(env, full_run):
   for r in range(2):
     images = np.load(eval_samples.samples_path(ckpt_dir, r))['images']
     assert images.dtype == np.uint8 and images.shape == (8, 16, 16, 1)
-    features = inception_fn(sharding.to_global(images.astype(np.float32) / 255.,
-                                               sharding.make_mesh()))
+    features = inception_fn(parallel.to_global(images.astype(np.float32) / 255.,
+                                               parallel.make_mesh()))
     np.testing.assert_allclose(np.asarray(features['pool_3']),
                                np.load(eval_samples.round_path(ckpt_dir, r))['pool_3'],
                                rtol=1e-5, atol=1e-6)
@@ -324,4 +327,4 @@ def test_new_eval_fields_are_validated(field, value):
   config = _config()
   config.eval[field] = value
   with pytest.raises(ValueError, match=f'config.eval.{field}='):
-    config_validation.validate_config(config, num_devices=8)
+    validation.validate_config(config, num_devices=8)

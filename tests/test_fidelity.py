@@ -12,7 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from score_sde import data, likelihood, sampling, sde_lib, sharding
+from score_sde import data, likelihood, sampling, sde_lib
+from score_sde.common import parallel
 from score_sde.evaluation import evaluate, samples as eval_samples
 from score_sde.models import utils as mutils
 from score_sde.sampling import snapshot
@@ -72,7 +73,7 @@ def test_snapshot_sampler_builds_the_ode_score_for_ode_methods(discrete_vp, monk
   discrete_vp.sampling.update(method=method, num_steps=2)
   seen = _recorded_continuity(monkeypatch)
   sde, model = sde_lib.get_sde(discrete_vp), mutils.get_model(discrete_vp)
-  mesh = sharding.make_mesh(jax.devices()[:1])
+  mesh = parallel.make_mesh(jax.devices()[:1])
   sample = snapshot.get_snapshot_sampler(discrete_vp, sde, model, mesh, 2)
   params = mutils.init_params(jax.random.key(0), model, (16, 16, 1))
   jax.eval_shape(sample, params, jax.random.key(1))  # Traces: builds the score function.
@@ -87,7 +88,7 @@ def test_bits_per_dim_of_a_discrete_vp_model_use_the_continuous_score(discrete_v
   monkeypatch.setattr(likelihood, 'get_sharded_likelihood_fn',
                       lambda fn, make_score_fn, mesh, scaler=None: factories.append(make_score_fn))
   sde, model = sde_lib.get_sde(discrete_vp), mutils.get_model(discrete_vp)
-  mesh = sharding.make_mesh(jax.devices()[:1])
+  mesh = parallel.make_mesh(jax.devices()[:1])
   evaluate.make_bpd_evaluator(discrete_vp, sde, model, mesh,
                               data.get_dataset(discrete_vp.data, 'test'))
   factories[0](mutils.init_params(jax.random.key(0), model, (16, 16, 1)))
@@ -107,7 +108,7 @@ def test_truncation_is_the_references_uint8_cast():
   rounded = np.asarray(snapshot.to_8bit_grid(jnp.asarray(x), 'round')) * 255.
   np.testing.assert_array_equal(np.round(rounded), np.round(np.clip(x, 0, 1) * np.float32(255.)))
   assert (np.round(got) != np.round(rounded)).mean() > 0.3  # The two differ on many pixels.
-  from configs import default
+  from score_sde.configs import default
   assert default.get_config().eval.quantization == 'truncate'
 
 

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from score_sde import analytic, likelihood, ode_solve, sde_lib, sharding
+from score_sde import analytic, likelihood, sde_lib
+from score_sde.common import parallel
+from score_sde.sampling import ode_solve
 
 EPS = 1e-5
 SDES = {'vp': sde_lib.VPSDE, 'subvp': sde_lib.subVPSDE, 've': sde_lib.VESDE}
@@ -147,7 +149,7 @@ def test_sharded_matches_one_device():
   make_score_fn = lambda params: analytic.score_fn(params, sde)
   results = []
   for devices in (jax.devices()[:8], jax.devices()[:1]):
-    mesh = sharding.make_mesh(devices)
+    mesh = parallel.make_mesh(devices)
     fn = likelihood.get_sharded_likelihood_fn(likelihood_fn, make_score_fn, mesh)
     results.append(fn(jax.random.key(4), target, images))
   assert len(results[0][0].sharding.device_set) == 8

@@ -13,8 +13,7 @@ import optax
 import pytest
 from scipy import integrate
 
-from score_sde import losses, sde_lib
-from score_sde.training import optim
+from score_sde import losses, optim, sde_lib
 
 S, DIM, BATCH, EPS = 0.8, 3, 200000, 1e-5
 SDES = {

@@ -91,7 +91,7 @@ def test_split_rows_reassembles_rows_and_class_labels_in_order():
 
 
 def _smoke(**training):
-  from configs import smoke
+  from score_sde.configs import smoke
   config = smoke.get_config()
   config.model.update(ch_mult=(1,), attn_resolutions=(16,), dropout=0., resblock_type='ddpm',
                       fir=False, progressive_input='none')
@@ -141,7 +141,7 @@ def test_mixed_precision_runs_the_low_rows_in_float32(continuous):
 def test_mixed_precision_loss_is_the_same_on_eight_devices():
   """The batch split over 8 devices (2 rows each, fewer than a stratum's period of 8): the
   per-example losses equal one device's, so the strided strata survive any sharding."""
-  from score_sde import sharding
+  from score_sde.common import parallel
   config = _smoke(sde='vpsde', continuous=True)
   config.model.update(embedding_type='positional', scale_by_sigma=False)
   net, sde = mutils.get_model(config), sde_lib.get_sde(config)
@@ -150,8 +150,8 @@ def test_mixed_precision_loss_is_the_same_on_eight_devices():
   loss_fn = losses.get_per_example_loss_fn(sde, net, train=False, compute_dtype='bfloat16',
                                            float32_below_std=0.3)
   one = jax.jit(loss_fn)(jax.random.key(3), params, batch)
-  mesh = sharding.make_mesh()
+  mesh = parallel.make_mesh()
   assert mesh.devices.size == 8
-  rep, split = sharding.replicated(mesh), sharding.data_sharding(mesh)
+  rep, split = parallel.replicated(mesh), parallel.data_sharding(mesh)
   eight = jax.jit(loss_fn, in_shardings=(rep, rep, split))(jax.random.key(3), params, batch)
   np.testing.assert_allclose(eight, one, rtol=2e-3)

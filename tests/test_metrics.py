@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from scipy import linalg, stats as scipy_stats
 
-from score_sde import data, sharding
+from score_sde import data
+from score_sde.common import parallel
 from score_sde.metrics import dataset_stats, fid, inception, inception_weights
 
 
@@ -191,7 +192,7 @@ def test_compute_statistics_leaves_out_padded_rows():
 @pytest.fixture(scope='module')
 def inception_fn():
   """One compilation of the 299x299 network (random weights) shared by the tests below."""
-  mesh = sharding.make_mesh(jax.devices()[:2])
+  mesh = parallel.make_mesh(jax.devices()[:2])
   return inception.get_inception_fn(inception.init_random_params(0), mesh)
 
 

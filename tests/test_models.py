@@ -13,10 +13,9 @@ import numpy as np
 import pytest
 from scipy import signal
 
-from configs import default
 from score_sde import models, sde_lib
-from score_sde.models import layers, layerspp
-from score_sde.models import up_or_down_sampling as ud
+from score_sde.configs import default
+from score_sde.models import layers, layerspp, up_or_down_sampling as ud
 
 
 def _flat_shapes(tree):
@@ -298,7 +297,7 @@ VARIANTS = {
 
 
 def _variant_config(name):
-  from configs import smoke
+  from score_sde.configs import smoke
   config = smoke.get_config()
   for key, value in VARIANTS[name].items():
     if key == 'centered':

@@ -8,7 +8,6 @@ single-process run; only process 0 writes event files, config and reports; the c
 one set that restores.
 """
 import json
-import os
 import pathlib
 import signal
 import socket
@@ -24,9 +23,11 @@ from PIL import Image
 import child_env
 import loop_config
 from event_files import read_events, tensorboard_view
-from score_sde import checkpoint, data, sharding
+from score_sde import data, optim
+from score_sde.common import parallel
+from score_sde.io import checkpoint
 from score_sde.models import utils as mutils
-from score_sde.training import optim, train_state
+from score_sde.training import train_state
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NUM_PROCESSES, DEVICES_PER_PROCESS = 2, 4
@@ -147,7 +148,7 @@ def test_sigterm_to_one_host_stops_every_host_at_the_same_saved_step(runs):
 
 def _restore(workdir, step):
   config = _config(workdir)
-  mesh = sharding.make_mesh(jax.devices()[:1])
+  mesh = parallel.make_mesh(jax.devices()[:1])
   init = train_state.state_factory(config, mutils.get_model(config),
                                    optim.get_optimizer(config.optim))
   with checkpoint.Checkpointer(str(workdir), read_only=True) as ckpt:

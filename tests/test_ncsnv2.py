@@ -15,11 +15,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import default
-from score_sde import config_validation, losses, models, sampling, sde_lib
-from score_sde.config_validation import validate_config
+from score_sde import losses, models, optim, sampling, sde_lib
+from score_sde.configs import default, validation
+from score_sde.configs.validation import validate_config
 from score_sde.models import normalization
-from score_sde.training import optim, train_state
+from score_sde.training import train_state
 
 NF, SIZE, LEVELS = 8, 16, 10
 NCSN_NAMES = ('ncsn', 'ncsnv2_64', 'ncsnv2_128', 'ncsnv2_256')
@@ -220,7 +220,7 @@ def test_unconditional_normalizations():
   np.testing.assert_allclose(out, x / s * p['scale'], rtol=1e-4, atol=1e-4)
 
   assert set(normalization.NORMALIZATIONS) == set(
-      config_validation.CHOICES['model.normalization'])
+      validation.CHOICES['model.normalization'])
   with pytest.raises(ValueError, match=r'conditional normalisations are InstanceNorm\+\+'):
     normalization.get_normalization('GroupNorm', conditional=True)
 
@@ -279,13 +279,13 @@ def test_every_ncsn_model_is_registered_and_exercised():
   classes = {name: models.MODELS.get(name) for name in NCSN_NAMES}
   assert classes == {'ncsn': models.NCSN, 'ncsnv2_64': models.NCSNv2,
                      'ncsnv2_128': models.NCSNv2_128, 'ncsnv2_256': models.NCSNv2_256}
-  assert set(config_validation.NCSN_MODELS) == set(NCSN_NAMES)
+  assert set(validation.NCSN_MODELS) == set(NCSN_NAMES)
 
 
 # ------------------------------------------------------------------------ training and sampling
 
 def _tiny_config(name):
-  from configs import smoke
+  from score_sde.configs import smoke
   config = smoke.get_config()
   config.training.continuous = False
   model = config.model

@@ -5,7 +5,7 @@ the port's code (commit and torch version in each .npz's ``provenance``): each n
 tests/parity_networks.py took three steps of the port's own train step, was saved with the
 port's ``utils.save_checkpoint`` (``<name>.pth``), and was evaluated by the port's
 ``model(x, t)`` in eval mode with its weights (``out_model``) and its EMA (``out_ema``).
-Here the ``.pth`` is read without torch (score_sde.pytorch_checkpoints), converted into this
+Here the ``.pth`` is read without torch (score_sde.conversion.pytorch_checkpoints), converted into this
 project's linen tree, and this project's network must give the port's outputs. This protects
 the forward pass of every architecture option the paper's configs use (a swapped
 concatenation, a skip rescale, a norm epsilon, an init scale that leaks into the output) and
@@ -22,8 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from score_sde import losses, models, pytorch_checkpoints, released_checkpoints, sde_lib
-from score_sde.training import optim
+from score_sde import losses, models, optim, sde_lib
+from score_sde.conversion import pytorch_checkpoints, released_checkpoints
 from tests.parity_networks import NETWORKS, ncsnv2_config, network_config
 
 FIXTURES = os.path.join(os.path.dirname(__file__), 'fixtures', 'parity')

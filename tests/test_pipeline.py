@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 
 import score_sde
-from score_sde import errors, likelihood, pipeline, released_checkpoints as rc, sampling
-from score_sde import workdir as workdir_lib
+from score_sde import likelihood, pipeline, sampling
+from score_sde.common import errors
+from score_sde.configs import record
+from score_sde.conversion import released_checkpoints as rc
 from score_sde.data import embedded
 
 
@@ -27,7 +29,7 @@ def pipe(run):
 
 def _digits(n):
   """uint8 (n, 16, 16, 1): held-out embedded digits at the smoke config's size."""
-  from configs import smoke
+  from score_sde.configs import smoke
   source = embedded.mnist_embedded(smoke.get_config().data, 'test')
   return source.get(np.arange(n))['image']
 
@@ -36,7 +38,7 @@ def test_training_records_its_config_and_load_rebuilds_it(run, pipe):
   """config.json holds the run's config; load() rebuilds it equal (tuples included) and takes
   the newest checkpoint's EMA weights."""
   config, workdir = run
-  assert os.path.isfile(os.path.join(workdir, workdir_lib.RUN_CONFIG))
+  assert os.path.isfile(os.path.join(workdir, record.RUN_CONFIG))
   assert pipe.config == config
   assert pipe.step == 4 and pipe.shape == (16, 16, 1)
   assert 'step 4' in repr(pipe)
@@ -164,7 +166,7 @@ def test_load_errors_name_the_problem(run, tmp_path):
 def test_a_config_file_path_works_for_a_converted_released_checkpoint(tmp_path):
   """released_checkpoints.convert records the config, so load(workdir) alone works; a config
   file path is accepted as well."""
-  from configs import smoke
+  from score_sde.configs import smoke
   from tests.test_released_checkpoints import random_like, write_released
   config = smoke.get_config()
   template = score_sde.models.abstract_params(config)
@@ -186,34 +188,35 @@ def test_to_pil_tiles_a_grid(pipe):
 
 def test_config_record_round_trips_every_paper_config(tmp_path):
   """Every field of a config survives config.json (tuples stay tuples, floats stay floats)."""
-  from configs.vp import cifar10_ddpmpp_continuous
+  from score_sde.configs.vp import cifar10_ddpmpp_continuous
   config = cifar10_ddpmpp_continuous.get_config()
-  workdir_lib.save_run_config(config, str(tmp_path))
-  assert workdir_lib.load_run_config(str(tmp_path)) == config
+  record.save_run_config(config, str(tmp_path))
+  assert record.load_run_config(str(tmp_path)) == config
   assert json.loads((tmp_path / 'config.json').read_text())['model.ch_mult'] == [1, 2, 2, 2]
 
 
 def test_config_record_from_before_a_rename_still_loads(tmp_path):
   """A run recorded with sampling.dpm_solver_order (now sampling.order) loads with the value
   under the new name and passes validation: renaming a field loses no run."""
-  from score_sde import config_validation
-  from configs import smoke
+  from score_sde.configs import validation
+  from score_sde.configs import smoke
   config = smoke.get_config()
-  workdir_lib.save_run_config(config, str(tmp_path))
-  record = json.loads((tmp_path / 'config.json').read_text())
-  del record['sampling.order']
-  record['sampling.dpm_solver_order'] = 3
-  (tmp_path / 'config.json').write_text(json.dumps(record))
-  loaded = workdir_lib.load_run_config(str(tmp_path))
+  record.save_run_config(config, str(tmp_path))
+  recorded = json.loads((tmp_path / 'config.json').read_text())
+  del recorded['sampling.order']
+  recorded['sampling.dpm_solver_order'] = 3
+  (tmp_path / 'config.json').write_text(json.dumps(recorded))
+  loaded = record.load_run_config(str(tmp_path))
   assert loaded.sampling.order == 3 and 'dpm_solver_order' not in loaded.sampling
-  config_validation.validate_config(loaded, num_devices=8)
+  validation.validate_config(loaded, num_devices=8)
 
 
 def test_sample_mode_draws_a_chosen_step_in_rounds(run):
   """--mode sample --step 2 --num_samples 12: two rounds of sampling.batch_size = 8, the first
   with the key of step 2's training snapshot (so it reproduces that grid), the second new; all
   12 in samples.npz. A step the run does not hold is refused with the steps it has."""
-  from score_sde import generate, rng
+  from score_sde import generate
+  from score_sde.common import rng
   config, workdir = run
   config = config.copy_and_resolve_references()
   config.sampling.batch_size = 8

@@ -8,7 +8,6 @@ without a traceback; a killed run's TensorBoard history has no hole once resumed
 the step in flight; a finished run says so without compiling.
 """
 import logging
-import os
 import pathlib
 import shutil
 import signal
@@ -25,10 +24,12 @@ import child_env
 import loop_config
 from event_files import read_events, tensorboard_view
 from test_checkpoint import _flip_one_byte
-from score_sde import checkpoint, errors, sharding
+from score_sde import optim
+from score_sde.common import errors, parallel
 from score_sde.evaluation import evaluate
+from score_sde.io import checkpoint
 from score_sde.models import utils as mutils
-from score_sde.training import optim, train, train_state
+from score_sde.training import train, train_state
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -36,7 +37,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 def _one_device():
   """What is tested here does not depend on the device count (sharding is tested in
   test_train.py), and orbax saves a state replicated over 8 fake CPU devices ~20x slower."""
-  return sharding.make_mesh(jax.devices()[:1])
+  return parallel.make_mesh(jax.devices()[:1])
 
 
 # A failed tensorstore read leaves a callback for orbax's closed asyncio loop (see
@@ -226,17 +227,17 @@ _KILLED_RUN = textwrap.dedent('''
     sys.path.insert(0, {root!r})
     sys.path.insert(0, {tests!r})
     from score_sde.training import train
-    from score_sde.data import pipeline
+    from score_sde.data import loader
     from test_recovery import _config, _one_device
 
-    real = pipeline.get_batch
+    real = loader.get_batch
 
     def get_batch(source, step, *args, **kwargs):
       if step == {kill_at}:  # kill -9: no finally, no atexit, no flush.
         os.kill(os.getpid(), signal.SIGKILL)
       return real(source, step, *args, **kwargs)
 
-    pipeline.get_batch = get_batch
+    loader.get_batch = get_batch
     train.train_and_evaluate(_config({n_iters}), {workdir!r}, mesh=_one_device())
 ''')
 

@@ -1,4 +1,4 @@
-"""Tests for score_sde.released_checkpoints on files written in the released score_sde layout."""
+"""Tests for score_sde.conversion.released_checkpoints on files written in the released score_sde layout."""
 import re
 
 import jax
@@ -8,8 +8,10 @@ import optax
 import pytest
 from flax import serialization
 
-from score_sde import checkpoint, models, released_checkpoints as rc, sharding
-from score_sde.training import optim
+from score_sde import models, optim
+from score_sde.common import parallel
+from score_sde.conversion import released_checkpoints as rc
+from score_sde.io import checkpoint
 
 
 def random_like(template, seed):
@@ -113,7 +115,7 @@ def test_smoke_ncsnpp_converts_exactly_into_an_orbax_checkpoint(tmp_path, smoke_
   step = rc.convert(smoke_config, path, tmp_path / 'run')
   assert step == 2 * smoke_config.training.snapshot_freq
   tx = optim.get_optimizer(smoke_config.optim)
-  mesh_sharding = sharding.replicated(sharding.make_mesh())
+  mesh_sharding = parallel.replicated(parallel.make_mesh())
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=mesh_sharding),
                           jax.eval_shape(lambda p: rc.TrainState(
                               step=np.int32(0), params=p, params_ema=p, opt_state=tx.init(p)),
@@ -144,7 +146,7 @@ def test_structure_hint_describes_the_ddpmpp_networks_truly():
   """Issue 8: the hint printed for a mismatched released checkpoint said DDPM++ uses
   ResnetBlockDDPMpp; the CIFAR-10 DDPM++ networks use BigGAN blocks and differ from NCSN++ in
   FIR resampling and progressive input. Checked on the configs' abstract parameter trees."""
-  from configs.vp import cifar10_ddpmpp_continuous, cifar10_ncsnpp_continuous
+  from score_sde.configs.vp import cifar10_ddpmpp_continuous, cifar10_ncsnpp_continuous
   ddpmpp = models.utils.abstract_params(cifar10_ddpmpp_continuous.get_config())
   ncsnpp = models.utils.abstract_params(cifar10_ncsnpp_continuous.get_config())
   modules = {k.split('_')[0] for k in ddpmpp}

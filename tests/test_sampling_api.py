@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 import test_sampling_support as support
-from score_sde import analytic, config_validation, sampling, sde_lib, sharding
+from score_sde import analytic, sampling, sde_lib
+from score_sde.common import parallel
+from score_sde.configs import validation
 from score_sde.sampling import schedule
 
 
@@ -62,7 +64,7 @@ def test_config_fields_reach_heun_churn_and_dpm_order(smoke_config):
     assert not np.allclose(results[0][0], results[1][0]), method
   smoke_config.sampling.order = 4
   with pytest.raises(ValueError, match='sampling.order'):
-    config_validation.validate_config(smoke_config, num_devices=8)
+    validation.validate_config(smoke_config, num_devices=8)
 
 
 def test_config_fields_reach_the_multistep_solvers(smoke_config):
@@ -77,7 +79,7 @@ def test_config_fields_reach_the_multistep_solvers(smoke_config):
     config = smoke_config.copy_and_resolve_references()
     for name, value in fields.items():
       setattr(config.sampling, name, value)
-    config_validation.validate_config(config, num_devices=8)
+    validation.validate_config(config, num_devices=8)
     sampler = sampling.get_sampler(config, sde, (4, 4, 4, 1), sampling.identity, eps=1e-5)
     samples, nfe = jax.jit(lambda r: sampler(r, score_fn))(jax.random.key(0))
     return np.asarray(samples), int(nfe)
@@ -99,11 +101,11 @@ def test_config_fields_reach_the_multistep_solvers(smoke_config):
     config.sampling.method = 'unipc'
     setattr(config.sampling, field, value)
     with pytest.raises(ValueError, match=match):
-      config_validation.validate_config(config, num_devices=8)
+      validation.validate_config(config, num_devices=8)
   config = smoke_config.copy_and_resolve_references()
   config.sampling.dpm_solver_order = 3
   with pytest.raises(ValueError, match='now config.sampling.order'):
-    config_validation.validate_config(config, num_devices=8)
+    validation.validate_config(config, num_devices=8)
 
 
 def test_config_times_is_the_grid_and_sets_the_step_count(smoke_config):
@@ -117,7 +119,7 @@ def test_config_times_is_the_grid_and_sets_the_step_count(smoke_config):
   def run(**fields):
     config = smoke_config.copy_and_resolve_references()
     config.sampling.update(method='dpm_solver', **fields)
-    config_validation.validate_config(config, num_devices=8)
+    validation.validate_config(config, num_devices=8)
     sampler = sampling.get_sampler(config, sde, (4, 4, 4, 1), sampling.identity,
                                    eps=config.sampling.eps)
     samples, nfe = jax.jit(lambda r: sampler(r, score_fn))(jax.random.key(0))
@@ -132,22 +134,22 @@ def test_config_times_is_the_grid_and_sets_the_step_count(smoke_config):
     config = smoke_config.copy_and_resolve_references()
     config.sampling.update(times=times, **fields)
     with pytest.raises(ValueError, match=f'sampling.times(.|\n)*{match}'):
-      config_validation.validate_config(config, num_devices=8)
+      validation.validate_config(config, num_devices=8)
 
 
 def test_validation_knows_the_samplers_methods_and_orders(smoke_config):
   """config_validation's list of sampling methods is sampling.METHODS (written out there to keep
   validation's import light); every multistep solver's largest order, read off the solver,
   passes validation and one more is refused."""
-  assert config_validation.CHOICES['sampling.method'] == sampling.METHODS
+  assert validation.CHOICES['sampling.method'] == sampling.METHODS
   assert set(sampling.MAX_ORDERS) == set(sampling.MULTISTEP_METHODS) == set(
       sampling.FIXED_STEP_METHODS) - {'heun'}
   for method, order in sampling.MAX_ORDERS.items():
     smoke_config.sampling.update(method=method, order=order)
-    config_validation.validate_config(smoke_config, num_devices=8)
+    validation.validate_config(smoke_config, num_devices=8)
     smoke_config.sampling.order = order + 1
     with pytest.raises(ValueError, match=f'orders 1 to {order}'):
-      config_validation.validate_config(smoke_config, num_devices=8)
+      validation.validate_config(smoke_config, num_devices=8)
 
 
 @pytest.mark.parametrize('method,tol,sde_name', [
@@ -200,12 +202,12 @@ def test_sharded_sampling_does_not_depend_on_the_device_count(kind):
     sampler = sampling.get_unipc_sampler(sde, shape, sampling.identity, 10, order=3, eps=1e-5)
   results = []
   for devices in (jax.devices()[:1], jax.devices()):
-    mesh = sharding.make_mesh(devices)
+    mesh = parallel.make_mesh(devices)
     sample = sampling.get_sharded_sampler(sampler, lambda params: score_fn, mesh)
     samples, nfe = sample(None, jax.random.key(7))
     results.append(np.asarray(samples))
   assert len(samples.sharding.device_set) == len(jax.devices()) == 8
-  assert samples.sharding.spec[0] == sharding.DATA_AXIS
+  assert samples.sharding.spec[0] == parallel.DATA_AXIS
   np.testing.assert_allclose(results[0], results[1], rtol=1e-5, atol=1e-5)
 
 
@@ -213,7 +215,7 @@ def test_sharded_sampler_rejects_a_batch_that_does_not_split():
   """A batch of 12 over 8 devices fails before running, naming the fix."""
   sde, score_fn = _toy()
   sampler = sampling.get_heun_sampler(sde, (12, 4), sampling.identity, 3)
-  sample = sampling.get_sharded_sampler(sampler, lambda p: score_fn, sharding.make_mesh())
+  sample = sampling.get_sharded_sampler(sampler, lambda p: score_fn, parallel.make_mesh())
   with pytest.raises(ValueError, match='multiple of 8'):
     sample(None, jax.random.key(0))
 
@@ -283,7 +285,7 @@ def test_config_pc_num_steps_reaches_the_sampler(smoke_config):
   smoke_config.sampling.update(method='pc', pc_num_steps=3)
   sampler = sampling.get_sampler(smoke_config, sde, (2, 4, 4, 1), sampling.identity, eps=1e-5)
   assert int(jax.jit(lambda r: sampler(r, score_fn))(jax.random.key(0))[1]) == 3 * 2
-  config_validation.validate_config(smoke_config, num_devices=8)
+  validation.validate_config(smoke_config, num_devices=8)
   smoke_config.training.continuous = False
   with pytest.raises(ValueError, match='sampling.pc_num_steps'):
-    config_validation.validate_config(smoke_config, num_devices=8)
+    validation.validate_config(smoke_config, num_devices=8)

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import test_sampling_support as support
-from score_sde import analytic, config_validation, sampling
+from score_sde import analytic, sampling
+from score_sde.configs import validation
 from score_sde.sampling import schedule, schedule_fit
 
 STEPS = 10
@@ -53,7 +54,9 @@ def test_fitted_grid_lowers_the_samplers_error_on_a_target_it_was_not_fitted_to(
   """UniPC-2 at 10 steps on VP: the fitted grid decreases from T to eps (ends exact), lowers
   the fit's own objective to below half its value at the logSNR start (measured: 0.34x), and
   the sampler's pathwise error on the 8-D mixture of the sampler tests to below 0.8x logSNR's
-  (measured: 0.55x); the sampler built with ``schedule='fitted'`` steps on that same grid."""
+  (measured: 0.55x); ``fit_grid``, what ``sampling.get_sampler`` calls for
+  ``schedule='fitted'``, gives that same grid, and the builder itself refuses the name without
+  ``times``."""
   sde, eps = support.SDES['vpsde'](), support.EPS['vpsde']
   build = lambda shape, times: _unipc(sde, shape, times=times)
   levels = sampling.grid_levels('unipc', STEPS, True, 'extrapolate')
@@ -83,22 +86,23 @@ def test_fitted_grid_lowers_the_samplers_error_on_a_target_it_was_not_fitted_to(
             for name, kw in (('logSNR', dict(eps=eps)), ('fitted', dict(times=tuple(fitted))))}
   assert errors['fitted'] < 0.8 * errors['logSNR'], errors
 
-  by_name = _unipc(sde, shape, eps=eps, schedule='fitted')
-  given = _unipc(sde, shape, times=tuple(fitted))
-  run = lambda s: np.asarray(jax.jit(lambda r: s(r, score_fn)[0])(jax.random.key(1)))
-  np.testing.assert_array_equal(run(by_name), run(given))
+  np.testing.assert_array_equal(schedule_fit.fit_grid(
+      sampling.get_unipc_sampler, sde, STEPS, kind='multistep', denoise=True,
+      final='extrapolate', eps=eps, order=2), fitted)
+  with pytest.raises(ValueError, match='fit_grid'):
+    _unipc(sde, shape, eps=eps, schedule='fitted')
 
 
 def test_fitted_is_a_schedule_of_every_fixed_step_sampler_but_not_a_formula(smoke_config):
-  """'fitted' validates as config.sampling.schedule and builds Heun's grid (deterministic,
-  finite samples, exact NFE), also when the sampler is built inside a jit trace (the fit runs
-  eagerly); time_steps, which knows no sampler, refuses it naming the fix."""
-  smoke_config.sampling.update(method='heun', schedule='fitted')
-  config_validation.validate_config(smoke_config, num_devices=8)
+  """'fitted' validates as config.sampling.schedule and ``sampling.get_sampler`` builds Heun on
+  its grid (finite samples, exact NFE), also when the sampler is built inside a jit trace (the
+  fit runs eagerly); time_steps, which knows no sampler, refuses it naming the fix."""
+  smoke_config.sampling.update(method='heun', schedule='fitted', num_steps=4)
+  validation.validate_config(smoke_config, num_devices=8)
   sde = support.SDES['vesde']()
   score_fn = analytic.score_fn(support.mixture(4), sde)
-  samples, nfe = jax.jit(lambda r: sampling.get_heun_sampler(
-      sde, (16, 4), sampling.identity, 4, schedule='fitted')(r, score_fn))(jax.random.key(0))
+  samples, nfe = jax.jit(lambda r: sampling.get_sampler(
+      smoke_config, sde, (16, 4), sampling.identity, eps=1e-5)(r, score_fn))(jax.random.key(0))
   assert int(nfe) == 7 and np.all(np.isfinite(np.asarray(samples)))
-  with pytest.raises(ValueError, match="schedule='fitted' to the sampler"):
+  with pytest.raises(ValueError, match='fit_grid'):
     schedule.time_steps(sde, 5, 1e-5, 'fitted')

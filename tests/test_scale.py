@@ -15,15 +15,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from score_sde import config_validation, losses, sde_lib, sharding
+from score_sde import losses, optim, sde_lib
+from score_sde.common import parallel
+from score_sde.configs import validation
 from score_sde.models import utils as mutils
-from score_sde.training import optim, train, train_state
+from score_sde.training import train, train_state
 
 
 def _config(**model):
   """The smoke network at one resolution with attention, DDPM++ blocks and plain resampling (a
   fraction of the compile time; the FIR path is checked in the dtype test), dropout off."""
-  from configs import smoke
+  from score_sde.configs import smoke
   config = smoke.get_config()
   fields = dict(ch_mult=(1,), attn_resolutions=(16,), dropout=0., resblock_type='ddpm',
                 fir=False, progressive_input='none')
@@ -116,7 +118,7 @@ def test_a_bfloat16_run_samples_and_scores_in_float32():
   config.sampling.update(method='dpm_solver', num_steps=2)
   net, sde = mutils.get_model(config), sde_lib.get_sde(config)
   params = mutils.abstract_params(config)
-  mesh = sharding.make_mesh(jax.devices()[:1])
+  mesh = parallel.make_mesh(jax.devices()[:1])
   snapshot = sampling.get_snapshot_sampler(config, sde, net, mesh, 2)
   pipe = pipeline.Pipeline(config, net, params, 0, mesh)
   x, t = jnp.zeros((2, 16, 16, 1)), jnp.full((2,), 1e-3)
@@ -132,7 +134,7 @@ def test_bfloat16_training_lowers_the_loss_with_float32_state():
   config = _config()
   config.training.compute_dtype = 'bfloat16'
   config.optim.update(lr=1e-2, warmup=0)
-  mesh = sharding.make_mesh(jax.devices()[:1])
+  mesh = parallel.make_mesh(jax.devices()[:1])
   net, sde = mutils.get_model(config), sde_lib.get_sde(config)
   tx = optim.get_optimizer(config.optim)
   state = jax.jit(train_state.state_factory(config, net, tx))()
@@ -152,13 +154,13 @@ def test_bfloat16_training_lowers_the_loss_with_float32_state():
 def _one_update(config, batch, k):
   """The new state and metrics of one train step with ``grad_accum_steps = k`` on 8 devices."""
   config.training.grad_accum_steps = k
-  mesh = sharding.make_mesh()
+  mesh = parallel.make_mesh()
   sde, net = sde_lib.get_sde(config), mutils.get_model(config)
   tx = optim.get_optimizer(config.optim)
   init = train_state.state_factory(config, net, tx)
-  state = jax.jit(init, out_shardings=sharding.replicated(mesh))()
+  state = jax.jit(init, out_shardings=parallel.replicated(mesh))()
   step = train.compile_step(config, sde, net, mesh, train=True, tx=tx)
-  new_state, metrics = step(state, sharding.to_global(batch, mesh), jax.random.key(5))
+  new_state, metrics = step(state, parallel.to_global(batch, mesh), jax.random.key(5))
   return jax.device_get((new_state, metrics))
 
 
@@ -288,13 +290,13 @@ def test_bad_scale_settings_are_config_errors_naming_the_fix():
   config = _config()
   config.training.update(compute_dtype='float16', grad_accum_steps=3)
   config.model.name = 'ncsn'
-  problems = '\n'.join(config_validation.config_problems(config, num_devices=8))
+  problems = '\n'.join(validation.config_problems(config, num_devices=8))
   assert "compute_dtype='float16' is invalid: use 'float32' or 'bfloat16'" in problems
   assert 'batch_size=8 does not split evenly over 24' in problems
   assert 'e.g. 24 or 48' in problems
   config = _config(remat=True)
   config.model.name = 'ncsn'
-  problems = '\n'.join(config_validation.config_problems(config, num_devices=1))
+  problems = '\n'.join(validation.config_problems(config, num_devices=1))
   assert 'rematerialisation is implemented for ncsnpp and ddpm' in problems
   with pytest.raises(ValueError, match='grad_accum_steps must be a positive integer'):
     losses.accumulated_value_and_grad(lambda *a: (0., {}), 0)

@@ -1,4 +1,4 @@
-"""Tests for score_sde.summary: event files read back, grid layout, PNGs, progress arithmetic."""
+"""Tests for score_sde.io.summary: event files read back, grid layout, PNGs, progress arithmetic."""
 import io
 import math
 import time
@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from event_files import crc32c, read_events, tensorboard_view
-from score_sde import summary
+from score_sde.io import summary
 
 
 def test_crc32c_reference_vector():

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 
 import loop_config
-from score_sde import checkpoint, data, sharding
+from score_sde import data
+from score_sde.common import parallel
+from score_sde.io import checkpoint
 from score_sde.training import train
 
 
@@ -57,7 +59,7 @@ def test_one_device_matches_eight(straight_run, config, tmp_path):
   (only the order of the gradient all-reduce differs)."""
   state, _ = straight_run
   one = train.train_and_evaluate(config, str(tmp_path),
-                                 mesh=sharding.make_mesh(jax.devices()[:1]))
+                                 mesh=parallel.make_mesh(jax.devices()[:1]))
   _assert_trees_close(one, state, rtol=1e-4)
 
 
@@ -81,7 +83,7 @@ def test_non_finite_loss_stops_training_naming_the_step(config, tmp_path, monkey
     return batch
 
   monkeypatch.setattr(data, 'get_batch', poisoned)
-  monkeypatch.setattr(data.pipeline, 'get_batch', poisoned, raising=False)
+  monkeypatch.setattr(data.loader, 'get_batch', poisoned, raising=False)
   config.training.log_freq = 1
   with pytest.raises(FloatingPointError, match='at step 3.*last good checkpoint is step 2'):
     train.train_and_evaluate(config, str(tmp_path))

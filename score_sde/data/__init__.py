@@ -13,11 +13,9 @@ IMAGE_FOLDER, CIFAR10 / SVHN / CELEBA / LSUN (tensorflow-datasets, optional) and
 """
 from score_sde.data import embedded, tfds_sources, tfrecord  # noqa: F401  (fill DATASETS)
 from score_sde.data.checks import open_checked
-from score_sde.data.pipeline import (batches, epoch_batches, example_indices, get_batch,
-                                     num_examples)
+from score_sde.data.loader import batches, epoch_batches, example_indices, get_batch, num_examples
 from score_sde.data.scalers import get_data_inverse_scaler, get_data_scaler
-from score_sde.data.sources import (DATASETS, ArraySource, ImageFolderSource, Source,
-                                    get_dataset)
+from score_sde.data.sources import ArraySource, DATASETS, get_dataset, ImageFolderSource, Source
 
 __all__ = [
     'DATASETS', 'ArraySource', 'ImageFolderSource', 'Source', 'batches', 'epoch_batches',

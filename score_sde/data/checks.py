@@ -15,7 +15,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from score_sde import errors
+from score_sde.common import errors
 from score_sde.data import sources
 
 FIRST_EXAMPLES = 8  # Decoded per split at start-up.

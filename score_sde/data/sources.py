@@ -23,7 +23,7 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
-from score_sde import errors, registry
+from score_sde.common import errors, registry
 from score_sde.data import images
 
 DATASETS = registry.Registry('dataset')

@@ -24,7 +24,7 @@ from typing import Callable, Dict
 import ml_collections
 import numpy as np
 
-from score_sde import errors
+from score_sde.common import errors
 from score_sde.data import images, sources
 
 CELEBA_CROP = 140

@@ -33,7 +33,7 @@ from typing import Dict, Iterator, List, Sequence, Tuple
 import ml_collections
 import numpy as np
 
-from score_sde import errors
+from score_sde.common import errors
 from score_sde.data import images, sources
 
 _HEADER = 12  # uint64 length + uint32 masked CRC of the length.

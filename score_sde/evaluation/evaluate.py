@@ -42,13 +42,14 @@ import numpy as np
 from absl import logging
 from etils import epath
 
-from score_sde import (checkpoint, config_validation, data, errors, likelihood, losses, rng,
-                       sde_lib, sharding, summary)
-from score_sde import workdir as workdir_lib
+from score_sde import data, likelihood, losses, optim, pipeline, sde_lib
+from score_sde.common import errors, parallel, rng
+from score_sde.configs import validation
 from score_sde.evaluation import report as eval_report, samples as eval_samples
+from score_sde.io import checkpoint, files, summary, workdir as workdir_lib
 from score_sde.metrics import inception, inception_weights
 from score_sde.models import utils as mutils
-from score_sde.training import optim, train_state
+from score_sde.training import train_state
 
 POLL_SECS = 30.  # Between looks for a checkpoint that is not there yet.
 BPD_PROGRESS_FILE = 'bpd_progress.npz'
@@ -125,7 +126,7 @@ def make_loss_evaluator(config, sde, model, mesh, source: data.Source) -> Evalua
     mask = batch['mask'].astype(values.dtype)
     return jnp.sum(values * mask), jnp.sum(mask)
 
-  rep, split = sharding.replicated(mesh), sharding.data_sharding(mesh)
+  rep, split = parallel.replicated(mesh), parallel.data_sharding(mesh)
   compiled = jax.jit(masked_sums, in_shardings=(rep, split, rep), out_shardings=(rep, rep))
   scaler = data.get_data_scaler(config.data.centered)
 
@@ -136,7 +137,7 @@ def make_loss_evaluator(config, sde, model, mesh, source: data.Source) -> Evalua
         source, config.eval.batch_size, jax.process_index(), jax.process_count(),
         uniform_dequantization=config.data.uniform_dequantization, seed=config.seed)
     for index, batch in enumerate(batches):
-      batch = sharding.to_global({'image': scaler(batch['image']), 'mask': batch['mask'],
+      batch = parallel.to_global({'image': scaler(batch['image']), 'mask': batch['mask'],
                                   'label': batch['label']}, mesh)
       sums.append(compiled(params, batch, loss_batch_key(config.seed, index)))
     totals = np.asarray(jax.device_get(sums), np.float64)  # One transfer at the end.
@@ -216,7 +217,7 @@ def _next_batch(done: List[likelihood.BpdRound]) -> List[int]:
 
 
 def _save_bpd_progress(path: str, done: List[likelihood.BpdRound]) -> None:
-  eval_report.save_npz(path, index=np.array([[r.repeat, r.batch] for r in done], np.int64),
+  files.save_npz(path, index=np.array([[r.repeat, r.batch] for r in done], np.int64),
                        nfe=np.array([r.nfe for r in done], np.int64),
                        count=np.array([r.bpd.size for r in done], np.int64),
                        bpd=np.concatenate([r.bpd for r in done]))
@@ -225,7 +226,7 @@ def _save_bpd_progress(path: str, done: List[likelihood.BpdRound]) -> None:
 def _load_bpd_progress(path: str) -> List[likelihood.BpdRound]:
   if not epath.Path(path).exists():
     return []
-  arrays = eval_report.load_npz(path)
+  arrays = files.load_npz(path)
   values = np.split(arrays['bpd'], np.cumsum(arrays['count'])[:-1])
   return [likelihood.BpdRound(int(r), int(b), v, int(n))
           for (r, b), v, n in zip(arrays['index'], values, arrays['nfe'])]
@@ -240,7 +241,7 @@ def _sample_setup(config, workdir: str, mesh):
   params = inception_weights.load_inception_params(config.eval.inception_path)
   classifier = None
   if config.sampling.classifier_scale:
-    module, classifier_params, step = train_state.load_classifier(config, workdir, mesh)
+    module, classifier_params, step = pipeline.load_classifier(config, workdir, mesh)
     logging.info('Classifier guidance (scale %s) with the classifier of step %d.',
                  config.sampling.classifier_scale, step)
     classifier = (module, classifier_params)
@@ -278,9 +279,9 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, eval_folder: str =
       holding another config's results (``ConfigError`` / ``DataError`` / ``WorkdirError``;
       the first two are also ``ValueError`` / ``FileNotFoundError``).
   """
-  mesh = sharding.make_mesh() if mesh is None else mesh
-  config_validation.validate_config(config, num_devices=mesh.devices.size,
-                                    num_hosts=jax.process_count())
+  mesh = parallel.make_mesh() if mesh is None else mesh
+  validation.validate_config(config, num_devices=mesh.devices.size,
+                             num_hosts=jax.process_count())
   workdir = workdir_lib.check_workdir(workdir, must_exist=True)
   e, is_writer = config.eval, jax.process_index() == 0
   periodic_dir = epath.Path(workdir) / checkpoint.PERIODIC_DIR

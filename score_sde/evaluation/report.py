@@ -1,4 +1,4 @@
-"""What an evaluation writes and finds again: the report table, atomic files, the config record.
+"""What an evaluation writes and finds again: the report table and the config record.
 
 An evaluation folder (``workdir/<eval_folder>``) holds
 
@@ -22,7 +22,9 @@ import numpy as np
 from etils import epath
 from jax.experimental import multihost_utils
 
-from score_sde import errors
+from score_sde.common import errors
+from score_sde.configs.record import flat_config
+from score_sde.io import files
 
 REPORT_JSON, REPORT_CSV, CONFIG_RECORD = 'report.json', 'report.csv', 'config.json'
 
@@ -59,34 +61,6 @@ def host0_view(values) -> np.ndarray:
   if jax.process_count() == 1:
     return values
   return np.asarray(multihost_utils.broadcast_one_to_all(values))
-
-
-# ------------------------------------------------------------------------------ atomic files
-def _atomic_write_bytes(path, payload: bytes) -> None:
-  """Writes ``payload`` to a hidden temporary name next to ``path``, then renames it over
-  ``path``: a reader (or a resumed run) sees the old file or the whole new one, never a part."""
-  path = epath.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.parent / f'.{path.name}.tmp'
-  tmp.write_bytes(payload)
-  tmp.replace(path)
-
-
-def save_npz(path, **arrays) -> None:
-  """``np.savez`` of ``arrays`` to ``path``, atomically."""
-  buffer = io.BytesIO()
-  np.savez(buffer, **arrays)
-  _atomic_write_bytes(path, buffer.getvalue())
-
-
-def load_npz(path) -> Dict[str, np.ndarray]:
-  """Every array of an .npz file, read into memory (local or remote paths)."""
-  with np.load(io.BytesIO(epath.Path(path).read_bytes())) as npz:
-    return {k: npz[k] for k in npz.files}
-
-
-def write_text(path, text: str) -> None:
-  _atomic_write_bytes(path, text.encode('utf-8'))
 
 
 # ------------------------------------------------------------------------------ report
@@ -141,8 +115,8 @@ class Report:
     self._rows[int(step)] = row
     if self.write:
       rows = self.rows()
-      write_text(self.folder / REPORT_JSON, json.dumps(rows, indent=1) + '\n')
-      write_text(self.folder / REPORT_CSV, _csv(rows))
+      files.write_text(self.folder / REPORT_JSON, json.dumps(rows, indent=1) + '\n')
+      files.write_text(self.folder / REPORT_CSV, _csv(rows))
 
 
 def _csv(rows: List[Dict[str, Any]]) -> str:
@@ -155,17 +129,6 @@ def _csv(rows: List[Dict[str, Any]]) -> str:
 
 
 # ------------------------------------------------------------------------------ config record
-def flat_config(config: ml_collections.ConfigDict, prefix: str = '') -> Dict[str, Any]:
-  """``{'eval.batch_size': 1024, ...}``: every leaf, JSON-normalised (tuples become lists)."""
-  flat = {}
-  for key, value in config.items():
-    if isinstance(value, ml_collections.ConfigDict):
-      flat.update(flat_config(value, f'{prefix}{key}.'))
-    else:
-      flat[f'{prefix}{key}'] = json.loads(json.dumps(value, default=repr))
-  return flat
-
-
 def _result_neutral(field: str) -> bool:
   return field in RESULT_NEUTRAL_FIELDS or field.startswith(RESULT_NEUTRAL_SECTIONS)
 
@@ -189,7 +152,7 @@ def check_config_record(folder, config: ml_collections.ConfigDict, write: bool =
   path = epath.Path(folder) / CONFIG_RECORD
   if not path.exists():
     if write:
-      write_text(path, json.dumps(flat_config(config), indent=1, sort_keys=True) + '\n')
+      files.write_text(path, json.dumps(flat_config(config), indent=1, sort_keys=True) + '\n')
     return
   differences = config_differences(json.loads(path.read_text()), config)
   if differences:

@@ -28,8 +28,10 @@ from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
 
-from score_sde import errors, rng, sampling, summary
+from score_sde import sampling
+from score_sde.common import errors, rng
 from score_sde.evaluation import report as eval_report
+from score_sde.io import files, summary
 from score_sde.metrics import fid, inception
 
 KID_FEATURES = 10000  # Sample features kept for KID; as dataset_stats' default --kid_features.
@@ -129,7 +131,7 @@ def make_round_fn(config, sde, model, mesh, inception_fn: Callable, classifier=N
 def save_round(path: str, result: Dict[str, Any]) -> None:
   """Writes one round's features, logits and NFE (process 0 only, atomically)."""
   if jax.process_index() == 0:
-    eval_report.save_npz(path, pool_3=result['pool_3'].astype(np.float32),
+    files.save_npz(path, pool_3=result['pool_3'].astype(np.float32),
                          logits=result['logits'].astype(np.float32),
                          nfe=np.asarray(result['nfe'], np.int64))
 
@@ -167,7 +169,7 @@ def compute_rounds(round_fn: Callable, params, seed: int, step: int, ckpt_dir: s
       if writer is not None:
         writer.image('eval/samples', grid, step)
     if save_samples and jax.process_index() == 0:
-      eval_report.save_npz(samples_path(ckpt_dir, index), images=np.clip(
+      files.save_npz(samples_path(ckpt_dir, index), images=np.clip(
           np.round(result['images'] * 255.), 0, 255).astype(np.uint8))
     save_round(round_path(ckpt_dir, index), result)
     logging.info('step %d: sample round %d done (%d score evaluations); %s', step, index + 1,
@@ -189,7 +191,7 @@ def sample_metrics(paths: List[str], num_samples: int, reference: Dict[str, np.n
     left = num_samples - moments.count
     if left <= 0:
       break
-    arrays = eval_report.load_npz(path)
+    arrays = files.load_npz(path)
     pool_3 = arrays['pool_3'][:left]
     moments = fid.update_moments(moments, pool_3)
     logits.append(arrays['logits'][:left])

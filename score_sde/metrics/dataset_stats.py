@@ -16,7 +16,8 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from score_sde import data, sharding
+from score_sde import data
+from score_sde.common import parallel
 from score_sde.metrics import fid, inception, inception_weights
 
 InceptionFn = Callable[[np.ndarray], Dict[str, jax.Array]]
@@ -101,8 +102,8 @@ def dataset_statistics(config, split: str = 'train', num_images: int = 0,
   if inception_fn is None:
     if jax.process_count() > 1:
       raise ValueError('dataset_stats runs on one host; start it as a single process.')
-    mesh = sharding.make_mesh()
-    sharding.check_divisible(batch_size, mesh, '--batch_size')
+    mesh = parallel.make_mesh()
+    parallel.check_divisible(batch_size, mesh, '--batch_size')
     params = inception_weights.load_inception_params(config.eval.inception_path)
     inception_fn = inception.get_inception_fn(params, mesh)
   source = data.get_dataset(config.data, split)

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from score_sde import sharding
+from score_sde.common import parallel
 
 INPUT_SIZE = 299
 MIN_INPUT_SIZE = 75  # Smallest input for which every VALID convolution and pool has an output.
@@ -269,7 +269,7 @@ def get_inception_fn(params, mesh: Optional[Mesh] = None, size: int = INPUT_SIZE
     params: the ``params`` collection of ``FIDInceptionV3`` (see ``inception_weights``).
     mesh: when given, the batch is split over its ``'data'`` axis and the parameters replicated;
       the global batch must then be a multiple of the device count. On several hosts, pass a
-      global ``jax.Array`` (``sharding.to_global``).
+      global ``jax.Array`` (``parallel.to_global``).
     size: the network's input resolution (299 for comparable statistics).
   Returns:
     fn(images) with images (B, H, W, C) float in [0, 1], C in {1, 3}, returning
@@ -285,15 +285,15 @@ def get_inception_fn(params, mesh: Optional[Mesh] = None, size: int = INPUT_SIZE
     params = jax.device_put(params)  # Once, rather than a host copy on every call.
     in_sharding = None
   else:
-    data, repl = sharding.data_sharding(mesh), sharding.replicated(mesh)
+    data, repl = parallel.data_sharding(mesh), parallel.replicated(mesh)
     prep = jax.jit(preprocess, static_argnums=1, in_shardings=data, out_shardings=data)
     net = jax.jit(apply, in_shardings=(repl, data), out_shardings=data)
-    params = sharding.replicate(params, mesh)
+    params = parallel.replicate(params, mesh)
     in_sharding = data
 
   def inception_fn(images) -> Dict[str, jax.Array]:
     if mesh is not None:
-      sharding.check_divisible(images.shape[0], mesh, 'inception batch size')
+      parallel.check_divisible(images.shape[0], mesh, 'inception batch size')
       images = jax.device_put(images, in_sharding)  # No-op when already split this way.
     return net(params, prep(images, size))
 

@@ -24,7 +24,7 @@ from typing import Dict, Mapping, Optional, Sequence
 import numpy as np
 from flax import traverse_util
 
-from score_sde import errors
+from score_sde.common import errors
 from score_sde.metrics import inception
 
 PYTORCH_FID_URL = ('https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/'

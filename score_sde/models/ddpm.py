@@ -14,8 +14,8 @@ import jax
 import jax.numpy as jnp
 
 from score_sde.models import layers
-from score_sde.models.utils import (MODELS, check_image_size, check_model_inputs, class_count,
-                                    get_sigmas)
+from score_sde.models.utils import (check_image_size, check_model_inputs, class_count, get_sigmas,
+                                    MODELS)
 
 
 @MODELS.register('ddpm')

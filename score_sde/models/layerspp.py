@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from score_sde.models import up_or_down_sampling as updown
-from score_sde.models.layers import (NIN, Activation, conv1x1, conv3x3, default_init, group_norm,
+from score_sde.models.layers import (Activation, conv1x1, conv3x3, default_init, group_norm, NIN,
                                      residual_sum, spatial_attention)
 
 

@@ -28,8 +28,8 @@ from score_sde.models import layerspp
 from score_sde.models.layers import (add_class_embedding, conv3x3, default_init, get_act,
                                      get_timestep_embedding, group_norm, rematerialized,
                                      residual_sum)
-from score_sde.models.utils import (MODELS, check_image_size, check_model_inputs, class_count,
-                                    get_sigmas)
+from score_sde.models.utils import (check_image_size, check_model_inputs, class_count, get_sigmas,
+                                    MODELS)
 
 _CHOICES = {
     'resblock_type': ('ddpm', 'biggan'),

@@ -36,10 +36,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from score_sde.models import normalization as norms
-from score_sde.models import refinenet
+from score_sde.models import normalization as norms, refinenet
 from score_sde.models.layers import get_act
-from score_sde.models.utils import MODELS, get_sigmas
+from score_sde.models.utils import get_sigmas, MODELS
 
 
 def _check_inputs(x: jax.Array, labels: jax.Array, factor: int) -> None:

@@ -15,7 +15,7 @@ import ml_collections
 import numpy as np
 
 from score_sde import sde_lib
-from score_sde.registry import Registry
+from score_sde.common.registry import Registry
 
 MODELS = Registry('model')
 # Noise-conditional classifiers p_t(y | x) for classifier guidance, named by config.classifier.name.

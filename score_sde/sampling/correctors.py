@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from score_sde import sde_lib
-from score_sde.registry import Registry
+from score_sde.common.registry import Registry
 from score_sde.sde_lib import batch_mul
 
 CORRECTORS = Registry('corrector')

@@ -20,9 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from score_sde import sde_lib
-from score_sde.sampling import base, methods
-from score_sde.sampling import schedule as schedule_lib
-from score_sde.sampling import schedule_fit
+from score_sde.sampling import base, methods, schedule as schedule_lib
 
 
 def heun_nfe(num_steps: int, denoise: bool = True) -> int:
@@ -68,13 +66,9 @@ def get_heun_sampler(sde: sde_lib.SDE, shape, inverse_scaler: base.InverseScaler
     raise ValueError('With denoise=True the Heun sampler needs num_steps >= 2 (the last step '
                      'only denoises); use num_steps >= 2 or denoise=False.')
   n_levels = methods.grid_levels('heun', num_steps, denoise, 'tweedie')
-  # 'fitted' is fitted to the deterministic sampler (the churn's noise would make the loss
-  # random), against the exact flow to eps and Tweedie's denoiser there: Heun's own end.
-  given, eps = schedule_fit.resolve_grid(
+  given, eps = schedule_lib.resolve_grid(
       sde, n_levels, eps, schedule, rho, times,
-      lambda proxy_shape, proxy_times: get_heun_sampler(
-          sde, proxy_shape, base.identity, num_steps, denoise=denoise, times=proxy_times),
-      denoise, 'tweedie', f'Heun with num_steps={num_steps} and denoise={denoise}')
+      f'Heun with num_steps={num_steps} and denoise={denoise}')
   gamma = min(s_churn / num_steps, math.sqrt(2.) - 1.)
   batch = shape[0]
 

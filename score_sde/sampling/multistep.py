@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from score_sde import sde_lib
-from score_sde.sampling import base, methods, schedule, schedule_fit
+from score_sde.sampling import base, methods, schedule
 
 FINALS = ('extrapolate', 'tweedie')
 
@@ -191,12 +191,8 @@ def get_sampler(method: Method, name: str, sde: sde_lib.SDE, shape,
   to_zero = num_levels == num_steps  # The last step goes to sigma = 0.
   end = 'the step to sigma = 0' if to_zero else ('a final Tweedie step' if denoise else
                                                  'no denoising')
-  times, eps = schedule_fit.resolve_grid(
-      sde, num_levels, eps, schedule_name, rho, times,
-      lambda proxy_shape, proxy_times: get_sampler(
-          method, name, sde, proxy_shape, base.identity, num_steps, order, lower_order_final,
-          'logSNR', rho, denoise, final, None, order3_max_step, proxy_times),
-      denoise, final, f'{name} with num_steps={num_steps} and {end}')
+  times, eps = schedule.resolve_grid(sde, num_levels, eps, schedule_name, rho, times,
+                                     f'{name} with num_steps={num_steps} and {end}')
   batch = shape[0]
 
   def sampler(rng, score_fn):

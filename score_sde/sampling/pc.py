@@ -17,8 +17,8 @@ import jax.numpy as jnp
 
 from score_sde import sde_lib
 from score_sde.sampling import base
-from score_sde.sampling.correctors import CORRECTORS, Corrector
-from score_sde.sampling.predictors import PREDICTORS, Predictor
+from score_sde.sampling.correctors import Corrector, CORRECTORS
+from score_sde.sampling.predictors import Predictor, PREDICTORS
 
 PredictorLike = Union[str, Type[Predictor]]
 CorrectorLike = Union[str, Type[Corrector]]

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from score_sde import sde_lib
+from score_sde.sampling import base
 
 # 2^-64 of [0, T] is below float32 spacing at any t >= 1e-12, so the bisection is exact to the
 # last bit for every eps the samplers use.
@@ -169,7 +170,8 @@ def time_steps(sde: sde_lib.SDE, num_levels: int, eps: float, name: str = 'logSN
   * ``'time_quadratic'``: ``t = eps + (T - eps) u^2`` for ``u`` uniform on ``[0, 1]`` (DDIM's
     quadratic skip, Song et al. 2021a), dense near ``eps``.
 
-  ``'fitted'`` depends on the sampler; the samplers build it with ``schedule_fit.fit_times``.
+  ``'fitted'`` depends on the sampler: ``schedule_fit.fit_grid`` fits it, and the sampler takes
+  it as ``times``.
 
   Args:
     sde: the SDE whose ``sigma(t)`` increases with ``t``.
@@ -184,8 +186,8 @@ def time_steps(sde: sde_lib.SDE, num_levels: int, eps: float, name: str = 'logSN
   """
   check_schedule(name, rho)
   if name == 'fitted':
-    raise ValueError("The 'fitted' grid is fitted to its sampler: pass schedule='fitted' to the "
-                     'sampler (or schedule_fit.fit_times), not to time_steps.')
+    raise ValueError("The 'fitted' grid is fitted to its sampler, not computed by time_steps: "
+                     'pass times=schedule_fit.fit_grid(...) to the sampler.')
   t_max = jnp.float32(sde.T)
   if num_levels == 1:
     return t_max[None]
@@ -202,3 +204,28 @@ def time_steps(sde: sde_lib.SDE, num_levels: int, eps: float, name: str = 'logSN
     times = eps + u ** 2 * (sde.T - eps)
   # The ends exactly, not through bisection.
   return jnp.asarray(times, jnp.float32).at[0].set(sde.T).at[-1].set(eps)
+
+
+def resolve_grid(sde: sde_lib.SDE, num_levels: int, eps: Optional[float], name: str,
+                 rho: float, times: Optional[Sequence[float]], what: str
+                 ) -> Tuple[Optional[np.ndarray], float]:
+  """A fixed-step sampler's grid, settled when the sampler is built (before any tracing).
+
+  Returns:
+    ``(None, eps)`` for a formula (``name`` in ``FORMULAS``, computed inside the sampler by
+    ``time_steps``), else ``(times, eps)``: the given ``times`` checked by ``check_times``
+    (``what`` names the settings in its errors). A fitted grid arrives as ``times``
+    (``schedule_fit.fit_grid``; ``sampling.get_sampler`` fits it for
+    ``sampling.schedule = 'fitted'``).
+  Raises:
+    ValueError: for ``name='fitted'`` without ``times``, naming the two ways to get them.
+  """
+  if times is None:
+    eps = base.check_eps(sde, eps)
+    check_schedule(name, rho)
+    if name == 'fitted':
+      raise ValueError(f"schedule='fitted' for {what}: the grid is fitted to its sampler; pass "
+                       'times=sampling.schedule_fit.fit_grid(...), or build the sampler with '
+                       "sampling.get_sampler from a config with sampling.schedule='fitted'.")
+    return None, eps
+  return check_times(sde, times, num_levels, eps, what)

@@ -28,9 +28,9 @@ computed to high accuracy, by gradient descent through the sampler:
 Cost: one compilation of the sampler's gradient, then the steps. On a 2-core CPU that is
 3-20 s at 10-20 steps and 10-42 s at 100, once per sampler build (``get_sampler``); the sampling
 itself costs the same as on any grid. ``benchmarks/sampler_error.py`` measures what it buys
-(README): most at 10-15 evaluations; from 35 on it can be worse than the formulas.
+(docs/samplers.md): most at 10-15 evaluations; from 35 on it can be worse than the formulas.
 """
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -38,7 +38,7 @@ import numpy as np
 import optax
 
 from score_sde import sde_lib
-from score_sde.sampling import base, schedule
+from score_sde.sampling import base, dpm_solver, methods, schedule
 
 MODE_OFFSETS = (0., 0.5, 1., 2., 4.)
 WIDTHS = tuple(float(c) for c in np.geomspace(0.01, 0.5, 8))
@@ -106,7 +106,6 @@ def fit_times(build: Builder, sde: sde_lib.SDE, num_levels: int, eps: float, den
 def _fit(build, sde, num_levels, eps, denoise, final):
   if num_levels <= 2:
     return np.asarray(schedule.time_steps(sde, num_levels, eps, 'logSNR'), np.float32)
-  from score_sde.sampling import dpm_solver  # The reference solver; imports this module.
   m, c = proxy_scales()
   shape = (NUM_DRAWS, m.shape[0])
   score_fn = proxy_score_fn(sde)
@@ -147,21 +146,33 @@ def _fit(build, sde, num_levels, eps, denoise, final):
   return times
 
 
-def resolve_grid(sde: sde_lib.SDE, num_levels: int, eps: Optional[float], name: str,
-                 rho: float, times: Optional[Sequence[float]], build: Builder, denoise: bool,
-                 final: str, what: str) -> Tuple[Optional[np.ndarray], float]:
-  """A fixed-step sampler's grid, settled when the sampler is built (before any tracing).
+def fit_grid(build_sampler: Callable[..., base.Sampler], sde: sde_lib.SDE, num_steps: int, *,
+             kind: str, denoise: bool, final: str, eps: Optional[float] = None,
+             **kwargs) -> np.ndarray:
+  """The fitted grid (``schedule='fitted'``) of a fixed-step sampler, to pass as its ``times``.
 
+  Args:
+    build_sampler: a builder called as ``build_sampler(sde, shape, inverse_scaler, num_steps,
+      times=..., denoise=denoise, **kwargs)`` (plus ``final=final`` for a multistep one):
+      ``dpm_solver.get_dpm_solver_sampler``, ``unipc.get_unipc_sampler``,
+      ``deis.get_deis_sampler`` or ``edm.get_heun_sampler`` (deterministic: no churn).
+    sde: the forward SDE.
+    num_steps: the sampler's steps.
+    kind: ``'multistep'`` or ``'heun'``: how the steps map to grid levels
+      (``methods.grid_levels``).
+    denoise, final: the sampler's end (Heun's is ``'tweedie'``), which the reference shares.
+    eps: the last time (None: the SDE's ``sampling_eps``).
+    **kwargs: the builder's other settings (``order``, ``variant``, ...).
   Returns:
-    ``(None, eps)`` for a formula (``name`` in ``schedule.FORMULAS``, computed inside the
-    sampler by ``schedule.time_steps``), else ``(times, eps)``: the given ``times`` checked by
-    ``schedule.check_times`` (``what`` names the settings in its errors), or for
-    ``name='fitted'`` the grid ``fit_times`` fits with ``build``, ``denoise`` and ``final``.
+    float32 ``(num_levels,)``, decreasing from ``sde.T`` to ``eps``.
   """
-  if times is None:
-    eps = base.check_eps(sde, eps)
-    schedule.check_schedule(name, rho)
-    if name != 'fitted':
-      return None, eps
-    times = fit_times(build, sde, num_levels, eps, denoise, final)
-  return schedule.check_times(sde, times, num_levels, eps, what)
+  eps = base.check_eps(sde, eps)
+  num_levels = methods.grid_levels(kind, num_steps, denoise, final)
+  if kind == 'multistep':
+    kwargs = dict(kwargs, final=final)
+
+  def build(shape, times):
+    return build_sampler(sde, shape, base.identity, num_steps, times=times, denoise=denoise,
+                         **kwargs)
+
+  return fit_times(build, sde, num_levels, eps, denoise, final)

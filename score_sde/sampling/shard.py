@@ -10,7 +10,8 @@ from typing import Any, Callable, Tuple
 
 import jax
 
-from score_sde import sde_lib, sharding
+from score_sde import sde_lib
+from score_sde.common import parallel
 from score_sde.sampling import base
 
 ScoreFnFactory = Callable[[Any], sde_lib.ScoreFn]
@@ -23,10 +24,10 @@ def constrained(score_fn: sde_lib.ScoreFn, mesh: jax.sharding.Mesh) -> sde_lib.S
   Raises:
     ValueError: at trace time, when the batch does not split over the mesh.
   """
-  data = sharding.data_sharding(mesh)
+  data = parallel.data_sharding(mesh)
 
   def sharded_score_fn(x, t):
-    sharding.check_divisible(x.shape[0], mesh, 'sample batch size')
+    parallel.check_divisible(x.shape[0], mesh, 'sample batch size')
     x = jax.lax.with_sharding_constraint(x, data)
     t = jax.lax.with_sharding_constraint(t, data)
     return jax.lax.with_sharding_constraint(score_fn(x, t), data)
@@ -44,19 +45,19 @@ def get_sharded_sampler(sampler: base.Sampler, make_score_fn: ScoreFnFactory,
     make_score_fn: ``params -> score_fn``, e.g.
       ``lambda p: models.utils.get_score_fn(sde, model, p, train=False, continuous=True)``;
       ``params`` may be any pytree (``None`` for an analytic score).
-    mesh: a mesh from ``sharding.make_mesh``; the sample batch must split evenly over it.
+    mesh: a mesh from ``parallel.make_mesh``; the sample batch must split evenly over it.
   Returns:
     ``sample(params, rng) -> (samples, nfe)``: params and key replicated, samples
     ``(B, ...)`` split over ``'data'``, ``nfe`` a replicated int32 scalar.
   Raises:
     ValueError: at the first call, when the batch does not split over the mesh.
   """
-  data = sharding.data_sharding(mesh)
+  data = parallel.data_sharding(mesh)
 
   def sample(params, rng):
     samples, nfe = sampler(rng, constrained(make_score_fn(params), mesh))
     return jax.lax.with_sharding_constraint(samples, data), nfe
 
-  replicated = sharding.replicated(mesh)
+  replicated = parallel.replicated(mesh)
   return jax.jit(sample, in_shardings=(replicated, replicated),
                  out_shardings=(data, replicated))

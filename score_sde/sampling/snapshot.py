@@ -10,6 +10,7 @@ from score_sde import data, sde_lib
 from score_sde.data import images
 from score_sde.models import utils as mutils
 from score_sde.sampling import guidance, shard
+from score_sde.sampling.from_config import get_sampler
 from score_sde.sampling.methods import ODE_METHODS
 
 QUANTIZATIONS = (None, 'truncate', 'round')
@@ -79,9 +80,8 @@ def get_snapshot_sampler(config, sde: sde_lib.SDE, model, mesh, num_samples: int
   Returns:
     ``sample``; ``images`` are ``float32 (B, H, W, C)`` in [0, 1], split over ``'data'``.
   """
-  from score_sde import sampling  # The package imports this module.
   shape = (num_samples,) + images.image_shape(config.data.image_size, config.data.num_channels)
-  sampler = sampling.get_sampler(config, sde, shape, data.get_data_inverse_scaler(
+  sampler = get_sampler(config, sde, shape, data.get_data_inverse_scaler(
       config.data.centered), eps=config.sampling.eps)
 
   if quantize not in QUANTIZATIONS:

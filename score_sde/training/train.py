@@ -6,7 +6,7 @@ One process per host. The train step is compiled once, ahead of the loop (its co
 logged and kept out of the progress rates): the state is replicated, the global batch is split
 over the mesh's ``'data'`` axis, and XLA averages the gradient over the global batch. Everything
 random derives from ``config.seed`` and the step (the batch, its augmentation, the loss's noise
-and dropout; ``score_sde.rng``), so a run that is killed and restarted on the same ``workdir``
+and dropout; ``score_sde.common.rng``), so a run that is killed and restarted on the same ``workdir``
 continues exactly as if it had not stopped, whatever the number of devices.
 
 Order of work, so that a bad input costs nothing: the config, the workdir and the data are
@@ -33,12 +33,13 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from score_sde import (checkpoint, config_validation, data, errors, losses, rng, sampling, sde_lib,
-                       sharding, summary)
-from score_sde import workdir as workdir_lib
+from score_sde import data, losses, optim, sampling, sde_lib
+from score_sde.common import errors, parallel, rng
+from score_sde.configs import record, validation
 from score_sde.data import images
+from score_sde.io import checkpoint, summary, workdir as workdir_lib
 from score_sde.models import utils as mutils
-from score_sde.training import optim, train_state
+from score_sde.training import train_state
 
 
 def restore_or_init(config, workdir: str, mesh, model, tx):
@@ -47,7 +48,7 @@ def restore_or_init(config, workdir: str, mesh, model, tx):
   ckpt = checkpoint.Checkpointer(workdir, max_to_keep=config.training.max_to_keep)
   state, step = ckpt.restore_latest(train_state.abstract_state(init_fn, mesh))
   if state is None:
-    state = jax.jit(init_fn, out_shardings=sharding.replicated(mesh))()
+    state = jax.jit(init_fn, out_shardings=parallel.replicated(mesh))()
     logging.info('Initialised a new state (%d parameters).', mutils.count_params(state.params))
   else:
     logging.info('Resumed from step %d.', step)
@@ -70,7 +71,7 @@ def compile_step(config, sde, model, mesh, *, train: bool, tx=None, classifier: 
         label_dropout=training.label_dropout, ema_warmup=config.model.ema_warmup,
         compute_dtype=training.compute_dtype, grad_accum_steps=training.grad_accum_steps,
         float32_below_std=training.get('float32_below_std', 0.))
-  rep, split = sharding.replicated(mesh), sharding.data_sharding(mesh)
+  rep, split = parallel.replicated(mesh), parallel.data_sharding(mesh)
   return jax.jit(step_fn, in_shardings=(rep, split, rep), out_shardings=(rep, rep),
                  donate_argnums=(0,) if train else ())
 
@@ -151,14 +152,14 @@ def train_classifier(config: ml_collections.ConfigDict, workdir: str, mesh=None,
 
 def _fit(config, workdir: str, mesh, stop_requested, *, classifier: bool):
   """``train_and_evaluate`` (the score model) or ``train_classifier``: checks, then the loop."""
-  mesh = sharding.make_mesh() if mesh is None else mesh
-  config_validation.validate_config(config, num_devices=mesh.devices.size,
-                                    num_hosts=jax.process_count())
+  mesh = parallel.make_mesh() if mesh is None else mesh
+  validation.validate_config(config, num_devices=mesh.devices.size,
+                             num_hosts=jax.process_count())
   workdir = workdir_lib.check_workdir(workdir)
   if classifier:
     workdir = workdir_lib.check_workdir(workdir_lib.classifier_workdir(config, workdir))
   sources = data.open_checked(config.data, ('train', 'test'))
-  workdir_lib.save_run_config(config, workdir)  # What score_sde.load(workdir) rebuilds from.
+  record.save_run_config(config, workdir)  # What score_sde.load(workdir) rebuilds from.
   sde = sde_lib.get_sde(config)
   model = mutils.get_classifier(config) if classifier else mutils.get_model(config)
   tx = optim.get_optimizer(config.optim)
@@ -208,12 +209,12 @@ def _finished(run: _Run, workdir: str, state, ckpt) -> bool:
 
 def _compile_steps(config, sde, model, mesh, tx, state, image_shape, *, classifier: bool):
   """The train and eval steps compiled for the global batch: ``(train_step, eval_step)``."""
-  split = sharding.data_sharding(mesh)
+  split = parallel.data_sharding(mesh)
   batch_size = config.training.batch_size
   batch_spec = {'image': jax.ShapeDtypeStruct((batch_size,) + image_shape, jnp.float32,
                                               sharding=split),
                 'label': jax.ShapeDtypeStruct((batch_size,), jnp.int32, sharding=split)}
-  key = sharding.replicate(rng.stream_key(config.seed, rng.TRAIN_STREAM), mesh)
+  key = parallel.replicate(rng.stream_key(config.seed, rng.TRAIN_STREAM), mesh)
   train_step = compile_logged('train step', compile_step(
       config, sde, model, mesh, train=True, tx=tx, classifier=classifier), state, batch_spec, key)
   eval_step = compile_logged('eval step', compile_step(
@@ -255,8 +256,8 @@ def _train(config, workdir, mesh, run: _Run, steps, sample_fn, state, ckpt, sour
   n_iters = run.n_iters
   train_step, eval_step = steps
   start = last_saved = int(state.step)
-  train_key = sharding.replicate(rng.stream_key(config.seed, rng.TRAIN_STREAM), mesh)
-  eval_key = sharding.replicate(rng.stream_key(config.seed, rng.EVAL_STREAM), mesh)
+  train_key = parallel.replicate(rng.stream_key(config.seed, rng.TRAIN_STREAM), mesh)
+  eval_key = parallel.replicate(rng.stream_key(config.seed, rng.EVAL_STREAM), mesh)
   scaler = data.get_data_scaler(config.data.centered)
   hosts = dict(host_index=jax.process_index(), host_count=jax.process_count())
   get_batch = functools.partial(
@@ -267,7 +268,7 @@ def _train(config, workdir, mesh, run: _Run, steps, sample_fn, state, ckpt, sour
   def to_device(batch):
     if run.num_classes:
       check_labels(batch['label'], run.num_classes, run.what)
-    return sharding.to_global({'image': scaler(batch['image']), 'label': batch['label']}, mesh)
+    return parallel.to_global({'image': scaler(batch['image']), 'label': batch['label']}, mesh)
 
   progress = summary.Progress(total_steps=n_iters, start_step=start,
                               batch_size=training.batch_size)
@@ -318,7 +319,7 @@ def _train(config, workdir, mesh, run: _Run, steps, sample_fn, state, ckpt, sour
           last_saved = done
       if is_snapshot and sample_fn is not None:
         with progress.paused(wait_for=state):
-          key = sharding.replicate(
+          key = parallel.replicate(
               jax.random.fold_in(rng.stream_key(config.seed, rng.SAMPLE_STREAM), done), mesh)
           sample_fn = _save_samples(sample_fn, state, key, done, workdir, writer,
                                     nrow=run.num_classes or None)

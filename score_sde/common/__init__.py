@@ -1,0 +1,3 @@
+"""What every layer uses and that uses nothing of the package: ``errors`` (the user-fixable
+errors ``main.py`` prints without a traceback), ``registry`` (names in configs to classes),
+``rng`` (the run's random streams) and ``parallel`` (the device mesh and shardings)."""

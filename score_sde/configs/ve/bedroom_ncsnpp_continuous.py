@@ -1,0 +1,17 @@
+"""NCSN++ cont. on 256x256 LSUN bedroom with the VE SDE.
+
+    python main.py --config configs/ve/bedroom_ncsnpp_continuous.py \
+        --workdir runs/ve/bedroom_ncsnpp_continuous --config.data.data_dir=/path/to/lsun
+
+The paper shows samples only; no figure is stated for this configuration.
+"""
+from score_sde.configs.ve import _ncsnpp_256
+
+
+def get_config():
+  config = _ncsnpp_256.get_base_config()
+  data = config.data
+  data.dataset = 'LSUN'
+  data.category = 'bedroom'
+  config.model.sigma_max = 378.
+  return config
