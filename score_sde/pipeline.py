@@ -7,7 +7,7 @@ colorize, bits/dim, encode / decode).
     score_sde.pipeline.to_pil(images)                 # a grid, shown inline by Jupyter
 
 Everything runs on the package's own pieces, compiled once per shape and sampler and split
-over the devices of ``mesh``: ``sampling.get_snapshot_sampler`` (the sampler training snapshots
+over the devices of ``mesh``: ``sampling.get_network_sampler`` (the sampler training snapshots
 and evaluation use, with classifier-free guidance for a class-conditional network),
 ``sampling.get_pc_inpainter`` / ``get_pc_colorizer`` (appendix I), ``likelihood`` (bits/dim
 through the probability-flow ODE, eq. 39) and the ODE encoder (sec. 4.3). Images go in and come
@@ -202,13 +202,13 @@ class Pipeline:
   def sampler(self, n: int, config: Optional[ml_collections.ConfigDict] = None,
               quantize: Optional[str] = None) -> Tuple[Callable, Optional[np.ndarray]]:
     """The run's configured sampler for batches of ``n`` images: the one path that ``sample``,
-    ``--mode sample`` (``generate``) and, through ``sampling.get_snapshot_sampler``, training
+    ``--mode sample`` (``generate``) and, through ``sampling.get_network_sampler``, training
     snapshots and evaluation's FID rounds draw with.
 
     Args:
       n: images per call; must split over the mesh's devices.
       config: the config whose ``sampling`` section to use; default the run's.
-      quantize: as for ``sampling.get_snapshot_sampler``.
+      quantize: as for ``sampling.get_network_sampler``.
     Returns:
       ``(sample, labels)``: ``sample(key) -> (images, nfe)`` with ``images`` float32
       ``(n, H, W, C)`` in [0, 1], split over the mesh (compiled once per ``n`` and sampling
@@ -222,9 +222,9 @@ class Pipeline:
       params = {'score': self.params, 'classifier': classifier_params}
     key = ('sample', n, quantize, _frozen(config.sampling))
     if key not in self._compiled:
-      self._compiled[key] = sampling.get_snapshot_sampler(
+      self._compiled[key] = sampling.get_network_sampler(
           config, self.sde, self.model, self.mesh, n, quantize=quantize, classifier=classifier)
-    labels = sampling.snapshot_labels(config, self.model, n, classifier)
+    labels = sampling.sampled_classes(config, self.model, n, classifier)
     compiled = self._compiled[key]
     return (lambda key: compiled(params, key)), labels
 
@@ -334,9 +334,9 @@ class Pipeline:
     Each image's value is meant to be used on its own (out-of-distribution scores, comparisons
     between images), so the divergence integral is estimated per image: ``num_nodes``
     quadrature nodes with ``num_probes`` fresh probes each, as a control variate of the
-    reference's solve (``likelihood.flow_with_control_variate``), unbiased, at most 0.05
-    bits/dim RMS from the exact-divergence value on the benchmark's closed-form targets (one
-    fixed probe: 0.3). ``num_nodes=0, num_probes=1`` is ``--mode eval``'s estimator (the
+    reference's solve (``likelihood.flow_with_control_variate``), unbiased; its error per
+    image against the exact divergence is in docs/likelihood.md ("Per-example likelihoods").
+    ``num_nodes=0, num_probes=1`` is ``--mode eval``'s estimator (the
     reference's, unbiased, so right for dataset means, but noisy per image).
 
     Args:

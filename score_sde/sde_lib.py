@@ -158,7 +158,7 @@ class VPSDE(SDE):
     of length ``1 / N`` at the rate ``beta`` frozen at the chain's time; DDPM's ``beta_i`` is its
     first-order expansion. A probability at any ``N``.
   * ``'auto'`` (default): ``'ddpm'`` where it is valid, else ``'exponential'``; so few-step
-    samplers on VP (``N = 10``) work, and every configuration that ran before is unchanged.
+    samplers on VP (``N = 10``) work, and the released configurations keep DDPM's chain.
 
   Measured with the exact score of a Gaussian mixture (PC reverse diffusion and ancestral
   sampling, 8-D): at 21-25 steps the two chains are equally good, at 40-80 DDPM's is slightly

@@ -16,7 +16,7 @@ from score_sde import data, likelihood, sampling, sde_lib
 from score_sde.common import parallel
 from score_sde.evaluation import evaluate, samples as eval_samples
 from score_sde.models import utils as mutils
-from score_sde.sampling import snapshot
+from score_sde.sampling import network
 
 
 class _Ones:
@@ -66,7 +66,7 @@ def _recorded_continuity(monkeypatch):
 
 @pytest.mark.parametrize('method,expected', [('ode', True), ('heun', True), ('dpm_solver', True),
                                              ('pc', False)])
-def test_snapshot_sampler_builds_the_ode_score_for_ode_methods(discrete_vp, monkeypatch, method,
+def test_network_sampler_builds_the_ode_score_for_ode_methods(discrete_vp, monkeypatch, method,
                                                                 expected):
   """A discrete VP model: the ODE-based samplers get the continuous score, the PC sampler the
   training convention (as the reference's PC sampler)."""
@@ -74,7 +74,7 @@ def test_snapshot_sampler_builds_the_ode_score_for_ode_methods(discrete_vp, monk
   seen = _recorded_continuity(monkeypatch)
   sde, model = sde_lib.get_sde(discrete_vp), mutils.get_model(discrete_vp)
   mesh = parallel.make_mesh(jax.devices()[:1])
-  sample = snapshot.get_snapshot_sampler(discrete_vp, sde, model, mesh, 2)
+  sample = network.get_network_sampler(discrete_vp, sde, model, mesh, 2)
   params = mutils.init_params(jax.random.key(0), model, (16, 16, 1))
   jax.eval_shape(sample, params, jax.random.key(1))  # Traces: builds the score function.
   assert seen and set(seen) == {expected}
@@ -103,9 +103,9 @@ def test_truncation_is_the_references_uint8_cast():
                       (np.arange(256) + 1e-6) / 255., (np.arange(256) - 1e-6) / 255.])
   x = x.astype(np.float32)
   reference = np.clip(x * np.float32(255.), 0, 255).astype(np.uint8)
-  got = np.asarray(snapshot.to_8bit_grid(jnp.asarray(x), 'truncate')) * 255.
+  got = np.asarray(network.to_8bit_grid(jnp.asarray(x), 'truncate')) * 255.
   np.testing.assert_array_equal(np.round(got).astype(np.uint8), reference)
-  rounded = np.asarray(snapshot.to_8bit_grid(jnp.asarray(x), 'round')) * 255.
+  rounded = np.asarray(network.to_8bit_grid(jnp.asarray(x), 'round')) * 255.
   np.testing.assert_array_equal(np.round(rounded), np.round(np.clip(x, 0, 1) * np.float32(255.)))
   assert (np.round(got) != np.round(rounded)).mean() > 0.3  # The two differ on many pixels.
   from score_sde.configs import default
@@ -115,7 +115,7 @@ def test_truncation_is_the_references_uint8_cast():
 def test_fid_rounds_quantise_as_the_config_says(smoke_config, monkeypatch):
   """eval_samples hands config.eval.quantization to the sampler (before: always rounding)."""
   seen = []
-  monkeypatch.setattr(sampling, 'get_snapshot_sampler',
+  monkeypatch.setattr(sampling, 'get_network_sampler',
                       lambda *a, quantize=None, **k: seen.append(quantize) or (lambda p, r: None))
   for mode in ('truncate', 'round'):
     smoke_config.eval.quantization = mode

@@ -68,7 +68,7 @@ def test_sample_equals_the_configured_sampler_called_directly(run, pipe, method,
   config = config.copy_and_resolve_references()
   config.sampling.method = method
   config.sampling[field] = 3
-  sampler = sampling.get_snapshot_sampler(config, pipe.sde, pipe.model, pipe.mesh, 8)
+  sampler = sampling.get_network_sampler(config, pipe.sde, pipe.model, pipe.mesh, 8)
   want, nfe = sampler(pipe.params, jax.random.key(1))
   np.testing.assert_array_equal(got, np.asarray(want))
   assert int(nfe) == 3 * nfe_per_step + final * config.sampling.noise_removal
@@ -223,7 +223,7 @@ def test_sample_mode_draws_a_chosen_step_in_rounds(run):
   out = generate.generate(config, workdir, step=2, num_samples=12)
   assert out['step'] == 2 and out['images'].shape == (12, 16, 16, 1)
   pipe = score_sde.load(workdir, step=2)
-  sampler = sampling.get_snapshot_sampler(config, pipe.sde, pipe.model, pipe.mesh, 8)
+  sampler = sampling.get_network_sampler(config, pipe.sde, pipe.model, pipe.mesh, 8)
   key = jax.random.fold_in(rng.stream_key(config.seed, rng.SAMPLE_STREAM), 2)
   np.testing.assert_array_equal(out['images'][:8], np.asarray(sampler(pipe.params, key)[0]))
   assert not np.allclose(out['images'][8:], out['images'][:4])

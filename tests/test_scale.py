@@ -119,7 +119,7 @@ def test_a_bfloat16_run_samples_and_scores_in_float32():
   net, sde = mutils.get_model(config), sde_lib.get_sde(config)
   params = mutils.abstract_params(config)
   mesh = parallel.make_mesh(jax.devices()[:1])
-  snapshot = sampling.get_snapshot_sampler(config, sde, net, mesh, 2)
+  snapshot = sampling.get_network_sampler(config, sde, net, mesh, 2)
   pipe = pipeline.Pipeline(config, net, params, 0, mesh)
   x, t = jnp.zeros((2, 16, 16, 1)), jnp.full((2,), 1e-3)
   for fn, args in ((snapshot, (params, jax.random.key(0))),

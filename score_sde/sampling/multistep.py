@@ -153,7 +153,7 @@ def cap_third_order(orders: jax.Array, lams: jax.Array, max_step: Optional[float
 
   A third-order multistep step extrapolates a parabola over the previous two steps; when those
   steps are long (about 1 in ``lambda`` at 10 steps) the extrapolation overshoots and 3M is worse
-  than 2M (measured in ``benchmarks/sampler_error.py``: per-mode KL 6.5 vs 1.5 at 10 steps).
+  than 2M (``benchmarks/sampler_error.py``; docs/samplers.md, the exact-score tables).
 
   Args:
     orders: ``(S,)`` int32, one per step.

@@ -179,7 +179,7 @@ def _fit(config, workdir: str, mesh, stop_requested, *, classifier: bool):
                            classifier=classifier)
     sample_fn = None
     if config.training.snapshot_sampling and not classifier:
-      sample_fn = sampling.get_snapshot_sampler(config, sde, model, mesh,
+      sample_fn = sampling.get_network_sampler(config, sde, model, mesh,
                                                 config.training.n_snapshot_samples)
     return _train(config, workdir, mesh, run, steps, sample_fn, state, ckpt, sources,
                   stop_requested or (lambda: False))

@@ -1,6 +1,7 @@
-"""The configured sampler on a network's EMA weights, compiled once for a mesh: what training
-draws its snapshot grids with, evaluation its FID samples and ``--mode sample`` its images;
-class-conditional (guided) as ``config.sampling`` says."""
+"""The one path from a network to images: ``config.sampling``'s sampler (``get_sampler``) on a
+network's EMA weights, guided as the config says, compiled once for a mesh. Training draws its
+snapshot grids with it, evaluation its FID samples, and ``Pipeline.sampler`` (``score_sde.load``,
+``--mode sample``) its images, so a sampler option reaches all of them at once."""
 from typing import Optional
 
 import jax.numpy as jnp
@@ -29,8 +30,8 @@ def to_8bit_grid(samples: jnp.ndarray, quantize: Optional[str]) -> jnp.ndarray:
   return {'truncate': jnp.floor, 'round': jnp.round}[quantize](pixels * 255.) / 255.
 
 
-def snapshot_labels(config, model, num_samples: int, classifier=None) -> Optional[np.ndarray]:
-  """``int32 (num_samples,)``: the class of each sample ``get_snapshot_sampler`` draws, or None
+def sampled_classes(config, model, num_samples: int, classifier=None) -> Optional[np.ndarray]:
+  """``int32 (num_samples,)``: the class of each sample ``get_network_sampler`` draws, or None
   when it samples unconditionally.
 
   Sampling is class-conditional for a class-conditional network (``model.num_classes > 0``:
@@ -55,12 +56,12 @@ def snapshot_labels(config, model, num_samples: int, classifier=None) -> Optiona
   return guidance.sample_labels(num_samples, s.get('class_labels', ()), num_classes)
 
 
-def get_snapshot_sampler(config, sde: sde_lib.SDE, model, mesh, num_samples: int,
+def get_network_sampler(config, sde: sde_lib.SDE, model, mesh, num_samples: int,
                          quantize: Optional[str] = None, classifier=None):
   """``sample(params, key) -> (images, nfe)`` with ``config.sampling``'s sampler
   (``sampling.get_sampler``), jitted once for ``mesh`` (``sampling.get_sharded_sampler``).
 
-  Class-conditional (``snapshot_labels`` gives each sample's class) for a class-conditional
+  Class-conditional (``sampled_classes`` gives each sample's class) for a class-conditional
   network, with ``sampling.cfg_scale``; and with classifier guidance when ``classifier`` is
   given and ``sampling.classifier_scale != 0``: ``params`` is then
   ``{'score': params_ema, 'classifier': classifier_params}``, else the score network's
@@ -95,7 +96,7 @@ def get_snapshot_sampler(config, sde: sde_lib.SDE, model, mesh, num_samples: int
   if str(config.sampling.method).lower() in ODE_METHODS:
     continuous = mutils.ode_score_continuous(sde, continuous)
 
-  labels = snapshot_labels(config, model, num_samples, classifier)
+  labels = sampled_classes(config, model, num_samples, classifier)
   guided_by_classifier = classifier is not None and bool(config.sampling.classifier_scale)
 
   def make_score_fn(params):
