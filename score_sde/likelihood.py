@@ -281,7 +281,7 @@ def flow_with_quadrature(sde: sde_lib.SDE, score_fn: sde_lib.ScoreFn, x: jax.Arr
 
   Args:
     sde, score_fn, x, rtol, atol, method, eps, max_steps: as for ``flow_to_prior`` (the step
-      control now reads ``x`` alone).
+      control reads ``x`` alone).
     rng: typed key; node ``m`` draws its probes from ``fold_in(rng, m)``, at the global batch
       shape (device-count independent).
     quadrature: ``divergence_quadrature(sde, eps, M)``.

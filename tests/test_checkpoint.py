@@ -231,7 +231,7 @@ def test_bad_newest_checkpoint_warns_moves_it_aside_and_falls_back(tmp_path, sta
   metadata or checksums) is reported as a one-line WARNING naming its directory, renamed to
   ``<step>.corrupt`` with its files untouched (never deleted), and the previous checkpoint
   (here in the other directory) is restored intact. orbax's failed reads print nothing more
-  (before: one 'Event loop is closed' traceback per read in flight, hundreds per checkpoint)."""
+  (no 'Event loop is closed' traceback per read in flight, hundreds per checkpoint)."""
   with checkpoint.Checkpointer(tmp_path, async_save=False) as ckpt:
     ckpt.save(2, states[0], periodic=True)
     ckpt.save(3, states[1], periodic=False)
@@ -256,9 +256,9 @@ def test_bad_newest_checkpoint_warns_moves_it_aside_and_falls_back(tmp_path, sta
 
 
 def test_moved_aside_step_is_saved_again_and_frees_its_slot(tmp_path, states):
-  """The issue-7 scenario in small: with max_to_keep=2, snapshots {2, 4} and 4 damaged, the
+  """A damaged newest snapshot, in small: with max_to_keep=2, snapshots {2, 4} and 4 damaged, the
   fallback to 2 must let step 4 be saved again, and the next snapshot must delete only readable
-  ones, leaving {4, 6} readable (before: 4 stayed damaged in its slot, and 2 was deleted)."""
+  ones, leaving {4, 6} readable (not 4 damaged in its slot and 2 deleted)."""
   with checkpoint.Checkpointer(tmp_path, max_to_keep=2, async_save=False) as ckpt:
     ckpt.save(2, states[0], periodic=True)
     ckpt.save(4, states[1], periodic=True)

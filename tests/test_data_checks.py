@@ -1,6 +1,6 @@
 """Tests for score_sde.data.checks: every data problem is found at start-up, named, with its fix.
 
-Protects issue 7's promise that bad data fails in the first seconds, before the state is built
+Protects the promise that bad data fails in the first seconds, before the state is built
 or anything is written, instead of minutes later from the prefetch thread; and that what works
 but may surprise (resized images, colour conversion, no held-out split) is said once, in one
 line with a count.
@@ -42,7 +42,7 @@ def test_missing_and_empty_folders_are_data_not_found(folder_config, tmp_path):
 
 def test_corrupt_files_are_all_named_with_their_paths(folder_config, tmp_path):
   """Files that PIL cannot identify are found by the header probe, every one named, before any
-  example is decoded (before: a bare UnidentifiedImageError whenever the file was drawn)."""
+  example is decoded (not a bare UnidentifiedImageError whenever the file is drawn)."""
   root = tmp_path / 'images'
   for i in range(3):
     _png(root / f'good_{i}.png')
@@ -124,7 +124,7 @@ def test_source_with_the_wrong_shape_is_refused_naming_the_fields(smoke_config, 
 
 
 def test_empty_source_is_refused(smoke_config, monkeypatch):
-  """A source without examples fails at start-up (before: at the first batch)."""
+  """A source without examples fails at start-up (not at the first batch)."""
   source = sources.ArraySource(np.zeros((0, 16, 16, 1), np.uint8), np.zeros((0,), np.int32))
   monkeypatch.setattr(sources, 'get_dataset', lambda data_config, split: source)
   with pytest.raises(errors.DataNotFoundError, match='no examples'):

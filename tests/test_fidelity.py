@@ -1,4 +1,4 @@
-"""Paper fidelity (issue 8): the ODE-path score of discretely trained VP models and FID's sample
+"""Paper fidelity: the ODE-path score of discretely trained VP models and FID's sample
 quantisation follow the reference code.
 
 The reference builds the score of the probability-flow ODE sampler, its denoising step and the
@@ -81,7 +81,7 @@ def test_network_sampler_builds_the_ode_score_for_ode_methods(discrete_vp, monke
 
 
 def test_bits_per_dim_of_a_discrete_vp_model_use_the_continuous_score(discrete_vp, monkeypatch):
-  """The likelihood of vp/cifar10_ddpm-style models is the reference's computation (before: the
+  """The likelihood of vp/cifar10_ddpm-style models is the reference's computation (not the
   DDPM table's staircase std, 10x the marginal std at t = 1e-5)."""
   seen = _recorded_continuity(monkeypatch)
   factories = []
@@ -113,7 +113,7 @@ def test_truncation_is_the_references_uint8_cast():
 
 
 def test_fid_rounds_quantise_as_the_config_says(smoke_config, monkeypatch):
-  """eval_samples hands config.eval.quantization to the sampler (before: always rounding)."""
+  """eval_samples hands config.eval.quantization to the sampler (not always rounding)."""
   seen = []
   monkeypatch.setattr(sampling, 'get_network_sampler',
                       lambda *a, quantize=None, **k: seen.append(quantize) or (lambda p, r: None))

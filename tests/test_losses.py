@@ -92,7 +92,7 @@ def test_ddpm_loss_at_the_posterior_mean_noise():
 
 @pytest.mark.parametrize('loss', ['dsm', 'smld', 'ddpm'])
 def test_summed_loss_is_half_the_sum_as_in_the_reference(loss):
-  """Issue 8: with reduce_mean=False the reference reduces as 0.5 * sum (every VE config), so
+  """With reduce_mean=False the reference reduces as 0.5 * sum (every VE config), so
   its logged losses, gradients and the effect of optim.grad_clip are those of half the sum
   (a plain sum made them 2x). Same draws, both reductions: summed = 0.5 * D * mean, exactly."""
   data = S * jax.random.normal(jax.random.key(6), (16, 4, 4, 2))

@@ -1,6 +1,6 @@
-"""Multi-host runs (issue 11), on one machine: 2 processes x 4 CPU devices each, started through
-``main.py --distributed`` with a localhost coordinator and gloo collectives, exactly as README's
-pod instructions say, against 1 process with 8 devices.
+"""Multi-host runs, on one machine: 2 processes x 4 CPU devices each, started through
+``main.py --distributed`` with a localhost coordinator and gloo collectives, exactly as the
+pod instructions of README and docs/multihost.md say, against 1 process with 8 devices.
 
 Protects: a SIGTERM to one host stops every host at the same step, saved; the resumed run and
 its evaluation (held-out loss and bits/dim) give the parameters and metrics of the

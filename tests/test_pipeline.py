@@ -61,16 +61,24 @@ def test_sample_is_seeded_and_any_batch_size_splits(pipe):
     ('pc', 'pc_num_steps', 2, 0)])  # Predictor and corrector on the network's own SDE.
 def test_sample_equals_the_configured_sampler_called_directly(run, pipe, method, field,
                                                               nfe_per_step, final):
-  """sample(method=..., num_steps=...) is sampling.get_sampler on the same config and key, with
-  num_steps as sampling.num_steps (DPM-Solver++, UniPC) or sampling.pc_num_steps (PC)."""
+  """sample(method=..., num_steps=...) is the plain sampler of ``sampling.get_sampler`` on the
+  network's score function (``models.utils.get_score_fn``), for the same config and key, clipped
+  to [0, 1]: num_steps lands in sampling.num_steps (DPM-Solver++, UniPC) or
+  sampling.pc_num_steps (PC), and the sharded, compiled path adds nothing else."""
+  from score_sde import data
+  from score_sde.models import utils as mutils
   config, _ = run
+  assert config.training.continuous
   got = pipe.sample(8, method=method, num_steps=3, seed=1)
   config = config.copy_and_resolve_references()
   config.sampling.method = method
   config.sampling[field] = 3
-  sampler = sampling.get_network_sampler(config, pipe.sde, pipe.model, pipe.mesh, 8)
-  want, nfe = sampler(pipe.params, jax.random.key(1))
-  np.testing.assert_array_equal(got, np.asarray(want))
+  sampler = sampling.get_sampler(config, pipe.sde, (8,) + pipe.shape,
+                                 data.get_data_inverse_scaler(config.data.centered),
+                                 eps=config.sampling.eps)
+  score_fn = mutils.get_score_fn(pipe.sde, pipe.model, pipe.params, train=False, continuous=True)
+  want, nfe = jax.jit(lambda key: sampler(key, score_fn))(jax.random.key(1))
+  np.testing.assert_allclose(got, np.clip(np.asarray(want), 0., 1.), atol=1e-5)
   assert int(nfe) == 3 * nfe_per_step + final * config.sampling.noise_removal
 
 

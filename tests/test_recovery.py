@@ -1,4 +1,4 @@
-"""Nothing lost, nothing late (issue 7), end to end on the loop tests' network (one device: see
+"""Nothing lost, nothing late, end to end on the loop tests' network (one device: see
 ``_one_device``; the subprocess runs use all 8 fake devices).
 
 Protects: a damaged newest snapshot costs no good checkpoint (it is moved aside, its step is
@@ -74,7 +74,7 @@ def test_damaged_newest_snapshot_loses_no_good_checkpoint(eight_steps, tmp_path,
   falls back to preemption checkpoint 6, moves 8 aside to 8.corrupt, saves 8 again (bit for
   bit the original: its checksums equal the damaged copy's), then 12 and 16: with
   max_to_keep=3 the kept snapshots are {8, 12, 16}, all readable, and evaluation reports each
-  (before the fix: 8 stayed damaged in its slot, 4 was deleted, evaluation stopped at 8)."""
+  (not: 8 damaged in its slot, 4 deleted, evaluation stopping at 8)."""
   workdir = tmp_path / 'run'
   shutil.copytree(eight_steps, workdir)
   bad = workdir / 'checkpoints' / '8'
@@ -185,7 +185,7 @@ def test_unusable_workdirs_are_named_with_the_fix(tmp_path):
 
 def test_finished_run_says_so_and_compiles_nothing(eight_steps, tmp_path, caplog, monkeypatch):
   """Running a finished run again restores it, says it is finished, and returns its state
-  without compiling (before: minutes of compilation, then silence)."""
+  without compiling (rather than minutes of compilation, then silence)."""
   workdir = tmp_path / 'run'
   shutil.copytree(eight_steps, workdir)
   monkeypatch.setattr(train, 'compile_logged', lambda *a: pytest.fail('compiled'))
@@ -245,9 +245,9 @@ _KILLED_RUN = textwrap.dedent('''
 def test_killed_runs_tensorboard_history_has_no_hole_after_resuming(tmp_path, caplog):
   """kill -9 while loading the batch of step 9 (checkpoints written at 4, 6 and maybe 8), then
   resume: as TensorBoard reads the directory, training_loss has every step 1..12 once and
-  eval_loss every multiple of 3, and no event file is empty (before: steps since the last
-  60-second flush were lost for good, and 0-byte files were left). The resumed run announces
-  and times its compilation (before: minutes of silence)."""
+  eval_loss every multiple of 3, and no event file is empty (the steps since the last
+  60-second flush are not lost, and no 0-byte file is left). The resumed run announces and
+  times its compilation (rather than minutes of silence)."""
   workdir = tmp_path / 'run'
   script = _KILLED_RUN.format(root=str(ROOT), tests=str(ROOT / 'tests'), kill_at=9, n_iters=12,
                               workdir=str(workdir))

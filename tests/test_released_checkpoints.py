@@ -143,8 +143,8 @@ def test_mismatched_network_names_paths_and_both_networks(tmp_path, smoke_config
 
 
 def test_structure_hint_describes_the_ddpmpp_networks_truly():
-  """Issue 8: the hint printed for a mismatched released checkpoint said DDPM++ uses
-  ResnetBlockDDPMpp; the CIFAR-10 DDPM++ networks use BigGAN blocks and differ from NCSN++ in
+  """The hint printed for a mismatched released checkpoint names what the networks are: the
+  CIFAR-10 DDPM++ networks use BigGAN blocks (not ResnetBlockDDPMpp) and differ from NCSN++ in
   FIR resampling and progressive input. Checked on the configs' abstract parameter trees."""
   from score_sde.configs.vp import cifar10_ddpmpp_continuous, cifar10_ncsnpp_continuous
   ddpmpp = models.utils.abstract_params(cifar10_ddpmpp_continuous.get_config())

@@ -80,9 +80,9 @@ def test_langevin_alpha_per_sde():
 
 
 def test_paper_configs_select_the_references_batch_averaged_corrector():
-  """Issue 8: the VE paper configs name 'langevin', which must be the reference's corrector: one
-  step for the whole batch, 2 alpha (r mean||z|| / mean||s||)^2 (computed here independently),
-  not per-example steps (before: 'langevin' was per example, 'langevin_batch' the reference)."""
+  """The VE paper configs name 'langevin', which must be the reference's corrector: one step for
+  the whole batch, 2 alpha (r mean||z|| / mean||s||)^2 (computed here independently), not
+  per-example steps (those are 'langevin_per_example')."""
   import glob
   import importlib
   import os

@@ -1,4 +1,4 @@
-"""Mixed precision, gradient accumulation and rematerialisation (issue 11).
+"""Mixed precision, gradient accumulation and rematerialisation.
 
 Protects: bfloat16 compute gives the float32 loss and gradient to a stated tolerance with every
 convolution really in bfloat16 (a numpy scalar once promoted whole networks back to float32)

@@ -105,7 +105,7 @@ def test_format_duration():
 
 
 def test_writer_that_writes_nothing_leaves_no_event_file(tmp_path):
-  """Issue 7: no 0-byte event files; the file appears with the first value."""
+  """No 0-byte event files; the file appears with the first value."""
   writer = summary.SummaryWriter(tmp_path / 'tb', enabled=True)
   writer.flush()
   writer.close()
