@@ -3,8 +3,8 @@
 Loads the run with ``pipeline.load`` (the newest readable checkpoint of ``workdir``, or
 checkpoint ``step``; read-only: nothing of the run is renamed or written) and draws
 ``num_samples`` images (default ``sampling.batch_size``) in rounds of ``sampling.batch_size``
-with ``Pipeline.sampler``, the one sampling path of a run, from its EMA weights, logging each round with an ETA: unconditional, or class-conditional for
-a class-conditional network (classifier-free guidance, ``sampling.cfg_scale``) or with
+with ``Pipeline.sampler``, the one sampling path of a run, from its EMA weights, logging each
+round with an ETA: unconditional, or class-conditional for a class-conditional network (classifier-free guidance, ``sampling.cfg_scale``) or with
 classifier guidance (``sampling.classifier_scale``, the classifier trained by
 ``--mode train_classifier``). The classes are ``sampling.class_labels`` in turn (every class in
 turn when empty), and the grid has one column per class.

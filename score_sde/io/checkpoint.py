@@ -72,8 +72,8 @@ class _ArrayHandler(ocp.type_handlers.ArrayHandler):
 def _state_handler() -> ocp.PyTreeCheckpointHandler:
   """orbax's pytree handler, with ``_ArrayHandler`` for ``jax.Array`` leaves and orbax's own
   handlers for the other leaf types, in a registry of this handler's own. Its state files are
-  those the earlier ``StandardCheckpointHandler`` (over the same ``_ArrayHandler``, then
-  registered process-wide) wrote, and it reads those."""
+  those of orbax's ``StandardCheckpointHandler`` over the same ``_ArrayHandler``: either reads
+  what the other writes."""
   handlers = ocp.type_handlers
   scalar = handlers.ScalarHandler()
   registry = handlers.create_type_handler_registry(
