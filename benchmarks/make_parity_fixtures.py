@@ -16,14 +16,14 @@ config, Adam with warm-up and gradient clipping, its EMA) on fixed random images
 * evaluates ``model(x, t)`` (``eval()`` mode) with the trained weights and, after
   ``ema.copy_to``, with the EMA weights, at fixed inputs, into ``<name>.npz`` (NHWC, float32).
 
-``tests/test_parity.py`` converts each ``.pth`` with ``score_sde.conversion.pytorch_checkpoints`` and checks
-this project's networks against the stored outputs. NCSNv2, whose port layers are named by
-attribute, is written as ``ncsnv2.npz`` instead: this project's initial parameters copied into
-the port's network by name, with the port's outputs (``_mend_ncsn_layers`` for what the port
-needs first). ``--only`` writes some fixtures only. The port compiles CUDA kernels when its
-``op`` package is imported; on CPU it calls only the pure-PyTorch ``upfirdn2d_native``, so
-``torch.utils.cpp_extension.load`` is replaced by a stub first (as ``pytorch_parity.py`` does),
-and its ``utils`` module gets an empty ``tensorflow`` (imported for gfile, unused here).
+``tests/test_parity.py`` converts each ``.pth`` with ``score_sde.conversion.pytorch_checkpoints``
+and checks this project's networks against the stored outputs. NCSNv2, whose port layers are named
+by attribute, is written as ``ncsnv2.npz`` instead: this project's initial parameters copied into
+the port's network by name, with the port's outputs (``_mend_ncsn_layers`` for what the port needs
+first). ``--only`` writes some fixtures only. The port compiles CUDA kernels when its ``op`` package
+is imported; on CPU it calls only the pure-PyTorch ``upfirdn2d_native``, so
+``torch.utils.cpp_extension.load`` is replaced by a stub first (as ``pytorch_parity.py`` does), and
+its ``utils`` module gets an empty ``tensorflow`` (imported for gfile, unused here).
 """
 import importlib.machinery
 import json

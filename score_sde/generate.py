@@ -1,13 +1,13 @@
 """``generate(config, workdir)``: samples from a trained run, ``python main.py --mode sample``.
 
-Loads the run with ``pipeline.load`` (the newest readable checkpoint of ``workdir``, or
-checkpoint ``step``; read-only: nothing of the run is renamed or written) and draws
-``num_samples`` images (default ``sampling.batch_size``) in rounds of ``sampling.batch_size``
-with ``Pipeline.sampler``, the one sampling path of a run, from its EMA weights, logging each
-round with an ETA: unconditional, or class-conditional for a class-conditional network (classifier-free guidance, ``sampling.cfg_scale``) or with
-classifier guidance (``sampling.classifier_scale``, the classifier trained by
-``--mode train_classifier``). The classes are ``sampling.class_labels`` in turn (every class in
-turn when empty), and the grid has one column per class.
+Loads the run with ``pipeline.load`` (the newest readable checkpoint of ``workdir``, or checkpoint
+``step``; read-only: nothing of the run is renamed or written) and draws ``num_samples`` images
+(default ``sampling.batch_size``) in rounds of ``sampling.batch_size`` with ``Pipeline.sampler``,
+the one sampling path of a run, from its EMA weights, logging each round with an ETA: unconditional,
+or class-conditional for a class-conditional network (classifier-free guidance,
+``sampling.cfg_scale``) or with classifier guidance (``sampling.classifier_scale``, the classifier
+trained by ``--mode train_classifier``). The classes are ``sampling.class_labels`` in turn (every
+class in turn when empty), and the grid has one column per class.
 
 Writes ``<workdir>/<out_folder>/step_<step>/samples.png`` (the first ``GRID_IMAGES``) and
 ``samples.npz`` (``images``: uint8 ``(N, H, W, C)``, rounded as the PNG; ``labels``: int32

@@ -309,10 +309,10 @@ def get_step_fn(sde: sde_lib.SDE, model, train: bool,
   the gradient over the global batch with one all-reduce.
 
   ``compute_dtype`` and ``float32_below_std`` as for ``get_per_example_loss_fn``.
-  ``grad_accum_steps = k`` splits the batch into ``k`` micro-batches (rows ``j::k``, each still split over the devices),
-  whose gradients are summed in a ``lax.scan`` before the one optimizer update: activation
-  memory of ``B / k`` examples, the update of the whole batch (the same noise; only dropout
-  masks differ). The batch must split into ``k`` equal micro-batches.
+  ``grad_accum_steps = k`` splits the batch into ``k`` micro-batches (rows ``j::k``, each
+  still split over the devices), whose gradients are summed in a ``lax.scan`` before the one
+  optimizer update: activation memory of ``B / k`` examples, the update of the whole batch (the
+  same noise; only dropout masks differ). The batch must split into ``k`` equal micro-batches.
 
   Returns:
     ``(new_state, {'loss': scalar, 'grad_norm': scalar})`` (no grad norm when evaluating).

@@ -1,4 +1,5 @@
-"""Tests for score_sde.io.checkpoint: exact round trips, retention, fallback past bad checkpoints."""
+"""Tests for score_sde.io.checkpoint: exact round trips, retention, fallback past bad
+checkpoints."""
 import gc
 import logging
 import os

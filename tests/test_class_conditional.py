@@ -166,16 +166,17 @@ def test_load_samples_both_guidances_from_their_definitions(conditional_run):
   def log_p_y(x, t):
     return jnp.sum(jnp.take_along_axis(jax.nn.log_softmax(logits_fn(x, t)), labels[:, None], 1))
 
-  guided = {
-      'cfg_scale': lambda x, t: 3. * score(x, t, class_labels=labels) - 2. * score(
-          x, t, class_labels=null),
-      'classifier_scale': lambda x, t: score(x, t, class_labels=null) + jax.grad(log_p_y)(x, t),
-  }
+  def cfg(x, t):  # w = 2.
+    return 3. * score(x, t, class_labels=labels) - 2. * score(x, t, class_labels=null)
+
+  def classifier_guided(x, t):  # w = -1 (the unconditional score), classifier scale 1.
+    return score(x, t, class_labels=null) + jax.grad(log_p_y)(x, t)
+
   sampler = sampling.get_sampler(pipe.config, sde, (4,) + pipe.shape,
                                  data.get_data_inverse_scaler(pipe.config.data.centered),
                                  eps=pipe.config.sampling.eps)
-  for fields in ({'cfg_scale': 2.}, {'cfg_scale': -1., 'classifier_scale': 1.}):
+  for fields, score_fn in (({'cfg_scale': 2.}, cfg),
+                           ({'cfg_scale': -1., 'classifier_scale': 1.}, classifier_guided)):
     got = pipe.sample(4, class_labels=[3, 7], seed=5, **fields)
-    score_fn = guided['classifier_scale' if 'classifier_scale' in fields else 'cfg_scale']
     wanted, _ = jax.jit(lambda key, f=score_fn: sampler(key, f))(jax.random.key(5))
     np.testing.assert_allclose(got, np.clip(np.asarray(wanted), 0., 1.), atol=1e-4)

@@ -3,15 +3,14 @@
 The fixtures in tests/fixtures/parity/ were written by benchmarks/make_parity_fixtures.py from
 the port's code (commit and torch version in each .npz's ``provenance``): each network of
 tests/parity_networks.py took three steps of the port's own train step, was saved with the
-port's ``utils.save_checkpoint`` (``<name>.pth``), and was evaluated by the port's
-``model(x, t)`` in eval mode with its weights (``out_model``) and its EMA (``out_ema``).
-Here the ``.pth`` is read without torch (score_sde.conversion.pytorch_checkpoints), converted into this
-project's linen tree, and this project's network must give the port's outputs. This protects
-the forward pass of every architecture option the paper's configs use (a swapped
-concatenation, a skip rescale, a norm epsilon, an init scale that leaks into the output) and
-the checkpoint conversion (names, kernel layouts, the EMA and Adam's moments). NCSNv2, whose
-port layers are named by attribute rather than ``all_modules``, is checked at this project's
-parameters copied into the port (``ncsnv2.npz``).
+port's ``utils.save_checkpoint`` (``<name>.pth``), and was evaluated by the port's ``model(x, t)``
+in eval mode with its weights (``out_model``) and its EMA (``out_ema``). Here the ``.pth`` is read
+without torch (score_sde.conversion.pytorch_checkpoints), converted into this project's linen tree,
+and this project's network must give the port's outputs. This protects the forward pass of every
+architecture option the paper's configs use (a swapped concatenation, a skip rescale, a norm
+epsilon, an init scale that leaks into the output) and the checkpoint conversion (names, kernel
+layouts, the EMA and Adam's moments). NCSNv2, whose port layers are named by attribute rather than
+``all_modules``, is checked at this project's parameters copied into the port (``ncsnv2.npz``).
 """
 import json
 import os

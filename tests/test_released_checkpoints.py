@@ -1,4 +1,5 @@
-"""Tests for score_sde.conversion.released_checkpoints on files written in the released score_sde layout."""
+"""Tests for score_sde.conversion.released_checkpoints on files written in the released score_sde
+layout."""
 import re
 
 import jax

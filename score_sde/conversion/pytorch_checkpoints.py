@@ -29,7 +29,8 @@ files in torch's pre-1.6 non-zip format need torch (``pip install torch``) and s
 
 Command line::
 
-  python -m score_sde.conversion.released_checkpoints --config configs/vp/cifar10_ddpmpp_continuous.py \\
+  python -m score_sde.conversion.released_checkpoints \\
+      --config configs/vp/cifar10_ddpmpp_continuous.py \\
       --checkpoint exp/vp/cifar10_ddpmpp_continuous/checkpoints/checkpoint_8.pth --workdir DIR
 """
 import codecs

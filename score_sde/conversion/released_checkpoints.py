@@ -20,7 +20,8 @@ and training can resume from a released checkpoint.
 
 Command line (writes ``DIR/checkpoints/<N * snapshot_freq>`` for ``main.py --mode eval``)::
 
-  python -m score_sde.conversion.released_checkpoints --config configs/ve/cifar10_ncsnpp_continuous.py \\
+  python -m score_sde.conversion.released_checkpoints \\
+      --config configs/ve/cifar10_ncsnpp_continuous.py \\
       --checkpoint exp/ve/cifar10_ncsnpp_continuous/checkpoints/checkpoint_26 --workdir DIR
 """
 import collections

@@ -218,9 +218,9 @@ def _next_batch(done: List[likelihood.BpdRound]) -> List[int]:
 
 def _save_bpd_progress(path: str, done: List[likelihood.BpdRound]) -> None:
   files.save_npz(path, index=np.array([[r.repeat, r.batch] for r in done], np.int64),
-                       nfe=np.array([r.nfe for r in done], np.int64),
-                       count=np.array([r.bpd.size for r in done], np.int64),
-                       bpd=np.concatenate([r.bpd for r in done]))
+                 nfe=np.array([r.nfe for r in done], np.int64),
+                 count=np.array([r.bpd.size for r in done], np.int64),
+                 bpd=np.concatenate([r.bpd for r in done]))
 
 
 def _load_bpd_progress(path: str) -> List[likelihood.BpdRound]:

@@ -112,7 +112,7 @@ def make_round_fn(config, sde, model, mesh, inception_fn: Callable, classifier=N
   """
   module, classifier_params = classifier or (None, None)
   sample = sampling.get_network_sampler(config, sde, model, mesh, config.eval.batch_size,
-                                         quantize=config.eval.quantization, classifier=module)
+                                        quantize=config.eval.quantization, classifier=module)
 
   def round_fn(params, key, with_images: bool = False):
     if module is not None and config.sampling.classifier_scale:
@@ -132,8 +132,8 @@ def save_round(path: str, result: Dict[str, Any]) -> None:
   """Writes one round's features, logits and NFE (process 0 only, atomically)."""
   if jax.process_index() == 0:
     files.save_npz(path, pool_3=result['pool_3'].astype(np.float32),
-                         logits=result['logits'].astype(np.float32),
-                         nfe=np.asarray(result['nfe'], np.int64))
+                   logits=result['logits'].astype(np.float32),
+                   nfe=np.asarray(result['nfe'], np.int64))
 
 
 def compute_rounds(round_fn: Callable, params, seed: int, step: int, ckpt_dir: str,

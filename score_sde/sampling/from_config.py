@@ -72,20 +72,20 @@ def get_sampler(config: ml_collections.ConfigDict, sde: sde_lib.SDE, shape,
   if method == 'heun':
     build, settings, kind, end = get_heun_sampler, {}, 'heun', 'tweedie'
   else:
-    order = int(s.order) or DEFAULT_ORDERS[method]
     build, kind, end = MULTISTEP_BUILDERS[method], 'multistep', final
-    settings = {'order': order, 'final': final}
+    settings = {'order': int(s.order) or DEFAULT_ORDERS[method]}
     if method == 'unipc':
       settings['variant'] = str(s.unipc_variant)
     elif method in ('deis', 'ipndm'):
       settings['variable_step'] = method == 'deis'
   if grid['schedule'] == 'fitted' and times is None:
     # Fitted to the deterministic sampler (Heun's churn would make the loss random).
-    proxy = {k: v for k, v in settings.items() if k != 'final'}
     grid['times'] = tuple(schedule_fit.fit_grid(build, sde, num_steps, kind=kind,
                                                 denoise=s.noise_removal, final=end, eps=eps,
-                                                **proxy))
+                                                **settings))
     grid['eps'] = None
   if method == 'heun':
     settings['s_churn'] = s.s_churn
+  else:
+    settings['final'] = final
   return build(sde, shape, inverse_scaler, num_steps, **grid, **settings)

@@ -57,7 +57,7 @@ def sampled_classes(config, model, num_samples: int, classifier=None) -> Optiona
 
 
 def get_network_sampler(config, sde: sde_lib.SDE, model, mesh, num_samples: int,
-                         quantize: Optional[str] = None, classifier=None):
+                        quantize: Optional[str] = None, classifier=None):
   """``sample(params, key) -> (images, nfe)`` with ``config.sampling``'s sampler
   (``sampling.get_sampler``), jitted once for ``mesh`` (``sampling.get_sharded_sampler``).
 

@@ -5,8 +5,9 @@
 is solved with diffrax inside jit, from ``T`` to ``eps`` (sampling) or ``eps`` to ``T``
 (encoding data into latents), with an adaptive embedded Runge-Kutta method and a PID step-size
 controller. The released code called scipy's RK45 on the host, one device round-trip per
-evaluation; here the whole solve is one XLA while loop (``score_sde.sampling.ode_solve``). As in scipy, the error norm is the RMS
-over the whole batch, so the batch is solved as one system: step sizes are shared by its examples.
+evaluation; here the whole solve is one XLA while loop (``score_sde.sampling.ode_solve``). As in
+scipy, the error norm is the RMS over the whole batch, so the batch is solved as one system: step
+sizes are shared by its examples.
 """
 from typing import Optional, Tuple
 

@@ -3,10 +3,10 @@
 classifier guidance, into ``<workdir>/classifier``.
 
 One process per host. The train step is compiled once, ahead of the loop (its compile time is
-logged and kept out of the progress rates): the state is replicated, the global batch is split
-over the mesh's ``'data'`` axis, and XLA averages the gradient over the global batch. Everything
-random derives from ``config.seed`` and the step (the batch, its augmentation, the loss's noise
-and dropout; ``score_sde.common.rng``), so a run that is killed and restarted on the same ``workdir``
+logged and kept out of the progress rates): the state is replicated, the global batch is split over
+the mesh's ``'data'`` axis, and XLA averages the gradient over the global batch. Everything random
+derives from ``config.seed`` and the step (the batch, its augmentation, the loss's noise and
+dropout; ``score_sde.common.rng``), so a run that is killed and restarted on the same ``workdir``
 continues exactly as if it had not stopped, whatever the number of devices.
 
 Order of work, so that a bad input costs nothing: the config, the workdir and the data are
@@ -180,7 +180,7 @@ def _fit(config, workdir: str, mesh, stop_requested, *, classifier: bool):
     sample_fn = None
     if config.training.snapshot_sampling and not classifier:
       sample_fn = sampling.get_network_sampler(config, sde, model, mesh,
-                                                config.training.n_snapshot_samples)
+                                               config.training.n_snapshot_samples)
     return _train(config, workdir, mesh, run, steps, sample_fn, state, ckpt, sources,
                   stop_requested or (lambda: False))
   finally:
