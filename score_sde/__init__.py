@@ -24,6 +24,7 @@ The package in the order its layers depend on each other (each imports only thos
 * ``conversion``: score_sde's released checkpoints and score_sde_pytorch ``.pth`` files as runs.
 * ``pipeline`` (``load(workdir)``): a trained run as one object: ``sample``, ``inpaint``,
   ``colorize``, ``bits_per_dim``, ``encode`` / ``decode``; ``generate``: ``--mode sample``.
+* ``cli``: the command line (``main.py``, the ``score-sde`` command).
 
 Every module is imported on first use, so that ``import score_sde`` stays light.
 """
@@ -31,7 +32,7 @@ import importlib
 
 __version__ = '0.1.0'
 __all__ = [
-    'analytic', 'common', 'configs', 'conversion', 'data', 'evaluation', 'generate', 'io',
+    'analytic', 'cli', 'common', 'configs', 'conversion', 'data', 'evaluation', 'generate', 'io',
     'likelihood', 'load', 'losses', 'low_noise', 'metrics', 'models', 'optim', 'pipeline',
     'sampling', 'sde_lib', 'training',
 ]

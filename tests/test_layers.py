@@ -26,6 +26,7 @@ LAYERS = (
     ('score_sde.training',),
     ('score_sde.pipeline', 'score_sde.conversion'),
     ('score_sde.evaluation', 'score_sde.generate'),
+    ('score_sde.cli',),
     ('score_sde',),
 )
 
