@@ -1,9 +1,7 @@
 """Tests of score_sde.data: sources, the deterministic pipeline, scalers."""
 import functools
 import struct
-import sys
 import threading
-import types
 
 import ml_collections
 import numpy as np
@@ -239,60 +237,6 @@ def test_image_folder_missing_or_empty_folder_names_the_path(tmp_path, smoke_con
     data.get_dataset(smoke_config.data, 'train')
   smoke_config.data.data_dir = str(tmp_path)
   with pytest.raises(FileNotFoundError, match=str(tmp_path)):
-    data.get_dataset(smoke_config.data, 'train')
-
-
-def test_tfds_dataset_without_tfds_says_what_to_install(monkeypatch, smoke_config):
-  """Protects the optional extra: a missing tensorflow-datasets names the pip and tfds commands."""
-  monkeypatch.setitem(sys.modules, 'tensorflow_datasets', None)  # Makes the import fail.
-  smoke_config.data.update(dataset='CIFAR10', data_dir='/data/tfds')
-  with pytest.raises(ImportError, match=r'pip install -e "\.\[tfds\]"') as info:
-    data.get_dataset(smoke_config.data, 'train')
-  assert 'tfds build cifar10 --file_format=array_record --data_dir=/data/tfds' in str(info.value)
-
-
-class _FakeTfds(types.ModuleType):
-  """Stands in for tensorflow_datasets: CelebA-shaped records, or the error of a missing build."""
-
-  def __init__(self, records=None):
-    super().__init__('tensorflow_datasets')
-    self.records, self.calls = records, []
-
-  def data_source(self, name, *, split, data_dir, download):
-    self.calls.append((name, split, data_dir, download))
-    if self.records is None:
-      raise FileNotFoundError(f'{name} not found in {data_dir}')
-    records = self.records
-
-    class Source:
-      def __len__(self):
-        return len(records)
-
-      def __getitems__(self, keys):
-        return [records[k] for k in keys]
-
-    return Source()
-
-
-def test_tfds_sources_crop_like_the_reference_and_explain_missing_builds(monkeypatch,
-                                                                         smoke_config):
-  """Protects CELEBA / LSUN preprocessing (central 140 crop; category) and the not-built error,
-  with a stand-in tfds module."""
-  face = np.zeros((218, 178, 3), np.uint8)  # tfds celeb_a size; margins differ from the centre.
-  face[39:179, 19:159] = (120, 60, 30)  # The reference's central 140x140 crop.
-  fake = _FakeTfds([{'image': face}, {'image': face[:, ::-1]}])
-  monkeypatch.setitem(sys.modules, 'tensorflow_datasets', fake)
-  smoke_config.data.update(dataset='CELEBA', num_channels=3)
-  batch = data.get_dataset(smoke_config.data, 'test').get([1, 0])
-  assert fake.calls == [('celeb_a', 'validation', None, False)]
-  assert batch['image'].shape == (2, 16, 16, 3) and batch['label'].tolist() == [-1, -1]
-  assert np.abs(batch['image'].astype(int) - (120, 60, 30)).max() <= 1
-  smoke_config.data.dataset = 'LSUN'
-  with pytest.raises(ValueError, match='category'):
-    data.get_dataset(smoke_config.data, 'train')
-  monkeypatch.setitem(sys.modules, 'tensorflow_datasets', _FakeTfds())
-  smoke_config.data.category = 'church_outdoor'
-  with pytest.raises(FileNotFoundError, match='tfds build lsun/church_outdoor'):
     data.get_dataset(smoke_config.data, 'train')
 
 

@@ -1,7 +1,8 @@
 """README's Python snippets and notebooks/quickstart.ipynb run as written: what users copy must
 work. The snippets run in a directory holding a 4-step smoke run at README's workdir path
-(runs/embedded); the notebook runs top to bottom in a Jupyter kernel (nbclient) on its own
-tiny settings, failing on any error."""
+(runs/embedded); the notebook runs top to bottom in a Jupyter kernel (nbclient), failing on any
+error, where it trains a tiny network itself (QUICKSTART_CONFIG). The committed notebook holds
+the outputs of the default run, which the last test checks are there."""
 import os
 import re
 
@@ -43,18 +44,97 @@ def test_readme_python_snippet_runs_as_written(index, readme_workdir, monkeypatc
   assert all(np.all(np.isfinite(a)) for a in arrays if a.dtype.kind == 'f')
 
 
-def test_quickstart_notebook_runs_top_to_bottom(monkeypatch):
-  """notebooks/quickstart.ipynb in a fresh kernel with one CPU device, as a Colab CPU runtime
-  has: training the tiny network, two samplers, inpainting, colourisation, bits/dim and
-  encode / decode, every cell without an error; the images are shown inline (PNG outputs)."""
-  monkeypatch.setenv('XLA_FLAGS', child_env.xla_env(1)['XLA_FLAGS'])
+NOTEBOOK = os.path.join(ROOT, 'notebooks', 'quickstart.ipynb')
+
+
+def execute(notebook, cwd):
+  """Runs ``notebook`` (nbformat) in place in a fresh python3 kernel started in ``cwd``."""
   import nbclient  # pylint: disable=g-import-not-at-top
-  import nbformat  # pylint: disable=g-import-not-at-top
-  path = os.path.join(ROOT, 'notebooks', 'quickstart.ipynb')
-  notebook = nbformat.read(path, as_version=4)
   client = nbclient.NotebookClient(notebook, timeout=900, kernel_name='python3',
-                                   resources={'metadata': {'path': os.path.dirname(path)}})
+                                   resources={'metadata': {'path': cwd}})
   client.execute()  # Raises CellExecutionError, with the cell and traceback, on any error.
-  images = [o for cell in notebook.cells if cell.cell_type == 'code'
-            for o in cell.get('outputs', []) if 'image/png' in o.get('data', {})]
-  assert len(images) == 5  # Two sampler grids, inpainting, colourisation, latents.
+
+
+def outputs(notebook, kind):
+  """Every output of ``kind`` ('image/png', 'text', 'error') of the notebook's code cells."""
+  found = []
+  for cell in notebook.cells:
+    for output in cell.get('outputs', []) if cell.cell_type == 'code' else []:
+      if kind == 'error' and output.get('output_type') == 'error':
+        found.append(output)
+      elif kind == 'text':
+        found.append(output.get('text', '') + output.get('data', {}).get('text/plain', ''))
+      elif kind in output.get('data', {}):
+        found.append(output['data'][kind])
+  return found
+
+
+def coloured_digits(folder, n_train=64, n_test=16):
+  """An RGB image folder (train/ and test/) of 16x16 embedded digits, each in a random colour."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from score_sde import data  # pylint: disable=g-import-not-at-top
+  from score_sde.configs import smoke  # pylint: disable=g-import-not-at-top
+  train = data.get_dataset(smoke.get_config().data, 'train')  # Sorted by class.
+  digits = train.get(np.arange(n_train + n_test) * 53 % len(train))
+  rng = np.random.default_rng(0)
+  for i, grey in enumerate(digits['image'].astype(np.float32)):
+    split = os.path.join(folder, 'train' if i < n_train else 'test')
+    os.makedirs(split, exist_ok=True)
+    colour = (grey * rng.uniform(0.2, 1., 3)).astype(np.uint8)
+    Image.fromarray(colour).save(os.path.join(split, f'{i}.png'))
+  return str(folder)
+
+
+def test_quickstart_notebook_trains_and_runs_top_to_bottom(tmp_path, monkeypatch):
+  """notebooks/quickstart.ipynb in a fresh kernel started in notebooks/ with one CPU device, as
+  a Colab CPU runtime has, where QUICKSTART_WORKDIR holds no run: the notebook trains
+  QUICKSTART_CONFIG (tests/notebook_config.py: a tiny network on digits in random colours)
+  with README's command, then runs both samplers, inpainting, colourisation, bits/dim and
+  encode / decode without an error, shows the five grids inline as PNG and reports the step it
+  trained to."""
+  import nbformat  # pylint: disable=g-import-not-at-top
+  monkeypatch.setenv('XLA_FLAGS', child_env.xla_env(1)['XLA_FLAGS'])
+  monkeypatch.setenv('QUICKSTART_WORKDIR', str(tmp_path / 'runs' / 'tiny'))
+  monkeypatch.setenv('QUICKSTART_CONFIG', os.path.join(ROOT, 'tests', 'notebook_config.py'))
+  monkeypatch.setenv('QUICKSTART_TEST_IMAGES', coloured_digits(tmp_path / 'coloured_digits'))
+  notebook = nbformat.read(NOTEBOOK, as_version=4)
+  execute(notebook, os.path.dirname(NOTEBOOK))
+  text = ''.join(outputs(notebook, 'text'))
+  assert 'No trained run in $QUICKSTART_WORKDIR: training $QUICKSTART_CONFIG there.' in text
+  assert '$QUICKSTART_WORKDIR: step 4 of 4' in text
+  assert 'colourisation needs an RGB run' not in text
+  assert len(outputs(notebook, 'image/png')) == 5  # Two sample grids, inpainting, colours, latents.
+
+
+@pytest.mark.parametrize('start', ['.', 'notebooks'])
+def test_quickstart_finds_the_default_run_from_the_root_or_notebooks(start, monkeypatch):
+  """Without QUICKSTART_WORKDIR the notebook reads README's run, <root>/runs/embedded, whether
+  its kernel starts in the repository root or in notebooks/ (its setup cells, then WORKDIR)."""
+  import nbformat  # pylint: disable=g-import-not-at-top
+  monkeypatch.delenv('QUICKSTART_WORKDIR', raising=False)
+  monkeypatch.delenv('QUICKSTART_CONFIG', raising=False)
+  notebook = nbformat.read(NOTEBOOK, as_version=4)
+  notebook.cells = [c for c in notebook.cells if 'setup' in c.metadata.get('tags', [])]
+  notebook.cells.append(nbformat.v4.new_code_cell('print(WORKDIR, CONFIG, sep="\\n")'))
+  execute(notebook, os.path.join(ROOT, start))
+  printed = notebook.cells[-1].outputs[0]['text'].split()
+  assert printed == [os.path.join(ROOT, 'runs', 'embedded'),
+                     os.path.join(ROOT, 'configs', 'embedded.py')]
+
+
+def test_committed_quickstart_shows_the_default_runs_results():
+  """The notebook is committed executed on the default run (README's first command), so that
+  a reader sees results without running it: every code cell ran, in order, without an error;
+  the grids are there as PNG; the run is configs/embedded.py's, at its last step; and no
+  output shows a path of the machine it ran on."""
+  import nbformat  # pylint: disable=g-import-not-at-top
+  from score_sde.configs import embedded  # pylint: disable=g-import-not-at-top
+  notebook = nbformat.read(NOTEBOOK, as_version=4)
+  code = [c for c in notebook.cells if c.cell_type == 'code']
+  assert [c.execution_count for c in code] == list(range(1, len(code) + 1))
+  assert not outputs(notebook, 'error')
+  assert len(outputs(notebook, 'image/png')) >= 4  # Two sample grids, inpainting, latents.
+  text = ''.join(outputs(notebook, 'text'))
+  steps = embedded.get_config().training.n_iters
+  assert f': step {steps} of {steps}, MNIST_EMBEDDED images' in text
+  assert not re.search(r'(^|[\s\'"(])/(tmp|home|work|content|root|Users)/', text)

@@ -374,6 +374,45 @@ def test_npz_round_trip_and_missing_weights_message(tmp_path, converted):
     inception_weights.load_inception_params(str(tmp_path / 'stats.npz'))
 
 
+def test_failed_download_is_one_line_and_status_2(tmp_path, monkeypatch, capsys):
+  """--download with torch at hand but no network: one line naming the URL and the offline
+  command, exit status 2, no traceback, nothing left in the cache folder."""
+  import urllib.error
+  import urllib.request
+
+  def offline(*args, **kwargs):
+    raise urllib.error.URLError(OSError(-2, 'Name or service not known'))
+
+  monkeypatch.setattr(inception_weights, '_import_torch', lambda what: None)
+  monkeypatch.setattr(urllib.request, 'urlopen', offline)
+  with pytest.raises(SystemExit) as exit_:
+    inception_weights.run(['--download', '--cache-dir', str(tmp_path)])
+  assert exit_.value.code == 2
+  err = capsys.readouterr().err
+  assert err.count('\n') == 1 and err.startswith('Error: Could not download ')
+  for needed in (inception_weights.PYTORCH_FID_URL, 'Name or service not known',
+                 '--from-pytorch-fid PATH.pth'):
+    assert needed in err
+  assert not list(tmp_path.iterdir())
+
+
+def test_download_command_offline_says_one_thing(tmp_path):
+  """The command as a user runs it, with no way out (a dead proxy): whether torch is installed
+  (the download fails) or not (torch is asked for first), one line on stderr and status 2."""
+  import os
+  import subprocess
+  import sys
+  proxy = 'http://127.0.0.1:9'  # Nothing listens on the discard port: refused at once.
+  result = subprocess.run(
+      [sys.executable, '-m', 'score_sde.metrics.inception_weights', '--download',
+       '--cache-dir', str(tmp_path)], capture_output=True, text=True, timeout=300,
+      env={**os.environ, 'https_proxy': proxy, 'HTTPS_PROXY': proxy, 'JAX_PLATFORMS': 'cpu'})
+  assert result.returncode == 2, result.stderr[-2000:]
+  lines = [line for line in result.stderr.splitlines() if line.strip()]
+  assert len(lines) == 1 and lines[0].startswith('Error: '), lines
+  assert 'needs torch' in lines[0] or 'Could not download' in lines[0]
+
+
 def test_dataset_statistics_on_embedded_mnist(inception_fn, smoke_config, tmp_path):
   """The command's path: a real data source through the network into a loadable stats file."""
   out = dataset_stats.dataset_statistics(smoke_config, 'test', num_images=3, batch_size=2,

@@ -5,9 +5,10 @@ pod instructions of README and docs/multihost.md say, against 1 process with 8 d
 Protects: a SIGTERM to one host stops every host at the same step, saved; the resumed run and
 its evaluation (held-out loss and bits/dim) give the parameters and metrics of the
 single-process run; only process 0 writes event files, config and reports; the checkpoints are
-one set that restores.
+one set that restores; a host killed mid-run is named by the other in one line.
 """
 import json
+import os
 import pathlib
 import signal
 import socket
@@ -52,11 +53,11 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _start(workdir, mode, data_dir, log_dir, *, processes, tag=''):
-  """``main.py`` as ``processes`` hosts (1: a plain single-process run of 8 devices); their
-  stderr goes to ``log_dir/<mode><tag>_<i>.log``."""
+def _start(workdir, mode, data_dir, log_dir, *, processes, tag='', extra=()):
+  """``main.py`` as ``processes`` hosts (1: a plain single-process run of 8 devices), with the
+  flags ``extra`` too; their stderr goes to ``log_dir/<mode><tag>_<i>.log``."""
   command = [sys.executable, 'main.py', '--config', 'configs/smoke.py', '--workdir',
-             str(workdir), '--mode', mode] + _overrides(data_dir)
+             str(workdir), '--mode', mode] + _overrides(data_dir) + list(extra)
   if processes == 1:
     commands, devices = [command], NUM_PROCESSES * DEVICES_PER_PROCESS
   else:
@@ -103,12 +104,7 @@ def runs(tmp_path_factory):
   """The two-host run (SIGTERM to host 1 before its first step, resumed, evaluated) and the
   single-process run of the same config (trained, evaluated), in their workdirs."""
   root = tmp_path_factory.mktemp('multihost')
-  data_dir = root / 'images'
-  digits = data.get_dataset(_config(root).data, 'test').get(np.arange(16))['image']
-  for split, rows in (('train', digits[:8]), ('test', digits[8:])):
-    (data_dir / split).mkdir(parents=True)
-    for i, image in enumerate(rows):
-      Image.fromarray(image[..., 0]).save(data_dir / split / f'{i}.png')
+  data_dir = _image_folder(root)
   multi, single = root / 'two_hosts', root / 'one_host'
   logs = {}
   for name in ('multi', 'single'):
@@ -127,6 +123,17 @@ def runs(tmp_path_factory):
     logs[f'single_{mode}'] = _finish(_start(single, mode, data_dir, root / 'logs_single',
                                             processes=1))
   return dict(root=root, multi=multi, single=single, logs=logs, data_dir=data_dir)
+
+
+def _image_folder(root):
+  """An image folder of 8 train and 8 test digits under ``root``; its path."""
+  data_dir = root / 'images'
+  digits = data.get_dataset(_config(root).data, 'test').get(np.arange(16))['image']
+  for split, rows in (('train', digits[:8]), ('test', digits[8:])):
+    (data_dir / split).mkdir(parents=True)
+    for i, image in enumerate(rows):
+      Image.fromarray(image[..., 0]).save(data_dir / split / f'{i}.png')
+  return data_dir
 
 
 def _config(root):
@@ -221,3 +228,26 @@ def test_checkpoints_are_one_set(runs):
   # Every leaf of this state is replicated and under checkpoint.MIN_REPLICA_PARALLEL_SLICE_BYTES
   # per replica, so replica 0 (process 0) writes it all; no host writes a set of its own.
   assert shards == {'ocdbt.process_0'}
+
+
+def test_a_lost_host_is_named_in_one_line(tmp_path):
+  """kill -9 of host 1's process once both hosts train: host 0 (the coordinator) ends with status
+  2 and one line naming process 1 and the heartbeat timeout, saying what was saved is intact and
+  how to restart; not JAX's abort (a C++ check-failure stack, a fault-handler dump, a traceback
+  from the collective that failed). Host 1's status is that of its killed process."""
+  data_dir = _image_folder(tmp_path)
+  started = _start(tmp_path / 'run', 'train', data_dir, tmp_path, processes=NUM_PROCESSES,
+                   extra=['--config.training.n_iters=1000', '--config.training.log_freq=1',
+                          '--config.distributed.heartbeat_timeout_s=5'])
+  _wait_for_line(tmp_path / 'train_1.log', 'step 2,')  # Both hosts are past their first step.
+  host = started[1][0].pid  # The process main.py started; the work runs in its child.
+  worker = int(pathlib.Path(f'/proc/{host}/task/{host}/children').read_text().split()[0])
+  os.kill(worker, signal.SIGKILL)
+  (coordinator_status, log), (host_status, _) = _finish(started)
+  assert host_status == 128 + signal.SIGKILL
+  assert coordinator_status == 2, log[-3000:]
+  message = log.rstrip().splitlines()[-1]
+  assert message.startswith('Error: process 1 sent no heartbeat for 5 s'), log[-3000:]
+  assert str(tmp_path / 'run') in message and 'same command' in message, message
+  for noise in ('Traceback', 'Terminating process', 'Check failure', 'Fatal Python error'):
+    assert noise not in log, log[-3000:]

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from score_sde import losses, models, optim, sde_lib
-from score_sde.conversion import pytorch_checkpoints, released_checkpoints
+from score_sde.conversion import pytorch_checkpoints, released_checkpoints, torch_files
 from tests.parity_networks import NETWORKS, ncsnv2_config, network_config
 
 FIXTURES = os.path.join(os.path.dirname(__file__), 'fixtures', 'parity')
@@ -90,7 +90,7 @@ def test_adam_moments_and_counts_carry_over():
   config, released, state = _converted('ncsnpp_ve')
   adam = released['adam']
   assert adam['count'] == released['step'] == 3
-  raw = pytorch_checkpoints.read_pth(os.path.join(FIXTURES, 'ncsnpp_ve.pth'))
+  raw = torch_files.read_pth(os.path.join(FIXTURES, 'ncsnpp_ve.pth'))
   # all_modules.1 is the first Dense (the Fourier projection, all_modules.0, is frozen: no state).
   names = [k for k in raw['model'] if k.startswith('module.all_modules.')]
   dense_w = names.index('module.all_modules.1.weight')
@@ -104,16 +104,18 @@ def test_adam_moments_and_counts_carry_over():
 
 
 def test_converted_workdir_samples_with_the_ema(tmp_path):
-  """The command line's ``convert`` writes a workdir that ``score_sde.load`` serves; its
-  network is the port's EMA network (what the port samples and evaluates with)."""
+  """The command line's ``convert`` writes a workdir that ``score_sde.load`` serves at the
+  file's training step; its network is the port's EMA network (what the port samples and
+  evaluates with)."""
   import score_sde
   name = 'ncsnpp_embedded'
   pth = tmp_path / 'checkpoint_2.pth'
   shutil.copy(os.path.join(FIXTURES, f'{name}.pth'), pth)
   config = network_config(name)
   step = released_checkpoints.convert(config, str(tmp_path), str(tmp_path / 'run'))
-  assert step == 2 * config.training.snapshot_freq
+  assert step == 3  # The port's train steps the fixture took.
   pipe = score_sde.load(str(tmp_path / 'run'))
+  assert pipe.step == 3
   fixture = _fixture(name)
   out = pipe.model.apply({'params': pipe.params}, fixture['x'], fixture['t'], train=False)
   _assert_close(out, fixture['out_ema'], f'{name} loaded EMA')
@@ -135,12 +137,12 @@ def test_corrupt_and_foreign_files_are_refused(tmp_path):
   truncated = tmp_path / 'checkpoint_1.pth'
   truncated.write_bytes(data[:len(data) // 2])
   with pytest.raises(ValueError, match='checkpoint_1.pth'):
-    pytorch_checkpoints.read_pth(truncated)
+    torch_files.read_pth(truncated)
   foreign = tmp_path / 'notes.pth'
   foreign.write_bytes(b'not a checkpoint')
-  assert not pytorch_checkpoints.is_torch_file(foreign)
+  assert not torch_files.is_torch_file(foreign)
   with pytest.raises(ValueError, match='notes.pth'):
-    pytorch_checkpoints.read_pth(foreign)
+    torch_files.read_pth(foreign)
 
 
 def _sde(config, name):

@@ -239,3 +239,138 @@ def test_sample_mode_draws_a_chosen_step_in_rounds(run):
   assert saved['images'].shape == (12, 16, 16, 1) and saved['images'].dtype == np.uint8
   with pytest.raises(errors.WorkdirError, match=r'No checkpoint at step 3.*periodic steps: \[4\]'):
     generate.generate(config, workdir, step=3)
+
+
+# ------------------------------------------------------------------------------ input checks
+def _unloaded(**fields):
+  """A Pipeline of the smoke network without weights (``config.<section>.<field>`` overrides
+  as ``section__field=value``): a check that fired after anything compiled or touched the
+  network would fail there with another error than InputError."""
+  from score_sde.common import parallel
+  from score_sde.configs import smoke
+  from score_sde.models import utils as mutils
+  config = smoke.get_config()
+  for name, value in fields.items():
+    section, field = name.split('__')
+    config[section][field] = value
+  return pipeline.Pipeline(config, mutils.get_model(config), None, 0, parallel.make_mesh())
+
+
+def _refused(call, *needed):
+  """``call()`` raises InputError (a UserError, a ValueError) whose one message holds every
+  string of ``needed``; returns the message."""
+  with pytest.raises(pipeline.InputError) as err:
+    call()
+  message = str(err.value)
+  assert isinstance(err.value, errors.UserError) and isinstance(err.value, ValueError)
+  for text in needed:
+    assert text in message, message
+  return message
+
+
+def test_bits_per_dim_refuses_images_outside_0_1_naming_them():
+  """Images in 0-255 as floats (about 54 bits/dim, unchecked) or in [-1, 1] are refused
+  before any compile, naming the argument, the images at fault and the expected range; a batch
+  where one image is bad names that one only."""
+  pipe = _unloaded()
+  digits = _digits(4).astype(np.float32)
+  _refused(lambda: pipe.bits_per_dim(digits), 'images: 4 of 4', 'outside [0, 1]', 'uint8',
+           'divided by 255')
+  _refused(lambda: pipe.bits_per_dim(digits / 127.5 - 1.), '(x + 1) / 2')
+  one_bad = digits / 255.
+  one_bad[2, 3, 3, 0] = 1.2
+  _refused(lambda: pipe.bits_per_dim(one_bad), 'images: 1 of 4 (images[2])', 'expected [0, 1]')
+  assert not pipe._compiled
+
+
+@pytest.mark.parametrize('method', ['bits_per_dim', 'encode'])
+def test_one_non_finite_image_is_refused_before_it_can_spoil_the_batch(method):
+  """One NaN pixel in image 1 (which, solved, turned several images of the batch NaN: the ODE
+  solver shares its steps across the batch) or an inf in image 3 is refused up front, naming
+  those images."""
+  pipe = _unloaded()
+  images = _digits(5).astype(np.float32) / 255.
+  images[1, 8, 8, 0] = np.nan
+  images[3, 0, 0, 0] = np.inf
+  _refused(lambda: getattr(pipe, method)(images), 'images: 2 of 5 (images[1, 3])',
+           'NaN or infinite')
+  assert not pipe._compiled
+
+
+def test_image_dtype_and_shape_are_named():
+  """An integer dtype other than uint8 (0-255 or 0-1 cannot be told), a batch of the wrong
+  image size, a single image without its batch axis and an empty batch each name the argument
+  and what this network takes."""
+  pipe = _unloaded()
+  _refused(lambda: pipe.encode(_digits(2).astype(np.int64)), 'images has dtype int64', 'uint8')
+  _refused(lambda: pipe.bits_per_dim(np.zeros((2, 8, 8, 1), np.float32)),
+           'images has shape (2, 8, 8, 1)', '(N, 16, 16, 1)')
+  _refused(lambda: pipe.encode(np.zeros((16, 16, 1), np.float32)), 'shape (16, 16, 1)')
+  _refused(lambda: pipe.bits_per_dim(np.zeros((0, 16, 16, 1), np.float32)), 'N >= 1')
+  assert not pipe._compiled
+
+
+def test_inpaint_checks_its_mask_and_known_pixels():
+  """A soft mask (0.3 everywhere) is refused saying what a mask means; a mask of the wrong
+  shape names its shape and the images'; a NaN among the known pixels of image 0 is refused,
+  naming it."""
+  pipe = _unloaded()
+  digits = _digits(3)
+  _refused(lambda: pipe.inpaint(digits, np.full((16, 16, 1), .3)), 'mask holds 256 values',
+           'other than 0 and 1', 'known (1)', 'mask > 0.5')
+  _refused(lambda: pipe.inpaint(digits, np.ones((8, 8, 1))), 'mask has shape (8, 8, 1)',
+           '(3, 16, 16, 1)', '(16, 16, 1)')
+  _refused(lambda: pipe.inpaint(digits, np.ones((2, 16, 16, 1))), 'mask has shape (2, 16, 16, 1)')
+  mask = np.zeros((16, 16, 1), bool)
+  mask[:, :8] = True
+  images = digits.astype(np.float32) / 255.
+  images[0, 4, 2, 0] = np.nan
+  _refused(lambda: pipe.inpaint(images, mask), 'images: 1 of 3 (images[0])', 'NaN')
+  assert not pipe._compiled
+
+
+def test_inpaint_reads_only_the_known_pixels(pipe):
+  """The unknown pixels may hold anything, NaN included: the result is the one for zeros
+  there, finite, with the known pixels as given."""
+  digits = _digits(5).astype(np.float32) / 255.
+  mask = np.zeros((16, 16, 1), np.float32)
+  mask[:, :8] = 1.
+  holes = digits.copy()
+  holes[:, :, 8:] = np.nan
+  zeros = digits.copy()
+  zeros[:, :, 8:] = 0.
+  out = pipe.inpaint(holes, mask, seed=0, num_steps=4)
+  assert np.all(np.isfinite(out))
+  np.testing.assert_array_equal(out, pipe.inpaint(zeros, mask, seed=0, num_steps=4))
+  np.testing.assert_array_equal(out[:, :, :8], digits[:, :, :8])
+
+
+def test_colorize_refuses_grey_images_with_unequal_channels():
+  """colorize keeps the grey level (R + G + B) / 3: an RGB image whose channels differ is not
+  grey, and is named."""
+  pipe = _unloaded(data__num_channels=3)
+  grey = np.repeat(_digits(3), 3, axis=-1)
+  grey[2, 5, 5] = (10, 200, 30)
+  _refused(lambda: pipe.colorize(grey), 'grey: 1 of 3 (grey[2])', 'unequal R, G and B')
+  assert not pipe._compiled
+
+
+def test_decode_checks_its_latents():
+  """Latents must be finite and of the network's image shape; the bad ones are named."""
+  pipe = _unloaded()
+  z = np.zeros((3, 16, 16, 1), np.float32)
+  z[1, 0, 0, 0] = np.nan
+  _refused(lambda: pipe.decode(z), 'z: 1 of 3 (z[1])', 'finite')
+  _refused(lambda: pipe.decode(np.zeros((3, 16, 16, 3))), 'z has shape (3, 16, 16, 3)')
+  assert not pipe._compiled
+
+
+def test_sample_checks_n_and_class_labels():
+  """n must be a positive integer; class_labels must be integer classes of a class-conditional
+  network (named by position), and are refused for an unconditional one."""
+  _refused(lambda: _unloaded().sample(0), 'n=0')
+  _refused(lambda: _unloaded().sample(4, class_labels=[1, 2]), 'nothing conditions on a class')
+  pipe = _unloaded(model__num_classes=10)
+  _refused(lambda: pipe.sample(4, class_labels=[3, 10, -1]), 'positions [1, 2]', '[0, 10)')
+  _refused(lambda: pipe.sample(4, class_labels=[1.5]), 'integer classes')
+  assert not pipe._compiled

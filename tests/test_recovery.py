@@ -5,7 +5,8 @@ Protects: a damaged newest snapshot costs no good checkpoint (it is moved aside,
 saved again, ``max_to_keep`` counts readable ones only) and evaluation skips it and goes on;
 bad data, a bad workdir and a bad config fail before anything is written, as one message
 without a traceback; a killed run's TensorBoard history has no hole once resumed; SIGTERM saves
-the step in flight; a finished run says so without compiling.
+the step in flight, and the resumed run logs the values of an uninterrupted one; a finished run
+says so without compiling.
 """
 import logging
 import pathlib
@@ -17,6 +18,7 @@ import textwrap
 import time
 
 import jax
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -148,15 +150,15 @@ def test_bad_image_folder_fails_before_anything_is_written(tmp_path, case, mode)
   assert after == before
 
 
-def test_missing_tfds_dataset_fails_before_the_state_is_built(tmp_path, monkeypatch):
-  """CIFAR10 without tensorflow-datasets (or without the prepared dataset): the error says what
-  to install / build, before any parameter is initialised or directory created."""
-  monkeypatch.setitem(sys.modules, 'tensorflow_datasets', None)  # Makes the import fail.
+def test_missing_dataset_archive_fails_before_the_state_is_built(tmp_path, monkeypatch):
+  """CIFAR10 without its archive in data.data_dir: the error names the file and the download
+  command, before any parameter is initialised or directory created."""
   monkeypatch.setattr(mutils, 'init_params', lambda *a, **k: pytest.fail('state was built'))
   config = _config(8)
-  config.data.update(dataset='CIFAR10', num_channels=3)
+  config.data.update(dataset='CIFAR10', num_channels=3, data_dir=str(tmp_path))
   workdir = tmp_path / 'run'
-  with pytest.raises(errors.MissingDependencyError, match='tfds build cifar10'):
+  with pytest.raises(errors.DataNotFoundError, match='cifar-10-python.tar.gz.*'
+                     'python -m score_sde.data.download cifar10'):
     train.train_and_evaluate(config, str(workdir), mesh=_one_device())
   assert not workdir.exists()
 
@@ -289,3 +291,36 @@ def test_sigterm_saves_the_current_step_and_says_how_to_resume(tmp_path):
   saved.close()
   logged = [s for s, _ in tensorboard_view(read_events(workdir / 'tensorboard'))['training_loss']]
   assert logged[-1] == step
+
+
+
+def test_run_stopped_between_logging_steps_logs_what_an_uninterrupted_run_logs(eight_steps,
+                                                                                 tmp_path):
+  """A stop request (what main.py's SIGTERM handler sets) after step 4 of a run logging every 3
+  steps, then a resumption: its training_loss at step 6 is the mean of the uninterrupted run's
+  losses at steps 4, 5 and 6 (``eight_steps`` logs every step), not of the 5 and 6 the resumed
+  process computed; at step 3 that of steps 1 to 3; grad_norm and eval_loss are the
+  uninterrupted run's."""
+  config = _config(6)
+  config.training.update(log_freq=3, snapshot_freq=6, snapshot_freq_for_preemption=6)
+  polls = []
+
+  def stop_after_step_4():
+    polls.append(None)  # Polled once after every step of a single-process run.
+    return len(polls) == 4
+
+  workdir = str(tmp_path / 'run')
+  with pytest.raises(errors.StopRequested, match='at step 4 of 6'):
+    train.train_and_evaluate(config, workdir, mesh=_one_device(), stop_requested=stop_after_step_4)
+  train.train_and_evaluate(config, workdir, mesh=_one_device())
+  resumed = tensorboard_view(read_events(tmp_path / 'run' / 'tensorboard'))
+  straight = {tag: dict(values)
+              for tag, values in tensorboard_view(read_events(eight_steps / 'tensorboard')).items()}
+  losses = np.array([straight['training_loss'][s] for s in range(1, 7)], np.float64)
+  assert [s for s, _ in resumed['training_loss']] == [3, 6]
+  np.testing.assert_allclose([v for _, v in resumed['training_loss']],
+                             [losses[:3].mean(), losses[3:].mean()], rtol=1e-6)
+  for tag in ('grad_norm', 'eval_loss'):
+    assert [s for s, _ in resumed[tag]] == [3, 6], tag
+    np.testing.assert_allclose([v for _, v in resumed[tag]],
+                               [straight[tag][3], straight[tag][6]], rtol=1e-6, err_msg=tag)

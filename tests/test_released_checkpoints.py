@@ -108,13 +108,14 @@ def test_adam_moments_continue_the_flax_update(tmp_path):
 
 def test_smoke_ncsnpp_converts_exactly_into_an_orbax_checkpoint(tmp_path, smoke_config):
   """With the smoke config's NCSN++ parameter tree: file -> convert -> orbax restore on the
-  mesh gives the released params and EMA bit for bit, filed under N * snapshot_freq."""
+  mesh gives the released params and EMA bit for bit, filed under the training step the file
+  holds (its name and its state's step agree)."""
   template = models.abstract_params(smoke_config)
   params, ema, mu = (random_like(template, s) for s in range(3))
   nu = jax.tree.map(np.abs, random_like(template, 3))
   path = write_released(tmp_path / 'checkpoint_2', params, ema, mu, nu, step=13, opt_step=13)
   step = rc.convert(smoke_config, path, tmp_path / 'run')
-  assert step == 2 * smoke_config.training.snapshot_freq
+  assert step == 13
   tx = optim.get_optimizer(smoke_config.optim)
   mesh_sharding = parallel.replicated(parallel.make_mesh())
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=mesh_sharding),
@@ -159,3 +160,47 @@ def test_structure_hint_describes_the_ddpmpp_networks_truly():
   message = str(err.value)
   assert 'ResnetBlockDDPMpp' not in message
   assert 'BigGAN residual blocks' in message and 'FIR' in message
+
+
+def test_evaluation_visits_a_converted_checkpoint_as_its_snapshot():
+  """A released checkpoint_<N> is filed under its training step, a few updates past
+  N * snapshot_freq (+5 from the reference, +1 from the port): evaluation's range
+  begin_ckpt..end_ckpt = N visits it in place of the absent N * snapshot_freq, and a run
+  trained here (snapshots on the grid, the final step n_iters) is visited as before."""
+  from score_sde.evaluation import evaluate
+  steps = evaluate.checkpoint_steps(26, 26, 50000, 1300001)
+  assert evaluate.with_converted(steps, [1300005], 26, 26, 50000, 1300001) == [1300005]
+  assert evaluate.with_converted(steps, [1300001], 26, 26, 50000, 1300001) == [1300000]
+  steps = evaluate.checkpoint_steps(1, 3, 50000, 1300001)
+  assert evaluate.with_converted(steps, [50001, 100000, 400001], 1, 3, 50000, 1300001) == [
+      50001, 100000, 150000]
+  native = evaluate.checkpoint_steps(1, 26, 4, 6)
+  assert evaluate.with_converted(native, [2, 4, 6], 1, 26, 4, 6) == native == [4, 6]
+
+
+def test_converter_command_says_only_what_it_did(tmp_path):
+  """The command line converts a released file and prints its own lines only (no orbax INFO
+  lines): where it wrote the checkpoint, at the training step the file holds, and the snapshot
+  --mode eval evaluates it as."""
+  import os
+  import subprocess
+  import sys
+  from score_sde.configs import smoke
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  template = models.abstract_params(smoke.get_config())
+  trees = [random_like(template, s) for s in range(4)]
+  trees[3] = jax.tree.map(np.abs, trees[3])
+  path = write_released(tmp_path / 'checkpoint_3', *trees, step=13, opt_step=13)
+  result = subprocess.run(
+      [sys.executable, '-m', 'score_sde.conversion.released_checkpoints',
+       '--config', os.path.join(root, 'configs', 'smoke.py'), '--checkpoint', str(path),
+       '--workdir', str(tmp_path / 'run')],
+      capture_output=True, text=True, cwd=root, timeout=600,
+      env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
+  assert result.returncode == 0, result.stderr[-2000:]
+  lines = result.stderr.splitlines()
+  assert all(' released_checkpoints.py:' in line for line in lines), lines  # Its own, only.
+  wrote = [line for line in lines if ' Wrote ' in line]
+  assert len(wrote) == 1 and len(lines) <= 2, lines  # And the ema_rate warning.
+  assert f'training step 13) to {tmp_path}/run/checkpoints/13' in wrote[0]
+  assert 'evaluates it as snapshot 3' in wrote[0]  # 13 // snapshot_freq 4.

@@ -41,4 +41,5 @@ class MissingDependencyError(UserError, ImportError):
 
 
 class StopRequested(UserError):
-  """Training stopped early on request (SIGTERM: a preemption notice), after saving its state."""
+  """A run stopped early on request (SIGTERM: a preemption notice), after saving what it must;
+  the message says what was kept and how to go on."""

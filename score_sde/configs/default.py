@@ -46,6 +46,9 @@ def get_config() -> ml_collections.ConfigDict:
   # stratified so that each batch holds a fixed share of them. 0: every level in bfloat16.
   training.float32_below_std = 0.2
   training.grad_accum_steps = 1
+  # A jax.profiler trace of the train steps (first, count), e.g. (100, 5), into
+  # <workdir>/tensorboard/plugins/profile for TensorBoard's Profile tab; () traces nothing.
+  training.profile_steps = ()
 
   # ---------------------------------------------------------------------------------- sampling
   config.sampling = sampling = ml_collections.ConfigDict()
@@ -120,14 +123,25 @@ def get_config() -> ml_collections.ConfigDict:
   # saw) to cross-check FIDs with pytorch-fid or clean-fid. 50,000 CIFAR-10 images are 150 MB.
   evaluate.save_samples = False
 
+  # ---------------------------------------------------------------------------------- logging
+  # Metric writers beside TensorBoard's (always on): Weights & Biases (pip install ".[wandb]")
+  # gets training's scalars and sample grids, the values TensorBoard gets, and the config.
+  config.logging = logging = ml_collections.ConfigDict()
+  logging.wandb = False
+  logging.wandb_project = 'score_sde'
+  logging.wandb_entity = ''  # W&B team or user; '' is the logged-in account's default.
+  # 'online', 'offline' (no network; upload later with `wandb sync`) or 'disabled'; '' is
+  # wandb's own default: $WANDB_MODE, else online.
+  logging.wandb_mode = ''
+
   # ---------------------------------------------------------------------------------- data
   config.data = data = ml_collections.ConfigDict()
   data.dataset = 'CIFAR10'  # data registry name, e.g. 'MNIST_EMBEDDED', 'CIFAR10', 'IMAGE_FOLDER'.
-  data.data_dir = ''  # tfds data_dir, tfrecord directory or image folder, per dataset.
+  data.data_dir = ''  # Folder of the dataset's downloaded files, TFRecords or images.
   data.image_size = 32  # Height = width; a power of two.
   data.num_channels = 3
   data.random_flip = True  # Horizontal flips during training.
-  # Threads decoding image files (IMAGE_FOLDER): None for min(8, CPU count), 0 or 1 for serial.
+  # Threads decoding images (IMAGE_FOLDER, CELEBA, LSUN): None for min(8, CPUs), 0 / 1 serial.
   data.num_workers = ml_collections.config_dict.placeholder(int)
   data.centered = False  # Scale to [-1, 1] (True) or [0, 1] (False).
   data.uniform_dequantization = False  # Add U[0, 1) / 256 noise to 8-bit pixels.
@@ -207,6 +221,12 @@ def get_config() -> ml_collections.ConfigDict:
   optim.weight_decay = 0.
   optim.warmup = 5000  # Linear learning-rate warmup steps.
   optim.grad_clip = 1.  # Global-norm clipping; <= 0 disables it.
+
+  # ---------------------------------------------------------------------------------- distributed
+  # Multi-host runs (--distributed): seconds without a heartbeat after which JAX counts a process
+  # as lost; the others then stop, saying which (docs/multihost.md).
+  config.distributed = distributed = ml_collections.ConfigDict()
+  distributed.heartbeat_timeout_s = 100
 
   return config
 

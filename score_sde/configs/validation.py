@@ -49,6 +49,7 @@ CHOICES = {
     'optim.optimizer': ('Adam', 'AdamW'),
     'eval.bpd_dataset': ('train', 'test'),
     'eval.quantization': ('truncate', 'round'),
+    'logging.wandb_mode': ('', 'online', 'offline', 'disabled'),
 }
 
 # Fields renamed since they were introduced: old name -> new name.
@@ -118,6 +119,7 @@ def config_problems(config: ml_collections.ConfigDict, num_devices: int,
   problems += _model_problems(c)
   problems += _class_problems(c)
   problems += _optim_problems(c)
+  problems += distributed_problems(c)
   return problems
 
 
@@ -233,6 +235,11 @@ def _training_problems(c) -> List[str]:
   _require(problems, isinstance(below, (int, float)) and below >= 0.,
            'training.float32_below_std', below,
            'use a noise std >= 0 (0: every noise level in the compute dtype)')
+  profile = t.profile_steps
+  ok = profile == () or (isinstance(profile, tuple) and len(profile) == 2 and all(
+      isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in profile))
+  _require(problems, ok, 'training.profile_steps', profile,
+           'use (first_step, count) with both >= 1, e.g. (100, 5), or () for no trace')
   sde = str(t.sde).lower()
   if not t.continuous:
     _require(problems, sde in ('vesde', 'vpsde'), 'training.continuous', t.continuous,
@@ -360,8 +367,9 @@ def _data_problems(c) -> List[str]:
     _require(problems, d.num_channels == channels, 'data.num_channels', d.num_channels,
              f'{d.dataset} images have {channels} channel(s); set it to {channels}')
   if dataset == 'lsun':
-    _require(problems, bool(d.category), 'data.category', d.category,
-             "LSUN needs a scene category, e.g. 'bedroom' or 'church_outdoor'")
+    scenes = sorted(importlib.import_module('score_sde.data.remote').LSUN_SCENES)
+    _require(problems, d.category in scenes, 'data.category', d.category,
+             f'LSUN needs a scene category, one of {", ".join(scenes)}')
   return problems
 
 
@@ -536,4 +544,12 @@ def _optim_problems(c) -> List[str]:
   _require(problems, not (o.weight_decay and o.optimizer == 'Adam'), 'optim.weight_decay',
            o.weight_decay, "Adam has no decoupled weight decay; set optim.optimizer='AdamW' or "
                            'the decay to 0')
+  return problems
+
+
+def distributed_problems(c) -> List[str]:
+  """The ``distributed`` section's problems; ``cli`` checks them before a multi-host run's
+  processes start (the rest of the config is checked once JAX counts the devices)."""
+  problems = []
+  _positive_int(problems, c, 'distributed.heartbeat_timeout_s')
   return problems

@@ -1,7 +1,8 @@
 """Reads the checkpoints released with score_sde (JAX) and converts them into our orbax layout.
 
 ``convert`` (and the command line below) also takes score_sde_pytorch's ``checkpoint_<N>.pth``
-files, read by ``pytorch_checkpoints``; the format is told from the file's content.
+files, read by ``pytorch_checkpoints`` (through ``torch_files``, which trusts nothing in them);
+the format is told from the file's content.
 
 The released files ``checkpoints/checkpoint_<N>`` were written by
 ``flax.training.checkpoints.save_checkpoint`` (flax 0.3) from the reference code's state
@@ -18,7 +19,8 @@ flax Adam and ``optax.scale_by_adam`` keep the same moments (``m <- b1 m + (1 - 
 ``v <- b2 v + (1 - b2) g^2``, bias correction with ``k + 1``), so the moments carry over exactly
 and training can resume from a released checkpoint.
 
-Command line (writes ``DIR/checkpoints/<N * snapshot_freq>`` for ``main.py --mode eval``)::
+Command line (writes ``DIR/checkpoints/<training step>``, which ``main.py --mode eval`` evaluates
+as snapshot ``N``; a file it refuses is one line on stderr and exit status 2)::
 
   python -m score_sde.conversion.released_checkpoints \\
       --config configs/ve/cifar10_ncsnpp_continuous.py \\
@@ -26,6 +28,7 @@ Command line (writes ``DIR/checkpoints/<N * snapshot_freq>`` for ``main.py --mod
 """
 import collections
 import re
+import sys
 from typing import Any, Dict, Optional
 
 import flax.serialization
@@ -37,11 +40,13 @@ from absl import app, flags, logging
 from etils import epath
 
 from score_sde import models, optim
+from score_sde.common import errors, logs
 from score_sde.configs import record
-from score_sde.conversion import pytorch_checkpoints
+from score_sde.conversion import pytorch_checkpoints, torch_files
 from score_sde.io import checkpoint
 from score_sde.training.train_state import TrainState
 
+USER_ERROR_STATUS = 2  # As main.py's.
 _FILE_PATTERN = re.compile(r'checkpoint_(\d+)(\.pth)?$')
 _MOMENTS = ('grad_ema', 'grad_sq_ema')
 
@@ -56,12 +61,13 @@ def _resolve(path) -> epath.Path:
   """A file as is; a directory -> its ``checkpoint_<N>`` with the largest N."""
   path = epath.Path(path)
   if not path.exists():
-    raise FileNotFoundError(f'No released checkpoint at {path}.')
+    raise torch_files.CheckpointNotFoundError(f'No released checkpoint at {path}.')
   if not path.is_dir():
     return path
   files = [p for p in path.iterdir() if snapshot_index(p) is not None]
   if not files:
-    raise FileNotFoundError(f'{path} holds no checkpoint_<N> file; pass the file itself.')
+    raise torch_files.CheckpointNotFoundError(
+        f'{path} holds no checkpoint_<N> file; pass the file itself.')
   return max(files, key=snapshot_index)
 
 
@@ -86,18 +92,21 @@ def load_released_checkpoint(path) -> Dict[str, Any]:
     ``lr``, ``ema_rate`` (floats), ``rng`` (uint32 (2,) raw key), ``snapshot`` (N or None),
     ``path``.
   Raises:
-    FileNotFoundError: nothing at ``path``.
-    ValueError: the file is not a score_sde training state.
+    torch_files.CheckpointNotFoundError: nothing at ``path``.
+    torch_files.CheckpointFileError: the file is not a score_sde training state.
   """
   path = _resolve(path)
   try:
     raw = flax.serialization.msgpack_restore(path.read_bytes())
   except Exception as e:
-    raise ValueError(f'{path} is not a flax msgpack checkpoint ({type(e).__name__}: {e}).')
+    message = ' '.join(str(e).split())
+    raise torch_files.CheckpointFileError(
+        f'{path} is not a flax msgpack checkpoint ({type(e).__name__}: {message}).') from None
   missing = {'step', 'optimizer', 'params_ema'} - set(raw if isinstance(raw, dict) else ())
-  if missing or 'target' not in raw['optimizer']:
-    raise ValueError(f'{path} is not a score_sde State checkpoint: missing {sorted(missing)} '
-                     '(expected fields step, optimizer.target, params_ema).')
+  if missing or not isinstance(raw['optimizer'], dict) or 'target' not in raw['optimizer']:
+    raise torch_files.CheckpointFileError(
+        f'{path} is not a score_sde State checkpoint: missing {sorted(missing)} (expected '
+        'fields step, optimizer.target, params_ema).')
   adam = None
   opt_state = raw['optimizer'].get('state', {})
   try:
@@ -215,29 +224,52 @@ def to_train_state(released: Dict[str, Any], template, tx: optax.GradientTransfo
 
 
 def convert(config, checkpoint_path, workdir, step: Optional[int] = None) -> int:
-  """Writes a released checkpoint as the periodic checkpoint ``step`` of ``workdir``.
+  """Writes a released checkpoint as the periodic checkpoint of its training step in ``workdir``.
 
-  ``step`` defaults to ``N * config.training.snapshot_freq`` for a file ``checkpoint_<N>``, the
-  step our evaluation visits for ``eval.begin_ckpt <= N <= eval.end_ckpt``.
+  The checkpoint is filed under the number of updates the file holds (``State.step`` of a
+  released JAX checkpoint, ``'step'`` of a port one), so its name, its state's step and
+  ``score_sde.load(workdir).step`` agree. A released ``checkpoint_<N>`` holds a few updates
+  past ``N * snapshot_freq`` (``+ 5`` from the reference, whose loop turn ran
+  ``n_jitted_steps = 5`` updates, ``+ 1`` from the port), and ``--mode eval`` evaluates such a
+  checkpoint as snapshot ``step // training.snapshot_freq``, i.e. ``N``
+  (``evaluation.evaluate.with_converted``).
 
   Also records ``config`` as the workdir's ``config.json``, so ``score_sde.load(workdir)`` works
   on the converted checkpoint as on a run trained here.
 
+  Args:
+    config: the config the checkpoint was trained with.
+    checkpoint_path: a released ``checkpoint_<N>``, a port ``checkpoint_<N>.pth``, or the
+      directory holding them (the newest is read).
+    workdir: the run directory to write into.
+    step: the step to record the checkpoint as (its name and its state's step) in place of the
+      training step the file holds.
   Returns:
     The step written.
+  Raises:
+    errors.UserError: the file is missing, damaged or crafted (``torch_files.
+      CheckpointFileError``), holds another network than ``config``'s
+      (``checkpoint.StructureMismatchError``), or the step is in ``workdir`` already.
   """
   template = models.abstract_params(config)
-  if pytorch_checkpoints.is_torch_file(_resolve(checkpoint_path)):
-    path = _resolve(checkpoint_path)
+  path = _resolve(checkpoint_path)
+  if torch_files.is_torch_file(path):
     released = pytorch_checkpoints.load_pytorch_checkpoint(path, template,
                                                            models.module_order(config))
     released['snapshot'] = snapshot_index(path)
   else:
-    released = load_released_checkpoint(checkpoint_path)
+    released = load_released_checkpoint(path)
+  freq = config.training.snapshot_freq
   if step is None:
-    if released['snapshot'] is None:
-      raise ValueError(f'{released["path"]} is not named checkpoint_<N>; pass --step.')
-    step = released['snapshot'] * config.training.snapshot_freq
+    step = released['step']
+  elif step != released['step']:
+    logging.warning('%s holds training step %d; recorded as step %d (--step).', path,
+                    released['step'], step)
+    released = {**released, 'step': step}
+  if released['snapshot'] is not None and released['snapshot'] != step // freq:
+    logging.warning('%s is snapshot %d of its run, but its step %d is snapshot %d at this '
+                    "config's training.snapshot_freq=%d: the run saved at another frequency.",
+                    path, released['snapshot'], step, step // freq, freq)
   if released['ema_rate'] is not None and not np.isclose(released['ema_rate'],
                                                          config.model.ema_rate):
     logging.warning('Released ema_rate %s differs from config.model.ema_rate %s.',
@@ -245,10 +277,17 @@ def convert(config, checkpoint_path, workdir, step: Optional[int] = None) -> int
   state = to_train_state(released, template, optim.get_optimizer(config.optim))
   with checkpoint.Checkpointer(workdir, async_save=False) as ckpt:
     if not ckpt.save(step, state, periodic=True):
-      raise FileExistsError(f'{workdir}/{checkpoint.PERIODIC_DIR}/{step} exists; not replaced.')
+      raise errors.WorkdirError(f'{workdir}/{checkpoint.PERIODIC_DIR}/{step} exists and is not '
+                                'replaced: convert into another --workdir, or delete it.')
   record.save_run_config(config, workdir)  # So score_sde.load(workdir) needs nothing else.
-  logging.info('Wrote %s (training step %d) to %s/%s/%d.', released['path'], released['step'],
-               workdir, checkpoint.PERIODIC_DIR, step)
+  if step // freq:
+    how = (f'--mode eval evaluates it as snapshot {step // freq} (--config.eval.begin_ckpt='
+           f'{step // freq} --config.eval.end_ckpt={step // freq})')
+  else:
+    how = (f'--mode eval starts at snapshot 1, step {freq} (training.snapshot_freq); convert '
+           f'with --step {freq} to evaluate it as snapshot 1')
+  logging.info('Wrote %s (training step %d) to %s/%s/%d; %s.', path, released['step'], workdir,
+               checkpoint.PERIODIC_DIR, step, how)
   return step
 
 
@@ -260,15 +299,21 @@ def _define_flags():
   flags.DEFINE_string('checkpoint', None, 'A released checkpoint_<N> file, a score_sde_pytorch '
                       'checkpoint_<N>.pth, or the directory holding them (the newest is read).')
   flags.DEFINE_string('workdir', None, 'Run directory to write checkpoints/<step> into.')
-  flags.DEFINE_integer('step', None, 'Step to file it under; default N * snapshot_freq.')
+  flags.DEFINE_integer('step', None, 'Step to record it as; default the training step the file '
+                       'holds.')
   flags.mark_flags_as_required(['config', 'checkpoint', 'workdir'])
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments {argv[1:]}; everything is passed as --flags.')
+  logs.quiet_libraries()
   f = flags.FLAGS
-  convert(f.config, f.checkpoint, f.workdir, f.step)
+  try:
+    convert(f.config, f.checkpoint, f.workdir, f.step)
+  except errors.UserError as e:  # A file or config the user can fix: the message, no traceback.
+    sys.stderr.write(f'Error: {e}\n')
+    sys.exit(USER_ERROR_STATUS)
 
 
 if __name__ == '__main__':

@@ -1,7 +1,7 @@
 """Start-up checks of the configured data, run before any state is built or anything is written.
 
 ``open_checked(data_config, splits)`` opens each split and makes sure that a run can use it: the
-source opens (a missing folder, tfds dataset or TFRecord file names the fix), it is not empty,
+source opens (a missing folder, archive or TFRecord file names the fix), it is not empty,
 every example passes the source's cheap ``probe`` (image folders: every file's header), and its
 first examples decode to ``(data.image_size, data.image_size, data.num_channels)`` uint8
 images. What works but may surprise (images resized, an evaluation split that is the training

@@ -131,17 +131,16 @@ def list_images(folder: pathlib.Path) -> Tuple[pathlib.Path, ...]:
                       if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()))
 
 
-class ImageFolderSource(Source):
-  """Image files decoded lazily with PIL, centre-cropped to a square and resized (bicubic).
+class DecodedSource(Source):
+  """Examples decoded one at a time from ``items`` (files, archive members, database keys).
 
-  The order is that of the sorted paths, so indices mean the same files on every host and run.
-  ``get`` decodes the files of one call on a pool of ``num_workers`` threads (PIL releases the
-  GIL while it decodes and resizes), created at the first call that needs it; the result is
-  the serial one, bit for bit and in index order, and a damaged file raises the same
-  ``errors.BadDataError`` (the first such file in index order).
+  ``get`` decodes the examples of one call on a pool of ``num_workers`` threads (PIL and zlib
+  release the GIL while they decode), created at the first call that needs it; the result is
+  the serial one, bit for bit and in index order, and a damaged example raises the same error
+  (the first such example in index order). Subclasses say how one item is read (``_read``).
 
   Args:
-    paths: the image files, in index order.
+    items: what ``_read`` takes, one per example, in index order.
     image_size, num_channels: every image comes out ``uint8 (image_size, image_size,
       num_channels)``.
     notes: warnings for ``probe`` to return.
@@ -149,11 +148,13 @@ class ImageFolderSource(Source):
       the calling thread.
   """
 
-  def __init__(self, paths: Sequence[pathlib.Path], image_size: int, num_channels: int,
+  _thread_name_prefix = 'decode'
+
+  def __init__(self, items: Sequence, image_size: int, num_channels: int,
                notes: Sequence[str] = (), num_workers: Optional[int] = None):
-    if not paths:
-      raise ValueError('An image folder source needs at least one image file.')
-    self._paths = tuple(paths)
+    if not len(items):
+      raise ValueError(f'A {type(self).__name__} needs at least one example.')
+    self._items = items
     self._shape = images.image_shape(image_size, num_channels)
     self.notes = tuple(notes)
     self._num_workers = _check_num_workers(num_workers)
@@ -166,44 +167,39 @@ class ImageFolderSource(Source):
     return self._shape
 
   @property
-  def paths(self) -> Tuple[pathlib.Path, ...]:
-    return self._paths
-
-  @property
   def num_workers(self) -> int:
     """Decoding threads (0 or 1: serial, in the calling thread)."""
     return self._num_workers
 
   def __len__(self):
-    return len(self._paths)
+    return len(self._items)
 
-  def _read(self, path: pathlib.Path) -> np.ndarray:
-    """One file -> ``uint8 (H, W, C)``; ``errors.BadDataError`` naming it if PIL cannot."""
-    try:
-      with Image.open(path) as image:
-        array = images.from_pil(image, self._shape[-1])
-    except _PIL_ERRORS as e:
-      raise errors.BadDataError(f'IMAGE_FOLDER: cannot decode {path} ({type(e).__name__}: {e}). '
-                                'Remove or re-encode the file.') from e
-    return images.crop_resize(array, self._shape[0], 'bicubic')
+  @abc.abstractmethod
+  def _read(self, item) -> np.ndarray:
+    """One item -> ``uint8 (H, W, C)`` of ``image_shape``; ``errors.BadDataError`` naming it."""
+
+  def _label(self, index: int) -> int:  # pylint: disable=unused-argument
+    """The class of example ``index``; ``NO_LABEL`` unless a subclass knows it."""
+    return NO_LABEL
 
   def _executor(self) -> concurrent.futures.ThreadPoolExecutor:
     with self._pool_lock:
       if self._pool is None:
         self._pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=self._num_workers, thread_name_prefix='image_folder')
+            max_workers=self._num_workers, thread_name_prefix=self._thread_name_prefix)
       return self._pool
 
   def _load(self, indices):
-    paths = [self._paths[i] for i in indices]
-    if self._num_workers <= 1 or len(paths) == 1:
-      decoded = [self._read(p) for p in paths]
+    items = [self._items[i] for i in indices]
+    if self._num_workers <= 1 or len(items) == 1:
+      decoded = [self._read(item) for item in items]
     else:
       # ``map`` yields in submission order and re-raises a failed call's error when its turn
       # comes, so the result and the first error are those of the serial loop; leaving the
       # generator early (on that error) cancels the calls not yet started.
-      decoded = list(self._executor().map(self._read, paths))
-    return {'image': np.stack(decoded), 'label': np.full((len(indices),), NO_LABEL, np.int32)}
+      decoded = list(self._executor().map(self._read, items))
+    return {'image': np.stack(decoded),
+            'label': np.asarray([self._label(int(i)) for i in indices], np.int32)}
 
   def __getstate__(self):
     # Threads and locks do not pickle or deep-copy; a copy makes its own pool when it needs one.
@@ -215,6 +211,45 @@ class ImageFolderSource(Source):
     self.__dict__.update(state)
     self._pool_lock = threading.Lock()
 
+
+class ImageFolderSource(DecodedSource):
+  """Image files decoded lazily with PIL, centre-cropped to a square and resized (bicubic).
+
+  The order is that of the sorted paths, so indices mean the same files on every host and run.
+  Files are decoded on ``num_workers`` threads (``DecodedSource``); a damaged file raises an
+  ``errors.BadDataError`` naming it.
+
+  Args:
+    paths: the image files, in index order.
+    image_size, num_channels: every image comes out ``uint8 (image_size, image_size,
+      num_channels)``.
+    notes: warnings for ``probe`` to return.
+    num_workers: decoding threads; ``None`` for ``default_num_workers()``, 0 or 1 to decode in
+      the calling thread.
+  """
+
+  _thread_name_prefix = 'image_folder'
+
+  def __init__(self, paths: Sequence[pathlib.Path], image_size: int, num_channels: int,
+               notes: Sequence[str] = (), num_workers: Optional[int] = None):
+    if not paths:
+      raise ValueError('An image folder source needs at least one image file.')
+    super().__init__(tuple(paths), image_size, num_channels, notes, num_workers)
+
+  @property
+  def paths(self) -> Tuple[pathlib.Path, ...]:
+    return self._items
+
+  def _read(self, item: pathlib.Path) -> np.ndarray:
+    """One file -> ``uint8 (H, W, C)``; ``errors.BadDataError`` naming it if PIL cannot."""
+    try:
+      with Image.open(item) as image:
+        array = images.from_pil(image, self._shape[-1])
+    except _PIL_ERRORS as e:
+      raise errors.BadDataError(f'IMAGE_FOLDER: cannot decode {item} ({type(e).__name__}: {e}). '
+                                'Remove or re-encode the file.') from e
+    return images.crop_resize(array, self._shape[0], 'bicubic')
+
   def probe(self) -> List[str]:
     """Opens every file's header (no pixel decoding): size and colour mode, or the error.
 
@@ -224,7 +259,7 @@ class ImageFolderSource(Source):
     size, _, channels = self._shape
     mode = 'L' if channels == 1 else 'RGB'
     bad, resized, converted = [], 0, collections.Counter()
-    for path in self._paths:
+    for path in self._items:
       try:
         with Image.open(path) as image:
           resized += image.size != (size, size)
@@ -234,13 +269,13 @@ class ImageFolderSource(Source):
         bad.append(f'{path} ({type(e).__name__})')
     if bad:
       raise errors.BadDataError(
-          f'IMAGE_FOLDER: {len(bad)} of {len(self._paths)} files cannot be read as images: '
+          f'IMAGE_FOLDER: {len(bad)} of {len(self._items)} files cannot be read as images: '
           f'{", ".join(bad[:_MAX_LISTED])}{" ..." if len(bad) > _MAX_LISTED else ""}. '
           'Remove or re-encode them.')
-    folder = os.path.commonpath([p.parent for p in self._paths])
+    folder = os.path.commonpath([p.parent for p in self._items])
     warnings = list(self.notes)
     if resized:
-      warnings.append(f'IMAGE_FOLDER: {resized} of {len(self._paths)} images under {folder} are '
+      warnings.append(f'IMAGE_FOLDER: {resized} of {len(self._items)} images under {folder} are '
                       f'not {size}x{size}; they are centre-cropped to a square and resized '
                       f'(bicubic) to data.image_size={size}.')
     if converted:

@@ -5,9 +5,16 @@ Which checkpoints: the periodic snapshots ``k * training.snapshot_freq`` for
 ``eval.begin_ckpt <= k <= eval.end_ckpt`` that training reaches (``<= training.n_iters``), plus
 the final checkpoint ``n_iters`` when it is not a multiple of ``snapshot_freq``: it counts as
 snapshot ``ceil(n_iters / snapshot_freq)`` and is evaluated when that index is in the range.
+A converted released checkpoint ``checkpoint_<N>`` (``conversion.released_checkpoints``) is
+filed under its training step, a few updates past ``N * snapshot_freq``, and stands for
+snapshot ``step // snapshot_freq``, i.e. ``N`` (``with_converted``).
 A checkpoint not on disk yet is waited for, polling, up to ``eval.wait_for_checkpoint_secs``
-(training may still be running), then skipped with a warning; a damaged one (unreadable or
-failing its checksums) is skipped with a one-line warning and the evaluation goes on. The data
+(training may still be running), then skipped with a warning; when none of them is found, the
+evaluation writes nothing and raises ``nothing_to_evaluate``'s error (exit status 2), naming the
+checkpoints on disk and the ``--config.eval.begin_ckpt`` / ``end_ckpt`` that choose them (an
+evaluation of other steps than those asked for would not be what the report's rows claim). A
+damaged one (unreadable or failing its checksums) is skipped with a one-line warning and the
+evaluation goes on. The data
 the enabled metrics read are opened and checked (``data.open_checked``) before anything is
 written.
 
@@ -43,8 +50,8 @@ from absl import logging
 from etils import epath
 
 from score_sde import data, likelihood, losses, optim, pipeline, sde_lib
-from score_sde.common import errors, parallel, rng
-from score_sde.configs import validation
+from score_sde.common import errors, parallel, rng, stopping
+from score_sde.configs import record, validation
 from score_sde.evaluation import report as eval_report, samples as eval_samples
 from score_sde.io import checkpoint, files, summary, workdir as workdir_lib
 from score_sde.metrics import inception, inception_weights
@@ -52,6 +59,10 @@ from score_sde.models import utils as mutils
 from score_sde.training import train_state
 
 POLL_SECS = 30.  # Between looks for a checkpoint that is not there yet.
+# The progress is on disk as it is made, so a stop request loses at most the batch in flight.
+_STOPPED = ('Stopped on request. The evaluation keeps what it finished (report rows, bits/dim '
+            'batches, sample rounds) in its folder; run the same command again to go on from '
+            'there.')
 BPD_PROGRESS_FILE = 'bpd_progress.npz'
 # Sub-streams of rng.EVAL_STREAM.
 _LOSS_NOISE, _BPD_PROBES, _BPD_DEQUANTIZATION = range(3)
@@ -91,6 +102,82 @@ def checkpoint_steps(begin_ckpt: int, end_ckpt: int, snapshot_freq: int,
         f'training.snapshot_freq={snapshot_freq} are all past training.n_iters={n_iters}. '
         'Lower config.eval.begin_ckpt.')
   return steps
+
+
+def with_converted(steps: List[int], on_disk: List[int], begin_ckpt: int, end_ckpt: int,
+                   snapshot_freq: int, n_iters: int) -> List[int]:
+  """``steps`` (``checkpoint_steps``) with the converted checkpoints of ``on_disk`` in place of
+  the snapshots they stand for, ascending.
+
+  Training writes no periodic checkpoint off the grid ``k * snapshot_freq`` but ``n_iters``; one
+  that is (a converted ``checkpoint_<N>`` at its training step) stands for snapshot
+  ``step // snapshot_freq`` and is visited when that is in ``begin_ckpt..end_ckpt``, in place
+  of ``k * snapshot_freq`` when that is not on disk.
+
+  >>> with_converted([1300000], [1300005], 26, 26, 50000, 1300001)
+  [1300005]
+  """
+  converted = [s for s in on_disk if s % snapshot_freq and s != n_iters
+               and begin_ckpt <= s // snapshot_freq <= end_ckpt]
+  stood_for = {s // snapshot_freq * snapshot_freq for s in converted} - set(on_disk)
+  return sorted(set(steps) - stood_for | set(converted))
+
+
+def nothing_to_evaluate(config, workdir: str, steps: List[int],
+                        on_disk: List[int]) -> errors.WorkdirError:
+  """The error of an evaluation that found none of its ``steps`` among the periodic checkpoints
+  ``on_disk``: names both and the ``--config`` flags that select those on disk (with the run's
+  ``training.snapshot_freq`` and ``n_iters`` from its ``config.json`` where they differ)."""
+  e, t = config.eval, config.training
+  where = os.path.join(workdir, checkpoint.PERIODIC_DIR)
+  visited = (f'steps {_steps_text(steps)} (snapshots {e.begin_ckpt} to {e.end_ckpt} of '
+             f'training.snapshot_freq={t.snapshot_freq}, up to training.n_iters={t.n_iters})')
+  if not on_disk:
+    return errors.WorkdirError(
+        f'Nothing to evaluate: {where} holds no checkpoint yet, and this evaluation visits '
+        f'{visited}. Train first, or set --config.eval.wait_for_checkpoint_secs to wait for '
+        'training to write them.')
+  flags = _selecting_flags(config, workdir, on_disk)
+  fix = (f'Evaluate them with {flags}' if flags else 'Evaluate with the config the run was '
+         'trained with (its training.snapshot_freq and n_iters), choosing snapshots with '
+         '--config.eval.begin_ckpt and --config.eval.end_ckpt')
+  return errors.WorkdirError(
+      f'Nothing to evaluate: none of {visited} is in {where}, which holds steps '
+      f'{_steps_text(on_disk)}. {fix} (checkpoint k is step k * training.snapshot_freq).')
+
+
+def _selecting_flags(config, workdir: str, on_disk: List[int]) -> str:
+  """``--config.`` flags whose ``checkpoint_steps`` include checkpoints ``on_disk``, or ''."""
+  snapshot_freq, n_iters = config.training.snapshot_freq, config.training.n_iters
+  try:
+    run = record.load_run_config(workdir)
+    snapshot_freq, n_iters = run.training.snapshot_freq, run.training.n_iters
+  except errors.UserError:  # No config.json (e.g. a converted checkpoint): the config's grid.
+    pass
+  # Snapshot k holds step k * snapshot_freq; the final step n_iters counts as the next one.
+  index = lambda s: max(1, -(-s // snapshot_freq) if s == n_iters else s // snapshot_freq)
+  begin, end = index(min(on_disk)), index(max(on_disk))
+  try:
+    chosen = with_converted(checkpoint_steps(begin, end, snapshot_freq, n_iters), on_disk,
+                            begin, end, snapshot_freq, n_iters)
+  except errors.ConfigError:  # Every step on disk is past n_iters.
+    return ''
+  if not set(on_disk) & set(chosen):
+    return ''
+  flags = [f'--config.eval.begin_ckpt={begin}', f'--config.eval.end_ckpt={end}']
+  if snapshot_freq != config.training.snapshot_freq:
+    flags.append(f'--config.training.snapshot_freq={snapshot_freq}')
+  if n_iters != config.training.n_iters:
+    flags.append(f'--config.training.n_iters={n_iters}')
+  return ' '.join(flags)
+
+
+def _steps_text(steps: List[int]) -> str:
+  """``'[4, 8, 12]'``, or ``'[50000, 100000, ..., 1300000] (26)'`` for a long list."""
+  steps = list(steps)
+  if len(steps) <= 6:
+    return str(steps)
+  return f'[{steps[0]}, {steps[1]}, ..., {steps[-1]}] ({len(steps)})'
 
 
 def wait_for_checkpoint(available: Callable[[], List[int]], step: int, timeout_secs: float,
@@ -152,9 +239,10 @@ def dequantization_seed(seed: int, repeat: int) -> int:
   return int(np.random.SeedSequence([seed, _BPD_DEQUANTIZATION, repeat]).generate_state(1)[0])
 
 
-def make_bpd_evaluator(config, sde, model, mesh, source: data.Source) -> Evaluator:
+def make_bpd_evaluator(config, sde, model, mesh, source: data.Source,
+                       stop_requested: Optional[Callable[[], bool]] = None) -> Evaluator:
   """``evaluate_bpd(params, step, ckpt_dir) -> {'bpd', 'bpd_stderr', 'bpd_nfe'}``, resumable per
-  batch through ``ckpt_dir/BPD_PROGRESS_FILE``.
+  batch through ``ckpt_dir/BPD_PROGRESS_FILE``; polling ``stop_requested`` after each batch.
 
   The likelihood uses ``likelihood.get_likelihood_fn``'s defaults: one Rademacher probe per
   example, the reference's RK45 (Dormand-Prince) at its rtol = atol = 1e-5, from t = 1e-5, on
@@ -204,6 +292,7 @@ def make_bpd_evaluator(config, sde, model, mesh, source: data.Source) -> Evaluat
                    step, bpd_round.repeat + 1, num_repeats, bpd_round.batch + 1,
                    float(np.mean(bpd_round.bpd)), bpd_round.nfe,
                    summary.countdown(count, left, time.time() - started, unit='batch'))
+      _stop_if_requested(stop_requested)
     if jax.process_index() != 0:
       return {}
     result = likelihood.summarize_bpd(done)
@@ -261,8 +350,17 @@ def _pending(row: Dict[str, Any], eval_config) -> List[str]:
   return todo
 
 
+def _stop_if_requested(stop_requested: Optional[Callable[[], bool]]) -> None:
+  """Raises ``errors.StopRequested`` when any process was asked to stop (every process calls it
+  at the same point)."""
+  if stop_requested is not None and stopping.any_process(stop_requested):
+    raise errors.StopRequested(_STOPPED)
+
+
+@stopping.nothing_unsaved(_STOPPED)
 def evaluate(config: ml_collections.ConfigDict, workdir: str, eval_folder: str = 'eval',
-             mesh: Optional[jax.sharding.Mesh] = None) -> EvalResult:
+             mesh: Optional[jax.sharding.Mesh] = None,
+             stop_requested: Optional[Callable[[], bool]] = None) -> EvalResult:
   """Evaluates the checkpoints of the run in ``workdir`` (see the module docstring).
 
   Args:
@@ -270,6 +368,11 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, eval_folder: str =
     workdir: the training run's directory (its ``checkpoints/`` are read, never written).
     eval_folder: sub-directory of ``workdir`` for the results.
     mesh: the device mesh; by default every device of every host.
+    stop_requested: polled after each metric and bits/dim batch (``main.py`` sets it on
+      SIGTERM); when it returns True, ``errors.StopRequested`` is raised, the finished work kept.
+      All of an evaluation but its report updates holds nothing unsaved: under
+      ``stopping.install`` a SIGTERM ends the process at once, losing at most the batch or
+      round in flight.
   Returns:
     ``EvalResult``: the rows of the evaluated checkpoints (process 0 has every column) and the
     steps that never appeared.
@@ -277,7 +380,9 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, eval_folder: str =
     errors.UserError: before anything is written, for a bad config, a missing workdir, data
       that cannot be read, a missing ``eval.stats_path`` or Inception weights, or a folder
       holding another config's results (``ConfigError`` / ``DataError`` / ``WorkdirError``;
-      the first two are also ``ValueError`` / ``FileNotFoundError``).
+      the first two are also ``ValueError`` / ``FileNotFoundError``); or, with nothing written,
+      when none of the checkpoints it visits is found (``nothing_to_evaluate``).
+    errors.StopRequested: when ``stop_requested()`` said so, the finished work kept.
   """
   mesh = parallel.make_mesh() if mesh is None else mesh
   validation.validate_config(config, num_devices=mesh.devices.size,
@@ -295,7 +400,9 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, eval_folder: str =
   sources = data.open_checked(config.data, sorted(set(splits)))
   sample_setup = _sample_setup(config, workdir, mesh) if e.enable_sampling else None
   folder = os.path.join(workdir, eval_folder)
-  eval_report.check_config_record(folder, config, write=is_writer)
+  # Checked now, written with the first checkpoint found: an evaluation that finds none writes
+  # nothing (see nothing_to_evaluate).
+  eval_report.check_config_record(folder, config, write=False)
   report = eval_report.Report(folder, write=is_writer)
 
   sde, model = sde_lib.get_sde(config), mutils.get_model(config)
@@ -304,11 +411,15 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, eval_folder: str =
   evaluators = {}  # Built (and compiled) at first use: a finished folder compiles nothing.
   builders = {'loss': lambda: make_loss_evaluator(config, sde, model, mesh, sources['test']),
               'bpd': lambda: make_bpd_evaluator(config, sde, model, mesh,
-                                                sources[e.bpd_dataset]),
+                                                sources[e.bpd_dataset], stop_requested),
               'samples': lambda: eval_samples.make_sample_evaluator(config, sde, model, mesh,
                                                                     *sample_setup)}
   ckpt = checkpoint.Checkpointer(workdir, read_only=True)
-  writer = summary.SummaryWriter(os.path.join(folder, 'tensorboard'))
+  steps = with_converted(steps, ckpt.periodic_steps(), e.begin_ckpt, e.end_ckpt,
+                         config.training.snapshot_freq, config.training.n_iters)
+  # Every event reaches the disk at once (a few per checkpoint), as the report rows do: a run
+  # that stops at any moment leaves the two in agreement.
+  writer = summary.SummaryWriter(os.path.join(folder, 'tensorboard'), flush_secs=0)
   missing, corrupt = [], []
   try:
     for step in steps:
@@ -316,6 +427,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, eval_folder: str =
       if not eval_report.host0_view(present):
         missing.append(step)
         continue
+      eval_report.check_config_record(folder, config, write=is_writer)  # Written at the first.
       flags = [name in _pending(report.row(step), e) for name in builders]
       todo = [name for name, flag in zip(builders, eval_report.host0_view(flags)) if flag]
       if not todo:
@@ -333,10 +445,14 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, eval_folder: str =
           evaluators[name] = builders[name]()
         start = time.time()
         values = evaluators[name](params, step, ckpt_dir, writer)
-        report.update(step, values)
-        writer.scalars(step, {f'eval/{k}': v for k, v in values.items() if v is not None})
+        with stopping.unsaved_work():  # A stop waits for both the report and its events.
+          report.update(step, values)
+          writer.scalars(step, {f'eval/{k}': v for k, v in values.items() if v is not None})
         logging.info('step %d: %s in %.1f s: %s', step, name, time.time() - start, values)
+        _stop_if_requested(stop_requested)
       writer.flush()
+    if len(missing) == len(steps):
+      raise nothing_to_evaluate(config, workdir, steps, ckpt.periodic_steps())
   finally:
     writer.close()
     ckpt.close()

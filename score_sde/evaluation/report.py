@@ -45,8 +45,9 @@ RESULT_NEUTRAL_FIELDS = frozenset({
     'training.eval_freq', 'training.snapshot_freq', 'training.snapshot_freq_for_preemption',
     'training.max_to_keep', 'training.snapshot_sampling', 'training.n_snapshot_samples',
     'training.compute_dtype', 'training.grad_accum_steps', 'model.remat', 'data.num_workers',
+    'training.profile_steps',
 })
-RESULT_NEUTRAL_SECTIONS = ('optim.',)
+RESULT_NEUTRAL_SECTIONS = ('optim.', 'logging.', 'distributed.')
 
 
 # ------------------------------------------------------------------------------ hosts

@@ -15,11 +15,27 @@ atomicity cannot catch (a disk that truncates or scribbles on a finished file) i
 restore: unreadable files fail in tensorstore, and silently wrong bytes fail the checksums.
 ``restore_latest`` then warns (one line) and falls back to the next newest checkpoint.
 
+A failed read is tried again before anything is concluded from it (``_read``): an I/O error that
+may pass (``TRANSIENT_ERRNOS``: EIO, EAGAIN, ETIMEDOUT, ESTALE, ...; a network file system or a
+bucket has them) up to ``READ_ATTEMPTS`` times with doubling waits from ``RETRY_DELAY_SECS``;
+damage (a checksum mismatch, a missing or undecodable file) once, so that it is proved by two
+reads. A checkpoint whose reads still fail with such I/O errors is not proved damaged: it raises
+``CheckpointIOError``, is never moved aside, and a writer stops there rather than fall back.
+
 A writer (training) moves each damaged checkpoint aside, renaming ``<step>`` to
 ``<step>.corrupt`` (``<step>.corrupt-2``, ... if that exists), never deleting it: orbax lists only
 integer-named directories, so the renamed one no longer counts towards ``max_to_keep``, and the
-step that is recomputed after the fallback is saved again. A reader (evaluation,
-``read_only=True``) leaves the directories as they are and skips what it cannot read.
+step that is recomputed after the fallback is saved again. A reader (evaluation, sampling,
+``read_only=True``) leaves the directories as they are and skips what it cannot read, saying in
+a WARNING which step it loaded instead of which, and why.
+
+A save that finds the disk full (``ENOSPC``, or the quota spent) raises ``files.DiskFullError``
+once, from ``save``, ``wait_until_finished`` or ``close``, whichever first meets the failed
+(possibly asynchronous) write: it names the filesystem, the space a checkpoint takes and the
+space free, and the last complete checkpoint, which the failed write leaves intact (its partial
+``*.orbax-checkpoint-tmp*`` directory is removed). orbax's own reports of that failure (an ERROR
+with a traceback per write thread) are dropped, as is its notice that a reader's directory is
+read only.
 
 Replicated leaves smaller than ``MIN_REPLICA_PARALLEL_SLICE_BYTES`` per replica are written by one
 replica (``_state_handler``, with a type registry of its own: orbax's process-wide one, which a
@@ -30,10 +46,14 @@ CPU devices, against 0.03 s with this setting, for leaves whose bytes take micro
 write. Large leaves are still written cooperatively; the files are the same either way.
 """
 import contextlib
+import errno
 import gc
 import json
+import logging as std_logging
 import os
+import re
 import sys
+import threading
 import time
 import zlib
 from typing import Any, Dict, List, Optional, Tuple
@@ -47,6 +67,7 @@ from etils import epath
 from jax.experimental import multihost_utils
 
 from score_sde.common import errors
+from score_sde.io import files
 
 PERIODIC_DIR = 'checkpoints'
 PREEMPTION_DIR = 'checkpoints-meta'
@@ -55,8 +76,20 @@ _CHECKSUMS = 'checksums'
 _CHECKSUM_FORMAT = 1
 _CHECKSUM_FILE = 'crc32.json'
 _MAX_LISTED = 8  # Paths named in one error message.
-_MAX_REASON_CHARS = 160  # tensorstore errors print their whole spec: keep the first line only.
+_MAX_REASON_CHARS = 160  # Of one error in a message: tensorstore's run to 1,000 characters.
+_TENSORSTORE_SPEC = re.compile(r"\s*\[tensorstore_spec='.*?'\]", re.DOTALL)
 QUARANTINE_SUFFIX = '.corrupt'
+_TMP_MARK = '.orbax-checkpoint-tmp'  # orbax's name for a checkpoint being written.
+# I/O errors that a retry may cure (a network file system's or a bucket's hiccups).
+TRANSIENT_ERRNOS = frozenset(
+    getattr(errno, name) for name in (
+        'EIO', 'EAGAIN', 'EINTR', 'ETIMEDOUT', 'ESTALE', 'EBUSY', 'ECONNRESET', 'ECONNABORTED',
+        'ENETDOWN', 'ENETUNREACH', 'EHOSTUNREACH', 'ENOLINK', 'EREMOTEIO', 'ECOMM')
+    if hasattr(errno, name))
+# tensorstore's statuses for remote storage that did not answer in time.
+_TRANSIENT_STATUSES = ('UNAVAILABLE:', 'DEADLINE_EXCEEDED:')
+READ_ATTEMPTS = 5  # Tries of one checkpoint read while its errors may be transient.
+RETRY_DELAY_SECS = 0.5  # Wait before the second try, doubled before each next (7.5 s in all).
 MIN_REPLICA_PARALLEL_SLICE_BYTES = 1 << 20
 
 
@@ -87,6 +120,99 @@ class CorruptCheckpointError(errors.UserError, RuntimeError):
   """A checkpoint exists but cannot be read back intact."""
 
 
+class CheckpointIOError(CorruptCheckpointError):
+  """A checkpoint could not be read because the storage kept failing (I/O errors after
+  ``READ_ATTEMPTS`` tries): not proved damaged, so never moved aside."""
+
+
+def _is_transient(e: BaseException) -> bool:
+  """Whether ``e`` is an I/O error that may pass: an errno of ``TRANSIENT_ERRNOS`` (from an
+  ``OSError`` or in a tensorstore message), or a remote store's unavailable / timed-out status."""
+  if files.error_codes(e) & TRANSIENT_ERRNOS:
+    return True
+  return isinstance(e, TimeoutError) or str(e).lstrip().startswith(_TRANSIENT_STATUSES)
+
+
+_READ_ONLY_NOTICE = 'Given directory is read only=%s'
+
+
+# orbax logs through absl; asyncio reports the failures of orbax's abandoned writes.
+_LOGGERS = ('absl', 'asyncio')
+
+
+class _OrbaxReports(std_logging.Filter):
+  """Drops the log records of orbax's that this module reports itself: with
+  ``read_only_notice``, the WARNING that a reader's directory is read only (logged once per
+  manager, twice per load); with ``disk_full``, the ERRORs (each with a traceback) that orbax's
+  write threads log when the disk is full, and asyncio's 'exception was never retrieved' for
+  each of their abandoned writes, which ``save`` / ``close`` report as one
+  ``files.DiskFullError``. Every other record passes. Goes on the loggers of ``_LOGGERS``."""
+
+  def __init__(self, *, read_only_notice: bool = False, disk_full: bool = False):
+    super().__init__()
+    self._read_only_notice = read_only_notice
+    self._disk_full = disk_full
+
+  def filter(self, record):
+    if record.name != 'asyncio' and '/orbax/' not in record.pathname.replace(os.sep, '/'):
+      return True
+    if self._read_only_notice and record.msg == _READ_ONLY_NOTICE:
+      return False
+    if self._disk_full and record.levelno >= std_logging.ERROR and record.exc_info:
+      return not files.is_disk_full(record.exc_info[1])
+    return True
+
+  def add(self) -> None:
+    for name in _LOGGERS:
+      std_logging.getLogger(name).addFilter(self)
+
+  def remove(self) -> None:
+    for name in _LOGGERS:
+      std_logging.getLogger(name).removeFilter(self)
+
+
+@contextlib.contextmanager
+def _filtered(reports: _OrbaxReports):
+  """``reports`` filters the loggers within the block."""
+  reports.add()
+  try:
+    yield
+  finally:
+    reports.remove()
+
+
+def _is_orbax_coroutine(obj) -> bool:
+  code = getattr(obj, 'cr_code', None)
+  return code is not None and '/orbax/' in code.co_filename.replace(os.sep, '/')
+
+
+class _ClosedLoopReports:
+  """A ``sys.unraisablehook`` that counts, instead of printing, orbax's ``RuntimeError('Event
+  loop is closed')`` reports (see ``_quiet_closed_loop_callbacks``) and the errors of orbax's
+  coroutines that a failed write abandoned, met when they are collected (at exit, an
+  ``ImportError`` each); anything else goes to the hook it replaced. Installed on construction;
+  ``remove`` puts the replaced hook back."""
+
+  def __init__(self):
+    self.silenced = 0
+    self._previous = sys.unraisablehook
+    sys.unraisablehook = self
+
+  def __call__(self, unraisable):
+    if ((isinstance(unraisable.exc_value, RuntimeError)
+         and str(unraisable.exc_value) == 'Event loop is closed')
+        or _is_orbax_coroutine(unraisable.object)):
+      self.silenced += 1
+    else:
+      self._previous(unraisable)
+
+  def remove(self) -> None:
+    if sys.unraisablehook is self:
+      sys.unraisablehook = self._previous
+    if self.silenced:
+      logging.debug('Silenced %d "Event loop is closed" reports of failed I/O.', self.silenced)
+
+
 class StructureMismatchError(errors.UserError, ValueError):
   """A checkpoint holds a different tree (names, shapes or dtypes) than the one asked for."""
 
@@ -102,18 +228,7 @@ def _quiet_closed_loop_callbacks():
   counted (debug log) instead of printed; anything else goes to the previous hook. The hook is
   the process's, so the block is kept short: one checkpoint read.
   """
-  previous = sys.unraisablehook
-  silenced = 0
-
-  def hook(unraisable):
-    nonlocal silenced
-    if (isinstance(unraisable.exc_value, RuntimeError)
-        and str(unraisable.exc_value) == 'Event loop is closed'):
-      silenced += 1
-    else:
-      previous(unraisable)
-
-  sys.unraisablehook = hook
+  reports = _ClosedLoopReports()
   failed = False
   try:
     yield
@@ -122,30 +237,31 @@ def _quiet_closed_loop_callbacks():
     raise
   finally:
     gc.collect()  # Reports still pending are made while the hook filters them.
-    if failed or silenced:
+    if failed or reports.silenced:
       # Reads still in flight on tensorstore's threads report when they end, later on a loaded
       # machine: keep filtering until none has come for 0.2 s (2 s at most, failed reads only).
-      last, quiet_since, deadline = silenced, time.monotonic(), time.monotonic() + 2.
+      last, quiet_since, deadline = reports.silenced, time.monotonic(), time.monotonic() + 2.
       while time.monotonic() < deadline and time.monotonic() - quiet_since < 0.2:
         time.sleep(0.02)
         gc.collect()
-        if silenced != last:
-          last, quiet_since = silenced, time.monotonic()
-    sys.unraisablehook = previous
-    if silenced:
-      logging.debug('Silenced %d "Event loop is closed" reports of a failed read.', silenced)
+        if reports.silenced != last:
+          last, quiet_since = reports.silenced, time.monotonic()
+    reports.remove()
 
 
 def _reason(e: BaseException) -> str:
-  """``'TypeName: first line of the message'``, at most ``_MAX_REASON_CHARS`` long.
+  """``'TypeName: first line of the message'``, at most about ``_MAX_REASON_CHARS`` long.
 
-  The full text (tensorstore adds ~60 lines of spec) goes to debug logging.
+  Without tensorstore's spec of the store (~1,000 characters); a longer line keeps its start
+  and its end, where tensorstore names the file and the system's error. The full text goes to
+  debug logging.
   """
-  logging.debug('Checkpoint read error in full: %r', e)
-  lines = str(e).strip().splitlines()
+  logging.debug('Checkpoint I/O error in full: %r', e)
+  lines = _TENSORSTORE_SPEC.sub('', str(e)).strip().splitlines()
   first = lines[0] if lines else ''
   if len(first) > _MAX_REASON_CHARS:
-    first = first[:_MAX_REASON_CHARS - 3] + '...'
+    head = _MAX_REASON_CHARS // 3
+    first = f'{first[:head]} ... {first[head - _MAX_REASON_CHARS:]}'
   return f'{type(e).__name__}: {first}'
 
 
@@ -228,6 +344,25 @@ def check_structure(expected: Dict[str, Any], found: Dict[str, Any], where: str,
   raise StructureMismatchError('\n'.join(lines))
 
 
+def _join_save_threads(timeout_secs: float) -> None:
+  """Waits (up to ``timeout_secs`` in all) for orbax's save threads of this process to end:
+  its own thread classes (each write of a save, its finalisation) and its ``async_save``
+  threads."""
+  deadline = time.monotonic() + timeout_secs
+  for thread in threading.enumerate():
+    if thread is threading.current_thread():
+      continue
+    if type(thread).__module__.startswith('orbax.') or thread.name == 'async_save':
+      thread.join(max(0., deadline - time.monotonic()))
+
+
+def _read_failure(where: str, what: str, e: BaseException) -> CorruptCheckpointError:
+  """The error for a failed read of ``what`` in checkpoint ``where``: ``CheckpointIOError`` for
+  an error that may pass (``_is_transient``), else ``CorruptCheckpointError``."""
+  kind = CheckpointIOError if _is_transient(e) else CorruptCheckpointError
+  return kind(f'{where}: {what} ({_reason(e)})')
+
+
 def _verify(restored, where: str) -> None:
   """Compares the restored leaves' CRC-32s with those saved next to them (if any)."""
   path = epath.Path(where) / _CHECKSUMS / _CHECKSUM_FILE
@@ -237,7 +372,7 @@ def _verify(restored, where: str) -> None:
   try:
     stored = json.loads(path.read_text())['leaves']
   except Exception as e:
-    raise CorruptCheckpointError(f'{where}: unreadable checksums ({_reason(e)})')
+    raise _read_failure(where, 'unreadable checksums', e) from None
   actual = leaf_checksums(restored)
   bad = sorted(k for k in actual if k in stored and stored[k] != actual[k])
   if bad:
@@ -279,8 +414,16 @@ class Checkpointer:
     # orbax (tensorstore) needs absolute paths, and users pass relative --workdir values.
     self.workdir = os.path.abspath(os.fspath(workdir))
     self.read_only = read_only
+    self._disk_full_reported = False
+    self._state_bytes = 0  # Of the last state saved: the space a checkpoint needs, at least.
     self._periodic = self._manager(PERIODIC_DIR, max_to_keep or None, async_save, read_only)
     self._preemption = self._manager(PREEMPTION_DIR, preemption_to_keep, async_save, read_only)
+    self._write_reports = None
+    if not read_only:
+      # A failed asynchronous write reports from orbax's threads while training goes on: these
+      # filters stay for the writer's lifetime. Both drop only what ``_disk_full`` reports.
+      self._write_reports = (_OrbaxReports(disk_full=True), _ClosedLoopReports())
+      self._write_reports[0].add()
 
   def _manager(self, name, keep, async_save, read_only) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(
@@ -292,8 +435,9 @@ class Checkpointer:
         cleanup_tmp_directories=False)
     handlers = {_STATE: _state_handler(),
                 _CHECKSUMS: ocp.JsonCheckpointHandler(filename=_CHECKSUM_FILE)}
-    return ocp.CheckpointManager(os.path.join(self.workdir, name), options=options,
-                                 item_handlers=handlers)
+    with _filtered(_OrbaxReports(read_only_notice=True)):
+      return ocp.CheckpointManager(os.path.join(self.workdir, name), options=options,
+                                   item_handlers=handlers)
 
   def _manager_for(self, periodic: bool) -> ocp.CheckpointManager:
     return self._periodic if periodic else self._preemption
@@ -318,20 +462,118 @@ class Checkpointer:
     if not periodic and step in self._periodic.all_steps():
       return False  # The periodic snapshot of this step serves for resuming as well.
     checksums = {'format': _CHECKSUM_FORMAT, 'leaves': leaf_checksums(state)}
+    self._state_bytes = sum(int(getattr(x, 'nbytes', 0)) for x in jax.tree.leaves(state))
     args = ocp.args.Composite(**{_STATE: ocp.args.PyTreeSave(state),
                                  _CHECKSUMS: ocp.args.JsonSave(checksums)})
-    # force: a step below the newest one is legitimate after falling back past a bad checkpoint.
-    return mngr.save(step, args=args, force=True)
+    with self._writing(mngr, step):
+      # force: a step below the newest one is legitimate after falling back past a bad one.
+      return mngr.save(step, args=args, force=True)
 
   def wait_until_finished(self) -> None:
-    """Blocks until every asynchronous save has been renamed into place."""
-    self._periodic.wait_until_finished()
-    self._preemption.wait_until_finished()
+    """Blocks until every asynchronous save has been renamed into place.
+
+    Raises:
+      files.DiskFullError: a save found the disk full (module docstring).
+    """
+    for mngr in (self._periodic, self._preemption):
+      with self._writing(mngr):
+        mngr.wait_until_finished()
 
   def close(self) -> None:
-    """Waits for pending saves and releases the managers."""
-    self._periodic.close()
-    self._preemption.close()
+    """Waits for pending saves and releases the managers.
+
+    Raises:
+      files.DiskFullError: a save found the disk full, unless already raised.
+    """
+    try:
+      for mngr in (self._periodic, self._preemption):
+        with self._writing(mngr):
+          mngr.close()
+    finally:
+      # After a full disk, orbax's abandoned writes report whenever they are collected, at exit
+      # at the latest: the filters then stay for the life of the process.
+      if self._write_reports is not None and not self._disk_full_reported:
+        logs, unraisables = self._write_reports
+        logs.remove()
+        unraisables.remove()
+        self._write_reports = None
+
+  @contextlib.contextmanager
+  def _writing(self, mngr: ocp.CheckpointManager, step: Optional[int] = None):
+    """Turns a full disk met within the block (by the save of ``step``, or by an earlier
+    asynchronous save of ``mngr`` that the block waits for) into one ``files.DiskFullError``;
+    once raised, the same failure met again (orbax re-raises it from every later wait) is
+    passed over."""
+    try:
+      yield
+    except Exception as e:  # orbax and tensorstore raise ValueErrors, OSErrors, ...
+      if not files.is_disk_full(e):
+        raise
+      if self._disk_full_reported:
+        logging.debug('The full disk, met again: %s', _reason(e))
+        return
+      self._disk_full_reported = True
+      raise self._disk_full(mngr, step, e) from None
+
+  def _disk_full(self, mngr: ocp.CheckpointManager, step: Optional[int],
+                 error: BaseException) -> files.DiskFullError:
+    """The ``files.DiskFullError`` of a save that failed for space (``_writing``), once every
+    write in flight has ended; removes the partial checkpoints (single-process runs: a
+    multi-host run's other hosts may still be writing theirs)."""
+    for other in (self._periodic, self._preemption):
+      try:
+        other.wait_until_finished()
+      except Exception as e:  # The same full disk, seen by the other directory's writes.
+        logging.debug('Also failed while the disk was full: %s', _reason(e))
+    # A failed save's wait returns at its first error, while its other write threads may still
+    # be failing (and writing): they end before the partial files go.
+    _join_save_threads(timeout_secs=60.)
+    # orbax's abandoned writes hold coroutines that would report at interpreter exit (one
+    # 'Exception ignored' traceback each): collected now, while the filters hold.
+    gc.collect()
+    partial = []
+    for directory in (self._periodic.directory, self._preemption.directory):
+      for path in epath.Path(directory).glob(f'*{_TMP_MARK}*'):
+        partial.append(path)
+    failed = sorted({int(p.name.split('.')[0]) for p in partial if p.name.split('.')[0].isdigit()})
+    if partial and jax.process_count() == 1:
+      for path in partial:
+        path.rmtree(missing_ok=True)
+      kept = 'the partial files were removed'
+    elif partial:
+      kept = f'partial files remain in {", ".join(str(p) for p in partial[:_MAX_LISTED])}'
+    else:
+      kept = 'no partial files remain'
+    complete = [(s, m) for m in (self._periodic, self._preemption) for s in self._steps_of(m)]
+    needed = self._state_bytes  # The arrays alone; a complete checkpoint's files say more.
+    if complete:
+      last, last_mngr = max(complete, key=lambda c: c[0])
+      last_dir = self._directory(last_mngr, last)
+      needed = files.directory_bytes(last_dir) or needed
+      lost = (f'Nothing was lost: the last complete checkpoint, step {last} ({last_dir}), is '
+              'intact')
+      resume = f'resume from step {last}'
+    else:
+      lost, resume = 'No checkpoint was complete yet', 'start again'
+    if not failed and step is not None:
+      failed = [step]
+    what = ('a checkpoint' if not failed else f'checkpoint {failed[0]}' if len(failed) == 1 else
+            f'checkpoints {", ".join(str(s) for s in failed)}')
+    logging.debug('The full disk, as orbax reported it: %s', _reason(error))
+    return files.DiskFullError(
+        f'No space left on device: {what} could not be written under {self.workdir} '
+        f'({files.space_text(mngr.directory, needed)} for one checkpoint). {lost}; {kept}. '
+        'Free some space (or lower training.max_to_keep, or use a --workdir on a larger disk), '
+        f'then run the same command again to {resume}.')
+
+  def _steps_of(self, mngr: ocp.CheckpointManager) -> List[int]:
+    """The complete checkpoints of ``mngr`` on disk; none where the listing fails."""
+    try:
+      mngr.reload()
+      return list(mngr.all_steps())
+    except Exception as e:  # A directory that cannot even be listed holds nothing known.
+      logging.debug('Cannot list %s: %s', mngr.directory, _reason(e))
+      return []
 
   def __enter__(self):
     return self
@@ -357,12 +599,36 @@ class Checkpointer:
   def _read(self, mngr: ocp.CheckpointManager, step: int, abstract_state):
     """Restores one checkpoint after checking its structure; verifies checksums if present.
 
+    A failed read is tried again (module docstring): up to ``READ_ATTEMPTS`` times in all while
+    its errors may be transient, waiting ``RETRY_DELAY_SECS``, then twice as long each time;
+    damage is concluded only when a second read finds damage too. Each retry is one WARNING.
+
     Raises:
       StructureMismatchError: the checkpoint holds a different tree.
-      CorruptCheckpointError: anything unreadable, missing or wrong on disk.
+      CheckpointIOError: I/O errors that may be transient, on every try.
+      CorruptCheckpointError: damage (unreadable, missing or wrong on disk), read twice.
     """
-    with _quiet_closed_loop_callbacks():
-      return self._read_unquiet(mngr, step, abstract_state)
+    where = self._directory(mngr, step)
+    damage, start, delay = None, time.monotonic(), RETRY_DELAY_SECS
+    for attempt in range(1, READ_ATTEMPTS + 1):
+      try:
+        with _quiet_closed_loop_callbacks():
+          return self._read_unquiet(mngr, step, abstract_state)
+      except CheckpointIOError as e:
+        error = e
+      except CorruptCheckpointError as e:
+        if damage is not None:
+          raise  # Damage read twice: proof enough.
+        damage = error = e
+      if attempt == READ_ATTEMPTS:
+        break
+      logging.warning('Reading checkpoint %s failed (%s); trying again in %.1f s (%d of %d '
+                      'tries).', where, str(error)[len(where) + 2:], delay, attempt + 1,
+                      READ_ATTEMPTS)
+      time.sleep(delay)
+      delay *= 2
+    raise CheckpointIOError(f'{error} (on each of {READ_ATTEMPTS} tries over '
+                            f'{time.monotonic() - start:.0f} s)')
 
   def _read_unquiet(self, mngr: ocp.CheckpointManager, step: int, abstract_state):
     where = self._directory(mngr, step)
@@ -370,7 +636,7 @@ class Checkpointer:
       metadata = mngr.item_metadata(step)[_STATE]
       found = None if metadata is None else leaf_specs(metadata.tree)
     except Exception as e:  # Orbax / tensorstore / json raise many types for a bad file.
-      raise CorruptCheckpointError(f'{where}: cannot read metadata ({_reason(e)})')
+      raise _read_failure(where, 'cannot read metadata', e) from None
     if found is None:
       raise CorruptCheckpointError(f'{where}: its {_STATE}/_METADATA file is missing')
     check_structure(leaf_specs(abstract_state), found, f'Checkpoint {where}')
@@ -378,7 +644,7 @@ class Checkpointer:
       restored = mngr.restore(step, args=ocp.args.Composite(**{_STATE: ocp.args.PyTreeRestore(
           abstract_state, ocp.checkpoint_utils.construct_restore_args(abstract_state))}))[_STATE]
     except Exception as e:
-      raise CorruptCheckpointError(f'{where}: cannot read arrays ({_reason(e)})')
+      raise _read_failure(where, 'cannot read arrays', e) from None
     _verify(restored, where)
     return restored
 
@@ -405,15 +671,21 @@ class Checkpointer:
   def restore_latest(self, abstract_state) -> Tuple[Optional[Any], int]:
     """The newest readable checkpoint over both directories, or ``(None, 0)`` if there is none.
 
-    A checkpoint that cannot be read intact is logged as a one-line WARNING and the next newest
-    is tried. Once a readable one is found, and unless ``read_only``, the damaged newer ones
-    are moved aside to ``<step>.corrupt`` (module docstring), so they neither hold a
-    ``max_to_keep`` slot nor block the save of the same step when training reaches it again.
+    Reads are retried as ``_read`` says. A checkpoint proved damaged is logged as a one-line
+    WARNING and the next newest is tried. Once a readable one is found, and unless
+    ``read_only``, the damaged newer ones are moved aside to ``<step>.corrupt`` (module
+    docstring), so they neither hold a ``max_to_keep`` slot nor block the save of the same step
+    when training reaches it again. A checkpoint that only met I/O errors that may pass stops a
+    writer (``CheckpointIOError``), which would otherwise train again from an older one; a
+    reader skips it as it skips damage. A reader that loads an older step than the newest says
+    so in a WARNING naming the steps skipped and why.
 
     Returns:
       ``(state, step)``, the state placed on the shardings of ``abstract_state``.
     Raises:
       StructureMismatchError: a checkpoint was written for another config (not a fallback case).
+      CheckpointIOError: (writer only) the storage kept failing on a newer checkpoint than any
+        readable one; nothing was moved.
       CorruptCheckpointError: checkpoints exist but none is readable. Starting from scratch
         would overwrite the run, so this is left to the user.
     """
@@ -427,18 +699,35 @@ class Checkpointer:
     for step, mngr in candidates:
       try:
         state = self._read(mngr, step, abstract_state)
+      except CheckpointIOError as e:
+        if not self.read_only:
+          raise CheckpointIOError(
+              f'Cannot read checkpoint {e}. It may well be intact: nothing was moved or '
+              'deleted. Run the same command again once the storage answers; if that file is '
+              f'lost for good, move {self._directory(mngr, step)} aside to resume from the '
+              'checkpoint before it.') from None
+        logging.warning('Skipping checkpoint %s', e)
+        failures.append((step, mngr, e))
+        continue
       except CorruptCheckpointError as e:
         logging.warning('Skipping unreadable checkpoint %s', e)
         failures.append((step, mngr, e))
         continue
       # Only now that a good one is found: were none readable, renaming them all would let the
       # next run start from scratch silently.
-      for bad_step, bad_mngr, _ in failures:
+      for bad_step, bad_mngr, e in failures:
+        if isinstance(e, CheckpointIOError):
+          continue  # Not proved damaged (a reader's case: it moves nothing anyway).
         moved = self._quarantine(bad_mngr, bad_step)
         if moved:
           logging.warning('Moved the unreadable checkpoint aside to %s (kept for inspection; '
                           'delete it when done).', moved)
-      if failures:
+      if failures and self.read_only:
+        skipped = '; '.join(f'step {s} ({str(e)[len(self._directory(m, s)) + 2:]})'
+                            for s, m, e in failures)
+        logging.warning('Loaded step %d from %s, not the newest checkpoint; skipped, and left '
+                        'as they are: %s', step, self._directory(mngr, step), skipped)
+      elif failures:
         logging.warning('Resumed from the older checkpoint %s.', self._directory(mngr, step))
       return state, step
     if failures:

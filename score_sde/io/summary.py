@@ -1,21 +1,29 @@
-"""What a run reports: TensorBoard scalars and image grids, PNG files, and a progress line.
+"""What a run reports: scalars and image grids through one writer interface (``MetricWriter``:
+TensorBoard, optionally Weights & Biases), PNG files, a profiler trace and a progress line.
 
 Only process 0 of a multi-host run writes (every process computes the same replicated values);
-elsewhere ``SummaryWriter`` does nothing, so callers need no ``if process_index() == 0``.
+elsewhere the writers do nothing, so callers need no ``if process_index() == 0``.
 """
 import contextlib
+import importlib.util
+import json
 import math
 import os
 import time
-from typing import Mapping, Optional
+import uuid
+from typing import Any, Mapping, Optional, Sequence
 
 import jax
 import numpy as np
+from absl import logging
 from etils import epath
 from PIL import Image
 from tensorboardX import event_file_writer
 from tensorboardX import summary as tb_summary
 from tensorboardX.proto import event_pb2
+
+from score_sde.common import errors
+from score_sde.io import files
 
 
 # ------------------------------------------------------------------------------ images
@@ -68,8 +76,73 @@ def save_png(path, grid: np.ndarray) -> None:
     _pil(grid).save(f, format='PNG')
 
 
+# ------------------------------------------------------------------------------ writers
+class MetricWriter:
+  """What a run logs, wherever it goes: scalars, uint8 image grids and text at a step.
+
+  Subclasses implement ``scalar``, ``image`` and ``text``; ``flush`` and ``close`` default to
+  doing nothing. Steps are written in increasing order (W&B drops a step below one it has).
+  """
+
+  def scalar(self, tag: str, value, step: int) -> None:
+    """One float (a Python number, numpy or jax scalar) at ``step``."""
+    raise NotImplementedError
+
+  def scalars(self, step: int, values: Mapping[str, float]) -> None:
+    """Several scalars at the same step, ``{tag: value}``."""
+    for tag, value in values.items():
+      self.scalar(tag, value, step)
+
+  def image(self, tag: str, grid: np.ndarray, step: int) -> None:
+    """A uint8 (H, W, C) grid from ``image_grid``."""
+    raise NotImplementedError
+
+  def text(self, tag: str, text: str, step: int = 0) -> None:
+    """Markdown text, e.g. the config of the run."""
+    raise NotImplementedError
+
+  def flush(self) -> None:
+    """Puts every value so far where a reader (or a killed run's resumption) finds it."""
+
+  def close(self) -> None:
+    """Flushes and releases the writer."""
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
+
+
+class MultiWriter(MetricWriter):
+  """Every call goes to each of ``writers`` in turn (None entries are left out)."""
+
+  def __init__(self, writers: Sequence[Optional[MetricWriter]]):
+    self.writers = [w for w in writers if w is not None]
+
+  def scalar(self, tag, value, step):
+    for w in self.writers:
+      w.scalar(tag, value, step)
+
+  def image(self, tag, grid, step):
+    for w in self.writers:
+      w.image(tag, grid, step)
+
+  def text(self, tag, text, step=0):
+    for w in self.writers:
+      w.text(tag, text, step)
+
+  def flush(self):
+    for w in self.writers:
+      w.flush()
+
+  def close(self):
+    for w in self.writers:
+      w.close()
+
+
 # ------------------------------------------------------------------------------ TensorBoard
-class SummaryWriter:
+class SummaryWriter(MetricWriter):
   """TensorBoard event files under ``logdir``, written by process 0 only.
 
   Events are written synchronously (tensorboardX's ``EventsWriter``; its ``SummaryWriter``
@@ -123,11 +196,6 @@ class SummaryWriter:
     if self.enabled:
       self._write(tb_summary.scalar(tag, float(value)), step)
 
-  def scalars(self, step: int, values: Mapping[str, float]) -> None:
-    """Several scalars at the same step, ``{tag: value}``."""
-    for tag, value in values.items():
-      self.scalar(tag, value, step)
-
   def image(self, tag: str, grid: np.ndarray, step: int) -> None:
     """A uint8 (H, W, C) grid from ``image_grid``; grey grids are shown as RGB."""
     if self.enabled:
@@ -151,11 +219,149 @@ class SummaryWriter:
       self._events.close()
       self._events = None
 
+
+# ------------------------------------------------------------------------------ Weights & Biases
+WANDB_RUN_FILE = 'wandb_run.json'  # In the workdir: the id that a resumed run continues.
+WANDB_INSTALL = 'pip install ".[wandb]"'
+
+
+def check_wandb_installed() -> None:
+  """Raises ``errors.MissingDependencyError`` naming the install command when wandb is absent
+  (without importing it: the import takes seconds)."""
+  if importlib.util.find_spec('wandb') is None:
+    raise errors.MissingDependencyError(
+        f'config.logging.wandb is on but wandb is not installed: {WANDB_INSTALL} (or turn it '
+        'off with --config.logging.wandb=False).')
+
+
+class WandbWriter(MetricWriter):
+  """One Weights & Biases run per workdir, written by process 0 only; wandb is imported here.
+
+  The run's id is kept in ``<workdir>/wandb_run.json``, so a resumed training continues the
+  same W&B run (``resume='allow'``) and a new workdir starts a new one. wandb's files go under
+  ``$WANDB_DIR`` when it is set, else under ``<workdir>/wandb``. Values logged at one step form
+  one W&B history row; W&B ignores a step below one it holds, so the steps a killed run logged
+  after its last checkpoint keep their first values (the resumed run computes the same ones).
+
+  Example:
+    with WandbWriter(workdir, project='score_sde', mode='offline') as writer:
+      writer.scalar('training_loss', 0.5, 100)
+  """
+
+  def __init__(self, workdir: str, project: str = '', entity: str = '', mode: str = '',
+               config: Optional[Mapping[str, Any]] = None, enabled: Optional[bool] = None):
+    """Args:
+      workdir: the run's directory (holds ``wandb_run.json``).
+      project, entity: the W&B project and team or user; '' for wandb's defaults.
+      mode: 'online', 'offline' or 'disabled'; '' for wandb's default (``$WANDB_MODE``, else
+        online).
+      config: the run's config, flattened (``configs.record.flat_config``), shown by W&B.
+      enabled: write or not; default ``jax.process_index() == 0``.
+    Raises:
+      errors.MissingDependencyError: wandb is not installed.
+      errors.UserError: wandb cannot start the run (e.g. online without a login).
+    """
+    self.enabled = jax.process_index() == 0 if enabled is None else enabled
+    self._run = None
+    if not self.enabled:
+      return
+    check_wandb_installed()
+    import wandb  # pylint: disable=import-outside-toplevel  # Optional; seconds to import.
+    self._wandb = wandb
+    record = epath.Path(workdir) / WANDB_RUN_FILE
+    if record.exists():
+      run_id = json.loads(record.read_text())['id']
+    else:
+      run_id = uuid.uuid4().hex[:16]
+      files.write_text(record, json.dumps({'id': run_id}) + '\n')
+    try:
+      self._run = wandb.init(
+          project=project or None, entity=entity or None, mode=mode or None,
+          dir=None if os.environ.get('WANDB_DIR') else os.fspath(workdir),
+          name=os.path.basename(os.path.normpath(os.fspath(workdir))), id=run_id,
+          resume='allow', config=dict(config or {}))
+    except wandb.errors.Error as e:
+      raise errors.UserError(
+          f'Weights & Biases could not start the run ({e}). Log in with `wandb login`, run '
+          'offline with --config.logging.wandb_mode=offline (upload later with `wandb sync`), '
+          'or turn it off with --config.logging.wandb=False.') from None
+
+  def scalar(self, tag: str, value, step: int) -> None:
+    if self._run is not None:
+      self._run.log({tag: float(value)}, step=int(step))
+
+  def image(self, tag: str, grid: np.ndarray, step: int) -> None:
+    if self._run is not None:
+      self._run.log({tag: self._wandb.Image(_pil(grid))}, step=int(step))
+
+  def text(self, tag: str, text: str, step: int = 0) -> None:
+    del step  # W&B keeps text in the run's summary, not in the history.
+    if self._run is not None:
+      self._run.summary[tag] = text
+
+  def close(self) -> None:
+    """Finishes the W&B run (its last values reach wandb's files); a second call does nothing."""
+    if self._run is not None:
+      self._run.finish()
+      self._run = None
+
+
+# ------------------------------------------------------------------------------ profiler
+class ProfileWindow:
+  """A ``jax.profiler`` trace of the train steps ``first .. first + count - 1`` (the step
+  numbers the logs show), on process 0, for TensorBoard's profile plugin: the trace lands in
+  ``<logdir>/plugins/profile/<time>/`` (``<host>.xplane.pb`` and a Perfetto
+  ``.trace.json.gz``). A run resumed inside the window traces the steps of it that it runs.
+
+  Example:
+    with ProfileWindow(tensorboard_dir, (first, count)) as profile:
+      for step in ...:
+        profile.before(step)
+        state = train_step(state)
+        progress.exclude(profile.after(step, wait_for=state))
+  """
+
+  def __init__(self, logdir, steps: Sequence[int] = (), enabled: Optional[bool] = None):
+    """Args:
+      logdir: the TensorBoard directory of the run.
+      steps: ``(first, count)``, or empty for no trace.
+      enabled: trace or not; default ``jax.process_index() == 0``.
+    """
+    self.enabled = bool(steps) and (jax.process_index() == 0 if enabled is None else enabled)
+    self._logdir = os.fspath(logdir)
+    self._first, self._last = (int(steps[0]), int(steps[0]) + int(steps[1]) - 1) if steps else (
+        0, -1)
+    self._active = self._done = False
+
+  def before(self, step: int) -> None:
+    """Call before the train step whose update number is ``step``."""
+    if self.enabled and self._first <= step <= self._last and not (self._active or self._done):
+      jax.profiler.start_trace(self._logdir)
+      self._active = True
+      logging.info('Profiling steps %d to %d.', step, self._last)
+
+  def after(self, step: int, wait_for=None) -> float:
+    """Call after that step; ends the trace after the last step of the window, once
+    ``wait_for`` (the new state) is computed. Returns the seconds spent writing the trace."""
+    if not self._active or step < self._last:
+      return 0.
+    jax.block_until_ready(wait_for)
+    start = time.time()
+    self._stop()
+    logging.info('Wrote the profile up to step %d to %s/plugins/profile (TensorBoard\'s Profile '
+                 'tab).', self._last, self._logdir)
+    return time.time() - start
+
+  def _stop(self):
+    self._active, self._done = False, True
+    jax.profiler.stop_trace()
+
   def __enter__(self):
     return self
 
   def __exit__(self, *exc):
-    self.close()
+    if self._active:  # Stopped inside the window (an error, a stop request): keep what ran.
+      self._stop()
 
 
 # ------------------------------------------------------------------------------ progress

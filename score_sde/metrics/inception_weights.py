@@ -17,6 +17,7 @@ import argparse
 import hashlib
 import os
 import shutil
+import sys
 import tempfile
 import urllib.request
 from typing import Dict, Mapping, Optional, Sequence
@@ -149,23 +150,34 @@ def convert_pytorch_fid_state_dict(state_dict: Mapping[str, np.ndarray]) -> dict
   return params
 
 
-def read_torch_state_dict(path: str) -> Dict[str, np.ndarray]:
-  """Reads a torch ``.pth`` state dict into numpy arrays (torch is needed for this step only)."""
-  if not os.path.exists(path):
-    raise errors.DataNotFoundError(f'No file {path!r}.\n' + _how_to_get_weights())
+def _import_torch(what: str):
+  """torch, or ``errors.MissingDependencyError`` saying that ``what`` needs it."""
   try:
     import torch  # pylint: disable=import-outside-toplevel
   except ImportError:
     raise errors.MissingDependencyError(
-        f'Reading {path!r} needs torch (`pip install torch --index-url '
+        f'{what} needs torch (`pip install torch --index-url '
         'https://download.pytorch.org/whl/cpu`). Or convert on a machine that has torch and copy '
         'the resulting .npz here.') from None
+  return torch
+
+
+def read_torch_state_dict(path: str) -> Dict[str, np.ndarray]:
+  """Reads a torch ``.pth`` state dict into numpy arrays (torch is needed for this step only)."""
+  if not os.path.exists(path):
+    raise errors.DataNotFoundError(f'No file {path!r}.\n' + _how_to_get_weights())
+  torch = _import_torch(f'Reading {path!r}')
   state_dict = torch.load(path, map_location='cpu', weights_only=True)
   return {k: v.detach().cpu().numpy() for k, v in state_dict.items()}
 
 
 def download_pytorch_fid_weights(cache_dir: str = DEFAULT_CACHE_DIR) -> str:
-  """Downloads pytorch-fid's .pth into ``cache_dir`` (once), checking its SHA-256 prefix."""
+  """Downloads pytorch-fid's .pth into ``cache_dir`` (once), checking its SHA-256 prefix.
+
+  Raises:
+    errors.DataNotFoundError: the download failed or is not the expected file; one line saying
+      how to get the file by other means.
+  """
   path = os.path.join(cache_dir, os.path.basename(PYTORCH_FID_URL))
   if os.path.exists(path):
     return path
@@ -176,13 +188,18 @@ def download_pytorch_fid_weights(cache_dir: str = DEFAULT_CACHE_DIR) -> str:
         shutil.copyfileobj(response, f)
     except OSError as e:
       os.unlink(f.name)
-      raise OSError(f'Could not download {PYTORCH_FID_URL}: {e}\n' + _how_to_get_weights()) from e
+      reason = ' '.join(str(getattr(e, 'reason', None) or e).split())
+      raise errors.DataNotFoundError(
+          f'Could not download {PYTORCH_FID_URL} ({reason}). Fetch that file where there is '
+          'network, then run python -m score_sde.metrics.inception_weights --from-pytorch-fid '
+          'PATH.pth') from None
   with open(f.name, 'rb') as g:
     digest = hashlib.sha256(g.read()).hexdigest()
   if not digest.startswith(PYTORCH_FID_SHA256_PREFIX):
     os.unlink(f.name)
-    raise OSError(f'{PYTORCH_FID_URL} has SHA-256 {digest}, expected {PYTORCH_FID_SHA256_PREFIX}'
-                  '...; the download is corrupt or the file changed.')
+    raise errors.DataNotFoundError(
+        f'{PYTORCH_FID_URL} has SHA-256 {digest}, expected {PYTORCH_FID_SHA256_PREFIX}...; the '
+        'download is corrupt or the file changed: run the command again.')
   os.replace(f.name, path)
   return path
 
@@ -211,7 +228,12 @@ def load_inception_params(path: Optional[str] = '', cache_dir: str = DEFAULT_CAC
 
 
 def main(argv: Optional[Sequence[str]] = None) -> str:
-  """Command line: convert a local .pth, or download and convert; returns the written path."""
+  """Command line: convert a local .pth, or download and convert; returns the written path.
+
+  Raises:
+    errors.UserError: torch is missing, the download failed, or the file is not pytorch-fid's
+      (``run`` prints these as one message and exits with status 2).
+  """
   parser = argparse.ArgumentParser(
       prog='python -m score_sde.metrics.inception_weights', description=__doc__.split('\n')[0])
   source = parser.add_mutually_exclusive_group(required=True)
@@ -222,6 +244,8 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
   parser.add_argument('--out', help=f'Output .npz (default: CACHE_DIR/{CACHE_NAME}).')
   parser.add_argument('--cache-dir', default=DEFAULT_CACHE_DIR)
   args = parser.parse_args(argv)
+  if args.download:  # Before fetching 91 MB that could not be converted here.
+    _import_torch('Converting the downloaded weights')
   pth = args.from_pytorch_fid or download_pytorch_fid_weights(args.cache_dir)
   out = args.out or os.path.join(args.cache_dir, CACHE_NAME)
   save_params(out, convert_pytorch_fid_state_dict(read_torch_state_dict(pth)))
@@ -229,5 +253,15 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
   return out
 
 
+def run(argv: Optional[Sequence[str]] = None) -> None:
+  """``main`` as a command: a problem the user can fix is its message on stderr and exit
+  status 2, without a traceback."""
+  try:
+    main(argv)
+  except errors.UserError as e:
+    sys.stderr.write(f'Error: {e}\n')
+    sys.exit(2)
+
+
 if __name__ == '__main__':
-  main()
+  run()

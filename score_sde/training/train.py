@@ -16,12 +16,17 @@ and returns without compiling.
 
 Layout of ``workdir``: ``checkpoints/`` (kept snapshots), ``checkpoints-meta/`` (the frequent
 preemption checkpoint), ``samples/`` (PNG grids) and ``tensorboard/`` (event files, flushed at
-every checkpoint so that a killed run's history reaches its last checkpoint); the classifier's
-run has the same layout under ``classifier/``. A class-conditional network
+every checkpoint so that a killed run's history reaches its last checkpoint; with
+``training.profile_steps``, the profiler trace under ``plugins/profile/``); a run stopped between
+two logging steps keeps the losses since the last one in ``loss_window.json``, so its resumption
+logs the values an uninterrupted run logs; with ``logging.wandb``, ``wandb_run.json`` holds the
+W&B run that a resumption continues. The classifier's run has the same layout under
+``classifier/``. A class-conditional network
 (``model.num_classes > 0``) and the classifier read each batch's labels, which must lie in
 ``[0, num_classes)``.
 """
 import functools
+import json
 import os
 import time
 from typing import Callable, NamedTuple, Optional
@@ -31,13 +36,14 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
+from etils import epath
 from jax.experimental import multihost_utils
 
 from score_sde import data, losses, optim, sampling, sde_lib
-from score_sde.common import errors, parallel, rng
+from score_sde.common import errors, parallel, rng, stopping
 from score_sde.configs import record, validation
 from score_sde.data import images
-from score_sde.io import checkpoint, summary, workdir as workdir_lib
+from score_sde.io import checkpoint, files, summary, workdir as workdir_lib
 from score_sde.models import utils as mutils
 from score_sde.training import train_state
 
@@ -86,6 +92,11 @@ def compile_logged(what: str, jitted, *args):
   return compiled
 
 
+# In the workdir: the losses since the last logged step of a run stopped between two logging
+# steps, so that its resumption logs the mean an uninterrupted run logs.
+LOSS_WINDOW_FILE = 'loss_window.json'
+
+
 class _LossBuffer:
   """Device losses since the last check, fetched in one transfer so steps stay asynchronous."""
 
@@ -96,8 +107,8 @@ class _LossBuffer:
     self.steps.append(step)
     self.losses.append(loss)
 
-  def flush(self, last_good: int) -> float:
-    """Mean loss since the last flush. Raises NonFiniteLossError naming the first bad step."""
+  def _checked(self, last_good: int) -> np.ndarray:
+    """float64 losses since the last flush. Raises NonFiniteLossError naming the first bad step."""
     values = np.asarray(jax.device_get(self.losses), np.float64)
     bad = np.flatnonzero(~np.isfinite(values))
     if bad.size:
@@ -105,6 +116,34 @@ class _LossBuffer:
           f'The loss is {values[bad[0]]} at step {self.steps[bad[0]]}; training stopped without '
           f'saving. The last good checkpoint is step {last_good}; lower optim.lr or raise '
           'optim.warmup, then run the same command again to resume from it.')
+    return values
+
+  def save(self, path: str, step: int, last_good: int) -> None:
+    """Writes the losses since the last flush (checked finite), as the window of checkpoint
+    ``step``, to ``path`` (process 0, atomically); JSON keeps each float32 loss exactly."""
+    values = self._checked(last_good)
+    if jax.process_index() == 0:
+      files.write_text(path, json.dumps({'step': int(step), 'steps': [int(s) for s in self.steps],
+                                         'losses': values.tolist()}) + '\n')
+
+  def restore(self, path: str, step: int) -> None:
+    """Takes up the window that ``save`` wrote for checkpoint ``step``; a window of another
+    step (an older stop, or a checkpoint whose save did not finish) is not this run's."""
+    path = epath.Path(path)
+    if not path.exists():
+      return
+    try:
+      window = json.loads(path.read_text())
+    except ValueError:
+      logging.warning('Ignoring %s: not valid JSON. The first logged training_loss averages only '
+                      'the steps from here on.', path)
+      return
+    if window.get('step') == step:
+      self.steps, self.losses = list(window['steps']), list(window['losses'])
+
+  def flush(self, last_good: int) -> float:
+    """Mean loss since the last flush. Raises NonFiniteLossError naming the first bad step."""
+    values = self._checked(last_good)
     self.steps, self.losses = [], []
     return float(values.mean()) if values.size else float('nan')
 
@@ -121,7 +160,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mesh=Non
     stop_requested: polled after every step (``main.py`` sets it on SIGTERM, a preemption
       notice); when it returns True the state is saved as a preemption checkpoint at that step,
       the logs are flushed and ``errors.StopRequested`` is raised. Multi-host runs poll it at
-      the logging steps and stop together if any host asked.
+      the logging steps and stop together if any host asked. Before the first step (start-up,
+      compilation) nothing is unsaved: under ``stopping.install`` a SIGTERM there ends the
+      process at once.
   Returns:
     The final state (replicated over the mesh).
   Raises:
@@ -150,11 +191,20 @@ def train_classifier(config: ml_collections.ConfigDict, workdir: str, mesh=None,
   return _fit(config, workdir, mesh, stop_requested, classifier=True)
 
 
+# Start-up and compilation hold nothing unsaved: a stop request there ends the run at once.
+_STOPPED_BEFORE_TRAINING = ('Stopped on request before the first training step (while starting '
+                            'or compiling): there was nothing to save. Run the same command '
+                            'again to go on.')
+
+
+@stopping.nothing_unsaved(_STOPPED_BEFORE_TRAINING)
 def _fit(config, workdir: str, mesh, stop_requested, *, classifier: bool):
   """``train_and_evaluate`` (the score model) or ``train_classifier``: checks, then the loop."""
   mesh = parallel.make_mesh() if mesh is None else mesh
   validation.validate_config(config, num_devices=mesh.devices.size,
                              num_hosts=jax.process_count())
+  if config.logging.wandb:
+    summary.check_wandb_installed()
   workdir = workdir_lib.check_workdir(workdir)
   if classifier:
     workdir = workdir_lib.check_workdir(workdir_lib.classifier_workdir(config, workdir))
@@ -173,7 +223,9 @@ def _fit(config, workdir: str, mesh, stop_requested, *, classifier: bool):
                'raise --config.training.n_iters to train longer, or evaluate with --mode eval')
   if _finished(run, workdir, state, ckpt):
     return state
+  wandb_writer = None
   try:
+    wandb_writer = _wandb_writer(config, workdir)  # Before the compiles: a failure costs seconds.
     image_shape = images.image_shape(config.data.image_size, config.data.num_channels)
     steps = _compile_steps(config, sde, model, mesh, tx, state, image_shape,
                            classifier=classifier)
@@ -182,9 +234,21 @@ def _fit(config, workdir: str, mesh, stop_requested, *, classifier: bool):
       sample_fn = sampling.get_network_sampler(config, sde, model, mesh,
                                                config.training.n_snapshot_samples)
     return _train(config, workdir, mesh, run, steps, sample_fn, state, ckpt, sources,
-                  stop_requested or (lambda: False))
+                  stop_requested or (lambda: False), wandb_writer)
   finally:
     ckpt.close()
+    if wandb_writer is not None:
+      wandb_writer.close()
+
+
+def _wandb_writer(config, workdir: str) -> Optional[summary.WandbWriter]:
+  """The Weights & Biases writer that ``config.logging`` asks for, or None."""
+  settings = config.logging
+  if not settings.wandb:
+    return None
+  return summary.WandbWriter(workdir, project=settings.wandb_project,
+                             entity=settings.wandb_entity, mode=settings.wandb_mode,
+                             config=record.flat_config(config))
 
 
 class _Run(NamedTuple):
@@ -242,16 +306,14 @@ def _stop_now(stop_requested: Callable[[], bool], log_step: bool) -> bool:
   step of a multi-host run (all hosts must stop at the same step to save together)."""
   if jax.process_count() == 1:
     return bool(stop_requested())
-  if not log_step:
-    return False
-  flags = multihost_utils.process_allgather(np.asarray(bool(stop_requested())))
-  return bool(np.any(flags))
+  return log_step and stopping.any_process(stop_requested)
 
 
+@stopping.unsaved_work()  # Steps since the last checkpoint: stops at the poll after a step.
 def _train(config, workdir, mesh, run: _Run, steps, sample_fn, state, ckpt, sources,
-           stop_requested):
+           stop_requested, extra_writer: Optional[summary.MetricWriter] = None):
   """The loop of ``train_and_evaluate`` / ``train_classifier`` from the restored (or new)
-  ``state`` to ``run.n_iters``."""
+  ``state`` to ``run.n_iters``, logging to TensorBoard and to ``extra_writer`` (W&B)."""
   training = config.training
   n_iters = run.n_iters
   train_step, eval_step = steps
@@ -273,6 +335,8 @@ def _train(config, workdir, mesh, run: _Run, steps, sample_fn, state, ckpt, sour
   progress = summary.Progress(total_steps=n_iters, start_step=start,
                               batch_size=training.batch_size)
   buffer = _LossBuffer()
+  window_path = os.path.join(workdir, LOSS_WINDOW_FILE)
+  buffer.restore(window_path, start)
   logging.info('Training the %s from step %d to %d on %d device(s), %d host(s).', run.what,
                start, n_iters, mesh.devices.size, jax.process_count())
 
@@ -283,10 +347,14 @@ def _train(config, workdir, mesh, run: _Run, steps, sample_fn, state, ckpt, sour
   # A killed run may have logged past its last checkpoint (``start``); the resumed run logs those
   # steps again from start + 1, so TensorBoard is told to drop the killed run's values there.
   tensorboard_dir = os.path.join(workdir, 'tensorboard')
-  with summary.SummaryWriter(tensorboard_dir, purge_step=start + 1) as writer:
+  writers = [summary.SummaryWriter(tensorboard_dir, purge_step=start + 1), extra_writer]
+  with summary.MultiWriter(writers) as writer, summary.ProfileWindow(
+      tensorboard_dir, training.profile_steps) as profile:
     for step, batch in batches:
+      profile.before(step + 1)
       state, metrics = train_step(state, to_device(batch), train_key)
       done = step + 1  # Updates completed; the number a checkpoint of this state carries.
+      progress.exclude(profile.after(done, wait_for=state))
       buffer.add(done, metrics['loss'])
       is_snapshot = done % training.snapshot_freq == 0 or done == n_iters
       is_preemption = done % training.snapshot_freq_for_preemption == 0
@@ -325,7 +393,9 @@ def _train(config, workdir, mesh, run: _Run, steps, sample_fn, state, ckpt, sour
                                     nrow=run.num_classes or None)
       if done < n_iters and _stop_now(stop_requested, done % training.log_freq == 0):
         if last_saved != done:
-          buffer.flush(last_saved)  # Never save past a non-finite loss.
+          # Never save past a non-finite loss. The losses since the last logged step are kept
+          # for the resumed run, whose next training_loss then averages the same steps.
+          buffer.save(window_path, done, last_saved)
           ckpt.save(done, state, periodic=False)
         ckpt.wait_until_finished()
         writer.flush()
