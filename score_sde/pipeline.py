@@ -15,10 +15,10 @@ out as numpy ``float32 (N, H, W, C)`` in ``[0, 1]`` (uint8 is accepted where ima
 any ``N`` works: batches are padded to a multiple of the device count and trimmed.
 
 Every argument that carries images, masks, latents or class labels is checked before anything
-is compiled or solved (dtype, shape, finite values, images in ``[0, 1]``, masks of 0 and 1):
-a bad one raises ``InputError`` naming the argument, the images at fault and what is expected,
-so one bad image is refused up front rather than spoiling its batch (the ODE solvers share
-their step sizes across the batch).
+is compiled or solved (dtype, shape, finite values, images in ``[0, 1]``, masks of 0 and 1;
+``pipeline_inputs``): a bad one raises ``InputError`` naming the argument, the images at fault
+and what is expected, so one bad image is refused up front rather than spoiling its batch (the
+ODE solvers share their step sizes across the batch).
 
 Nothing is written into the workdir, and nothing of it is renamed: a damaged newest checkpoint
 is skipped with a warning, as evaluation does.
@@ -33,7 +33,7 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
-from score_sde import data, likelihood, optim, sampling, sde_lib
+from score_sde import data, likelihood, optim, pipeline_inputs, sampling, sde_lib
 from score_sde.common import errors, parallel
 from score_sde.configs import record, validation
 from score_sde.data import images as images_lib
@@ -43,14 +43,7 @@ from score_sde.sampling import ode as ode_lib, shard
 from score_sde.training import train_state
 
 ConfigLike = Union[None, str, os.PathLike, ml_collections.ConfigDict]
-# Float images may stray this far outside [0, 1]: half an 8-bit level, float rounding (decode's
-# output, say), never a different picture.
-RANGE_SLACK = .5 / 255.
-
-
-class InputError(errors.UserError, ValueError):
-  """An argument of a ``Pipeline`` method is not what it takes: the message names the argument,
-  the images at fault and the expected dtype, shape or range."""
+InputError = pipeline_inputs.InputError  # What the methods raise for a bad argument.
 
 
 def _config_from(config: ConfigLike, workdir: str) -> ml_collections.ConfigDict:
@@ -266,7 +259,7 @@ class Pipeline:
     if method is not None:
       s.method = method
     if class_labels is not None:
-      s.class_labels = _checked_labels(class_labels, config)
+      s.class_labels = pipeline_inputs.checked_labels(class_labels, config)
     if num_steps is not None:
       num_steps = sampling.base.check_steps(num_steps)
       if str(s.method).lower() in sampling.FIXED_STEP_METHODS:
@@ -309,8 +302,9 @@ class Pipeline:
     Raises:
       InputError: before any compile, for images or a mask that are not as above.
     """
-    mask = _checked_mask(mask, self._images_shape(images, 'images'))
-    images = self._checked_images(images, 'images', known=mask > .5)
+    mask = pipeline_inputs.checked_mask(
+        mask, pipeline_inputs.checked_images_shape(images, 'images', self.shape))
+    images = pipeline_inputs.checked_images(images, 'images', self.shape, known=mask > .5)
     sde = self.sde if num_steps is None else self._sde_with_steps(num_steps)
     inpainter = sampling.get_pc_inpainter(sde, *self._pc_args(), eps=self.config.sampling.eps)
     out = self._run(('inpaint', sde.N), lambda rng, score_fn, x, m: inpainter(
@@ -331,14 +325,7 @@ class Pipeline:
     Raises:
       InputError: before any compile, for grey images that are not as above.
     """
-    if self.shape[-1] != 3:
-      raise InputError(f'colorize needs an RGB network; this one makes {self.shape[-1]}-channel '
-                       'images (data.num_channels).')
-    grey = self._checked_images(grey, 'grey', channels=(1, 3))
-    if grey.shape[-1] == 3:
-      spread = np.max(np.ptp(grey, axis=-1), axis=(1, 2))
-      _refuse_images('grey', spread > 2 * RANGE_SLACK, 'have unequal R, G and B',
-                     'pass (N, H, W, 1), or 3 equal channels')
+    grey = pipeline_inputs.checked_grey(grey, self.shape)
     if grey.shape[-1] == 1:
       grey = np.repeat(grey, 3, axis=-1)
     sde = self.sde if num_steps is None else self._sde_with_steps(num_steps)
@@ -378,7 +365,7 @@ class Pipeline:
     Raises:
       InputError: before any compile, for images that are not as above.
     """
-    images = self._checked_images(images, 'images')
+    images = pipeline_inputs.checked_images(images, 'images', self.shape)
     rng = jax.random.key(seed)
     if dequantize:
       levels = np.round(images * 255.)
@@ -400,7 +387,7 @@ class Pipeline:
     """Latents ``z = x(T)`` of images through the probability-flow ODE from ``t = eps``
     (sec. 4.3): ``(N, H, W, C)`` float32, the exact inverse of ``decode`` up to the solver's
     tolerance (``sampling.rtol`` / ``atol``)."""
-    images = self._checked_images(images, 'images')
+    images = pipeline_inputs.checked_images(images, 'images', self.shape)
     s = self.config.sampling
     encoder = sampling.get_ode_encoder(self.sde, s.rtol, s.atol, eps=s.eps)
     return self._run(('encode',), lambda key, score_fn, x: encoder(score_fn, self.scaler(x))[0],
@@ -411,7 +398,7 @@ class Pipeline:
     denoising step (so ``decode(encode(x)) ~ x``). Returns ``float32 (N, H, W, C)`` in data
     space, not clipped. Latents that are not finite ``(N, H, W, C)`` raise ``InputError``
     before any compile."""
-    z = self._checked_latents(z)
+    z = pipeline_inputs.checked_latents(z, self.shape)
     s = self.config.sampling
 
     def decoder(key, score_fn, latents):
@@ -422,66 +409,10 @@ class Pipeline:
     return self._run(('decode',), decoder, 0, z, continuous=self._ode_continuous())
 
   # ------------------------------------------------------------------------------ plumbing
-  def _images_shape(self, images, name: str, channels: Optional[Tuple[int, ...]] = None
-                    ) -> Tuple[int, ...]:
-    """The shape of ``images``, after checking it is ``(N >= 1, H, W, C)`` of this network."""
-    shape = np.shape(images)
-    h, w, c = self.shape
-    ok = channels or (c,)
-    if len(shape) != 4 or shape[0] < 1 or shape[1:3] != (h, w) or shape[-1] not in ok:
-      raise InputError(f'{name} has shape {shape}; this network takes (N, {h}, {w}, '
-                       f'{"|".join(map(str, ok))}) with N >= 1, in [0, 1] or uint8.')
-    return tuple(shape)
-
-  def _checked_images(self, images, name: str, channels: Optional[Tuple[int, ...]] = None,
-                      known: Optional[np.ndarray] = None) -> np.ndarray:
-    """``images`` as float32 in ``[0, 1]``, after checking their dtype (uint8, read as
-    ``x / 255``, or floats), shape, finiteness and range (``RANGE_SLACK`` allowed).
-    ``known``: a bool array of their shape; only those pixels are checked and the others are
-    set to 0."""
-    self._images_shape(images, name, channels)
-    images = np.asarray(images)
-    if images.dtype == np.uint8:
-      return images.astype(np.float32) / 255.
-    if images.dtype.kind != 'f':
-      raise InputError(f'{name} has dtype {images.dtype}; pass uint8 (0 to 255) or floats in '
-                       '[0, 1].')
-    x = images.astype(np.float32)
-    known = np.ones(x.shape, bool) if known is None else known
-    finite = np.isfinite(x)
-    _refuse_images(name, np.any(known & ~finite, axis=(1, 2, 3)), 'hold NaN or infinite values',
-                   'every image must be finite')
-    x = np.where(known, x, 0.)
-    outside = known & ((x < -RANGE_SLACK) | (x > 1. + RANGE_SLACK))
-    if np.any(outside):
-      lo, hi = float(x[known].min()), float(x[known].max())
-      hint = ('expected [0, 1]' + (': 0-255 data is passed as uint8, or divided by 255'
-                                   if hi > 1.5 else '')
-              + ('; data in [-1, 1] is passed as (x + 1) / 2' if lo < -.5 else ''))
-      _refuse_images(name, np.any(outside, axis=(1, 2, 3)),
-                     f'have values outside [0, 1] (from {lo:.4g} to {hi:.4g})', hint)
-    return x.astype(np.float32)
-
-  def _checked_latents(self, z) -> np.ndarray:
-    """``z`` as float32 ``(N, H, W, C)``, after checking its dtype, shape and finiteness."""
-    shape = np.shape(z)
-    if len(shape) != 4 or shape[0] < 1 or tuple(shape[1:]) != self.shape:
-      raise InputError(f'z has shape {shape}; this network\'s latents are (N, '
-                       f'{", ".join(map(str, self.shape))}) with N >= 1 (encode\'s output).')
-    z = np.asarray(z)
-    if z.dtype.kind not in 'fiu':
-      raise InputError(f'z has dtype {z.dtype}; latents are real numbers (float32).')
-    z = z.astype(np.float32)
-    _refuse_images('z', ~np.all(np.isfinite(z), axis=(1, 2, 3)), 'hold NaN or infinite values',
-                   'every latent must be finite')
-    return z
-
   def _padded(self, n: int) -> int:
-    if isinstance(n, bool) or not isinstance(n, (int, float, np.number)) or not (
-        np.isfinite(n) and n == int(n) and n >= 1):
-      raise InputError(f'n={n!r} must be a positive integer: the number of images.')
+    """``n`` (``InputError`` unless a positive integer) rounded up to the device count."""
     d = self.mesh.devices.size
-    return -(-int(n) // d) * d
+    return -(-pipeline_inputs.checked_count(n) // d) * d
 
   def _key(self, seed: int) -> jax.Array:
     return parallel.replicate(jax.random.key(seed), self.mesh)
@@ -504,64 +435,6 @@ class Pipeline:
     arrays = [parallel.to_global(a[parallel.host_batch_slice(padded)], self.mesh)
               for a in arrays]
     return _host(self._compiled[key](self.params, self._key(seed), *arrays))[:n]
-
-
-def _refuse_images(name: str, bad: np.ndarray, what: str, expected: str) -> None:
-  """Raises ``InputError`` naming the images of ``name`` where ``bad`` (bool ``(N,)``) holds."""
-  if not np.any(bad):
-    return
-  where = np.flatnonzero(bad)
-  listed = ', '.join(map(str, where[:8])) + (f' and {len(where) - 8} more'
-                                              if len(where) > 8 else '')
-  raise InputError(f'{name}: {len(where)} of {len(bad)} ({name}[{listed}]) {what}; {expected}. '
-                   'Nothing was computed.')
-
-
-def _checked_mask(mask, shape: Tuple[int, ...]) -> np.ndarray:
-  """``mask`` as float32 of ``shape``, after checking it broadcasts to it and holds 0 and 1."""
-  mask = np.asarray(mask)
-  h, w = shape[1:3]
-  try:
-    fits = mask.ndim <= 4 and np.broadcast_shapes(mask.shape, shape) == shape
-  except ValueError:
-    fits = False
-  if not fits:
-    raise InputError(f'mask has shape {mask.shape}, which does not broadcast to the images\' '
-                     f'{shape}; pass ({h}, {w}, 1) for every image, or {shape}, 1 where a pixel '
-                     'is known.')
-  if mask.dtype.kind not in 'biuf':
-    raise InputError(f'mask has dtype {mask.dtype}; pass bool, or numbers 0 and 1.')
-  values = mask.astype(np.float64)
-  other = ~((values == 0.) | (values == 1.))
-  if np.any(other):
-    raise InputError(f'mask holds {int(other.sum())} values other than 0 and 1 (e.g. '
-                     f'{values[other].flat[0]:.4g}); it marks each pixel as known (1) or to '
-                     'fill (0): threshold a soft mask, e.g. mask > 0.5.')
-  return np.broadcast_to(values.astype(np.float32), shape)
-
-
-def _checked_labels(class_labels, config: ml_collections.ConfigDict) -> Tuple[int, ...]:
-  """``class_labels`` as a tuple of ints, after checking they are classes of what ``config``
-  samples with (``sampling.class_labels`` of ``sampling.sampled_classes``)."""
-  try:
-    labels = np.ravel(np.asarray(class_labels))
-  except ValueError:
-    labels = np.asarray(['?'])
-  if labels.size and (labels.dtype.kind not in 'iuf' or not np.all(np.isfinite(labels))
-                      or np.any(labels != np.round(labels))):
-    raise InputError(f'class_labels={class_labels!r} must be integer classes.')
-  classes = config.model.num_classes or (
-      config.classifier.num_classes if config.sampling.classifier_scale else 0)
-  if labels.size and not classes:
-    raise InputError(f'class_labels={class_labels!r}, but nothing conditions on a class: the '
-                     'network is unconditional (model.num_classes = 0) and classifier guidance '
-                     'is off (classifier_scale = 0). Drop class_labels, or pass classifier_scale.')
-  bad = (labels < 0) | (labels >= classes)
-  if np.any(bad):
-    raise InputError(f'class_labels at positions {np.flatnonzero(bad)[:8].tolist()} '
-                     f'({labels[bad][:8].tolist()}) are not classes: they are integers in '
-                     f'[0, {classes}).')
-  return tuple(int(c) for c in labels)
 
 
 def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:

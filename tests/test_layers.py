@@ -24,7 +24,7 @@ LAYERS = (
     ('score_sde.metrics',),
     ('score_sde.configs',),
     ('score_sde.training',),
-    ('score_sde.pipeline', 'score_sde.conversion'),
+    ('score_sde.pipeline', 'score_sde.pipeline_inputs', 'score_sde.conversion'),
     ('score_sde.evaluation', 'score_sde.generate'),
     ('score_sde.cli',),
     ('score_sde',),

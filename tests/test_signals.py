@@ -69,8 +69,9 @@ class _Run:
 
 
 def _copy(trained_smoke_run, tmp_path) -> pathlib.Path:
+  """The shared trained run, without what other tests sampled from it into generated/."""
   workdir = tmp_path / 'run'
-  shutil.copytree(trained_smoke_run[1], workdir)
+  shutil.copytree(trained_smoke_run[1], workdir, ignore=shutil.ignore_patterns('generated'))
   return workdir
 
 

@@ -16,11 +16,12 @@ restore: unreadable files fail in tensorstore, and silently wrong bytes fail the
 ``restore_latest`` then warns (one line) and falls back to the next newest checkpoint.
 
 A failed read is tried again before anything is concluded from it (``_read``): an I/O error that
-may pass (``TRANSIENT_ERRNOS``: EIO, EAGAIN, ETIMEDOUT, ESTALE, ...; a network file system or a
-bucket has them) up to ``READ_ATTEMPTS`` times with doubling waits from ``RETRY_DELAY_SECS``;
-damage (a checksum mismatch, a missing or undecodable file) once, so that it is proved by two
-reads. A checkpoint whose reads still fail with such I/O errors is not proved damaged: it raises
-``CheckpointIOError``, is never moved aside, and a writer stops there rather than fall back.
+may pass (``io_errors.TRANSIENT_ERRNOS``: EIO, EAGAIN, ETIMEDOUT, ESTALE, ...; a network file
+system or a bucket has them) up to ``READ_ATTEMPTS`` times with doubling waits from
+``RETRY_DELAY_SECS``; damage (a checksum mismatch, a missing or undecodable file) once, so that
+it is proved by two reads. A checkpoint whose reads still fail with such I/O errors is not
+proved damaged: it raises ``CheckpointIOError``, is never moved aside, and a writer stops there
+rather than fall back.
 
 A writer (training) moves each damaged checkpoint aside, renaming ``<step>`` to
 ``<step>.corrupt`` (``<step>.corrupt-2``, ... if that exists), never deleting it: orbax lists only
@@ -35,7 +36,7 @@ once, from ``save``, ``wait_until_finished`` or ``close``, whichever first meets
 space free, and the last complete checkpoint, which the failed write leaves intact (its partial
 ``*.orbax-checkpoint-tmp*`` directory is removed). orbax's own reports of that failure (an ERROR
 with a traceback per write thread) are dropped, as is its notice that a reader's directory is
-read only.
+read only (``orbax_reports``).
 
 Replicated leaves smaller than ``MIN_REPLICA_PARALLEL_SLICE_BYTES`` per replica are written by one
 replica (``_state_handler``, with a type registry of its own: orbax's process-wide one, which a
@@ -46,13 +47,9 @@ CPU devices, against 0.03 s with this setting, for leaves whose bytes take micro
 write. Large leaves are still written cooperatively; the files are the same either way.
 """
 import contextlib
-import errno
 import gc
 import json
-import logging as std_logging
 import os
-import re
-import sys
 import threading
 import time
 import zlib
@@ -67,7 +64,7 @@ from etils import epath
 from jax.experimental import multihost_utils
 
 from score_sde.common import errors
-from score_sde.io import files
+from score_sde.io import files, io_errors, orbax_reports
 
 PERIODIC_DIR = 'checkpoints'
 PREEMPTION_DIR = 'checkpoints-meta'
@@ -76,18 +73,8 @@ _CHECKSUMS = 'checksums'
 _CHECKSUM_FORMAT = 1
 _CHECKSUM_FILE = 'crc32.json'
 _MAX_LISTED = 8  # Paths named in one error message.
-_MAX_REASON_CHARS = 160  # Of one error in a message: tensorstore's run to 1,000 characters.
-_TENSORSTORE_SPEC = re.compile(r"\s*\[tensorstore_spec='.*?'\]", re.DOTALL)
 QUARANTINE_SUFFIX = '.corrupt'
 _TMP_MARK = '.orbax-checkpoint-tmp'  # orbax's name for a checkpoint being written.
-# I/O errors that a retry may cure (a network file system's or a bucket's hiccups).
-TRANSIENT_ERRNOS = frozenset(
-    getattr(errno, name) for name in (
-        'EIO', 'EAGAIN', 'EINTR', 'ETIMEDOUT', 'ESTALE', 'EBUSY', 'ECONNRESET', 'ECONNABORTED',
-        'ENETDOWN', 'ENETUNREACH', 'EHOSTUNREACH', 'ENOLINK', 'EREMOTEIO', 'ECOMM')
-    if hasattr(errno, name))
-# tensorstore's statuses for remote storage that did not answer in time.
-_TRANSIENT_STATUSES = ('UNAVAILABLE:', 'DEADLINE_EXCEEDED:')
 READ_ATTEMPTS = 5  # Tries of one checkpoint read while its errors may be transient.
 RETRY_DELAY_SECS = 0.5  # Wait before the second try, doubled before each next (7.5 s in all).
 MIN_REPLICA_PARALLEL_SLICE_BYTES = 1 << 20
@@ -125,144 +112,8 @@ class CheckpointIOError(CorruptCheckpointError):
   ``READ_ATTEMPTS`` tries): not proved damaged, so never moved aside."""
 
 
-def _is_transient(e: BaseException) -> bool:
-  """Whether ``e`` is an I/O error that may pass: an errno of ``TRANSIENT_ERRNOS`` (from an
-  ``OSError`` or in a tensorstore message), or a remote store's unavailable / timed-out status."""
-  if files.error_codes(e) & TRANSIENT_ERRNOS:
-    return True
-  return isinstance(e, TimeoutError) or str(e).lstrip().startswith(_TRANSIENT_STATUSES)
-
-
-_READ_ONLY_NOTICE = 'Given directory is read only=%s'
-
-
-# orbax logs through absl; asyncio reports the failures of orbax's abandoned writes.
-_LOGGERS = ('absl', 'asyncio')
-
-
-class _OrbaxReports(std_logging.Filter):
-  """Drops the log records of orbax's that this module reports itself: with
-  ``read_only_notice``, the WARNING that a reader's directory is read only (logged once per
-  manager, twice per load); with ``disk_full``, the ERRORs (each with a traceback) that orbax's
-  write threads log when the disk is full, and asyncio's 'exception was never retrieved' for
-  each of their abandoned writes, which ``save`` / ``close`` report as one
-  ``files.DiskFullError``. Every other record passes. Goes on the loggers of ``_LOGGERS``."""
-
-  def __init__(self, *, read_only_notice: bool = False, disk_full: bool = False):
-    super().__init__()
-    self._read_only_notice = read_only_notice
-    self._disk_full = disk_full
-
-  def filter(self, record):
-    if record.name != 'asyncio' and '/orbax/' not in record.pathname.replace(os.sep, '/'):
-      return True
-    if self._read_only_notice and record.msg == _READ_ONLY_NOTICE:
-      return False
-    if self._disk_full and record.levelno >= std_logging.ERROR and record.exc_info:
-      return not files.is_disk_full(record.exc_info[1])
-    return True
-
-  def add(self) -> None:
-    for name in _LOGGERS:
-      std_logging.getLogger(name).addFilter(self)
-
-  def remove(self) -> None:
-    for name in _LOGGERS:
-      std_logging.getLogger(name).removeFilter(self)
-
-
-@contextlib.contextmanager
-def _filtered(reports: _OrbaxReports):
-  """``reports`` filters the loggers within the block."""
-  reports.add()
-  try:
-    yield
-  finally:
-    reports.remove()
-
-
-def _is_orbax_coroutine(obj) -> bool:
-  code = getattr(obj, 'cr_code', None)
-  return code is not None and '/orbax/' in code.co_filename.replace(os.sep, '/')
-
-
-class _ClosedLoopReports:
-  """A ``sys.unraisablehook`` that counts, instead of printing, orbax's ``RuntimeError('Event
-  loop is closed')`` reports (see ``_quiet_closed_loop_callbacks``) and the errors of orbax's
-  coroutines that a failed write abandoned, met when they are collected (at exit, an
-  ``ImportError`` each); anything else goes to the hook it replaced. Installed on construction;
-  ``remove`` puts the replaced hook back."""
-
-  def __init__(self):
-    self.silenced = 0
-    self._previous = sys.unraisablehook
-    sys.unraisablehook = self
-
-  def __call__(self, unraisable):
-    if ((isinstance(unraisable.exc_value, RuntimeError)
-         and str(unraisable.exc_value) == 'Event loop is closed')
-        or _is_orbax_coroutine(unraisable.object)):
-      self.silenced += 1
-    else:
-      self._previous(unraisable)
-
-  def remove(self) -> None:
-    if sys.unraisablehook is self:
-      sys.unraisablehook = self._previous
-    if self.silenced:
-      logging.debug('Silenced %d "Event loop is closed" reports of failed I/O.', self.silenced)
-
-
 class StructureMismatchError(errors.UserError, ValueError):
   """A checkpoint holds a different tree (names, shapes or dtypes) than the one asked for."""
-
-
-@contextlib.contextmanager
-def _quiet_closed_loop_callbacks():
-  """Silences one harmless report of orbax reading a damaged checkpoint.
-
-  orbax runs the tensorstore reads of a restore on an asyncio loop that it closes as soon as one
-  read fails; the reads still in flight then report ``RuntimeError('Event loop is closed')``
-  through ``sys.unraisablehook``: one traceback each, hundreds per damaged checkpoint, after
-  the one-line warning that says what happened. Within this block those, and only those, are
-  counted (debug log) instead of printed; anything else goes to the previous hook. The hook is
-  the process's, so the block is kept short: one checkpoint read.
-  """
-  reports = _ClosedLoopReports()
-  failed = False
-  try:
-    yield
-  except BaseException:
-    failed = True
-    raise
-  finally:
-    gc.collect()  # Reports still pending are made while the hook filters them.
-    if failed or reports.silenced:
-      # Reads still in flight on tensorstore's threads report when they end, later on a loaded
-      # machine: keep filtering until none has come for 0.2 s (2 s at most, failed reads only).
-      last, quiet_since, deadline = reports.silenced, time.monotonic(), time.monotonic() + 2.
-      while time.monotonic() < deadline and time.monotonic() - quiet_since < 0.2:
-        time.sleep(0.02)
-        gc.collect()
-        if reports.silenced != last:
-          last, quiet_since = reports.silenced, time.monotonic()
-    reports.remove()
-
-
-def _reason(e: BaseException) -> str:
-  """``'TypeName: first line of the message'``, at most about ``_MAX_REASON_CHARS`` long.
-
-  Without tensorstore's spec of the store (~1,000 characters); a longer line keeps its start
-  and its end, where tensorstore names the file and the system's error. The full text goes to
-  debug logging.
-  """
-  logging.debug('Checkpoint I/O error in full: %r', e)
-  lines = _TENSORSTORE_SPEC.sub('', str(e)).strip().splitlines()
-  first = lines[0] if lines else ''
-  if len(first) > _MAX_REASON_CHARS:
-    head = _MAX_REASON_CHARS // 3
-    first = f'{first[:head]} ... {first[head - _MAX_REASON_CHARS:]}'
-  return f'{type(e).__name__}: {first}'
 
 
 # ------------------------------------------------------------------------------ tree helpers
@@ -358,9 +209,9 @@ def _join_save_threads(timeout_secs: float) -> None:
 
 def _read_failure(where: str, what: str, e: BaseException) -> CorruptCheckpointError:
   """The error for a failed read of ``what`` in checkpoint ``where``: ``CheckpointIOError`` for
-  an error that may pass (``_is_transient``), else ``CorruptCheckpointError``."""
-  kind = CheckpointIOError if _is_transient(e) else CorruptCheckpointError
-  return kind(f'{where}: {what} ({_reason(e)})')
+  an error that may pass (``io_errors.is_transient``), else ``CorruptCheckpointError``."""
+  kind = CheckpointIOError if io_errors.is_transient(e) else CorruptCheckpointError
+  return kind(f'{where}: {what} ({io_errors.reason(e)})')
 
 
 def _verify(restored, where: str) -> None:
@@ -422,7 +273,8 @@ class Checkpointer:
     if not read_only:
       # A failed asynchronous write reports from orbax's threads while training goes on: these
       # filters stay for the writer's lifetime. Both drop only what ``_disk_full`` reports.
-      self._write_reports = (_OrbaxReports(disk_full=True), _ClosedLoopReports())
+      self._write_reports = (orbax_reports.OrbaxReports(disk_full=True),
+                             orbax_reports.ClosedLoopReports())
       self._write_reports[0].add()
 
   def _manager(self, name, keep, async_save, read_only) -> ocp.CheckpointManager:
@@ -435,7 +287,7 @@ class Checkpointer:
         cleanup_tmp_directories=False)
     handlers = {_STATE: _state_handler(),
                 _CHECKSUMS: ocp.JsonCheckpointHandler(filename=_CHECKSUM_FILE)}
-    with _filtered(_OrbaxReports(read_only_notice=True)):
+    with orbax_reports.filtered(orbax_reports.OrbaxReports(read_only_notice=True)):
       return ocp.CheckpointManager(os.path.join(self.workdir, name), options=options,
                                    item_handlers=handlers)
 
@@ -510,7 +362,7 @@ class Checkpointer:
       if not files.is_disk_full(e):
         raise
       if self._disk_full_reported:
-        logging.debug('The full disk, met again: %s', _reason(e))
+        logging.debug('The full disk, met again: %s', io_errors.reason(e))
         return
       self._disk_full_reported = True
       raise self._disk_full(mngr, step, e) from None
@@ -524,7 +376,7 @@ class Checkpointer:
       try:
         other.wait_until_finished()
       except Exception as e:  # The same full disk, seen by the other directory's writes.
-        logging.debug('Also failed while the disk was full: %s', _reason(e))
+        logging.debug('Also failed while the disk was full: %s', io_errors.reason(e))
     # A failed save's wait returns at its first error, while its other write threads may still
     # be failing (and writing): they end before the partial files go.
     _join_save_threads(timeout_secs=60.)
@@ -559,7 +411,7 @@ class Checkpointer:
       failed = [step]
     what = ('a checkpoint' if not failed else f'checkpoint {failed[0]}' if len(failed) == 1 else
             f'checkpoints {", ".join(str(s) for s in failed)}')
-    logging.debug('The full disk, as orbax reported it: %s', _reason(error))
+    logging.debug('The full disk, as orbax reported it: %s', io_errors.reason(error))
     return files.DiskFullError(
         f'No space left on device: {what} could not be written under {self.workdir} '
         f'({files.space_text(mngr.directory, needed)} for one checkpoint). {lost}; {kept}. '
@@ -572,7 +424,7 @@ class Checkpointer:
       mngr.reload()
       return list(mngr.all_steps())
     except Exception as e:  # A directory that cannot even be listed holds nothing known.
-      logging.debug('Cannot list %s: %s', mngr.directory, _reason(e))
+      logging.debug('Cannot list %s: %s', mngr.directory, io_errors.reason(e))
       return []
 
   def __enter__(self):
@@ -612,7 +464,7 @@ class Checkpointer:
     damage, start, delay = None, time.monotonic(), RETRY_DELAY_SECS
     for attempt in range(1, READ_ATTEMPTS + 1):
       try:
-        with _quiet_closed_loop_callbacks():
+        with orbax_reports.quiet_closed_loop_callbacks():
           return self._read_unquiet(mngr, step, abstract_state)
       except CheckpointIOError as e:
         error = e
