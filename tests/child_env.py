@@ -1,5 +1,7 @@
 """The environment of the processes tests start (``main.py``, killed runs, notebook kernels)."""
 import os
+import subprocess
+import sys
 
 _DEVICE_COUNT_FLAG = '--xla_force_host_platform_device_count'
 
@@ -15,3 +17,16 @@ def xla_env(devices: int) -> dict:
   env['XLA_FLAGS'] = ' '.join(flags + [f'{_DEVICE_COUNT_FLAG}={devices}'])
   env['JAX_PLATFORMS'] = 'cpu'
   return env
+
+
+def run_converter(checkpoint, workdir) -> subprocess.CompletedProcess:
+  """The converter's command line (``python -m score_sde.conversion.released_checkpoints``) on
+  ``checkpoint`` with ``configs/smoke.py``, into ``workdir``, from the checkout; its output is
+  captured as text."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  return subprocess.run(
+      [sys.executable, '-m', 'score_sde.conversion.released_checkpoints',
+       '--config', os.path.join(root, 'configs', 'smoke.py'), '--checkpoint', str(checkpoint),
+       '--workdir', str(workdir)],
+      capture_output=True, text=True, cwd=root, timeout=600,
+      env={**os.environ, 'JAX_PLATFORMS': 'cpu'})

@@ -14,6 +14,8 @@ from score_sde.common import parallel
 from score_sde.conversion import released_checkpoints as rc
 from score_sde.io import checkpoint
 
+import child_env
+
 
 def random_like(template, seed):
   """numpy float32 arrays with the template's tree and shapes."""
@@ -182,21 +184,12 @@ def test_converter_command_says_only_what_it_did(tmp_path):
   """The command line converts a released file and prints its own lines only (no orbax INFO
   lines): where it wrote the checkpoint, at the training step the file holds, and the snapshot
   --mode eval evaluates it as."""
-  import os
-  import subprocess
-  import sys
   from score_sde.configs import smoke
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   template = models.abstract_params(smoke.get_config())
   trees = [random_like(template, s) for s in range(4)]
   trees[3] = jax.tree.map(np.abs, trees[3])
   path = write_released(tmp_path / 'checkpoint_3', *trees, step=13, opt_step=13)
-  result = subprocess.run(
-      [sys.executable, '-m', 'score_sde.conversion.released_checkpoints',
-       '--config', os.path.join(root, 'configs', 'smoke.py'), '--checkpoint', str(path),
-       '--workdir', str(tmp_path / 'run')],
-      capture_output=True, text=True, cwd=root, timeout=600,
-      env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
+  result = child_env.run_converter(path, tmp_path / 'run')
   assert result.returncode == 0, result.stderr[-2000:]
   lines = result.stderr.splitlines()
   assert all(' released_checkpoints.py:' in line for line in lines), lines  # Its own, only.

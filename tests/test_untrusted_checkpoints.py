@@ -4,8 +4,6 @@ trusts no number in them. Each file here is made by the test in torch's layout
 naming the file, never read memory outside a storage, crash, or inflate a record past what it
 states and what a checkpoint can hold."""
 import os
-import subprocess
-import sys
 import tracemalloc
 
 import jax
@@ -16,7 +14,8 @@ from score_sde.common import errors
 from score_sde.conversion import pytorch_checkpoints as pc, torch_files
 from tests import crafted_pth as craft
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import child_env
+
 ONE_FLOAT = {'0': np.float32(1.5).tobytes()}
 
 
@@ -163,12 +162,7 @@ def test_converter_command_refuses_a_crafted_file_with_one_line(tmp_path):
   """The converter's command line, on the huge-stride file that segfaulted it (exit 139):
   exit status 2 and one line on stderr naming the file, no traceback, nothing written."""
   path = _one_tensor(tmp_path, 0, (2,), (1 << 40,))
-  result = subprocess.run(
-      [sys.executable, '-m', 'score_sde.conversion.released_checkpoints',
-       '--config', os.path.join(ROOT, 'configs', 'smoke.py'), '--checkpoint', str(path),
-       '--workdir', str(tmp_path / 'run')],
-      capture_output=True, text=True, cwd=ROOT, timeout=600,
-      env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
+  result = child_env.run_converter(path, tmp_path / 'run')
   lines = [line for line in result.stderr.splitlines() if line.strip()]
   assert result.returncode == 2, result.stderr[-2000:]
   assert len(lines) == 1 and str(path) in lines[0] and 'reaches value' in lines[0], lines
