@@ -44,7 +44,7 @@ _OUT = flags.DEFINE_string('out', os.path.join(os.path.dirname(os.path.abspath(_
 _STEPS = flags.DEFINE_integer('train_steps', 3, 'Port train steps before saving.')
 _BATCH = flags.DEFINE_integer('batch', 2, 'Images per input and per train step.')
 _ONLY = flags.DEFINE_string('only', '', 'Comma-separated fixture names to write (default all: '
-                            'NETWORKS and ncsnv2).')
+                            'NETWORKS, <name>_small_t of SMALL_T_NETWORKS and ncsnv2).')
 
 
 def _import_port(repo: str):
@@ -150,7 +150,7 @@ def _make(name: str, ports, out_dir: str, commit: str) -> None:
   step_fn = losses.get_step_fn(
       _port_sde(sde_lib, config), train=True, optimize_fn=losses.optimization_manager(config),
       reduce_mean=config.training.reduce_mean, continuous=config.training.continuous,
-      likelihood_weighting=config.training.likelihood_weighting)
+      likelihood_weighting=config.training.weighting == 'likelihood')  # The port: no 'elbo'.
   c, s = config.data.num_channels, config.data.image_size
   gen = torch.Generator().manual_seed(1)
   for _ in range(_STEPS.value):
@@ -270,6 +270,47 @@ def _likelihood_fixture(name: str, torch, sde_lib, config, model, out_dir: str) 
   np.savez_compressed(os.path.join(out_dir, f'{name}_likelihood.npz'), data=data,
                       probe=2. * bits - 1., bpd=bpd.numpy().astype(np.float64), nfe=np.int64(nfe))
   print(f'{name}: bits/dim {bpd.numpy().round(4).tolist()} in {nfe} evaluations')
+
+
+# Networks whose score near t = 0 is stored (``<name>_small_t.npz``), and the times: near the
+# losses' eps, where the original's float32 std rounds.
+SMALL_T_NETWORKS = ('ddpmpp_vp',)
+SMALL_TIMES = (1e-5, 3e-5, 1e-4, 1e-3)
+
+
+def _small_t_fixture(name: str, ports, out_dir: str, commit: str) -> None:
+  """The port's network output, marginal std and continuous score (``-output / std``) of VP and
+  sub-VP at ``SMALL_TIMES``, one image each, with the trained weights of ``<name>.pth`` in
+  ``out_dir`` (eval mode). The port's std, ``sqrt(1 - exp(2 m))`` (sub-VP: ``1 - exp(2 m)``) in
+  float32, rounds there; its scores differ from this project's by that rounding alone."""
+  torch, _, sde_lib, _, mutils, _ = ports
+  config = network_config(name)
+  with config.unlocked():
+    config.device = torch.device('cpu')
+  model = mutils.create_model(config)
+  # This project's reader: no unpickling (the file holds numpy scalars torch.load refuses).
+  from score_sde.conversion import torch_files
+  saved = torch_files.read_pth(os.path.join(out_dir, f'{name}.pth'))
+  model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in saved['model'].items()})
+  model.eval()
+  m, s, c = config.model, config.data.image_size, config.data.num_channels
+  rng = np.random.default_rng(6)
+  t = np.asarray(SMALL_TIMES, np.float32)
+  x = rng.uniform(-1., 1., (t.size, s, s, c)).astype(np.float32)
+  xt, tt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), torch.from_numpy(t)
+  to_numpy = lambda a: a.detach().numpy().transpose(0, 2, 3, 1).astype(np.float32)
+  provenance = dict(port_commit=commit, torch=torch.__version__, weights=f'{name}.pth',
+                    generator='benchmarks/make_parity_fixtures.py')
+  out = dict(x=x, t=t, step=np.int64(saved['step']), provenance=json.dumps(provenance))
+  with torch.no_grad():
+    out['out'] = to_numpy(model(xt, tt * 999))  # The port's continuous VP label.
+    for key, cls in (('vpsde', sde_lib.VPSDE), ('subvpsde', sde_lib.subVPSDE)):
+      sde = cls(m.beta_min, m.beta_max, m.num_scales)
+      out[f'std_{key}'] = sde.marginal_prob(torch.zeros_like(xt), tt)[1].numpy()
+      out[f'score_{key}'] = to_numpy(
+          mutils.get_score_fn(sde, model, train=False, continuous=True)(xt, tt))
+  np.savez_compressed(os.path.join(out_dir, f'{name}_small_t.npz'), **out)
+  print(f'{name}: score near t = 0 at t = {SMALL_TIMES}')
 
 
 def _step_fixture(name: str, ports, state, config, out_dir: str) -> None:
@@ -442,6 +483,9 @@ def main(argv):
   for name in NETWORKS:
     if only is None or name in only:
       _make(name, ports, _OUT.value, commit)
+  for name in SMALL_T_NETWORKS:  # From the .pth in the folder: the one written above, if any.
+    if only is None or f'{name}_small_t' in only:
+      _small_t_fixture(name, ports, _OUT.value, commit)
   if only is None or 'ncsnv2' in only:
     _ncsnv2_fixture(ports, _OUT.value, commit)
 

@@ -75,7 +75,7 @@ def _torch_worker(config, batch: int, steps: int, repeats: int) -> dict:
   step_fn = losses.get_step_fn(
       sde, train=True, optimize_fn=losses.optimization_manager(config),
       reduce_mean=config.training.reduce_mean, continuous=config.training.continuous,
-      likelihood_weighting=config.training.likelihood_weighting)
+      likelihood_weighting=config.training.weighting == 'likelihood')  # The port: no 'elbo'.
   shape = (batch, config.data.num_channels, config.data.image_size, config.data.image_size)
   images = torch.rand(shape, generator=torch.Generator().manual_seed(0))
   step_fn(state, images)

@@ -98,7 +98,7 @@ def bits_per_dim(logp: jax.Array, dim: int, centered: bool = False) -> jax.Array
   return -logp / (dim * np.log(2.)) - log2_jacobian_per_dim + 8.
 
 
-def _inverse_scaler_log_det(inverse_scaler: Callable, y: jax.Array) -> jax.Array:
+def inverse_scaler_log_det(inverse_scaler: Callable, y: jax.Array) -> jax.Array:
   """``log |det dx/dy|`` per example, ``(B,)``, for an elementwise ``x = inverse_scaler(y)``.
 
   The Jacobian of an elementwise map is diagonal, and one JVP with a tangent of ones returns that
@@ -453,7 +453,7 @@ def get_likelihood_fn(sde: sde_lib.SDE, inverse_scaler: Optional[Callable] = Non
       flow = flow_to_prior(sde, score_fn, data, probes, rtol=rtol, atol=atol, method=method,
                            eps=eps, max_steps=max_steps)
     logp_model = sde.prior_logp(flow.z) + jnp.mean(flow.delta_logp, axis=0)
-    logp_data = logp_model - _inverse_scaler_log_det(inverse_scaler, data)
+    logp_data = logp_model - inverse_scaler_log_det(inverse_scaler, data)
     if units == 'nats':
       return -logp_data, flow.z, flow.nfe
     dim = int(np.prod(data.shape[1:]))
@@ -484,16 +484,7 @@ def get_sharded_likelihood_fn(likelihood_fn, make_score_fn: Callable, mesh: Mesh
     return likelihood_fn(rng, make_score_fn(params), scaler(images))
 
   split, whole = parallel.data_sharding(mesh), parallel.replicated(mesh)
-  compiled = jax.jit(step, in_shardings=(whole, whole, split),
-                     out_shardings=(split, split, whole))
-
-  def sharded_fn(rng, params, images):
-    if isinstance(images, np.ndarray):
-      images = parallel.to_global(images, mesh)
-    parallel.check_divisible(images.shape[0], mesh, 'likelihood batch size')
-    return compiled(rng, params, images)
-
-  return sharded_fn
+  return parallel.jit_over_examples(step, mesh, (split, split, whole), 'likelihood batch size')
 
 
 class BpdRound(NamedTuple):

@@ -4,13 +4,26 @@ Three objectives, each first written on plain callables so they can be checked a
 forms, then adapted to a Flax model:
 
 * ``dsm_loss``: the continuous-time objective of eq. (7),
-  ``E_t E_{x0} E_z [lambda(t) || s(alpha x0 + std z, t) + z / std ||^2]`` with ``t ~ U(eps, T)``
-  and ``lambda(t) = std(t)^2`` (written as ``|| std s + z ||^2``) or, with
-  ``likelihood_weighting``, ``lambda(t) = g(t)^2`` (Song et al. 2021b, which bounds the negative
-  log-likelihood).
+  ``E_t E_{x0} E_z [lambda(t) || s(alpha x0 + std z, t) + z / std ||^2]`` with ``t ~ U(eps, T)``.
 * ``smld_loss``: the discrete NCSN objective over the ``N`` noise scales of a VE SDE (eq. 1), with
   ``lambda_i = sigma_i^2``.
 * ``ddpm_loss``: the discrete DDPM epsilon-prediction objective of a VP SDE (eq. 3).
+
+The weighting (``weighting``, ``training.weighting``) is one of three:
+
+* ``'dsm'``: ``lambda(t) = std(t)^2`` in continuous time (the loss ``|| std s + z ||^2``); in
+  discrete time the SMLD loss and DDPM's simple loss ``|| eps_hat - z ||^2``.
+* ``'likelihood'``: ``lambda(t) = g(t)^2`` (Song et al. 2021b), continuous time only: half the
+  sum of ``g^2 || s + z / std ||^2`` is the bound's diffusion integrand per unit ``t``.
+* ``'elbo'``: the variational bound's diffusion term itself (``elbo.py``), in nats summed over the
+  data dimensions (``reduce_mean=False``). Continuous (VP, sub-VP, VE):
+  ``(T - eps) g^2 / (2 std^2) || std s + z ||^2``, whose mean over ``t ~ U(eps, T)`` is
+  ``1/2 int_eps^T g^2 E_z || s + z / std ||^2 dt``. Discrete DDPM:
+  ``N w_i || eps_hat - z ||^2`` with Ho et al.'s eq. 12 weight
+  ``w_i = beta_i^2 / (2 sigma_i^2 (1 - beta_i) (1 - abar_i))`` (``sigma_i^2`` the reverse
+  variance, ``beta~_i`` or ``beta_i``: ``reverse_variance``), whose mean over uniform labels is
+  the chain's denoising sum ``sum_i L_i`` less its network-free constants (``L_0`` as a Gaussian
+  decoder). The SMLD ladder has no variational bound, so no ``'elbo'`` weighting.
 
 A class-conditional network (``model.num_classes = K > 0``) sees each example's label, replaced
 by the null label ``K`` with probability ``label_dropout``, so that one network learns both the
@@ -21,8 +34,8 @@ perturbation kernel at ``t ~ U(eps, T)``.
 
 Per-example losses are half sums (or means, with ``reduce_mean``) over the data dimensions, as
 in the reference code (``0.5 * sum``: the same logged losses and, with ``optim.grad_clip``, the
-same clipped updates); the batch loss is their mean. Random draws use the global batch shape, so
-a loss does not depend on how the batch is sharded.
+same clipped updates), or with ``'elbo'`` the bound's nats; the batch loss is their mean. Random
+draws use the global batch shape, so a loss does not depend on how the batch is sharded.
 """
 from typing import Callable, NamedTuple, Optional, Tuple
 
@@ -33,6 +46,7 @@ import optax
 
 from score_sde import low_noise, optim, sde_lib
 from score_sde.models import utils as mutils
+from score_sde.models.parameterization import get_parameterization
 from score_sde.sde_lib import batch_mul
 
 ModelFn = Callable[[jax.Array, jax.Array], jax.Array]
@@ -62,8 +76,46 @@ def _reduce(x: jax.Array, reduce_mean: bool) -> jax.Array:
   return jnp.mean(x, axis=-1) if reduce_mean else 0.5 * jnp.sum(x, axis=-1)
 
 
+# The objective's weighting (training.weighting) and DDPM's two fixed reverse variances
+# (model.reverse_variance: beta~, the posterior's, or beta), as the module docstring states.
+WEIGHTINGS = ('dsm', 'likelihood', 'elbo')
+REVERSE_VARIANCES = ('posterior', 'beta')
+
+
+def _check_weighting(weighting: str, reduce_mean: bool, continuous: bool) -> None:
+  """Raises ValueError, naming the fix, for a weighting the objective does not have."""
+  if weighting not in WEIGHTINGS:
+    raise ValueError(f'weighting={weighting!r}; choose one of {", ".join(WEIGHTINGS)}.')
+  if weighting == 'likelihood' and not continuous:
+    raise ValueError("The likelihood weighting applies to the continuous objective only; set "
+                     "training.continuous = True or training.weighting = 'dsm'.")
+  if weighting == 'elbo' and reduce_mean:
+    raise ValueError("The 'elbo' weighting is the bound's sum over the data dimensions; set "
+                     'training.reduce_mean = False.')
+
+
+def ddpm_elbo_weights(sde: sde_lib.VPSDE, reverse_variance: str = 'posterior') -> np.ndarray:
+  """``(N,)`` float64 weights ``w_i`` of the DDPM chain's KL terms on the noise error,
+  ``L_i = w_i || eps - eps_hat ||^2 + c_i`` (Ho et al. eq. 12):
+  ``w_i = beta_i^2 / (2 sigma_i^2 (1 - beta_i) (1 - abar_i))``.
+
+  ``sigma_i^2`` is the reverse variance: ``beta~_i = (1 - abar_{i-1}) beta_i / (1 - abar_i)``
+  (``'posterior'``) or ``beta_i`` (``'beta'``); the first step's is ``beta~_1`` under both
+  (``beta~_0 = 0``), as in DDPM's code, which makes ``w_0`` the weight of a Gaussian decoder of
+  that variance. ``elbo.ddpm_kl_weights`` gives them in the clean-image unit too.
+  """
+  if reverse_variance not in REVERSE_VARIANCES:
+    raise ValueError(f'reverse_variance={reverse_variance!r}; choose one of '
+                     f'{", ".join(REVERSE_VARIANCES)} (DDPM\'s beta~ or beta).')
+  betas = np.asarray(sde.chain_betas, np.float64)
+  abar = np.cumprod(1. - betas)
+  posterior = betas[1:] * (1. - abar[:-1]) / (1. - abar[1:])
+  var = np.append(posterior[0], posterior if reverse_variance == 'posterior' else betas[1:])
+  return betas ** 2 / (2. * var * (1. - betas) * (1. - abar))
+
+
 def dsm_loss(score_fn: sde_lib.ScoreFn, sde: sde_lib.SDE, rng: jax.Array, data: jax.Array,
-             reduce_mean: bool = False, likelihood_weighting: bool = False,
+             reduce_mean: bool = False, weighting: str = 'dsm',
              eps: float = 1e-5, micro: Optional[MicroBatch] = None,
              strata: Optional[low_noise.Strata] = None) -> jax.Array:
   """Continuous denoising score matching, eq. (7); returns per-example losses ``(B,)``.
@@ -74,7 +126,8 @@ def dsm_loss(score_fn: sde_lib.ScoreFn, sde: sde_lib.SDE, rng: jax.Array, data: 
     rng: key for ``t`` and the noise ``z``.
     data: clean data ``x0``, float ``(B, ...)``.
     reduce_mean: mean instead of half the sum over the data dimensions.
-    likelihood_weighting: ``lambda(t) = g(t)^2`` instead of ``std(t)^2``.
+    weighting: ``'dsm'`` (``lambda = std^2``), ``'likelihood'`` (``g^2``) or ``'elbo'`` (the
+      bound's diffusion term in nats; needs ``reduce_mean=False``), as the module states.
     eps: smallest time sampled (the score diverges as t -> 0).
     micro: the part of the global batch ``data`` is, under gradient accumulation (``t`` and
       ``z`` are then those rows of the whole batch's draws); None: ``data`` is the batch.
@@ -92,21 +145,28 @@ def dsm_loss(score_fn: sde_lib.ScoreFn, sde: sde_lib.SDE, rng: jax.Array, data: 
     t = low_noise.stratified_times(_draw(jax.random.uniform, t_rng, rows, micro), strata, eps,
                                    sde.T)
   z = _draw(lambda r, s: jax.random.normal(r, s, data.dtype), z_rng, data.shape, micro)
-  loss = dsm_loss_at(score_fn, sde, data, t, z, reduce_mean, likelihood_weighting)
+  loss = dsm_loss_at(score_fn, sde, data, t, z, reduce_mean, weighting, eps)
   return loss if strata is None else loss * low_noise.row_weights(rows[0], strata)
 
 
 def dsm_loss_at(score_fn: sde_lib.ScoreFn, sde: sde_lib.SDE, data: jax.Array, t: jax.Array,
-                z: jax.Array, reduce_mean: bool = False,
-                likelihood_weighting: bool = False) -> jax.Array:
+                z: jax.Array, reduce_mean: bool = False, weighting: str = 'dsm',
+                eps: float = 1e-5) -> jax.Array:
   """``dsm_loss`` at given times ``t (B,)`` and noise ``z`` (``data``'s shape), eq. (7):
-  ``lambda(t) || s(x_t, t) + z / std(t) ||^2`` with ``x_t = mean(t) + std(t) z``, as ``(B,)``."""
+  ``lambda(t) || s(x_t, t) + z / std(t) ||^2`` with ``x_t = mean(t) + std(t) z``, as ``(B,)``;
+  with ``weighting='elbo'``, ``(T - eps) g^2 / (2 std^2) || std s + z ||^2`` (nats), the bound's
+  diffusion term estimated at this ``(t, z)`` (``eps``: the lower end of ``t``'s range)."""
+  _check_weighting(weighting, reduce_mean, continuous=True)
   mean, std = sde.marginal_prob(data, t)
   score = score_fn(mean + batch_mul(std, z), t)
-  if likelihood_weighting:
+  if weighting == 'likelihood':
     g2 = sde.sde(jnp.zeros_like(data), t)[1] ** 2
     return _reduce(jnp.square(score + batch_mul(1. / std, z)), reduce_mean) * g2
-  return _reduce(jnp.square(batch_mul(std, score) + z), reduce_mean)
+  loss = _reduce(jnp.square(batch_mul(std, score) + z), reduce_mean)
+  if weighting == 'elbo':  # Half the sum times g^2 / std^2: g^2 / (2 std^2) times the sum.
+    g2 = sde.sde(jnp.zeros_like(data), t)[1] ** 2
+    return loss * ((sde.T - eps) * g2 / std ** 2)
+  return loss
 
 
 def _draw_levels(rng: jax.Array, num_levels: int, rows: int, micro: Optional[MicroBatch],
@@ -136,12 +196,14 @@ def ddpm_level_stds(sde: sde_lib.VPSDE) -> np.ndarray:
 
 def smld_loss(model_fn: ModelFn, sde: sde_lib.VESDE, rng: jax.Array, data: jax.Array,
               reduce_mean: bool = False, micro: Optional[MicroBatch] = None,
-              strata: Optional[low_noise.Strata] = None) -> jax.Array:
+              strata: Optional[low_noise.Strata] = None,
+              parameterization: str = 'auto') -> jax.Array:
   """The discrete SMLD / NCSN objective, per example ``(B,)``.
 
   A noise level ``sigma_i`` is drawn uniformly from the ``N`` discrete scales; the network is
   called with label ``i`` indexing the scales in *descending* order (label 0 is ``sigma_max``,
-  the released NCSN++ convention) and must output the score; the loss is
+  the released NCSN++ convention) and its output ``s`` is the score (or, with another
+  ``parameterization``, converted to it with ``alpha = 1``, ``std = sigma_i``); the loss is
   ``sigma_i^2 || s - (-noise / sigma_i^2) ||^2``. ``micro`` and ``strata`` (over the labels,
   ``cut`` the number of low-noise ones) as for ``dsm_loss``.
   """
@@ -151,40 +213,60 @@ def smld_loss(model_fn: ModelFn, sde: sde_lib.VESDE, rng: jax.Array, data: jax.A
   label_rng, z_rng = jax.random.split(rng)
   labels = _draw_levels(label_rng, sde.N, data.shape[0], micro, strata, smld_level_stds(sde))
   z = _draw(lambda r, s: jax.random.normal(r, s, data.dtype), z_rng, data.shape, micro)
-  return _weighted(smld_loss_at(model_fn, sde, data, labels, z, reduce_mean), strata)
+  return _weighted(smld_loss_at(model_fn, sde, data, labels, z, reduce_mean, parameterization),
+                   strata)
 
 
 def smld_loss_at(model_fn: ModelFn, sde: sde_lib.VESDE, data: jax.Array, labels: jax.Array,
-                 z: jax.Array, reduce_mean: bool = False) -> jax.Array:
+                 z: jax.Array, reduce_mean: bool = False,
+                 parameterization: str = 'auto') -> jax.Array:
   """``smld_loss`` at given labels ``(B,)`` int and standard noise ``z``; ``(B,)``."""
   sigmas = sde.discrete_sigmas[::-1][labels]
   noise = batch_mul(sigmas, z)
-  score = model_fn(data + noise, labels)
+  perturbed = data + noise
+  score = get_parameterization(parameterization, sde).score(
+      model_fn(perturbed, labels), perturbed, jnp.ones_like(sigmas), sigmas)
   target = -batch_mul(1. / sigmas ** 2, noise)
   return _reduce(jnp.square(score - target), reduce_mean) * sigmas ** 2
 
 
 def ddpm_loss(model_fn: ModelFn, sde: sde_lib.VPSDE, rng: jax.Array, data: jax.Array,
               reduce_mean: bool = False, micro: Optional[MicroBatch] = None,
-              strata: Optional[low_noise.Strata] = None) -> jax.Array:
+              strata: Optional[low_noise.Strata] = None,
+              parameterization: str = 'auto', weighting: str = 'dsm',
+              reverse_variance: str = 'posterior') -> jax.Array:
   """The discrete DDPM objective ``|| eps_theta(sqrt(abar_i) x0 + sqrt(1 - abar_i) z, i) - z ||^2``
-  per example ``(B,)``, with ``i`` uniform over the ``N`` steps of the chain. ``micro`` and
-  ``strata`` as for ``smld_loss``."""
+  per example ``(B,)``, with ``i`` uniform over the ``N`` steps of the chain; ``eps_theta`` is
+  the output, or with another ``parameterization`` the noise it gives with ``alpha =
+  sqrt(abar_i)``, ``std = sqrt(1 - abar_i)``. ``micro`` and ``strata`` as for ``smld_loss``.
+  ``weighting='elbo'``: ``N w_i || eps_theta - z ||^2`` (nats; ``w = ddpm_elbo_weights(sde,
+  reverse_variance)``, needs ``reduce_mean=False``), the chain's KL term ``L_i`` up to its
+  network-free constant, times ``N`` so that the mean over labels is their sum."""
   if type(sde) is not sde_lib.VPSDE:  # A sub-VP SDE has no discrete chain.
     raise ValueError(f'The DDPM loss needs a VPSDE, got {type(sde).__name__}; set '
                      'training.sde = "vpsde" or training.continuous = True.')
   label_rng, z_rng = jax.random.split(rng)
   labels = _draw_levels(label_rng, sde.N, data.shape[0], micro, strata, ddpm_level_stds(sde))
   z = _draw(lambda r, s: jax.random.normal(r, s, data.dtype), z_rng, data.shape, micro)
-  return _weighted(ddpm_loss_at(model_fn, sde, data, labels, z, reduce_mean), strata)
+  return _weighted(ddpm_loss_at(model_fn, sde, data, labels, z, reduce_mean, parameterization,
+                                weighting, reverse_variance), strata)
 
 
 def ddpm_loss_at(model_fn: ModelFn, sde: sde_lib.VPSDE, data: jax.Array, labels: jax.Array,
-                 z: jax.Array, reduce_mean: bool = False) -> jax.Array:
+                 z: jax.Array, reduce_mean: bool = False,
+                 parameterization: str = 'auto', weighting: str = 'dsm',
+                 reverse_variance: str = 'posterior') -> jax.Array:
   """``ddpm_loss`` at given steps ``labels (B,)`` int and noise ``z``; ``(B,)``."""
-  perturbed = (batch_mul(sde.sqrt_alphas_cumprod[labels], data)
-               + batch_mul(sde.sqrt_1m_alphas_cumprod[labels], z))
-  return _reduce(jnp.square(model_fn(perturbed, labels) - z), reduce_mean)
+  _check_weighting(weighting, reduce_mean, continuous=False)
+  alpha, std = sde.sqrt_alphas_cumprod[labels], sde.sqrt_1m_alphas_cumprod[labels]
+  perturbed = batch_mul(alpha, data) + batch_mul(std, z)
+  noise = get_parameterization(parameterization, sde).noise(
+      model_fn(perturbed, labels), perturbed, alpha, std)
+  loss = _reduce(jnp.square(noise - z), reduce_mean)
+  if weighting == 'elbo':  # N w_i times the whole sum: 2 N w_i times the half sum.
+    weights = jnp.asarray(2. * sde.N * ddpm_elbo_weights(sde, reverse_variance), jnp.float32)
+    return loss * weights[labels]
+  return loss
 
 
 def drop_labels(rng: jax.Array, labels: jax.Array, num_classes: int,
@@ -198,13 +280,16 @@ def drop_labels(rng: jax.Array, labels: jax.Array, num_classes: int,
 
 
 def get_per_example_loss_fn(sde: sde_lib.SDE, model, train: bool, reduce_mean: bool = False,
-                            continuous: bool = True, likelihood_weighting: bool = False,
+                            continuous: bool = True, weighting: str = 'dsm',
                             eps: float = 1e-5, label_dropout: float = 0.,
-                            compute_dtype: str = 'float32', float32_below_std: float = 0.):
+                            compute_dtype: str = 'float32', float32_below_std: float = 0.,
+                            parameterization: str = 'auto', reverse_variance: str = 'posterior'):
   """The training objective per example, ``loss_fn(rng, params, batch, micro=None) -> (B,)``.
 
   ``continuous`` selects eq. (7) (``dsm_loss``); otherwise the discrete objective that matches the
-  SDE (``smld_loss`` for VE, ``ddpm_loss`` for VP). ``batch['image']`` is the scaled data
+  SDE (``smld_loss`` for VE, ``ddpm_loss`` for VP), each with ``weighting`` (``'dsm'``,
+  ``'likelihood'`` or ``'elbo'``, as the module states; ``reverse_variance``, ``'posterior'`` or
+  ``'beta'``, is read by DDPM's ``'elbo'``). ``batch['image']`` is the scaled data
   ``(B, H, W, C)``; ``rng`` also drives dropout when ``train``. Per example so that evaluation
   can mask the padding rows of a split's last batch. A class-conditional ``model`` also reads
   ``batch['label']`` (``(B,)`` int in ``[0, K)``), dropped to the null label with probability
@@ -219,11 +304,15 @@ def get_per_example_loss_fn(sde: sde_lib.SDE, model, train: bool, reduce_mean: b
   rows of the global batch ``batch`` holds under gradient accumulation: the noise, times and
   label drops are then those rows of the whole batch's draws, and dropout uses
   ``fold_in(key, micro.index)`` (the one draw that differs from an unaccumulated step).
+  ``parameterization`` says what the network outputs (``models.parameterization``); each
+  objective converts it to the quantity it compares, so the objective is the same for every
+  choice.
   """
 
-  if not continuous and likelihood_weighting:
-    raise ValueError('likelihood_weighting applies to the continuous objective only; set '
-                     'training.continuous = True or training.likelihood_weighting = False.')
+  _check_weighting(weighting, reduce_mean, continuous)
+  if weighting == 'elbo' and not continuous and isinstance(sde, sde_lib.VESDE):
+    raise ValueError("The SMLD objective has no variational bound; set training.weighting = "
+                     "'dsm' or training.continuous = True.")
 
   conditional = mutils.is_class_conditional(model)
 
@@ -263,40 +352,47 @@ def get_per_example_loss_fn(sde: sde_lib.SDE, model, train: bool, reduce_mean: b
       score_fn = network(
           lambda dtype, labels: mutils.get_score_fn(sde, model, params, train=train,
                                                     continuous=True, rng=dropout_rng,
-                                                    class_labels=labels, dtype=dtype),
+                                                    class_labels=labels, dtype=dtype,
+                                                    parameterization=parameterization),
           class_labels, batch_strata)
-      return dsm_loss(score_fn, sde, loss_rng, data, reduce_mean, likelihood_weighting, eps,
-                      micro, batch_strata)
+      return dsm_loss(score_fn, sde, loss_rng, data, reduce_mean, weighting, eps, micro,
+                      batch_strata)
     model_fn = network(
         lambda dtype, labels: mutils.get_model_fn(model, params, train=train, rng=dropout_rng,
                                                   class_labels=labels, dtype=dtype),
         class_labels, batch_strata)
-    discrete_loss = smld_loss if isinstance(sde, sde_lib.VESDE) else ddpm_loss
-    return discrete_loss(model_fn, sde, loss_rng, data, reduce_mean, micro, batch_strata)
+    if isinstance(sde, sde_lib.VESDE):
+      return smld_loss(model_fn, sde, loss_rng, data, reduce_mean, micro, batch_strata,
+                       parameterization)
+    return ddpm_loss(model_fn, sde, loss_rng, data, reduce_mean, micro, batch_strata,
+                     parameterization, weighting, reverse_variance)
 
   return loss_fn
 
 
 def get_sde_loss_fn(sde: sde_lib.SDE, model, train: bool, reduce_mean: bool = False,
-                    continuous: bool = True, likelihood_weighting: bool = False,
+                    continuous: bool = True, weighting: str = 'dsm',
                     eps: float = 1e-5, label_dropout: float = 0.,
-                    compute_dtype: str = 'float32', float32_below_std: float = 0.):
+                    compute_dtype: str = 'float32', float32_below_std: float = 0.,
+                    parameterization: str = 'auto', reverse_variance: str = 'posterior'):
   """The training objective for a Flax ``model``, as ``loss_fn(rng, params, batch, micro=None)
   -> loss``: the mean over the (micro-)batch of ``get_per_example_loss_fn``'s losses (same
   arguments)."""
   per_example = get_per_example_loss_fn(sde, model, train, reduce_mean, continuous,
-                                        likelihood_weighting, eps, label_dropout, compute_dtype,
-                                        float32_below_std)
+                                        weighting, eps, label_dropout, compute_dtype,
+                                        float32_below_std, parameterization=parameterization,
+                                        reverse_variance=reverse_variance)
   return lambda rng, params, batch, micro=None: jnp.mean(per_example(rng, params, batch, micro))
 
 
 def get_step_fn(sde: sde_lib.SDE, model, train: bool,
                 optimizer: Optional[optax.GradientTransformation] = None,
                 ema_rate: float = 0.999, reduce_mean: bool = False, continuous: bool = True,
-                likelihood_weighting: bool = False, eps: float = 1e-5,
+                weighting: str = 'dsm', eps: float = 1e-5,
                 label_dropout: float = 0., ema_warmup: bool = False,
                 compute_dtype: str = 'float32', grad_accum_steps: int = 1,
-                float32_below_std: float = 0.):
+                float32_below_std: float = 0., parameterization: str = 'auto',
+                reverse_variance: str = 'posterior'):
   """One training or evaluation step, ``step_fn(state, batch, key) -> (state, metrics)``.
 
   The step's randomness is ``fold_in(key, state.step)``: a pure function of the run's key and the
@@ -308,7 +404,8 @@ def get_step_fn(sde: sde_lib.SDE, model, train: bool,
   the call site with the state replicated and the batch split over devices; XLA then averages
   the gradient over the global batch with one all-reduce.
 
-  ``compute_dtype`` and ``float32_below_std`` as for ``get_per_example_loss_fn``.
+  ``weighting``, ``compute_dtype``, ``float32_below_std``, ``parameterization`` and
+  ``reverse_variance`` as for ``get_per_example_loss_fn``.
   ``grad_accum_steps = k`` splits the batch into ``k`` micro-batches (rows ``j::k``, each
   still split over the devices), whose gradients are summed in a ``lax.scan`` before the one
   optimizer update: activation memory of ``B / k`` examples, the update of the whole batch (the
@@ -317,8 +414,9 @@ def get_step_fn(sde: sde_lib.SDE, model, train: bool,
   Returns:
     ``(new_state, {'loss': scalar, 'grad_norm': scalar})`` (no grad norm when evaluating).
   """
-  loss_fn = get_sde_loss_fn(sde, model, train, reduce_mean, continuous, likelihood_weighting,
-                            eps, label_dropout, compute_dtype, float32_below_std)
+  loss_fn = get_sde_loss_fn(sde, model, train, reduce_mean, continuous, weighting,
+                            eps, label_dropout, compute_dtype, float32_below_std,
+                            parameterization=parameterization, reverse_variance=reverse_variance)
   return _get_step_fn(loss_fn, train, optimizer, ema_rate, ema_warmup=ema_warmup,
                       grad_accum_steps=grad_accum_steps)
 

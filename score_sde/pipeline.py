@@ -1,5 +1,5 @@
 """``score_sde.load(workdir)``: a trained run as one object for notebooks (sample, inpaint,
-colorize, bits/dim, encode / decode).
+colorize, bits/dim, the variational bound, encode / decode).
 
     import score_sde
     pipe = score_sde.load('runs/embedded')            # newest readable checkpoint
@@ -10,9 +10,10 @@ Everything runs on the package's own pieces, compiled once per shape and sampler
 over the devices of ``mesh``: ``sampling.get_network_sampler`` (the sampler training snapshots
 and evaluation use, with classifier-free guidance for a class-conditional network),
 ``sampling.get_pc_inpainter`` / ``get_pc_colorizer`` (appendix I), ``likelihood`` (bits/dim
-through the probability-flow ODE, eq. 39) and the ODE encoder (sec. 4.3). Images go in and come
-out as numpy ``float32 (N, H, W, C)`` in ``[0, 1]`` (uint8 is accepted where images go in);
-any ``N`` works: batches are padded to a multiple of the device count and trimmed.
+through the probability-flow ODE, eq. 39), ``elbo`` (the variational bound and its terms) and
+the ODE encoder (sec. 4.3). Images go in and come out as numpy ``float32 (N, H, W, C)`` in
+``[0, 1]`` (uint8 is accepted where images go in); any ``N`` works: batches are padded to a
+multiple of the device count and trimmed.
 
 Every argument that carries images, masks, latents or class labels is checked before anything
 is compiled or solved (dtype, shape, finite values, images in ``[0, 1]``, masks of 0 and 1;
@@ -33,7 +34,7 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
-from score_sde import data, likelihood, optim, pipeline_inputs, sampling, sde_lib
+from score_sde import data, elbo, likelihood, optim, pipeline_inputs, sampling, sde_lib
 from score_sde.common import errors, parallel
 from score_sde.configs import record, validation
 from score_sde.data import images as images_lib
@@ -133,6 +134,27 @@ def load_classifier(config, workdir: str, mesh):
   return classifier, params, step
 
 
+def _check_elbo_args(config, sde, num_samples, time_sampling) -> None:
+  """``Pipeline.elbo``'s ``num_samples`` and ``time_sampling``, checked before any compile."""
+  num_samples = config.eval.elbo_samples if num_samples is None else num_samples
+  time_sampling = config.eval.elbo_time_sampling if time_sampling is None else time_sampling
+  chain = elbo.uses_chain(config)
+  if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or (
+      num_samples < 0):
+    raise InputError(f'num_samples={num_samples!r} must be a whole number of draws >= 1, or 0 '
+                     'for the exact sum over the chain of a discrete-time VP model.')
+  if chain and num_samples > sde.N - 1:
+    raise InputError(f'num_samples={num_samples}: the chain of N={sde.N} steps has {sde.N - 1} '
+                     f'denoising terms; draw at most {sde.N - 1}, or pass 0 for their exact sum.')
+  if not chain and num_samples == 0:
+    raise InputError('num_samples=0 (the exact sum) exists only for the chain of a '
+                     'discrete-time VP model; this model\'s bound is the continuous-time one, '
+                     'estimated from sampled times: pass num_samples >= 1, e.g. 16.')
+  if time_sampling not in elbo.TIME_SAMPLINGS:
+    raise InputError(f'time_sampling={time_sampling!r}; choose one of '
+                     f'{", ".join(map(repr, elbo.TIME_SAMPLINGS))}.')
+
+
 class Pipeline:
   """A trained score model with the run's config, SDE and scalers (see the module docstring).
 
@@ -170,7 +192,8 @@ class Pipeline:
     continuous = self.config.training.continuous if continuous is None else continuous
     null_label = getattr(self.model, 'num_classes', 0) or None
     return mutils.get_score_fn(self.sde, self.model, params, train=False,
-                               continuous=continuous, class_labels=null_label)
+                               continuous=continuous, class_labels=null_label,
+                               parameterization=self.config.model.get('parameterization', 'auto'))
 
   def _ode_continuous(self) -> bool:
     return mutils.ode_score_continuous(self.sde, self.config.training.continuous)
@@ -382,6 +405,66 @@ class Pipeline:
     bpd, _, _ = self._compiled[key](self._key(seed), self.params,
                                     images[parallel.host_batch_slice(padded)])
     return _host(bpd)[:n]
+
+  def elbo(self, images, num_samples: Optional[int] = None, time_sampling: Optional[str] = None,
+           seed: int = 0, dequantize: Optional[bool] = None
+           ) -> Tuple[np.ndarray, Dict[str, Any]]:
+    """The variational bound on each image's negative log-likelihood, in bits/dim, with its
+    prior, diffusion and reconstruction terms (``elbo.get_elbo_fn``; no ODE solve), the null
+    label of a class-conditional network.
+
+    A discrete-time VP model (``training.continuous=False``, ``vpsde``) gets the bound of its
+    DDPM chain, a bound on the probability of the 8-bit image itself: ``images`` must be on the
+    8-bit grid (uint8, or ``k / 255`` as floats) and are not dequantized. Every other model gets
+    the continuous-time bound on dequantized images, ``(x + u) / 256`` with the noise of
+    ``bits_per_dim`` for the same ``seed``, so the two compare image by image.
+
+    Args:
+      images: ``(N, H, W, C)`` uint8, or floats in ``[0, 1]`` on the 8-bit grid (the continuous
+        bound with ``dequantize=False`` takes any values in ``[0, 1]``).
+      num_samples: draws per image of the diffusion term (chain steps or times), each image's
+        estimate with its standard error; 0: the chain's exact sum over its ``N - 1`` steps.
+        Default ``eval.elbo_samples``.
+      time_sampling: continuous bound: ``'importance'`` (uniform in log-SNR) or ``'uniform'``
+        in ``t``; default ``eval.elbo_time_sampling``.
+      seed: the dequantization noise is drawn from ``jax.random.key(seed)`` as in
+        ``bits_per_dim``, the bound's draws from ``fold_in(key(seed), 0)``.
+      dequantize: continuous bound only: None or True adds the noise above, False takes the
+        images as they are (already dequantized).
+    Returns:
+      ``(bpd, terms)``: ``bpd`` float32 ``(N,)``; ``terms`` holds ``'prior'``, ``'diffusion'``
+      and ``'reconstruction'`` (float32 ``(N,)``, bits/dim, summing to ``bpd``; the
+      dequantization offset is in ``'reconstruction'``), ``'diffusion_stderr'`` (``(N,)``, 0 for
+      the exact sum, NaN for one draw) and ``'nfe'`` (int: network evaluations per image).
+    Raises:
+      InputError: before any compile, for images that are not as above (off the 8-bit grid for
+        the chain), ``dequantize=True`` for the chain, or a ``num_samples`` or
+        ``time_sampling`` the bound does not take.
+    """
+    images = pipeline_inputs.checked_images(images, 'images', self.shape)
+    rng = jax.random.key(seed)
+    if elbo.uses_chain(self.config):
+      if dequantize:
+        raise InputError('dequantize=True: this discrete-time VP model\'s bound is that of its '
+                         'DDPM chain on the 8-bit images themselves; leave dequantize unset.')
+      images = pipeline_inputs.checked_8bit(images, 'images')
+    elif dequantize is None or dequantize:
+      levels = np.round(images * 255.)
+      noise = jax.random.uniform(jax.random.fold_in(rng, 1), images.shape)
+      images = (levels + np.asarray(noise)) / 256.
+    _check_elbo_args(self.config, self.sde, num_samples, time_sampling)
+    elbo_fn, continuous = elbo.get_run_elbo_fn(self.config, self.sde, num_samples, time_sampling)
+    key = ('elbo', num_samples, time_sampling)
+    if key not in self._compiled:
+      self._compiled[key] = elbo.get_sharded_elbo_fn(
+          elbo_fn, lambda p: self._score_fn_of(p, continuous), self.mesh, self.scaler)
+    n, padded = len(images), self._padded(len(images))
+    images = _pad_rows(images.astype(np.float32), padded)
+    bpd, terms = self._compiled[key](
+        parallel.replicate(jax.random.fold_in(rng, 0), self.mesh), self.params,
+        images[parallel.host_batch_slice(padded)])
+    out = {name: _host(terms[name])[:n] for name in elbo.TERMS}
+    return _host(bpd)[:n], dict(out, nfe=int(jax.device_get(terms['nfe'])))
 
   def encode(self, images) -> np.ndarray:
     """Latents ``z = x(T)`` of images through the probability-flow ODE from ``t = eps``

@@ -18,6 +18,8 @@ from score_sde.common import errors
 # Float images may stray this far outside [0, 1]: half an 8-bit level, float rounding (decode's
 # output, say), never a different picture.
 RANGE_SLACK = .5 / 255.
+# 8-bit images as floats may stray this many levels from k / 255: float rounding of x / 255.
+GRID_SLACK = 1e-2
 
 
 class InputError(errors.UserError, ValueError):
@@ -67,6 +69,21 @@ def checked_images(images, name: str, image_shape: Tuple[int, int, int],
     _refuse_images(name, np.any(outside, axis=(1, 2, 3)),
                    f'have values outside [0, 1] (from {lo:.4g} to {hi:.4g})', hint)
   return x.astype(np.float32)
+
+
+def checked_8bit(images: np.ndarray, name: str) -> np.ndarray:
+  """``images`` (``checked_images``' output, float32 in ``[0, 1]``) snapped to the 8-bit grid
+  ``k / 255``, after checking each value lies within ``GRID_SLACK`` levels of it: a bound on
+  the probability of 8-bit images (the DDPM chain's) is not defined between the levels."""
+  scaled = images.astype(np.float64) * 255.
+  levels = np.clip(np.round(scaled), 0., 255.)
+  off = np.abs(scaled - levels) > GRID_SLACK
+  if np.any(off):
+    worst = float(np.max(np.abs(scaled - levels)))
+    _refuse_images(name, np.any(off, axis=(1, 2, 3)),
+                   f'are not on the 8-bit grid k / 255 (up to {worst:.3g} levels off)',
+                   'pass uint8 images or their values / 255, not dequantized or resized ones')
+  return (levels / 255.).astype(np.float32)
 
 
 def checked_grey(grey, image_shape: Tuple[int, int, int]) -> np.ndarray:

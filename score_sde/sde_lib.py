@@ -76,6 +76,11 @@ class SDE(abc.ABC):
   def prior_logp(self, z: jax.Array) -> jax.Array:
     """``log p_T(z)`` per example, shape ``(B,)``."""
 
+  @property
+  @abc.abstractmethod
+  def prior_std(self) -> float:
+    """The std ``s`` of the prior ``p_T = N(0, s^2 I)`` (the variational bound's prior term)."""
+
   def discretize(self, x: jax.Array, t: jax.Array) -> Tuple[jax.Array, jax.Array]:
     """One step of the discrete forward chain, ``x_{i+1} = x_i + f_i(x_i) + G_i z_i``.
 
@@ -194,6 +199,8 @@ class VPSDE(SDE):
     betas = np.linspace(beta_min / N, beta_max / N, N, dtype=np.float64)
     if self.chain == 'exponential':
       betas = -np.expm1(-betas)
+    # float64, for closed forms that need the chain to more digits than the float32 tables.
+    self.chain_betas = betas
     alphas = 1. - betas
     alphas_cumprod = np.cumprod(alphas)
     self.discrete_betas = jnp.asarray(betas, jnp.float32)
@@ -224,6 +231,10 @@ class VPSDE(SDE):
 
   def prior_sampling(self, rng, shape):
     return jax.random.normal(rng, shape, jnp.float32)
+
+  @property
+  def prior_std(self) -> float:
+    return 1.
 
   def prior_logp(self, z):
     dim = np.prod(z.shape[1:])
@@ -312,6 +323,10 @@ class VESDE(SDE):
 
   def prior_sampling(self, rng, shape):
     return jax.random.normal(rng, shape, jnp.float32) * self.sigma_max
+
+  @property
+  def prior_std(self) -> float:
+    return self.sigma_max
 
   def prior_logp(self, z):
     dim = np.prod(z.shape[1:])

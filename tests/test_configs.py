@@ -212,7 +212,8 @@ BAD_VALUES = [
     ('training.max_to_keep', -1), ('optim.eps', 0.), ('model.nf', 0),
     ('model.num_classes', -1), ('training.label_dropout', 1.5), ('sampling.cfg_scale', -1.5),
     ('sampling.batch_size', 12), ('classifier.name', 'resnet'), ('classifier.n_iters', 0),
-    ('training.float32_below_std', -0.1),
+    ('training.float32_below_std', -0.1), ('training.weighting', 'g2'),
+    ('model.reverse_variance', 'tilde'),
 ]
 
 
@@ -234,8 +235,12 @@ COMBINATIONS = [
       'model.embedding_type': 'positional', 'model.scale_by_sigma': False},
      'training.continuous'),
     # Likelihood weighting exists only for the continuous loss.
-    ({'training.continuous': False, 'training.likelihood_weighting': True,
-      'model.embedding_type': 'positional'}, 'training.likelihood_weighting'),
+    ({'training.continuous': False, 'training.weighting': 'likelihood',
+      'model.embedding_type': 'positional'}, 'training.weighting'),
+    # The SMLD ladder has no variational bound; the bound is a sum over the dimensions.
+    ({'training.continuous': False, 'training.weighting': 'elbo',
+      'model.embedding_type': 'positional'}, 'training.weighting'),
+    ({'training.weighting': 'elbo', 'training.reduce_mean': True}, 'training.reduce_mean'),
     # The Fourier embedding reads sigma(t), which discrete training does not pass.
     ({'training.continuous': False}, 'model.embedding_type'),
     # VP scores are divided by the marginal std already.
@@ -346,3 +351,44 @@ def test_legal_variants_pass():
   config = _load('subvp/cifar10_ddpmpp_continuous')
   config.sampling.predictor = 'ancestral_sampling'
   validate_config(config, num_devices=8)
+
+
+@pytest.mark.parametrize('flag,replacement', [(True, 'likelihood'), (False, 'dsm')])
+def test_a_config_file_with_likelihood_weighting_names_training_weighting(tmp_path, flag,
+                                                                        replacement):
+  """Protects users whose config files set training.likelihood_weighting: validation reports that
+  one field, once, with training.weighting set to the value that means the same as the fix."""
+  import importlib.util
+  path = tmp_path / 'mine.py'
+  path.write_text('from score_sde.configs import default\n\n\ndef get_config():\n'
+                  '  config = default.get_config()\n'
+                  f'  config.training.likelihood_weighting = {flag}\n  return config\n')
+  spec = importlib.util.spec_from_file_location('_legacy_config', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  with pytest.raises(ValueError) as error:
+    validate_config(module.get_config(), num_devices=8)
+  message = str(error.value)
+  assert message.startswith('1 problem(s)'), message
+  assert 'config.training.likelihood_weighting is not a field the code reads' in message
+  assert f"set config.training.weighting={replacement!r}" in message
+
+
+@pytest.mark.parametrize('flag,replacement', [(True, 'likelihood'), (False, 'dsm')])
+def test_a_recorded_likelihood_weighting_loads_as_training_weighting(tmp_path, flag,
+                                                                     replacement):
+  """Protects runs whose config.json records training.likelihood_weighting: the run loads with
+  training.weighting meaning the same ('likelihood' for true, 'dsm' for false), no leftover
+  field, and a config that validates."""
+  import json
+  from score_sde.configs import record
+  record.save_run_config(default.get_config(), str(tmp_path))
+  path = tmp_path / record.RUN_CONFIG
+  recorded = json.loads(path.read_text())
+  del recorded['training.weighting']
+  recorded['training.likelihood_weighting'] = flag
+  path.write_text(json.dumps(recorded))
+  loaded = record.load_run_config(str(tmp_path))
+  assert loaded.training.weighting == replacement
+  assert 'likelihood_weighting' not in loaded.training
+  validate_config(loaded, num_devices=8)

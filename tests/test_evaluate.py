@@ -8,6 +8,7 @@ reused by every evaluation; what is tested is what evaluation does with them.
 """
 import json
 import os
+import pathlib
 import shutil
 
 import jax
@@ -16,10 +17,10 @@ import pytest
 from scipy import special
 
 import loop_config
-from score_sde import data, losses, optim, sampling, sde_lib
+from score_sde import data, elbo, losses, optim, sampling, sde_lib
 from score_sde.common import parallel
 from score_sde.configs import validation
-from score_sde.evaluation import evaluate, report as eval_report, samples as eval_samples
+from score_sde.evaluation import bound, evaluate, report as eval_report, samples as eval_samples
 from score_sde.io import checkpoint
 from score_sde.metrics import fid, inception, inception_weights
 from score_sde.models import utils as mutils
@@ -91,8 +92,10 @@ def _config_for(env, **eval_fields):
 
 @pytest.fixture(scope='module')
 def full_run(env):
-  """Loss, bits/dim and samples of checkpoint 4, in one uninterrupted evaluation."""
-  config = _config_for(env, enable_loss=True, enable_bpd=True, enable_sampling=True)
+  """Loss, bits/dim, the variational bound and samples of checkpoint 4, in one uninterrupted
+  evaluation."""
+  config = _config_for(env, enable_loss=True, enable_bpd=True, enable_elbo=True,
+                       enable_sampling=True)
   return evaluate.evaluate(config, env['workdir'], 'eval')
 
 
@@ -201,6 +204,71 @@ def test_bpd_covers_every_example_once_per_pass(env, full_run):
   assert row['bpd_stderr'] == pytest.approx(bpd.std(ddof=1) / np.sqrt(bpd.size), rel=1e-9)
 
 
+def test_elbo_is_the_masked_mean_of_the_bound_over_the_split(env, full_run):
+  """The saved ELBO progress holds one value per image of the split (the padding left out); the
+  report's bound, terms, standard errors and NFE are their means; the terms sum to the bound,
+  image by image and on average; the first batch's values equal elbo.get_elbo_fn on one device
+  (continuous bound of the VE model, 16 importance-sampled times) on the first bits/dim pass's
+  dequantized images with the batch's documented key; TensorBoard got the bound."""
+  from score_sde import elbo
+  from score_sde.common import rng
+  import event_files
+  config, row = env['config'], full_run.rows[0]
+  progress = np.load(os.path.join(_folder(env), f'ckpt_{STEP}', bound.ELBO_PROGRESS_FILE))
+  assert progress['count'].tolist() == [8, 8, 4] and progress['nfe'].tolist() == [17] * 3
+  bpd = progress['bpd']
+  parts = progress['prior'] + progress['diffusion'] + progress['reconstruction']
+  np.testing.assert_allclose(parts, bpd, rtol=1e-6)
+  assert row['elbo'] == pytest.approx(bpd.mean(), rel=1e-12)
+  assert row['elbo_stderr'] == pytest.approx(bpd.std(ddof=1) / np.sqrt(bpd.size), rel=1e-9)
+  assert row['elbo_prior'] + row['elbo_diffusion'] + row['elbo_reconstruction'] == (
+      pytest.approx(row['elbo'], rel=1e-6))  # Per-image terms in float32.
+  assert row['elbo_diffusion_stderr'] == pytest.approx(progress['diffusion_stderr'].mean())
+  assert row['elbo_diffusion_stderr'] > 0 and row['elbo_nfe'] == 17
+
+  sde = sde_lib.get_sde(config)
+  batch = next(data.epoch_batches(env['source'], 8, uniform_dequantization=True,
+                                  seed=evaluate.dequantization_seed(config.seed, 0)))
+  key = jax.random.fold_in(rng.stream_key(config.seed, rng.EVAL_STREAM), evaluate._ELBO_DRAWS)
+  score_fn = mutils.get_score_fn(sde, env['model'], jax.device_get(env['params']),
+                                 continuous=True)
+  fn = elbo.get_elbo_fn(sde, data.get_data_inverse_scaler(config.data.centered))
+  want, _ = jax.jit(lambda k, x: fn(k, score_fn, x))(jax.random.fold_in(key, 0), batch['image'])
+  np.testing.assert_allclose(bpd[:8], np.asarray(want), rtol=1e-5)
+  events = event_files.tensorboard_view(event_files.read_events(
+      pathlib.Path(_folder(env), 'tensorboard')))
+  assert events['eval/elbo'] == [(STEP, pytest.approx(row['elbo'], rel=1e-6))]
+
+
+def test_killed_elbo_pass_resumes_at_the_next_batch(env, full_run, monkeypatch):
+  """An ELBO pass killed after batch 0 is saved keeps that batch; the rerun computes batches 1
+  and 2 only and reports what the uninterrupted run reported."""
+  workdir = os.path.join(env['workdir'], 'elbo_resumed')
+  shutil.copytree(os.path.join(env['workdir'], checkpoint.PERIODIC_DIR),
+                  os.path.join(workdir, checkpoint.PERIODIC_DIR))
+  config = _config_for(env, enable_loss=False, enable_elbo=True)
+  real_save = bound.save_progress
+  saved = []
+
+  def killed_after_first(path, done):
+    if saved:
+      raise KeyboardInterrupt('killed')
+    saved.append(len(done))
+    real_save(path, done)
+
+  monkeypatch.setattr(bound, 'save_progress', killed_after_first)
+  with pytest.raises(KeyboardInterrupt):
+    evaluate.evaluate(config, workdir, 'eval')
+  monkeypatch.setattr(bound, 'save_progress',
+                      lambda path, done: (saved.append(len(done)), real_save(path, done)))
+  (row,) = evaluate.evaluate(config, workdir, 'eval').rows
+  assert saved == [1, 2, 3]
+  for column in eval_report.COLUMNS:
+    if column.startswith('elbo'):
+      assert row[column] == pytest.approx(full_run.rows[0][column], rel=1e-9), column
+  assert row['bpd'] is None and row['loss'] is None
+
+
 def test_dequantization_noise_is_fresh_per_pass(env):
   """Each bits/dim pass dequantizes with its own noise: both passes stay inside the pixel bins
   [k / 256, (k + 1) / 256) and differ from each other."""
@@ -276,7 +344,9 @@ def test_finished_checkpoints_are_not_recomputed(env, full_run, monkeypatch):
   for name in ('make_loss_evaluator', 'make_bpd_evaluator'):
     monkeypatch.setattr(evaluate, name, refuse)
   monkeypatch.setattr(eval_samples, 'make_sample_evaluator', refuse)
-  config = _config_for(env, enable_loss=True, enable_bpd=True, enable_sampling=True, end_ckpt=2)
+  monkeypatch.setattr(bound, 'make_elbo_evaluator', refuse)
+  config = _config_for(env, enable_loss=True, enable_bpd=True, enable_elbo=True,
+                       enable_sampling=True, end_ckpt=2)
   config.training.n_iters = 8
   result = evaluate.evaluate(config, env['workdir'], 'eval')
   assert result.rows == full_run.rows
@@ -321,10 +391,42 @@ def test_folder_refuses_another_config(env, full_run):
 
 
 @pytest.mark.parametrize('field,value', [('is_splits', 0), ('is_splits', 17),
-                                         ('wait_for_checkpoint_secs', -1.)])
+                                         ('wait_for_checkpoint_secs', -1.),
+                                         ('elbo_samples', -1), ('elbo_samples', None),
+                                         ('elbo_time_sampling', 'log')])
 def test_new_eval_fields_are_validated(field, value):
   """Bad evaluation fields are refused by config validation, naming the field."""
   config = _config()
   config.eval[field] = value
   with pytest.raises(ValueError, match=f'config.eval.{field}='):
     validation.validate_config(config, num_devices=8)
+
+
+def test_elbo_samples_are_checked_against_the_bounds_kind():
+  """With eval.enable_elbo, 0 draws (the exact sum) is refused for the continuous bound and
+  accepted for a discrete-time VP model's chain, which refuses more draws than its N - 1
+  terms; each message names the field and the fix."""
+  config = _config()
+  config.eval.update(enable_elbo=True, elbo_samples=0)
+  with pytest.raises(ValueError, match=r'config.eval.elbo_samples=0 .*continuous-time bound'):
+    validation.validate_config(config, num_devices=8)
+  assert not elbo.uses_chain(config)
+  config.training.update(sde='vpsde', continuous=False)
+  config.model.update(scale_by_sigma=False, embedding_type='positional', num_scales=25)
+  assert elbo.uses_chain(config)
+  validation.validate_config(config, num_devices=8)
+  config.eval.elbo_samples = 25
+  with pytest.raises(ValueError, match=r'elbo_samples=25 .*24 denoising terms.*use 0'):
+    validation.validate_config(config, num_devices=8)
+
+
+def test_a_record_without_a_field_counts_it_as_its_default():
+  """Protects reruns into an eval folder recorded before a field existed: a field the record
+  lacks is compared as its default value (what that run computed with), while a recorded
+  value that differs from the current config is still reported."""
+  config = loop_config.get_config()
+  recorded = eval_report.flat_config(config)
+  del recorded['eval.elbo_samples']
+  assert eval_report.config_differences(recorded, config) == []
+  config.eval.elbo_samples = 4
+  assert eval_report.config_differences(recorded, config) == ['eval.elbo_samples: 16 -> 4']

@@ -20,7 +20,7 @@ LAYERS = (
     ('score_sde.models',),
     ('score_sde.optim', 'score_sde.low_noise', 'score_sde.losses'),
     ('score_sde.sampling',),
-    ('score_sde.likelihood',),
+    ('score_sde.likelihood', 'score_sde.elbo'),
     ('score_sde.metrics',),
     ('score_sde.configs',),
     ('score_sde.training',),

@@ -13,7 +13,7 @@ import optax
 import pytest
 from scipy import integrate
 
-from score_sde import losses, optim, sde_lib
+from score_sde import analytic, elbo, losses, optim, sde_lib
 
 S, DIM, BATCH, EPS = 0.8, 3, 200000, 1e-5
 SDES = {
@@ -43,8 +43,8 @@ def _check_mc(per_example, expected):
 
 
 @pytest.mark.parametrize('name', SDES)
-@pytest.mark.parametrize('likelihood_weighting', [False, True])
-def test_dsm_loss_at_the_exact_score(name, likelihood_weighting):
+@pytest.mark.parametrize('weighting', ['dsm', 'likelihood'])
+def test_dsm_loss_at_the_exact_score(name, weighting):
   """E||std s + z||^2 = alpha^2 s^2 / v per dimension at the true score; with lambda = g^2 the
   loss is E||s + z / std||^2 g^2 = g^2 alpha^2 s^2 / (v std^2); both averaged over t ~ U(eps, 1)
   by quadrature."""
@@ -54,14 +54,14 @@ def test_dsm_loss_at_the_exact_score(name, likelihood_weighting):
     alpha, std, g = _moments(sde, t)
     v = alpha ** 2 * S ** 2 + std ** 2
     per_dim = alpha ** 2 * S ** 2 / v
-    return per_dim * g ** 2 / std ** 2 if likelihood_weighting else per_dim
+    return per_dim * g ** 2 / std ** 2 if weighting == 'likelihood' else per_dim
 
   # Half the sum over dimensions: the reference's reduce_op for reduce_mean=False.
   expected = 0.5 * DIM * integrate.quad(integrand, EPS, 1., limit=200,
                                         points=[1e-3, 1e-2])[0] / (1 - EPS)
   data = S * jax.random.normal(jax.random.key(0), (BATCH, DIM))
   per_example = jax.jit(lambda d: losses.dsm_loss(
-      _exact_score(sde), sde, jax.random.key(1), d, False, likelihood_weighting, EPS))(data)
+      _exact_score(sde), sde, jax.random.key(1), d, False, weighting, EPS))(data)
   _check_mc(per_example, expected)
 
 
@@ -130,8 +130,8 @@ def test_discrete_losses_reject_the_wrong_sde():
     losses.ddpm_loss(lambda x, l: x, SDES['subvpsde'], jax.random.key(0), data)
 
 
-@pytest.mark.parametrize('likelihood_weighting', [False, True])
-def test_dsm_gradient_matches_finite_differences(likelihood_weighting):
+@pytest.mark.parametrize('weighting', ['dsm', 'likelihood'])
+def test_dsm_gradient_matches_finite_differences(weighting):
   """d loss / d theta for the score family s = -theta x, by jax.grad and by central differences
   (the loss is quadratic in theta, so the difference quotient is exact up to rounding)."""
   sde = SDES['vpsde']
@@ -139,7 +139,7 @@ def test_dsm_gradient_matches_finite_differences(likelihood_weighting):
 
   def loss(theta):
     per_example = losses.dsm_loss(lambda x, t: -theta * x, sde, jax.random.key(7), data, True,
-                                  likelihood_weighting, 1e-2)
+                                  weighting, 1e-2)
     return jnp.mean(per_example)
 
   theta, h = 0.7, 1e-2
@@ -193,3 +193,172 @@ def test_ema_follows_its_rate_and_the_warmed_up_rate(warmup):
     r = min(rate, (2. + s) / (11. + s)) if warmup else rate
     ema = r * ema + (1. - r) * w
     np.testing.assert_allclose(float(state.params_ema['w']), ema, rtol=1e-6)
+
+
+def _g2_over_2var(sde, t):
+  """``g(t)^2 / (2 std(t)^2)``, ``(B,)``: the bound's weight per unit ``t`` on
+  ``|| std s + z ||^2``, from the SDE's own drift and diffusion."""
+  g = sde.sde(jnp.zeros((t.shape[0], 1)), t)[1]
+  return g ** 2 / (2. * sde.marginal_coeffs(t)[1] ** 2)
+
+
+@pytest.mark.parametrize('name', SDES)
+def test_elbo_weighting_is_the_bounds_diffusion_term_at_each_t_and_z(name):
+  """Protects weighting='elbo' in continuous time: at fixed (t, z) the per-example loss is the
+  bound's diffusion-term estimate (T - eps) g^2 / (2 std^2) || std s + z ||^2 in nats, the
+  integrand of ``elbo.continuous_integrand`` with its weight per unit t (the full sum over the
+  dimensions, not the half sum of the other weightings)."""
+  sde, eps = SDES[name], 1e-3
+  keys = jax.random.split(jax.random.key(8), 3)
+  data = S * jax.random.normal(keys[0], (64, 4, 4, 2))
+  t = jax.random.uniform(keys[1], (64,), minval=eps, maxval=1.)
+  z = jax.random.normal(keys[2], data.shape)
+  score_fn = lambda x, t: -0.6 * x + 0.1 * t[:, None, None, None]  # Not the true score.
+  got = losses.dsm_loss_at(score_fn, sde, data, t, z, False, 'elbo', eps)
+  expected = ((sde.T - eps) * _g2_over_2var(sde, t)
+              * elbo.continuous_integrand(sde, score_fn, data, t, z))
+  np.testing.assert_allclose(got, expected, rtol=2e-6)
+  # (T - eps) times the half-sum likelihood-weighted loss: the same integrand, per unit t.
+  likelihood = losses.dsm_loss_at(score_fn, sde, data, t, z, False, 'likelihood')
+  np.testing.assert_allclose(got, (sde.T - eps) * likelihood, rtol=1e-4)
+
+
+@pytest.mark.parametrize('name', SDES)
+def test_elbo_weighting_averages_to_the_bounds_diffusion_term(name):
+  """Protects the meaning of the 'elbo' training loss: its mean over t ~ U(eps, T) and z, at the
+  exact score of Gaussian data (``analytic``), is the continuous bound's diffusion term of
+  ``elbo.get_elbo_fn`` (nats, uniform times) for the same example, within the two Monte Carlo
+  estimates' standard errors. eps = 1e-2 keeps the uniform-t estimator's variance small (its
+  weight grows as 1 / t on VP)."""
+  sde, eps, draws = SDES[name], 1e-2, 20000
+  target = analytic.GaussianMixture(jnp.ones((1,)), jnp.asarray([[0.3, -0.5]]),
+                                    jnp.asarray([[0.8, 0.6]]))
+  score_fn = analytic.score_fn(target, sde)
+  x0 = jnp.asarray([[0.4, -1.1]])
+  per_draw = jax.jit(lambda key: losses.dsm_loss(
+      score_fn, sde, key, jnp.broadcast_to(x0, (draws, 2)), False, 'elbo', eps))(
+          jax.random.key(9))
+  per_draw = np.asarray(per_draw, np.float64)
+  mean, se = per_draw.mean(), per_draw.std() / np.sqrt(draws)
+  elbo_fn = elbo.get_elbo_fn(sde, units='nats', time_sampling='uniform', num_samples=4096,
+                             eps=eps)
+  _, terms = jax.jit(lambda key: elbo_fn(key, score_fn, x0))(jax.random.key(10))
+  bound, bound_se = float(terms['diffusion'][0]), float(terms['diffusion_stderr'][0])
+  assert abs(mean - bound) < 4. * np.hypot(se, bound_se), (mean, se, bound, bound_se)
+
+
+def _ddpm_chain(n):
+  """DDPM's chain, computed here from its definition: ``beta_i = beta(i / (N - 1)) / N`` for
+  ``beta(s) = 0.1 + 19.9 s`` (SDES['vpsde']), ``abar``, ``abar_prev`` and ``beta~``."""
+  betas = np.linspace(0.1 / n, 20. / n, n)
+  abar = np.cumprod(1. - betas)
+  abar_prev = np.concatenate([[1.], abar[:-1]])
+  return betas, abar, abar_prev, betas * (1. - abar_prev) / (1. - abar)
+
+
+def _ddpm_predictions(key, shape, sde):
+  """Data ``x0``, noise ``z`` and a noise predictor ``model_fn(x, i)`` that is neither right nor
+  the identity (its error depends on ``x`` and the label)."""
+  k0, k1 = jax.random.split(key)
+  x0 = jax.random.uniform(k0, shape, minval=-1., maxval=1.)
+  z = jax.random.normal(k1, shape)
+  model_fn = lambda x, i: 0.7 * x + 0.05 * i[:, None, None, None] / sde.N
+  return x0, z, model_fn
+
+
+def _score_of(model_fn, sde, labels):
+  """The score ``-eps_hat / sqrt(1 - abar_i)`` of a noise predictor at fixed ``labels``, as the
+  ``score_fn(x, t)`` that ``elbo.ddpm_term`` calls."""
+  return lambda x, t: -sde_lib.batch_mul(1. / sde.sqrt_1m_alphas_cumprod[labels],
+                                         model_fn(x, labels))
+
+
+def test_ddpm_elbo_weighting_is_the_chains_kl_term():
+  """Protects weighting='elbo' in discrete time: at fixed labels i >= 1 and noise, the DDPM loss
+  divided by N is the bound's KL term L_i (``elbo.ddpm_term``) with the posterior reverse
+  variance; with the reverse variance beta the two differ by a constant independent of the
+  network (two different predictors give the same difference), equal to the KL's variance part
+  -(D / 2)(log(beta / beta~) + beta~ / beta - 1)."""
+  sde = SDES['vpsde']
+  shape = (32, 4, 4, 3)
+  labels = jax.random.randint(jax.random.key(11), (shape[0],), 1, sde.N)
+  x0, z, model_fn = _ddpm_predictions(jax.random.key(12), shape, sde)
+  other_fn = lambda x, i: -0.2 * x + 0.3
+  term = lambda fn, rv: elbo.ddpm_term(sde, _score_of(fn, sde, labels), x0, labels, z, rv)
+  loss = lambda fn, rv: losses.ddpm_loss_at(fn, sde, x0, labels, z, weighting='elbo',
+                                            reverse_variance=rv) / sde.N
+  np.testing.assert_allclose(loss(model_fn, 'posterior'), term(model_fn, 'posterior'),
+                             rtol=1e-4)
+  np.testing.assert_allclose(loss(other_fn, 'posterior'), term(other_fn, 'posterior'),
+                             rtol=1e-4)
+  betas, _, _, posterior = _ddpm_chain(sde.N)
+  ratio = betas[np.asarray(labels)] / posterior[np.asarray(labels)]
+  constant = -0.5 * np.prod(shape[1:]) * (np.log(ratio) + 1. / ratio - 1.)
+  for fn in (model_fn, other_fn):
+    difference = np.asarray(loss(fn, 'beta'), np.float64) - term(fn, 'beta')
+    np.testing.assert_allclose(difference, constant, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('reverse_variance', ['posterior', 'beta'])
+def test_ddpm_kl_weights_of_both_designs(reverse_variance):
+  """Protects the derivation's two designs of the reverse mean (Ho et al. sec. 3.2): for random
+  predictions, w_x0 ||x0 - x_hat||^2 = w_eps ||eps - eps_hat||^2 = the Gaussian KL between
+  q(x_{i-1} | x_i, x0) and the model's kernel (``elbo.normal_kl``, less its value at the exact
+  mean), with x_hat and eps_hat the same prediction and each design's mean formed its own way;
+  and each weight is its textbook formula (eps: beta^2 / (2 sigma^2 alpha (1 - abar)), eq. 12;
+  x0: abar_prev beta^2 / (2 sigma^2 (1 - abar)^2)), computed here from the betas. The loss's
+  own weights (``losses.ddpm_elbo_weights``) are the eps design's."""
+  sde = SDES['vpsde']
+  betas, abar, abar_prev, posterior = _ddpm_chain(sde.N)
+  var = np.concatenate([[posterior[1]], (posterior if reverse_variance == 'posterior'
+                                          else betas)[1:]])
+  w_eps = elbo.ddpm_kl_weights(sde, reverse_variance, 'eps')
+  w_x0 = elbo.ddpm_kl_weights(sde, reverse_variance, 'x0')
+  np.testing.assert_allclose(w_eps, betas ** 2 / (2. * var * (1. - betas) * (1. - abar)),
+                             rtol=1e-10)
+  np.testing.assert_allclose(w_x0, abar_prev * betas ** 2 / (2. * var * (1. - abar) ** 2),
+                             rtol=1e-10)
+  np.testing.assert_allclose(losses.ddpm_elbo_weights(sde, reverse_variance), w_eps,
+                             rtol=1e-12)
+
+  rng = np.random.default_rng(13)
+  i = rng.integers(1, sde.N, 256)
+  x0 = rng.uniform(-1., 1., (256, 6))
+  eps = rng.normal(size=(256, 6))
+  eps_hat = eps + 0.3 * rng.normal(size=(256, 6))
+  a, b = np.sqrt(abar[i])[:, None], np.sqrt(1. - abar[i])[:, None]
+  x_t = a * x0 + b * eps
+  x_hat = (x_t - b * eps_hat) / a
+  beta, alpha = betas[i][:, None], 1. - betas[i][:, None]
+  mu_of = lambda x: (np.sqrt(abar_prev[i])[:, None] * beta / (1. - abar[i])[:, None] * x
+                     + np.sqrt(alpha) * (1. - abar_prev[i])[:, None] / (1. - abar[i])[:, None]
+                     * x_t)
+  mu_x0 = mu_of(x_hat)  # The x0 design: the posterior mean at x_hat.
+  mu_eps = (x_t - beta / b * eps_hat) / np.sqrt(alpha)  # The eps design, eq. 11.
+  np.testing.assert_allclose(mu_x0, mu_eps, rtol=1e-8, atol=1e-8)
+  by_x0 = w_x0[i] * np.sum((x0 - x_hat) ** 2, -1)
+  by_eps = w_eps[i] * np.sum((eps - eps_hat) ** 2, -1)
+  np.testing.assert_allclose(by_x0, by_eps, rtol=1e-9)
+  # The KL's mean part, in float32 (normal_kl): the difference of means taken here in float64.
+  logvar_q = np.log(posterior[i])[:, None]
+  logvar_p = np.log(var[i])[:, None]
+  kl = lambda mu: np.sum(np.asarray(elbo.normal_kl(0., logvar_q, mu, logvar_p), np.float64), -1)
+  np.testing.assert_allclose(kl(mu_eps - mu_of(x0)) - kl(0. * mu_eps), by_eps, rtol=1e-4)
+
+
+def test_weightings_the_objective_lacks_are_refused():
+  """Protects the weighting's domain: an unknown name, 'likelihood' in discrete time, 'elbo'
+  with reduce_mean (the bound is a sum) and 'elbo' on the SMLD ladder (no bound) fail with the
+  config fix named."""
+  data = jnp.zeros((2, 3))
+  score_fn = lambda x, t: -x
+  with pytest.raises(ValueError, match='choose one of dsm, likelihood, elbo'):
+    losses.dsm_loss(score_fn, SDES['vpsde'], jax.random.key(0), data, False, 'g2')
+  with pytest.raises(ValueError, match='training.reduce_mean = False'):
+    losses.dsm_loss(score_fn, SDES['vpsde'], jax.random.key(0), data, True, 'elbo')
+  with pytest.raises(ValueError, match="training.weighting = 'dsm'"):
+    losses.ddpm_loss(lambda x, i: x, SDES['vpsde'], jax.random.key(0), data,
+                     weighting='likelihood')
+  with pytest.raises(ValueError, match='SMLD objective has no variational bound'):
+    losses.get_per_example_loss_fn(SDES['vesde'], None, False, continuous=False,
+                                   weighting='elbo')

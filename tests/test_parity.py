@@ -160,8 +160,10 @@ def _fixed_noise_loss(model, step, sde, continuous, weighting, eps=1e-5):
     if continuous:
       t = jnp.asarray(step['u']) * (sde.T - eps) + eps  # The port's torch.rand(B) * (T - eps) + eps.
       score_fn = models.get_score_fn(sde, model, params, train=False, continuous=True)
+      # The fixtures record the port's likelihood_weighting flag.
       per_example = losses.dsm_loss_at(score_fn, sde, data, t, step['z'],
-                                       bool(step['reduce_mean']), weighting)
+                                       bool(step['reduce_mean']),
+                                       'likelihood' if weighting else 'dsm')
     else:
       model_fn = models.get_model_fn(model, params, train=False)
       at = losses.smld_loss_at if isinstance(sde, sde_lib.VESDE) else losses.ddpm_loss_at
@@ -271,3 +273,38 @@ def test_bits_per_dim_equals_port(name, monkeypatch):
       sde, data_lib.get_data_inverse_scaler(config.data.centered), rtol=1e-6, atol=1e-6)
   bpd, _, _ = jax.jit(lambda x: fn(jax.random.key(0), score_fn, x))(jnp.asarray(fixture['data']))
   np.testing.assert_allclose(np.asarray(bpd), fixture['bpd'], atol=1e-3)
+
+
+# naive / accurate - 1 of the float32 std at t = 1e-5 (docs/fidelity.md, benchmarks/small_t.py).
+NAIVE_STD_AT_EPS = {'vpsde': 6.1e-3, 'subvpsde': 1.23e-2}
+
+
+def test_score_near_eps_differs_from_port_by_the_std_only():
+  """Near the losses' eps (t = 1e-5 to 1e-3) the converted network gives the port's output, and
+  the continuous VP and sub-VP scores (``-output / std``) equal the port's times
+  ``std_port / std``: the one difference is the marginal std, ``sqrt(-expm1(2 m))`` here
+  (sub-VP ``-expm1(2 m)``, within 1e-6 of float64) and the float32 ``sqrt(1 - exp(2 m))`` in
+  the port, 0.6% (VP) and 1.2% (sub-VP) apart at t = 1e-5. Either code moving to the other's
+  std, or the network's output drifting at small labels, fails here."""
+  fixture = _fixture('ddpmpp_vp_small_t')
+  config, _, state = _converted('ddpmpp_vp')
+  assert int(fixture['step']) == int(state.step)
+  model = models.get_model(config)
+  x, t = jnp.asarray(fixture['x']), jnp.asarray(fixture['t'])
+  out = model.apply({'params': state.params}, x, 999. * t, train=False)
+  _assert_close(out, fixture['out'], 'ddpmpp_vp output near t = 0')
+  t64 = fixture['t'].astype(np.float64)
+  for name in ('vpsde', 'subvpsde'):
+    sde = _sde(config, name)
+    variance = -np.expm1(2. * sde.log_mean_coeff(t64))
+    exact = np.sqrt(variance) if name == 'vpsde' else variance
+    std = np.asarray(sde.marginal_coeffs(t)[1], np.float64)
+    np.testing.assert_allclose(std, exact, rtol=1e-6, err_msg=f'{name} std')
+    port_std, port = fixture[f'std_{name}'].astype(np.float64), fixture[f'score_{name}']
+    score = np.asarray(models.get_score_fn(sde, model, state.params, train=False,
+                                           continuous=True)(x, t))
+    for i, ti in enumerate(t64):
+      _assert_close(score[i], port[i] * (port_std[i] / std[i]), f'{name} score at t = {ti:g}')
+    assert t64[0] == np.float32(1e-5)
+    np.testing.assert_allclose(port_std[0] / std[0] - 1., NAIVE_STD_AT_EPS[name], rtol=0.02)
+    assert np.abs(score[0] - port[0]).max() > 100 * REL_TOL * np.ptp(port[0])

@@ -5,7 +5,7 @@ This is the successor of the reference code's ``pmap``: functions are compiled o
 over the ``'data'`` axis of a device mesh while parameters are replicated. XLA then inserts the
 all-reduce that averages gradients over the global batch; no collective appears in the math.
 """
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import jax
 import numpy as np
@@ -68,3 +68,26 @@ def to_global(local_batch, mesh: Mesh):
   """
   sharding = data_sharding(mesh)
   return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), local_batch)
+
+
+def jit_over_examples(step: Callable, mesh: Mesh, out_shardings, what: str = 'batch size'
+                      ) -> Callable:
+  """``step(rng, params, images)``, a function whose outputs per example depend on that example
+  only, compiled once for ``mesh``: ``images`` split over ``'data'``, ``rng`` and ``params``
+  replicated, the outputs sharded as ``out_shardings`` says.
+
+  Returns:
+    ``fn(rng, params, images)``; ``images`` a global ``jax.Array`` or this host's rows as numpy,
+    their global batch a multiple of the device count (``check_divisible``, naming ``what``).
+  """
+  whole = replicated(mesh)
+  compiled = jax.jit(step, in_shardings=(whole, whole, data_sharding(mesh)),
+                     out_shardings=out_shardings)
+
+  def sharded_fn(rng, params, images):
+    if isinstance(images, np.ndarray):
+      images = to_global(images, mesh)
+    check_divisible(images.shape[0], mesh, what)
+    return compiled(rng, params, images)
+
+  return sharded_fn

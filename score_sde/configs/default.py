@@ -19,7 +19,10 @@ def get_config() -> ml_collections.ConfigDict:
   training.sde = 'vesde'  # 'vesde' | 'vpsde' | 'subvpsde' (sde_lib registry).
   training.continuous = True  # Continuous-time DSM (eq. 7); False: discrete SMLD / DDPM losses.
   training.reduce_mean = False  # Mean (True) or sum (False) of the per-pixel loss per example.
-  training.likelihood_weighting = False  # lambda(t) = g(t)^2 (Song et al. 2021b) instead of std^2.
+  # The loss's weighting (losses.py): 'dsm' lambda(t) = std^2 (discrete: the SMLD / DDPM losses);
+  # 'likelihood' lambda(t) = g^2 (Song et al. 2021b; continuous only); 'elbo' the variational
+  # bound's diffusion term in nats (elbo.py; reduce_mean=False; continuous, or discrete DDPM).
+  training.weighting = 'dsm'
   training.batch_size = 128  # Global batch over all devices of all hosts.
   training.n_iters = 1300001  # Total optimisation steps.
   training.log_freq = 50  # Steps between loss lines on stdout and in TensorBoard.
@@ -107,6 +110,18 @@ def get_config() -> ml_collections.ConfigDict:
   evaluate.enable_loss = True  # Held-out DSM loss.
   evaluate.enable_bpd = False  # Bits/dim through the probability-flow ODE.
   evaluate.bpd_dataset = 'test'  # 'train' | 'test'.
+  # The variational bound (score_sde/elbo.py) and its prior / diffusion / reconstruction terms
+  # over eval.bpd_dataset, one pass: eval.elbo_samples + 1 network evaluations per image, no
+  # ODE solve. A discrete-time VP model (training.continuous=False, vpsde) gets the bound of its
+  # DDPM chain on the 8-bit data, reverse variance model.reverse_variance; every other model
+  # the continuous-time bound on dequantized data, comparable with the ODE's bits/dim.
+  evaluate.enable_elbo = False
+  # Draws per image of the diffusion term (sampled chain steps or times, with a standard
+  # error). 0: the exact sum over every step of the chain (discrete bound only; N evaluations).
+  evaluate.elbo_samples = 16
+  # Continuous bound's times: 'importance' (uniform in log-SNR, the integrand's weight) or
+  # 'uniform' in t; both stratified. The chain ignores it.
+  evaluate.elbo_time_sampling = 'importance'
   evaluate.inception_path = ''  # Local Inception-v3 weights file for FID/KID/IS.
   # Reference Inception statistics of the training data (.npz) for FID / KID, made once with
   # `python -m score_sde.metrics.dataset_stats --config CONFIG --out PATH`; needed for sampling.
@@ -166,8 +181,15 @@ def get_config() -> ml_collections.ConfigDict:
   model.num_scales = 1000  # N: discretisation steps of the SDE (samplers, discrete losses).
   model.beta_min = 0.1
   model.beta_max = 20.
+  # DDPM's two fixed reverse variances, 'posterior' (beta~) or 'beta': read by the chain's bound
+  # and by training.weighting='elbo' in discrete time.
+  model.reverse_variance = 'posterior'
   # Architecture.
   model.scale_by_sigma = True  # Divide the output by sigma (VE): the net predicts -noise/sigma.
+  # What the network's output is (models/parameterization.py, docs/parameterization.md):
+  # 'score' | 'eps' (noise) | 'x0' (clean image) | 'v' (velocity) | 'auto': 'eps' on VP and
+  # sub-VP, 'score' on VE, the paper's and the released checkpoints' convention.
+  model.parameterization = 'auto'
   model.normalization = 'GroupNorm'
   model.nonlinearity = 'swish'  # 'swish' | 'elu' | 'relu' | 'lrelu'.
   model.nf = 128  # Base channel count.

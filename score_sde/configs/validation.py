@@ -13,12 +13,15 @@ combinations are legal follows the reference implementation (yang-song/score_sde
 
 * Discrete-time training exists for two SDEs only: the SMLD loss (Song & Ermon 2019) is the
   VE SDE's and the DDPM loss (Ho et al. 2020) the VP SDE's; the sub-VP SDE has no discrete
-  counterpart. Likelihood weighting exists only for the continuous loss (eq. 7).
+  counterpart. Likelihood weighting exists only for the continuous loss (eq. 7); the ``'elbo'``
+  weighting, the variational bound's diffusion term summed over the data dimensions, for the
+  continuous loss and the DDPM chain (the SMLD ladder has no bound), with ``reduce_mean=False``.
 * The network is conditioned on sigma(t) when a VE model is trained in continuous time and on an
   integer-like step index otherwise; only the Gaussian Fourier embedding (of log sigma) reads the
   former, and it needs continuous training because log(0) of a step index is not finite.
 * ``scale_by_sigma`` divides the output by the VE noise level; VP / sub-VP models are divided by
-  the marginal std when the score is formed, so dividing again would be wrong.
+  the marginal std when the score is formed, so dividing again would be wrong. It belongs to a
+  network whose output is the score (``model.parameterization``, ``models.parameterization``).
 * Ancestral sampling is stochastic by construction: it has no probability-flow form.
 * A weight decay needs the decoupled form of AdamW (``optim.py`` refuses it with Adam).
 * The NCSN / NCSNv2 networks are indexed by the SMLD noise level (0 = sigma_max): they train
@@ -46,14 +49,20 @@ CHOICES = {
     'model.progressive_combine': ('sum', 'cat'),
     'model.attention_type': ('ddpm',),
     'model.embedding_type': ('fourier', 'positional'),
+    'model.reverse_variance': ('posterior', 'beta'),
+    'training.weighting': ('dsm', 'likelihood', 'elbo'),
     'optim.optimizer': ('Adam', 'AdamW'),
     'eval.bpd_dataset': ('train', 'test'),
     'eval.quantization': ('truncate', 'round'),
+    'eval.elbo_time_sampling': ('importance', 'uniform'),
     'logging.wandb_mode': ('', 'online', 'offline', 'disabled'),
 }
 
 # Fields renamed since they were introduced: old name -> new name.
 RENAMED = {'sampling.dpm_solver_order': 'sampling.order'}
+# Fields replaced by one of another kind: old name -> (new name, {old value: new value}).
+REPLACED = {'training.likelihood_weighting': ('training.weighting',
+                                              {True: 'likelihood', False: 'dsm'})}
 
 # (field, module holding the registry, registry attribute). Importing the module fills it.
 REGISTRIES = (
@@ -148,6 +157,12 @@ def _field_problems(config: ml_collections.ConfigDict) -> Tuple[List[str], List[
     hint = f'did you mean config.{close[0]}?' if close else 'remove it.'
     if field in RENAMED:
       hint = f'it is now config.{RENAMED[field]}; rename it.'
+    if field in REPLACED:
+      new, values = REPLACED[field]
+      old = _get(config, field)
+      fix = (f'config.{new}={values[old]!r}' if old in values else ' or '.join(
+          f'config.{new}={v!r} (for {k!r})' for k, v in values.items()))
+      hint = f'it is now config.{new}; remove it and set {fix}.'
     unknown.append(f'config.{field} is not a field the code reads; {hint}')
   return missing, unknown
 
@@ -245,9 +260,15 @@ def _training_problems(c) -> List[str]:
     _require(problems, sde in ('vesde', 'vpsde'), 'training.continuous', t.continuous,
              f'discrete-time losses exist only for vesde (SMLD) and vpsde (DDPM), not {sde!r}; '
              'set training.continuous=True')
-    _require(problems, not t.likelihood_weighting, 'training.likelihood_weighting',
-             t.likelihood_weighting, 'likelihood weighting exists only for the continuous loss; '
-                                     'set it to False or training.continuous=True')
+    _require(problems, t.weighting != 'likelihood', 'training.weighting', t.weighting,
+             "likelihood weighting exists only for the continuous loss; use 'dsm' or "
+             'training.continuous=True')
+    _require(problems, not (t.weighting == 'elbo' and sde == 'vesde'), 'training.weighting',
+             t.weighting, "the discrete SMLD loss has no variational bound; use 'dsm' or "
+                          'training.continuous=True (the continuous bound exists for vesde)')
+  _require(problems, not (t.weighting == 'elbo' and t.reduce_mean), 'training.reduce_mean',
+           t.reduce_mean, "training.weighting='elbo' is the bound's sum over the data "
+                          'dimensions; set it to False')
   return problems
 
 
@@ -347,6 +368,36 @@ def _eval_problems(c) -> List[str]:
            f'use a part count between 1 and eval.num_samples={e.num_samples} (1 or 10)')
   _require(problems, e.wait_for_checkpoint_secs >= 0, 'eval.wait_for_checkpoint_secs',
            e.wait_for_checkpoint_secs, 'use 0 (do not wait) or a number of seconds')
+  return problems + _elbo_problems(c)
+
+
+def _elbo_problems(c) -> List[str]:
+  """``eval.elbo_samples`` is a count of draws, 0 (the exact sum) only for the DDPM chain's
+  bound, at most the chain's ``N - 1`` denoising terms; checked against the bound's kind when
+  ``eval.enable_elbo`` asks for it."""
+  e, problems = c.eval, []
+  samples = e.elbo_samples
+  if not (isinstance(samples, int) and not isinstance(samples, bool) and samples >= 0):
+    return [f'config.eval.elbo_samples={samples!r} is invalid: use a positive number of draws '
+            'per image (16), or 0 for the exact sum over the chain of a discrete-time VP '
+            'model.']
+  if not e.enable_elbo:
+    return problems
+  from score_sde import elbo
+  if elbo.uses_chain(c):
+    steps = c.model.num_scales
+    _require(problems, isinstance(steps, int) and steps >= 2, 'model.num_scales', steps,
+             'the bound of a discrete-time VP model (eval.enable_elbo) sums over its chain of '
+             'N = model.num_scales steps, which needs N >= 2')
+    if isinstance(steps, int) and steps >= 2:
+      _require(problems, samples <= steps - 1, 'eval.elbo_samples', samples,
+               f'the chain of model.num_scales={steps} steps has {steps - 1} denoising terms; '
+               f'draw at most {steps - 1}, or use 0 for their exact sum')
+  else:
+    _require(problems, samples >= 1, 'eval.elbo_samples', samples,
+             'the continuous-time bound (this model is not a discrete-time VP one) is estimated '
+             'from sampled times; use a positive number of draws per image, e.g. 16 (0, the '
+             'exact sum, exists only for the DDPM chain)')
   return problems
 
 
@@ -395,6 +446,31 @@ def _model_problems(c) -> List[str]:
     problems += _architecture_problems(c)
   problems += _normalization_problems(c)
   problems += _sde_parameter_problems(c)
+  problems += _parameterization_problems(c)
+  return problems
+
+
+def _parameterization_problems(c) -> List[str]:
+  """``model.parameterization`` names a registered output (or 'auto'), and ``scale_by_sigma``,
+  which divides the output by sigma, is kept for a network whose output is the score."""
+  m, problems = c.model, []
+  from score_sde import sde_lib  # Imported only when validation runs (jax).
+  from score_sde.models import parameterization
+  choices = parameterization.choices()
+  value = m.parameterization
+  if str(value).lower() not in choices:
+    return [f'config.model.parameterization={value!r} is not supported; use one of '
+            f'{", ".join(repr(o) for o in choices)}.']
+  try:
+    sde = sde_lib.get_sde(c)
+  except (KeyError, TypeError, ValueError):
+    return problems  # training.sde's own problem is reported with it.
+  name = parameterization.get_parameterization(value, sde).name
+  # On VP / sub-VP, scale_by_sigma is refused whatever the output (_architecture_problems).
+  ok = not (m.scale_by_sigma and isinstance(sde, sde_lib.VESDE)) or name == 'score'
+  _require(problems, ok, 'model.scale_by_sigma',
+           m.scale_by_sigma, f'it divides the output by sigma, which makes the output the score; '
+                             f'set it to False for model.parameterization={value!r}')
   return problems
 
 

@@ -30,6 +30,10 @@ Per checkpoint, from the EMA weights and as enabled:
   ``data.uniform_dequantization`` says: the paper's bits/dim (Table 2) are defined on dequantized
   data, and without it they are no bound on the discrete likelihood. Progress is saved after each
   batch, so a killed run resumes at the next batch.
+* ``eval.enable_elbo``: the variational bound and its prior / diffusion / reconstruction terms
+  over ``eval.bpd_dataset``, one pass, no ODE solve (``evaluation.bound``): the DDPM chain's
+  bound on the 8-bit data for a discrete-time VP model, the continuous-time one on the first
+  bits/dim pass's dequantized data otherwise; resumable per batch.
 * ``eval.enable_sampling``: FID / KID / IS from ``eval.num_samples`` samples
   (``evaluation.samples``), resumable per round.
 
@@ -52,7 +56,7 @@ from etils import epath
 from score_sde import data, likelihood, losses, optim, pipeline, sde_lib
 from score_sde.common import errors, parallel, rng, stopping
 from score_sde.configs import record, validation
-from score_sde.evaluation import report as eval_report, samples as eval_samples
+from score_sde.evaluation import bound, report as eval_report, samples as eval_samples
 from score_sde.io import checkpoint, files, summary, workdir as workdir_lib
 from score_sde.metrics import inception, inception_weights
 from score_sde.models import utils as mutils
@@ -61,11 +65,11 @@ from score_sde.training import train_state
 POLL_SECS = 30.  # Between looks for a checkpoint that is not there yet.
 # The progress is on disk as it is made, so a stop request loses at most the batch in flight.
 _STOPPED = ('Stopped on request. The evaluation keeps what it finished (report rows, bits/dim '
-            'batches, sample rounds) in its folder; run the same command again to go on from '
-            'there.')
+            'and ELBO batches, sample rounds) in its folder; run the same command again to go '
+            'on from there.')
 BPD_PROGRESS_FILE = 'bpd_progress.npz'
 # Sub-streams of rng.EVAL_STREAM.
-_LOSS_NOISE, _BPD_PROBES, _BPD_DEQUANTIZATION = range(3)
+_LOSS_NOISE, _BPD_PROBES, _BPD_DEQUANTIZATION, _ELBO_DRAWS = range(4)
 
 # ``evaluator(params_ema, step, ckpt_dir, writer) -> report columns``: one metric of one
 # checkpoint; ``ckpt_dir`` holds its resumable work files.
@@ -206,7 +210,9 @@ def make_loss_evaluator(config, sde, model, mesh, source: data.Source) -> Evalua
   training = config.training
   loss_fn = losses.get_per_example_loss_fn(
       sde, model, train=False, reduce_mean=training.reduce_mean, continuous=training.continuous,
-      likelihood_weighting=training.likelihood_weighting, eps=training.eps)
+      weighting=training.weighting, reverse_variance=config.model.reverse_variance,
+      eps=training.eps,
+      parameterization=config.model.get('parameterization', 'auto'))
 
   def masked_sums(params, batch, key):
     values = loss_fn(key, params, batch)
@@ -266,7 +272,8 @@ def make_bpd_evaluator(config, sde, model, mesh, source: data.Source,
       lambda p: mutils.get_score_fn(
           sde, model, p, train=False,
           continuous=mutils.ode_score_continuous(sde, config.training.continuous),
-          class_labels=null_label),
+          class_labels=null_label,
+          parameterization=config.model.get('parameterization', 'auto')),
       mesh, scaler=data.get_data_scaler(centered))
   probe_key = jax.random.fold_in(rng.stream_key(config.seed, rng.EVAL_STREAM), _BPD_PROBES)
 
@@ -344,6 +351,8 @@ def _pending(row: Dict[str, Any], eval_config) -> List[str]:
     todo.append('loss')
   if eval_config.enable_bpd and row['bpd'] is None:
     todo.append('bpd')
+  if eval_config.enable_elbo and row['elbo'] is None:
+    todo.append('elbo')
   if eval_config.enable_sampling and (row['fid'] is None
                                       or row['num_samples'] != eval_config.num_samples):
     todo.append('samples')
@@ -396,7 +405,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, eval_folder: str =
         'of a training run, or set --config.eval.wait_for_checkpoint_secs to wait for one.')
   steps = checkpoint_steps(e.begin_ckpt, e.end_ckpt, config.training.snapshot_freq,
                            config.training.n_iters)
-  splits = (['test'] if e.enable_loss else []) + ([e.bpd_dataset] if e.enable_bpd else [])
+  splits = (['test'] if e.enable_loss else []) + (
+      [e.bpd_dataset] if e.enable_bpd or e.enable_elbo else [])
   sources = data.open_checked(config.data, sorted(set(splits)))
   sample_setup = _sample_setup(config, workdir, mesh) if e.enable_sampling else None
   folder = os.path.join(workdir, eval_folder)
@@ -412,6 +422,11 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, eval_folder: str =
   builders = {'loss': lambda: make_loss_evaluator(config, sde, model, mesh, sources['test']),
               'bpd': lambda: make_bpd_evaluator(config, sde, model, mesh,
                                                 sources[e.bpd_dataset], stop_requested),
+              'elbo': lambda: bound.make_elbo_evaluator(
+                  config, sde, model, mesh, sources[e.bpd_dataset],
+                  jax.random.fold_in(rng.stream_key(config.seed, rng.EVAL_STREAM), _ELBO_DRAWS),
+                  dequantization_seed(config.seed, 0),
+                  lambda: _stop_if_requested(stop_requested)),
               'samples': lambda: eval_samples.make_sample_evaluator(config, sde, model, mesh,
                                                                     *sample_setup)}
   ckpt = checkpoint.Checkpointer(workdir, read_only=True)

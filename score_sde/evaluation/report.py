@@ -4,7 +4,7 @@ An evaluation folder (``workdir/<eval_folder>``) holds
 
   report.json, report.csv   one row per checkpoint (``COLUMNS``), rewritten as values arrive
   config.json               the config the folder's numbers were computed with
-  ckpt_<step>/              per-checkpoint work files (sample rounds, bits/dim progress)
+  ckpt_<step>/              per-checkpoint work files (sample rounds, bits/dim and ELBO progress)
 
 Rows are read back when an evaluation starts, so finished metrics are never recomputed. That is
 only sound when the numbers would come out the same, hence ``check_config_record``: a folder
@@ -23,22 +23,27 @@ from etils import epath
 from jax.experimental import multihost_utils
 
 from score_sde.common import errors
+from score_sde.configs import default
 from score_sde.configs.record import flat_config
 from score_sde.io import files
 
 REPORT_JSON, REPORT_CSV, CONFIG_RECORD = 'report.json', 'report.csv', 'config.json'
 
 # One row per checkpoint. bpd_nfe: mean score evaluations per likelihood batch; nfe: per sample
-# round; num_samples: samples behind fid / kid / is.
-COLUMNS = ('step', 'loss', 'bpd', 'bpd_stderr', 'bpd_nfe', 'fid', 'kid', 'kid_std', 'is',
-           'is_std', 'num_samples', 'nfe')
+# round; num_samples: samples behind fid / kid / is. elbo*: the variational bound's dataset mean
+# and its terms' (bits/dim; the terms sum to elbo), elbo_stderr the standard error of that mean
+# over the images, elbo_diffusion_stderr the mean per-image standard error of the sampled
+# diffusion term (0 for the chain's exact sum), elbo_nfe network evaluations per image.
+COLUMNS = ('step', 'loss', 'bpd', 'bpd_stderr', 'bpd_nfe', 'elbo', 'elbo_stderr', 'elbo_prior',
+           'elbo_diffusion', 'elbo_reconstruction', 'elbo_diffusion_stderr', 'elbo_nfe', 'fid',
+           'kid', 'kid_std', 'is', 'is_std', 'num_samples', 'nfe')
 
 # Fields that change no number already computed: which checkpoints and metrics run, where files
 # live, how long to wait, how training ran (the checkpoint fixes the weights; eval.num_samples is
 # kept per row, and a row with another count is recomputed).
 RESULT_NEUTRAL_FIELDS = frozenset({
     'eval.begin_ckpt', 'eval.end_ckpt', 'eval.enable_loss', 'eval.enable_bpd',
-    'eval.enable_sampling', 'eval.num_samples', 'eval.wait_for_checkpoint_secs',
+    'eval.enable_elbo', 'eval.enable_sampling', 'eval.num_samples', 'eval.wait_for_checkpoint_secs',
     'eval.inception_path', 'data.data_dir', 'data.tfrecords_path', 'data.random_flip',
     'model.ema_rate', 'model.ema_warmup', 'eval.save_samples', 'training.batch_size',
     'training.n_iters', 'training.log_freq',
@@ -136,11 +141,16 @@ def _result_neutral(field: str) -> bool:
 
 def config_differences(recorded: Mapping[str, Any], config: ml_collections.ConfigDict
                        ) -> List[str]:
-  """Fields (outside the result-neutral ones) whose value differs, as 'field: old -> new'."""
+  """Fields (outside the result-neutral ones) whose value differs, as 'field: old -> new'.
+
+  A field a record lacks (written before the field existed) counts as its default
+  (``configs/default.py``), the value that run computed with."""
   current = flat_config(config)
-  fields = sorted(set(recorded) | set(current))
-  return [f'{f}: {recorded.get(f, "<absent>")!r} -> {current.get(f, "<absent>")!r}'
-          for f in fields if not _result_neutral(f) and recorded.get(f) != current.get(f)]
+  defaults = flat_config(default.get_config())
+  old = {**defaults, **recorded}
+  fields = sorted(set(old) | set(current))
+  return [f'{f}: {old.get(f, "<absent>")!r} -> {current.get(f, "<absent>")!r}'
+          for f in fields if not _result_neutral(f) and old.get(f) != current.get(f)]
 
 
 def check_config_record(folder, config: ml_collections.ConfigDict, write: bool = True) -> None:

@@ -2,10 +2,9 @@
 
 ``MODELS`` maps ``config.model.name`` to a linen module class with a ``from_config(config)``
 constructor; importing ``score_sde.models`` fills it. ``get_score_fn`` turns a network into the
-``score_fn(x, t)`` that samplers and likelihoods take, with the time-label and output-scaling
-conventions the released checkpoints were trained with.
+``score_fn(x, t)`` that samplers and likelihoods take, through ``models.parameterization``
+(time labels, and what the output means: score, noise, clean image or velocity).
 """
-import functools
 from typing import Callable, Optional, Sequence, Tuple, Union
 
 import flax.linen as nn
@@ -16,6 +15,8 @@ import numpy as np
 
 from score_sde import sde_lib
 from score_sde.common.registry import Registry
+# The score conversion lives in models.parameterization; its names stay importable from here.
+from score_sde.models.parameterization import ode_score_continuous, score_fn_from_model_fn
 
 MODELS = Registry('model')
 # Noise-conditional classifiers p_t(y | x) for classifier guidance, named by config.classifier.name.
@@ -238,8 +239,11 @@ def get_model_fn(model: nn.Module, params, train: bool = False,
 def get_score_fn(sde: sde_lib.SDE, model: nn.Module, params, train: bool = False,
                  continuous: bool = False, rng: Optional[jax.Array] = None,
                  class_labels: Optional[jax.Array] = None,
-                 dtype: str = 'float32') -> sde_lib.ScoreFn:
-  """``score_fn(x, t) ~ grad_x log p_t(x)`` from a network, with the released conventions.
+                 dtype: str = 'float32', parameterization: str = 'auto') -> sde_lib.ScoreFn:
+  """``score_fn(x, t) ~ grad_x log p_t(x)`` from a network: ``get_model_fn``'s network read
+  through ``parameterization.score_fn_from_model_fn`` (time labels and output conversion).
+
+  With ``parameterization='auto'``, the released conventions:
 
   * VP and sub-VP: the network predicts the noise ``z`` of ``x_t = alpha x_0 + std z``, so
     ``score = -output / std`` (from ``E[z | x_t] = -std grad log p_t``). Continuous-time (and every
@@ -254,61 +258,14 @@ def get_score_fn(sde: sde_lib.SDE, model: nn.Module, params, train: bool = False
     continuous: whether the model was trained with continuous-time labels.
     class_labels: for a class-conditional network, the ``(B,)`` (or scalar) class to score;
       each call may pass other ``class_labels`` (guidance scores two label sets at once).
+    parameterization: what the output is, ``config.model.parameterization``: ``'score'``,
+      ``'eps'``, ``'x0'``, ``'v'`` or ``'auto'`` (docs/parameterization.md).
   Returns:
     ``score_fn(x (B, H, W, C), t (B,), class_labels=class_labels) -> (B, H, W, C)``.
   """
   return score_fn_from_model_fn(sde, get_model_fn(model, params, train=train, rng=rng,
                                                   class_labels=class_labels, dtype=dtype),
-                                continuous)
-
-
-def score_fn_from_model_fn(sde: sde_lib.SDE, labelled_model_fn: Callable,
-                           continuous: bool = False) -> sde_lib.ScoreFn:
-  """``get_score_fn``'s time labels and output scaling around a network already bound to its
-  parameters, ``labelled_model_fn(x, labels, class_labels=None) -> output`` (``get_model_fn``)."""
-  if isinstance(sde, sde_lib.VPSDE):  # subVPSDE included.
-    def score_fn(x, t, class_labels=None):
-      model_fn = functools.partial(labelled_model_fn, class_labels=class_labels)
-      if continuous or isinstance(sde, sde_lib.subVPSDE):
-        labels = t * 999
-        std = sde.marginal_coeffs(t)[1]
-      else:
-        labels = t * (sde.N - 1)
-        std = sde.sqrt_1m_alphas_cumprod[labels.astype(jnp.int32)]
-      return sde_lib.batch_mul(-1. / std, model_fn(x, labels))
-
-  elif isinstance(sde, sde_lib.VESDE):
-    def score_fn(x, t, class_labels=None):
-      model_fn = functools.partial(labelled_model_fn, class_labels=class_labels)
-      if continuous:
-        labels = sde.marginal_coeffs(t)[1]
-      else:
-        labels = jnp.round((sde.T - t) * (sde.N - 1)).astype(jnp.int32)
-      return model_fn(x, labels)
-
-  else:
-    raise ValueError(f'No score parameterisation for SDE {type(sde).__name__}; '
-                     'use VPSDE, subVPSDE or VESDE.')
-  return score_fn
-
-
-def ode_score_continuous(sde: sde_lib.SDE, trained_continuous: bool) -> bool:
-  """The ``continuous`` argument of ``get_score_fn`` for a score that an ODE solver integrates:
-  the probability-flow ODE sampler and its denoising step, the likelihood (bits/dim), and the
-  Heun and DPM-Solver++ samplers.
-
-  VP / sub-VP: always True, as the reference builds these scores (``continuous=True`` in its
-  ``get_ode_sampler`` and ``get_likelihood_fn`` whatever the training). A DDPM-trained network
-  then gets the label ``999 t`` (its training labels ``t (N - 1)``, not rounded) and is divided by
-  the SDE's marginal std; the discrete chain's ``sqrt(1 - alphabar_i)`` is a staircase over
-  ``t`` that is 10x the marginal std at ``t = 1e-5``, where the likelihood solve starts.
-
-  VE: the training convention (``trained_continuous``). Here the reference's ``continuous=True``
-  would feed ``sigma(t)`` (0.01 to 50) as the label of a network trained on ladder indices
-  0..N-1, which that network never saw; the SMLD label ``round((T - t)(N - 1))`` is the one it
-  was trained on.
-  """
-  return True if isinstance(sde, sde_lib.VPSDE) else bool(trained_continuous)
+                                continuous, parameterization)
 
 
 def get_classifier_fn(sde: sde_lib.SDE, classifier: nn.Module, params
@@ -329,4 +286,4 @@ def get_classifier_fn(sde: sde_lib.SDE, classifier: nn.Module, params
 
 __all__ = ['MODELS', 'CLASSIFIERS', 'class_count', 'get_classifier', 'is_class_conditional', 'get_classifier_fn',
            'get_sigmas', 'get_model', 'init_params', 'abstract_params', 'count_params',
-           'get_model_fn', 'get_score_fn', 'ode_score_continuous']
+           'get_model_fn', 'get_score_fn', 'ode_score_continuous', 'score_fn_from_model_fn']

@@ -96,6 +96,7 @@ def get_network_sampler(config, sde: sde_lib.SDE, model, mesh, num_samples: int,
   if str(config.sampling.method).lower() in ODE_METHODS:
     continuous = mutils.ode_score_continuous(sde, continuous)
 
+  parameterization = config.model.get('parameterization', 'auto')
   labels = sampled_classes(config, model, num_samples, classifier)
   guided_by_classifier = classifier is not None and bool(config.sampling.classifier_scale)
 
@@ -104,7 +105,8 @@ def get_network_sampler(config, sde: sde_lib.SDE, model, mesh, num_samples: int,
     if guided_by_classifier:
       score_params = params['score']
       classifier_fn = mutils.get_classifier_fn(sde, classifier, params['classifier'])
-    score_fn = mutils.get_score_fn(sde, model, score_params, train=False, continuous=continuous)
+    score_fn = mutils.get_score_fn(sde, model, score_params, train=False, continuous=continuous,
+                                   parameterization=parameterization)
     return guidance.get_guided_score_fn(
         score_fn, labels, num_classes=getattr(model, 'num_classes', 0),
         cfg_scale=config.sampling.get('cfg_scale', 0.), classifier_fn=classifier_fn,

@@ -73,10 +73,12 @@ def compile_step(config, sde, model, mesh, *, train: bool, tx=None, classifier: 
     step_fn = losses.get_step_fn(
         sde, model, train=train, optimizer=tx, ema_rate=config.model.ema_rate,
         reduce_mean=training.reduce_mean, continuous=training.continuous,
-        likelihood_weighting=training.likelihood_weighting, eps=training.eps,
+        weighting=training.weighting, reverse_variance=config.model.reverse_variance,
+        eps=training.eps,
         label_dropout=training.label_dropout, ema_warmup=config.model.ema_warmup,
         compute_dtype=training.compute_dtype, grad_accum_steps=training.grad_accum_steps,
-        float32_below_std=training.get('float32_below_std', 0.))
+        float32_below_std=training.get('float32_below_std', 0.),
+        parameterization=config.model.get('parameterization', 'auto'))
   rep, split = parallel.replicated(mesh), parallel.data_sharding(mesh)
   return jax.jit(step_fn, in_shardings=(rep, split, rep), out_shardings=(rep, rep),
                  donate_argnums=(0,) if train else ())
