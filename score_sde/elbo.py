@@ -174,11 +174,12 @@ def ddpm_label_times(sde: sde_lib.SDE) -> jax.Array:
   ``i``: the float32 nearest ``i / (N - 1)`` whose ``t (N - 1)`` is not below ``i``, so the
   discrete score adapter's ``int(t (N - 1))`` (``models.utils.get_score_fn``) reads label ``i``."""
   n = int(sde.N)
-  scale = np.float32(n - 1)
+  labels = np.arange(n, dtype=np.float32)
   times = (np.arange(n, dtype=np.float64) / (n - 1)).astype(np.float32)
-  for i in range(n):
-    while np.float32(times[i] * scale) < i:
-      times[i] = np.nextafter(times[i], np.float32(np.inf))
+  low = times * np.float32(n - 1) < labels
+  while low.any():  # At most a few ulps.
+    times[low] = np.nextafter(times[low], np.float32(np.inf))
+    low = times * np.float32(n - 1) < labels
   return jnp.asarray(times)
 
 
@@ -353,7 +354,7 @@ def get_elbo_fn(sde: sde_lib.SDE, inverse_scaler: Optional[Callable] = None, *,
       closed-form targets and raises it 15% on the trained digits network (docs/likelihood.md),
       hence off by default.
     chunk: evaluations of ``score_fn`` vectorized at once over the samples (memory: ``chunk``
-      batches); None: all at once.
+      batches); None: one after another.
     units: ``'bpd'`` or ``'nats'`` (per example; no dequantization offset).
   Returns:
     ``elbo_fn`` returning ``bpd (B,)`` float32 and ``terms``: ``'prior'``, ``'diffusion'``,

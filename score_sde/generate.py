@@ -28,7 +28,6 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
-from jax.experimental import multihost_utils
 
 from score_sde import pipeline
 from score_sde.common import errors, parallel, rng, stopping
@@ -92,8 +91,7 @@ def generate(config: ml_collections.ConfigDict, workdir: str, out_folder: str = 
   for r in range(rounds):
     key = first if r == 0 else jax.random.fold_in(first, r)
     images, nfe = sample(parallel.replicate(key, mesh))
-    chunks.append(np.asarray(jax.device_get(multihost_utils.process_allgather(images,
-                                                                              tiled=True))))
+    chunks.append(parallel.gather_rows(images))
     logging.info('Sample round %d done (%d score evaluations per image); %s', r + 1, int(nfe),
                  summary.countdown(r + 1, rounds, time.time() - start))
     if r + 1 < rounds and stop_requested is not None and stopping.any_process(stop_requested):
@@ -128,7 +126,7 @@ def sampler_settings(config: ml_collections.ConfigDict, sde) -> Dict[str, Any]:
   """The sampler ``config.sampling`` builds on ``sde`` (``sampling.get_sampler``): its method and
   main settings, with the defaults that a 0 or '' leaves to the method filled in; JSON-ready."""
   s = config.sampling
-  method = str(s.method).lower()
+  method = s.method
   settings: Dict[str, Any] = {'method': method}
   eps = float(s.eps)
   if method == 'pc':

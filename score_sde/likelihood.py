@@ -28,7 +28,6 @@ from typing import Callable, Iterable, Iterator, NamedTuple, Optional, Tuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from score_sde import sde_lib
@@ -523,21 +522,14 @@ def dataset_bpd_rounds(bpd_fn: Callable, make_batches: Callable[[int], Iterable[
         continue
       key = jax.random.fold_in(jax.random.fold_in(rng, repeat), index)
       bpd, _, nfe = bpd_fn(key, batch['image'])
-      bpd = _gather(bpd)
+      bpd = parallel.gather_rows(bpd)
       if 'mask' in batch:
-        bpd = bpd[_gather(batch['mask']).astype(bool)]
+        bpd = bpd[parallel.gather_rows(batch['mask']).astype(bool)]
       if not np.all(np.isfinite(bpd)):
         raise FloatingPointError(
             f'bits/dim is not finite in repeat {repeat}, batch {index}: the ODE solve failed '
             '(raise max_steps or loosen rtol/atol) or the score function returned NaN.')
       yield BpdRound(repeat, index, bpd.astype(np.float64), int(np.asarray(nfe)))
-
-
-def _gather(x) -> np.ndarray:
-  """All rows of a global array, or of every host's local rows, as numpy on every host."""
-  if isinstance(x, jax.Array) and x.is_fully_addressable:
-    return np.asarray(x)
-  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
 class BpdSummary(NamedTuple):

@@ -21,8 +21,9 @@ is compiled or solved (dtype, shape, finite values, images in ``[0, 1]``, masks 
 and what is expected, so one bad image is refused up front rather than spoiling its batch (the
 ODE solvers share their step sizes across the batch).
 
-Nothing is written into the workdir, and nothing of it is renamed: a damaged newest checkpoint
-is skipped with a warning, as evaluation does.
+Only the checkpoint's EMA weights are read (``training.restore``). Nothing is written into the
+workdir, and nothing of it is renamed: a damaged newest checkpoint is skipped with a warning, as
+evaluation does.
 """
 import copy
 import os
@@ -34,14 +35,14 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
-from score_sde import data, elbo, likelihood, optim, pipeline_inputs, sampling, sde_lib
+from score_sde import data, elbo, likelihood, pipeline_inputs, sampling, sde_lib
 from score_sde.common import errors, parallel
 from score_sde.configs import record, validation
 from score_sde.data import images as images_lib
 from score_sde.io import checkpoint, summary, workdir as workdir_lib
 from score_sde.models import utils as mutils
 from score_sde.sampling import ode as ode_lib, shard
-from score_sde.training import train_state
+from score_sde.training import restore
 
 ConfigLike = Union[None, str, os.PathLike, ml_collections.ConfigDict]
 InputError = pipeline_inputs.InputError  # What the methods raise for a bad argument.
@@ -91,7 +92,7 @@ def load(workdir: str, step: Optional[int] = None, config: ConfigLike = None,
   validation.validate_config(config, num_devices=1)
   model = mutils.get_model(config)
   try:
-    params, step = restore_network(config, model, workdir, mesh, 'score model', step)
+    params, step = restore.restore_network(config, model, workdir, mesh, 'score model', step)
   except checkpoint.StructureMismatchError as e:
     raise errors.ConfigError(
         f'The config does not describe the network saved in {workdir}: {e}\nPass the config '
@@ -103,35 +104,6 @@ def load(workdir: str, step: Optional[int] = None, config: ConfigLike = None,
                               f'{workdir}.') from None
   logging.info('Loaded step %d of %s.', step, workdir)
   return Pipeline(config, model, params, int(step), mesh, workdir)
-
-
-def restore_network(config, model, workdir: str, mesh, what: str, step: Optional[int] = None):
-  """``(params_ema, step)`` of ``model`` (trained with ``config``) from checkpoint ``step`` of
-  ``workdir`` (None: the newest readable one), replicated over ``mesh``; read-only. Raises as
-  ``checkpoint.restore_params_ema``."""
-  init_fn = train_state.state_factory(config, model, optim.get_optimizer(config.optim))
-  return checkpoint.restore_params_ema(workdir, train_state.abstract_state(init_fn, mesh), what,
-                                       step)
-
-
-def load_classifier(config, workdir: str, mesh):
-  """The noise-conditional classifier of classifier guidance: ``(module, params_ema, step)``
-  from the newest checkpoint in ``workdir.classifier_workdir(config, workdir)``.
-
-  Raises:
-    errors.WorkdirError: when no classifier was trained there, naming the command that trains it.
-  """
-  classifier = mutils.get_classifier(config)
-  directory = workdir_lib.classifier_workdir(config, workdir)
-  try:
-    params, step = restore_network(config, classifier, directory, mesh, 'classifier')
-  except errors.WorkdirError as e:
-    raise errors.WorkdirError(
-        f'{e} sampling.classifier_scale={config.sampling.classifier_scale} needs a trained '
-        'noise-conditional classifier: run main.py --mode train_classifier with this config '
-        'and workdir first, or set sampling.classifier_workdir, or sampling.classifier_scale=0.'
-    ) from None
-  return classifier, params, step
 
 
 def _check_elbo_args(config, sde, num_samples, time_sampling) -> None:
@@ -164,6 +136,8 @@ class Pipeline:
     sde: the run's forward SDE; ``scaler`` / ``inverse_scaler``: ``[0, 1]`` <-> model space.
     step: the training step of the loaded checkpoint; ``workdir``: where it came from.
     shape: ``(H, W, C)`` of one image.
+    classifier: the noise-conditional classifier of classifier guidance
+      (``training.restore.Network``), read when a sampler first asks for it; None until then.
   """
 
   def __init__(self, config: ml_collections.ConfigDict, model, params, step: int,
@@ -174,6 +148,7 @@ class Pipeline:
     self.scaler = data.get_data_scaler(config.data.centered)
     self.inverse_scaler = data.get_data_inverse_scaler(config.data.centered)
     self.shape = images_lib.image_shape(config.data.image_size, config.data.num_channels)
+    self.classifier: Optional[restore.Network] = None
     self._compiled: Dict[Any, Callable] = {}
 
   def __repr__(self):
@@ -230,7 +205,7 @@ class Pipeline:
     images, nfe = sample(self._key(seed))
     logging.info('Sampled %d images with %s (%d score evaluations).', n, config.sampling.method,
                  int(nfe))
-    return _host(images)[:n]
+    return parallel.gather_rows(images)[:n]
 
   def sampler(self, n: int, config: Optional[ml_collections.ConfigDict] = None,
               quantize: Optional[str] = None) -> Tuple[Callable, Optional[np.ndarray]]:
@@ -251,8 +226,8 @@ class Pipeline:
     config = self.config if config is None else config
     classifier, params = None, self.params
     if config.sampling.classifier_scale:
-      classifier, classifier_params = self._classifier(config)
-      params = {'score': self.params, 'classifier': classifier_params}
+      net = self._classifier_for(config)
+      classifier, params = net.module, {'score': self.params, 'classifier': net.params}
     key = ('sample', n, quantize, _frozen(config.sampling))
     if key not in self._compiled:
       self._compiled[key] = sampling.get_network_sampler(
@@ -261,14 +236,14 @@ class Pipeline:
     compiled = self._compiled[key]
     return (lambda key: compiled(params, key)), labels
 
-  def _classifier(self, config):
-    """``(module, params)`` of the run's classifier, read once (errors.WorkdirError naming
-    ``--mode train_classifier`` when there is none)."""
+  def _classifier_for(self, config) -> restore.Network:
+    """``self.classifier``, read (again) when ``config`` names another classifier directory
+    than the one it came from (errors.WorkdirError naming ``--mode train_classifier`` when
+    there is none)."""
     where = workdir_lib.classifier_workdir(config, self.workdir)
-    if ('classifier', where) not in self._compiled:
-      module, params, _ = load_classifier(config, self.workdir, self.mesh)
-      self._compiled[('classifier', where)] = (module, params)
-    return self._compiled[('classifier', where)]
+    if self.classifier is None or self.classifier.directory != where:
+      self.classifier = restore.load_classifier(config, self.workdir, self.mesh)
+    return self.classifier
 
   def _sampling_config(self, method, num_steps, class_labels, fields):
     config = copy.deepcopy(self.config)
@@ -329,7 +304,7 @@ class Pipeline:
         mask, pipeline_inputs.checked_images_shape(images, 'images', self.shape))
     images = pipeline_inputs.checked_images(images, 'images', self.shape, known=mask > .5)
     sde = self.sde if num_steps is None else self._sde_with_steps(num_steps)
-    inpainter = sampling.get_pc_inpainter(sde, *self._pc_args(), eps=self.config.sampling.eps)
+    inpainter = sampling.get_pc_inpainter(sde, **self._pc_settings())
     out = self._run(('inpaint', sde.N), lambda rng, score_fn, x, m: inpainter(
         rng, score_fn, self.scaler(x), m)[0], seed, images, mask)
     # The sampler holds the known pixels in model space; for centred data the round trip through
@@ -352,15 +327,17 @@ class Pipeline:
     if grey.shape[-1] == 1:
       grey = np.repeat(grey, 3, axis=-1)
     sde = self.sde if num_steps is None else self._sde_with_steps(num_steps)
-    colorizer = sampling.get_pc_colorizer(sde, *self._pc_args(), eps=self.config.sampling.eps)
+    colorizer = sampling.get_pc_colorizer(sde, **self._pc_settings())
     out = self._run(('colorize', sde.N), lambda rng, score_fn, x: colorizer(
         rng, score_fn, self.scaler(x))[0], seed, grey)
     return np.clip(out, 0., 1.)
 
-  def _pc_args(self):
+  def _pc_settings(self) -> Dict[str, Any]:
+    """The config's PC sampler, as keywords of ``get_pc_inpainter`` / ``get_pc_colorizer``."""
     s = self.config.sampling
-    return (s.predictor, s.corrector, self.inverse_scaler, s.snr, s.n_steps_each,
-            s.probability_flow, self.config.training.continuous, s.noise_removal)
+    return dict(predictor=s.predictor, corrector=s.corrector, inverse_scaler=self.inverse_scaler,
+                snr=s.snr, n_steps=s.n_steps_each, probability_flow=s.probability_flow,
+                denoise=s.noise_removal, eps=s.eps)
 
   # ------------------------------------------------------------------------------ likelihood
   def bits_per_dim(self, images, seed: int = 0, dequantize: bool = True,
@@ -404,7 +381,7 @@ class Pipeline:
     images = _pad_rows(images.astype(np.float32), padded)
     bpd, _, _ = self._compiled[key](self._key(seed), self.params,
                                     images[parallel.host_batch_slice(padded)])
-    return _host(bpd)[:n]
+    return parallel.gather_rows(bpd)[:n]
 
   def elbo(self, images, num_samples: Optional[int] = None, time_sampling: Optional[str] = None,
            seed: int = 0, dequantize: Optional[bool] = None
@@ -463,8 +440,8 @@ class Pipeline:
     bpd, terms = self._compiled[key](
         parallel.replicate(jax.random.fold_in(rng, 0), self.mesh), self.params,
         images[parallel.host_batch_slice(padded)])
-    out = {name: _host(terms[name])[:n] for name in elbo.TERMS}
-    return _host(bpd)[:n], dict(out, nfe=int(jax.device_get(terms['nfe'])))
+    out = {name: parallel.gather_rows(terms[name])[:n] for name in elbo.TERMS}
+    return parallel.gather_rows(bpd)[:n], dict(out, nfe=int(jax.device_get(terms['nfe'])))
 
   def encode(self, images) -> np.ndarray:
     """Latents ``z = x(T)`` of images through the probability-flow ODE from ``t = eps``
@@ -517,7 +494,7 @@ class Pipeline:
                                     out_shardings=split)
     arrays = [parallel.to_global(a[parallel.host_batch_slice(padded)], self.mesh)
               for a in arrays]
-    return _host(self._compiled[key](self.params, self._key(seed), *arrays))[:n]
+    return parallel.gather_rows(self._compiled[key](self.params, self._key(seed), *arrays))[:n]
 
 
 def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
@@ -527,14 +504,6 @@ def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
 
 def _frozen(section: ml_collections.ConfigDict) -> Tuple:
   return tuple(sorted((k, repr(v)) for k, v in section.items()))
-
-
-def _host(x: jax.Array) -> np.ndarray:
-  """Every row of a data-split array, on every host."""
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-  if jax.process_count() > 1:
-    x = multihost_utils.process_allgather(x, tiled=True)
-  return np.asarray(jax.device_get(x))
 
 
 def to_pil(images, nrow: Optional[int] = None) -> Image.Image:

@@ -1,6 +1,7 @@
 """Tests for score_sde.io.checkpoint: exact round trips, retention, fallback past bad
 checkpoints."""
 import gc
+import json
 import logging
 import os
 import pathlib
@@ -416,3 +417,60 @@ def test_small_replicated_leaves_are_saved_without_per_replica_slicing(tmp_path,
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), tree))
   for name in tree:
     np.testing.assert_array_equal(np.asarray(restored[name]), np.asarray(tree[name]))
+
+
+def test_ema_only_restore_reads_the_saved_ema_without_the_optimizer_state(tmp_path, states):
+  """What sampling, score_sde.load and --mode eval read (restore_params_ema): the saved EMA
+  weights bit for bit, replicated on the mesh, also from a checkpoint whose optimizer state is
+  another optimizer's (SGD's: no arrays at all) that training's whole-state restore refuses, so
+  neither Adam's moments nor the optimizer config are needed to sample."""
+  mesh = parallel.make_mesh()
+  sgd = states[1].replace(opt_state=optax.sgd(1e-2).init(states[1].params))
+  assert not jax.tree.leaves(sgd.opt_state)
+  with checkpoint.Checkpointer(tmp_path, async_save=False) as ckpt:
+    ckpt.save(2, states[0], periodic=True)
+    ckpt.save(4, sgd, periodic=True)
+    with pytest.raises(checkpoint.StructureMismatchError, match='opt_state.0.mu'):
+      ckpt.restore(4, abstract(states[0], mesh))
+  wanted = abstract(states[0], mesh).params_ema
+  params, step = checkpoint.restore_params_ema(str(tmp_path), wanted, 'score model')
+  assert step == 4
+  assert_same(params, states[1].params_ema)
+  assert all(leaf.sharding == parallel.replicated(mesh) for leaf in jax.tree.leaves(params))
+  params, step = checkpoint.restore_params_ema(str(tmp_path), wanted, 'score model', step=2)
+  assert step == 2
+  assert_same(params, states[0].params_ema)
+
+
+def test_ema_only_restore_checks_the_structure_and_checksums_of_what_it_reads(tmp_path, states):
+  """The EMA-only read keeps the whole read's checks for the arrays it takes: a stored CRC-32
+  that disagrees with an EMA array is damage (CorruptCheckpointError naming it), as is one of
+  an Adam moment for the whole read, which the EMA-only read does not take; an EMA tree of
+  another network is refused naming its paths, not the optimizer's."""
+  with checkpoint.Checkpointer(tmp_path, async_save=False) as ckpt:
+    ckpt.save(2, states[0], periodic=True)
+  crc = tmp_path / checkpoint.PERIODIC_DIR / '2' / 'checksums' / 'crc32.json'
+  saved = json.loads(crc.read_text())
+  wanted = abstract(states[0]).params_ema
+
+  def stored_crc_off_by_one(path):
+    sums = json.loads(json.dumps(saved))
+    sums['leaves'][path] ^= 1
+    crc.write_text(json.dumps(sums))
+
+  with checkpoint.Checkpointer(tmp_path, read_only=True) as ckpt:
+    stored_crc_off_by_one('opt_state.0.mu.Dense_0.kernel')
+    assert_same(ckpt.restore_params_ema(2, wanted), states[0].params_ema)
+    with pytest.raises(checkpoint.CorruptCheckpointError, match='opt_state.0.mu.Dense_0.kernel'):
+      ckpt.restore(2, abstract(states[0]))
+    stored_crc_off_by_one('params_ema.Dense_0.kernel')
+    with pytest.raises(checkpoint.CorruptCheckpointError, match='params_ema.Dense_0.kernel'):
+      ckpt.restore_params_ema(2, wanted)
+    crc.write_text(json.dumps(saved))
+    other = dict(wanted, Dense_0={'kernel': jax.ShapeDtypeStruct((32, 16), jnp.float32),
+                                  'bias': jax.ShapeDtypeStruct((16,), jnp.float32)})
+    with pytest.raises(checkpoint.StructureMismatchError) as err:
+      ckpt.restore_params_ema(2, other)
+  message = str(err.value)
+  assert "params_ema.Dense_0.kernel: checkpoint ((32, 64), 'float32')" in message
+  assert 'opt_state' not in message and 'params.Dense_0' not in message

@@ -153,15 +153,16 @@ def test_load_samples_both_guidances_from_their_definitions(conditional_run):
   ``s(x, t) + scale grad_x log p_t(y | x)`` (eq. 14), the gradient by ``jax.grad`` of the
   classifier's log-softmax."""
   import score_sde
-  from score_sde import data, pipeline, sampling
+  from score_sde import data, sampling
+  from score_sde.training import restore
   _, workdir, mesh = conditional_run
   pipe = score_sde.load(workdir, mesh=mesh)
   sde, labels, null = pipe.sde, jnp.array([3, 7, 3, 7]), jnp.full((4,), 10)
   assert pipe.config.sampling.method == 'pc'
   score = mutils.get_score_fn(sde, pipe.model, pipe.params, train=False,
                               continuous=pipe.config.training.continuous)
-  classifier, classifier_params, _ = pipeline.load_classifier(pipe.config, workdir, mesh)
-  logits_fn = mutils.get_classifier_fn(sde, classifier, classifier_params)
+  net = restore.load_classifier(pipe.config, workdir, mesh)
+  logits_fn = mutils.get_classifier_fn(sde, net.module, net.params)
 
   def log_p_y(x, t):
     return jnp.sum(jnp.take_along_axis(jax.nn.log_softmax(logits_fn(x, t)), labels[:, None], 1))

@@ -2,7 +2,8 @@
 work. The snippets run in a directory holding a 4-step smoke run at README's workdir path
 (runs/embedded); the notebook runs top to bottom in a Jupyter kernel (nbclient), failing on any
 error, where it trains a tiny network itself (QUICKSTART_CONFIG). The committed notebook holds
-the outputs of the default run, which the last test checks are there."""
+the outputs of the default run, which a test checks are there. The files and modules that
+README, CONTRIBUTING and docs/ name exist."""
 import os
 import re
 
@@ -138,3 +139,59 @@ def test_committed_quickstart_shows_the_default_runs_results():
   steps = embedded.get_config().training.n_iters
   assert f': step {steps} of {steps}, MNIST_EMBEDDED images' in text
   assert not re.search(r'(^|[\s\'"(])/(tmp|home|work|content|root|Users)/', text)
+
+
+DOC_FILES = ['README.md', 'CONTRIBUTING.md'] + sorted(
+    os.path.join('docs', name) for name in os.listdir(os.path.join(ROOT, 'docs'))
+    if name.endswith('.md'))
+# A path of the checkout inside a backticked span: `score_sde/io/checkpoint.py`,
+# `python benchmarks/elbo.py --workdir DIR`, `tests/fixtures/parity/`.
+REPO_PATH = re.compile(r'(?<![\w./-])((?:score_sde|benchmarks|tests|configs|notebooks)/[\w./-]*)')
+
+
+def named_paths(doc):
+  """The checkout paths in ``doc``'s backticked spans and the targets of its relative links,
+  each relative to the repository root."""
+  with open(os.path.join(ROOT, doc)) as f:
+    text = f.read()
+  paths = {path.rstrip('.') for span in re.findall(r'`([^`\n]+)`', text)
+           for path in REPO_PATH.findall(span)}
+  for target in re.findall(r'\]\(([^)#\s]+)[^)]*\)', text):
+    if '://' not in target:
+      paths.add(os.path.normpath(os.path.join(os.path.dirname(doc), target)))
+  return paths
+
+
+def test_every_path_the_docs_name_exists():
+  """Each module, benchmark, test, config or notebook path that README, CONTRIBUTING or a page
+  of docs/ names in backticks, and each file a relative link points to, is in the checkout: a
+  moved or deleted file fails here rather than leave a reader at a dead name."""
+  named = {(doc, path) for doc in DOC_FILES for path in named_paths(doc)}
+  assert len(named) > 100  # The pattern still finds the paths the docs name.
+  assert [(doc, path) for doc, path in sorted(named)
+          if not os.path.exists(os.path.join(ROOT, path))] == []
+
+
+def test_contributing_layer_table_names_existing_modules():
+  """In CONTRIBUTING.md's layer table, every name in a layer's cell is a module or package of
+  score_sde, and every module a package's row holds (`checkpoint`, `models.utils`,
+  `from_config.get_sampler`) is one of that package's modules or subpackages."""
+  with open(os.path.join(ROOT, 'CONTRIBUTING.md')) as f:
+    rows = re.findall(r'^\| (`.*`[^|]*) \| (.*) \|$', f.read(), flags=re.M)
+  assert len(rows) > 10
+  not_modules = {'score_fn', 'config.json'}  # The samplers' argument; a run's file.
+
+  def is_module(path):  # Relative to score_sde/: a package (`io/`, `io`) or a module.
+    path = os.path.join(ROOT, 'score_sde', path)
+    return os.path.isdir(path) or os.path.exists(path if path.endswith('.py') else path + '.py')
+
+  missing = []
+  for layer, holds in rows:
+    names = re.findall(r'`([^`]+)`', layer)
+    missing += [name for name in names if not is_module(name)]
+    if len(names) == 1 and names[0].endswith('/'):  # A package's row: its modules.
+      for name in re.findall(r'`([\w.]+)`', holds):
+        module = name.removeprefix(names[0].rstrip('/') + '.').split('.')[0]
+        if name not in not_modules and not is_module(names[0] + module):
+          missing.append(names[0] + name)
+  assert missing == []

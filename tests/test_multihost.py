@@ -251,3 +251,45 @@ def test_a_lost_host_is_named_in_one_line(tmp_path):
   assert str(tmp_path / 'run') in message and 'same command' in message, message
   for noise in ('Traceback', 'Terminating process', 'Check failure', 'Fatal Python error'):
     assert noise not in log, log[-3000:]
+
+
+_GATHER_SCRIPT = '''
+import json, sys
+import jax
+import jax.numpy as jnp
+import numpy as np
+jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+jax.distributed.initialize(coordinator_address=sys.argv[1], num_processes=int(sys.argv[2]),
+                           process_id=int(sys.argv[3]))
+from score_sde.common import parallel
+mesh = parallel.make_mesh()
+rows = np.arange(32, dtype=np.float32).reshape(16, 2)
+local = rows[parallel.host_batch_slice(16)]
+split = parallel.to_global(local, mesh)
+doubled = jax.jit(lambda x: 2. * x, out_shardings=parallel.data_sharding(mesh))(split)
+out = {name: parallel.gather_rows(x).tolist() for name, x in (
+    ('split', split), ('doubled', doubled), ('local', local), ('addressable', jnp.asarray(local)))}
+print(json.dumps(out))
+'''
+
+
+def test_gathered_rows_are_every_hosts_rows_in_order(tmp_path):
+  """parallel.gather_rows on 2 hosts: an array split over both hosts' devices (as given, or out
+  of a jit) and each host's local numpy rows come back on every host as all 16 rows in process
+  order, the inverse of to_global; an array on one host's devices comes back as it is."""
+  port = _free_port()
+  runs = []
+  for i in range(NUM_PROCESSES):
+    out = open(tmp_path / f'gather_{i}.json', 'w')
+    runs.append((subprocess.Popen(
+        [sys.executable, '-c', _GATHER_SCRIPT, f'localhost:{port}', str(NUM_PROCESSES), str(i)],
+        cwd=ROOT, stdout=out, stderr=open(tmp_path / f'gather_{i}.log', 'w'),
+        env=child_env.xla_env(DEVICES_PER_PROCESS)), out))
+  rows = np.arange(32, dtype=np.float32).reshape(16, 2)
+  for i, (status, text) in enumerate(_finish(runs)):
+    assert status == 0, (tmp_path / f'gather_{i}.log').read_text()[-3000:]
+    out = json.loads(text.splitlines()[-1])  # After gloo's lines on stdout.
+    for name in ('split', 'local'):
+      np.testing.assert_array_equal(out[name], rows, err_msg=name)
+    np.testing.assert_array_equal(out['doubled'], 2. * rows)
+    np.testing.assert_array_equal(out['addressable'], rows[8 * i:8 * (i + 1)])

@@ -319,7 +319,7 @@ def test_one_smld_training_step_then_annealed_langevin_sampling():
 
   score_fn = models.get_score_fn(sde, model, new_state.params_ema, continuous=False)
   sampler = sampling.get_pc_sampler(sde, (2, SIZE, SIZE, 1), 'none', 'ald', sampling.identity,
-                                    snr=0.176, n_steps=2, continuous=False, eps=1e-5)
+                                    snr=0.176, n_steps=2, eps=1e-5)
   nfe = []
 
   def sample(k):

@@ -270,22 +270,6 @@ def test_config_record_round_trips_every_paper_config(tmp_path):
   assert json.loads((tmp_path / 'config.json').read_text())['model.ch_mult'] == [1, 2, 2, 2]
 
 
-def test_config_record_from_before_a_rename_still_loads(tmp_path):
-  """A run recorded with sampling.dpm_solver_order (now sampling.order) loads with the value
-  under the new name and passes validation: renaming a field loses no run."""
-  from score_sde.configs import validation
-  from score_sde.configs import smoke
-  config = smoke.get_config()
-  record.save_run_config(config, str(tmp_path))
-  recorded = json.loads((tmp_path / 'config.json').read_text())
-  del recorded['sampling.order']
-  recorded['sampling.dpm_solver_order'] = 3
-  (tmp_path / 'config.json').write_text(json.dumps(recorded))
-  loaded = record.load_run_config(str(tmp_path))
-  assert loaded.sampling.order == 3 and 'dpm_solver_order' not in loaded.sampling
-  validation.validate_config(loaded, num_devices=8)
-
-
 def test_sample_mode_draws_a_chosen_step_in_rounds(run):
   """--mode sample --step 2 --num_samples 12: two rounds of sampling.batch_size = 8, the first
   with the key of step 2's training snapshot (so it reproduces that grid), the second new; all

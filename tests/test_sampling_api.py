@@ -70,7 +70,7 @@ def test_config_fields_reach_heun_churn_and_dpm_order(smoke_config):
 def test_config_fields_reach_the_multistep_solvers(smoke_config):
   """sampling.schedule, rho, final_step, unipc_variant and order each change what get_sampler
   builds for unipc / deis / ipndm (same key, other samples; 'tweedie' one more evaluation);
-  bad values, and the renamed dpm_solver_order, are config errors naming the fix."""
+  bad values are config errors naming the fix."""
   sde = sde_lib.get_sde(smoke_config)
   score_fn = lambda x, t: sde_lib.batch_mul(-1. / (1. + sde.marginal_coeffs(t)[1] ** 2), x)
   smoke_config.sampling.num_steps = 6
@@ -102,10 +102,6 @@ def test_config_fields_reach_the_multistep_solvers(smoke_config):
     setattr(config.sampling, field, value)
     with pytest.raises(ValueError, match=match):
       validation.validate_config(config, num_devices=8)
-  config = smoke_config.copy_and_resolve_references()
-  config.sampling.dpm_solver_order = 3
-  with pytest.raises(ValueError, match='now config.sampling.order'):
-    validation.validate_config(config, num_devices=8)
 
 
 def test_config_times_is_the_grid_and_sets_the_step_count(smoke_config):

@@ -99,7 +99,8 @@ _RESTORE = textwrap.dedent('''
     for mode in {modes!r}:
       try:
         if mode == 'reader':
-          tree, step = checkpoint.restore_params_ema({workdir!r}, shapes, 'score model')
+          tree, step = checkpoint.restore_params_ema({workdir!r}, shapes.params_ema,
+                                                     'score model')
         else:
           with checkpoint.Checkpointer({workdir!r}) as ckpt:
             tree, step = ckpt.restore_latest(shapes)

@@ -40,15 +40,28 @@ def straight_run(tmp_path_factory):
   return train.train_and_evaluate(config, workdir), workdir
 
 
-def test_resumed_run_matches_the_uninterrupted_one(straight_run, config, tmp_path):
+def test_resumed_run_matches_the_uninterrupted_one(straight_run, config, tmp_path, monkeypatch):
   """2 steps, process ends, 2 more steps from the checkpoint == 4 straight steps (params, EMA,
-  optimizer state and step)."""
+  optimizer state and step), and the second process trains on the batches of steps 2 and 3 only:
+  four deterministic steps from scratch also end at the straight run's state, so only the batches
+  drawn tell a resumed run from one that silently started over."""
   state, _ = straight_run
   workdir = str(tmp_path)
   config.training.n_iters = 2
   train.train_and_evaluate(config, workdir)
+  real = data.get_batch
+  drawn = []
+
+  def recording(source, step, *args, **kwargs):
+    if kwargs.get('train', True):
+      drawn.append(step)
+    return real(source, step, *args, **kwargs)
+
+  monkeypatch.setattr(data, 'get_batch', recording)
+  monkeypatch.setattr(data.loader, 'get_batch', recording)
   config.training.n_iters = 4
   resumed = train.train_and_evaluate(config, workdir)
+  assert sorted(drawn) == [2, 3]
   assert int(resumed.step) == int(state.step) == 4
   for a, b in zip(jax.tree.leaves(jax.device_get(resumed)), jax.tree.leaves(jax.device_get(state))):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)

@@ -9,6 +9,7 @@ from typing import Callable, Optional, Sequence
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = 'data'
@@ -68,6 +69,22 @@ def to_global(local_batch, mesh: Mesh):
   """
   sharding = data_sharding(mesh)
   return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), local_batch)
+
+
+def gather_rows(x) -> np.ndarray:
+  """Every row of ``x`` as numpy, the same on every host: the inverse of ``to_global``.
+
+  Args:
+    x: a ``jax.Array`` (e.g. split over ``'data'``, its rows on several hosts), whole as it is;
+      or this host's rows as numpy (e.g. ``x[host_batch_slice(n)]``), concatenated with the
+      other hosts' rows in process order (all hosts must pass the same shape).
+  Returns:
+    ``(N, ...)`` numpy of ``x``'s dtype; ``N`` is the global batch.
+  """
+  if isinstance(x, jax.Array) and x.is_fully_addressable:
+    return np.asarray(x)
+  # Collective: every host must call it, in the same order.
+  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
 def jit_over_examples(step: Callable, mesh: Mesh, out_shardings, what: str = 'batch size'

@@ -42,10 +42,10 @@ def load_run_config(workdir: str):
   """The ``ml_collections.ConfigDict`` recorded by ``save_run_config``.
 
   Fields are laid over ``configs/default.py``, so a record from before a field existed gets that
-  field's default, a field renamed since (``validation.RENAMED``) is read under its new name,
-  and a field replaced since (``validation.REPLACED``) sets its replacement to the value that
-  means the same (``training.likelihood_weighting: true`` -> ``training.weighting:
-  'likelihood'``); JSON lists become tuples where the default holds a tuple.
+  field's default, and a field replaced since (``validation.REPLACED``) sets its replacement
+  to the value that means the same (``training.likelihood_weighting: true`` ->
+  ``training.weighting: 'likelihood'``); JSON lists become tuples where the default holds a
+  tuple.
 
   Raises:
     errors.WorkdirError: when ``workdir`` holds no record (a run trained before records were
@@ -63,7 +63,6 @@ def load_run_config(workdir: str):
                               'score_sde.load(workdir, config=...).') from None
   config = default.get_config()
   for field, value in flat.items():
-    field = validation.RENAMED.get(field, field)
     if field in validation.REPLACED:
       field, values = validation.REPLACED[field]
       value = values.get(value, value)

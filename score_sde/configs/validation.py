@@ -58,9 +58,8 @@ CHOICES = {
     'logging.wandb_mode': ('', 'online', 'offline', 'disabled'),
 }
 
-# Fields renamed since they were introduced: old name -> new name.
-RENAMED = {'sampling.dpm_solver_order': 'sampling.order'}
-# Fields replaced by one of another kind: old name -> (new name, {old value: new value}).
+# Fields of recorded runs (config.json) replaced by one of another kind:
+# old name -> (new name, {old value: new value}).
 REPLACED = {'training.likelihood_weighting': ('training.weighting',
                                               {True: 'likelihood', False: 'dsm'})}
 
@@ -155,8 +154,6 @@ def _field_problems(config: ml_collections.ConfigDict) -> Tuple[List[str], List[
     longer = [e for e in expected if e.startswith(field + '_')]
     close = difflib.get_close_matches(field, longer or expected, n=1, cutoff=0 if longer else 0.6)
     hint = f'did you mean config.{close[0]}?' if close else 'remove it.'
-    if field in RENAMED:
-      hint = f'it is now config.{RENAMED[field]}; rename it.'
     if field in REPLACED:
       new, values = REPLACED[field]
       old = _get(config, field)

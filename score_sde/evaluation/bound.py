@@ -22,9 +22,9 @@ import jax
 import numpy as np
 from absl import logging
 from etils import epath
-from jax.experimental import multihost_utils
 
 from score_sde import data, elbo
+from score_sde.common import parallel
 from score_sde.evaluation import report as eval_report
 from score_sde.io import files, summary
 from score_sde.models import utils as mutils
@@ -85,8 +85,8 @@ def make_elbo_evaluator(config, sde, model, mesh, source: data.Source, key: jax.
       if index < start:
         continue
       bpd, terms = fn(jax.random.fold_in(key, index), params, batch['image'])
-      real = _all_rows(batch['mask']).astype(bool)
-      values = {name: _all_rows(value)[real].astype(np.float64)
+      real = parallel.gather_rows(batch['mask']).astype(bool)
+      values = {name: parallel.gather_rows(value)[real].astype(np.float64)
                 for name, value in dict(terms, bpd=bpd).items() if name in VALUES}
       if not np.all(np.isfinite(values['bpd'])):
         raise FloatingPointError(
@@ -136,10 +136,3 @@ def load_progress(path: str) -> List[ElboBatch]:
   split = {name: np.split(arrays[name], cuts) for name in VALUES}
   return [ElboBatch({name: split[name][i] for name in VALUES}, int(nfe))
           for i, nfe in enumerate(arrays['nfe'])]
-
-
-def _all_rows(x) -> np.ndarray:
-  """All rows of a global array, or of every host's local rows, as numpy on every host."""
-  if isinstance(x, jax.Array) and x.is_fully_addressable:
-    return np.asarray(x)
-  return np.asarray(multihost_utils.process_allgather(x, tiled=True))

@@ -53,14 +53,14 @@ import numpy as np
 from absl import logging
 from etils import epath
 
-from score_sde import data, likelihood, losses, optim, pipeline, sde_lib
+from score_sde import data, likelihood, losses, sde_lib
 from score_sde.common import errors, parallel, rng, stopping
 from score_sde.configs import record, validation
 from score_sde.evaluation import bound, report as eval_report, samples as eval_samples
 from score_sde.io import checkpoint, files, summary, workdir as workdir_lib
 from score_sde.metrics import inception, inception_weights
 from score_sde.models import utils as mutils
-from score_sde.training import train_state
+from score_sde.training import restore
 
 POLL_SECS = 30.  # Between looks for a checkpoint that is not there yet.
 # The progress is on disk as it is made, so a stop request loses at most the batch in flight.
@@ -337,10 +337,10 @@ def _sample_setup(config, workdir: str, mesh):
   params = inception_weights.load_inception_params(config.eval.inception_path)
   classifier = None
   if config.sampling.classifier_scale:
-    module, classifier_params, step = pipeline.load_classifier(config, workdir, mesh)
+    net = restore.load_classifier(config, workdir, mesh)
     logging.info('Classifier guidance (scale %s) with the classifier of step %d.',
-                 config.sampling.classifier_scale, step)
-    classifier = (module, classifier_params)
+                 config.sampling.classifier_scale, net.step)
+    classifier = (net.module, net.params)
   return inception.get_inception_fn(params, mesh), reference, classifier
 
 
@@ -416,8 +416,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, eval_folder: str =
   report = eval_report.Report(folder, write=is_writer)
 
   sde, model = sde_lib.get_sde(config), mutils.get_model(config)
-  init_fn = train_state.state_factory(config, model, optim.get_optimizer(config.optim))
-  abstract = train_state.abstract_state(init_fn, mesh)
+  abstract = restore.abstract_params_ema(config, model, mesh)  # Only the EMA weights are read.
   evaluators = {}  # Built (and compiled) at first use: a finished folder compiles nothing.
   builders = {'loss': lambda: make_loss_evaluator(config, sde, model, mesh, sources['test']),
               'bpd': lambda: make_bpd_evaluator(config, sde, model, mesh,
@@ -449,7 +448,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, eval_folder: str =
         logging.info('step %d: already evaluated (%s).', step, folder)
         continue
       try:
-        params = ckpt.restore(step, abstract).params_ema
+        params = ckpt.restore_params_ema(step, abstract)
       except checkpoint.CorruptCheckpointError as err:
         logging.warning('Skipping step %d: %s', step, err)
         corrupt.append(step)

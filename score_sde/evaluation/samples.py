@@ -26,10 +26,9 @@ import jax
 import numpy as np
 from absl import logging
 from etils import epath
-from jax.experimental import multihost_utils
 
 from score_sde import sampling
-from score_sde.common import errors, rng
+from score_sde.common import errors, parallel, rng
 from score_sde.evaluation import report as eval_report
 from score_sde.io import files, summary
 from score_sde.metrics import fid, inception
@@ -92,13 +91,6 @@ def round_key(seed: int, step: int, index: int) -> jax.Array:
   return jax.random.fold_in(jax.random.fold_in(stream, step), index)
 
 
-def _to_host(x) -> np.ndarray:
-  """Every row of a global array, on every host."""
-  if isinstance(x, jax.Array) and not x.is_fully_addressable:
-    x = multihost_utils.process_allgather(x, tiled=True)
-  return np.asarray(x)
-
-
 # ------------------------------------------------------------------------------ sampling
 def make_round_fn(config, sde, model, mesh, inception_fn: Callable, classifier=None
                   ) -> Callable[..., Dict[str, Any]]:
@@ -119,10 +111,11 @@ def make_round_fn(config, sde, model, mesh, inception_fn: Callable, classifier=N
       params = {'score': params, 'classifier': classifier_params}
     images, nfe = sample(params, key)
     features = inception_fn(images)
-    result = {'pool_3': _to_host(features['pool_3']), 'logits': _to_host(features['logits']),
+    result = {'pool_3': parallel.gather_rows(features['pool_3']),
+              'logits': parallel.gather_rows(features['logits']),
               'nfe': int(np.asarray(nfe))}
     if with_images:
-      result['images'] = _to_host(images)
+      result['images'] = parallel.gather_rows(images)
     return result
 
   return round_fn

@@ -15,6 +15,11 @@ atomicity cannot catch (a disk that truncates or scribbles on a finished file) i
 restore: unreadable files fail in tensorstore, and silently wrong bytes fail the checksums.
 ``restore_latest`` then warns (one line) and falls back to the next newest checkpoint.
 
+A read may take part of the state (``partial=True``; ``restore_params_ema``: the EMA weights that
+sampling and evaluation use, an orbax partial restore): only that part's arrays are read, and its
+structure and checksums are checked as a whole state's are, while the rest (the optimizer state)
+is neither read nor compared.
+
 A failed read is tried again before anything is concluded from it (``_read``): an I/O error that
 may pass (``io_errors.TRANSIENT_ERRNOS``: EIO, EAGAIN, ETIMEDOUT, ESTALE, ...; a network file
 system or a bucket has them) up to ``READ_ATTEMPTS`` times with doubling waits from
@@ -69,6 +74,7 @@ from score_sde.io import files, io_errors, orbax_reports
 PERIODIC_DIR = 'checkpoints'
 PREEMPTION_DIR = 'checkpoints-meta'
 _STATE = 'state'
+PARAMS_EMA = 'params_ema'  # The stored item holding the EMA weights (``TrainState.params_ema``).
 _CHECKSUMS = 'checksums'
 _CHECKSUM_FORMAT = 1
 _CHECKSUM_FILE = 'crc32.json'
@@ -448,8 +454,9 @@ class Checkpointer:
     return os.path.join(os.fspath(mngr.directory), str(step))
 
   # ---------------------------------------------------------------------------- restoring
-  def _read(self, mngr: ocp.CheckpointManager, step: int, abstract_state):
-    """Restores one checkpoint after checking its structure; verifies checksums if present.
+  def _read(self, mngr: ocp.CheckpointManager, step: int, abstract_state, partial: bool):
+    """Restores one checkpoint (or, ``partial``, the items of it that ``abstract_state`` names)
+    after checking its structure; verifies checksums if present.
 
     A failed read is tried again (module docstring): up to ``READ_ATTEMPTS`` times in all while
     its errors may be transient, waiting ``RETRY_DELAY_SECS``, then twice as long each time;
@@ -465,7 +472,7 @@ class Checkpointer:
     for attempt in range(1, READ_ATTEMPTS + 1):
       try:
         with orbax_reports.quiet_closed_loop_callbacks():
-          return self._read_unquiet(mngr, step, abstract_state)
+          return self._read_unquiet(mngr, step, abstract_state, partial)
       except CheckpointIOError as e:
         error = e
       except CorruptCheckpointError as e:
@@ -482,8 +489,11 @@ class Checkpointer:
     raise CheckpointIOError(f'{error} (on each of {READ_ATTEMPTS} tries over '
                             f'{time.monotonic() - start:.0f} s)')
 
-  def _read_unquiet(self, mngr: ocp.CheckpointManager, step: int, abstract_state):
+  def _read_unquiet(self, mngr: ocp.CheckpointManager, step: int, abstract_state, partial: bool):
     where = self._directory(mngr, step)
+    if partial and not isinstance(abstract_state, dict):
+      raise TypeError('A partial restore takes a dict of the stored items to read, e.g. '
+                      f'{{{PARAMS_EMA!r}: abstract_params}}; got {type(abstract_state).__name__}.')
     try:
       metadata = mngr.item_metadata(step)[_STATE]
       found = None if metadata is None else leaf_specs(metadata.tree)
@@ -491,16 +501,19 @@ class Checkpointer:
       raise _read_failure(where, 'cannot read metadata', e) from None
     if found is None:
       raise CorruptCheckpointError(f'{where}: its {_STATE}/_METADATA file is missing')
+    if partial:  # The items not asked for are not read: their structure does not matter.
+      found = {k: v for k, v in found.items() if k.split('.', 1)[0] in abstract_state}
     check_structure(leaf_specs(abstract_state), found, f'Checkpoint {where}')
     try:
       restored = mngr.restore(step, args=ocp.args.Composite(**{_STATE: ocp.args.PyTreeRestore(
-          abstract_state, ocp.checkpoint_utils.construct_restore_args(abstract_state))}))[_STATE]
+          abstract_state, ocp.checkpoint_utils.construct_restore_args(abstract_state),
+          partial_restore=partial)}))[_STATE]
     except Exception as e:
       raise _read_failure(where, 'cannot read arrays', e) from None
     _verify(restored, where)
     return restored
 
-  def restore(self, step: int, abstract_state):
+  def restore(self, step: int, abstract_state, *, partial: bool = False):
     """The checkpoint at ``step`` (periodic directory first, then preemption), on the shardings
     of ``abstract_state``.
 
@@ -508,6 +521,8 @@ class Checkpointer:
       step: a step listed by ``periodic_steps`` or ``preemption_steps``.
       abstract_state: the expected ``TrainState`` with ``jax.ShapeDtypeStruct`` leaves carrying
         ``.sharding`` (``jax.eval_shape`` + the mesh's replicated sharding); arrays also work.
+      partial: ``abstract_state`` is a dict of some of the stored items (``{'params_ema':
+        ...}``); only those are read, checked and returned, as a dict.
     Raises:
       KeyError: no checkpoint at ``step``.
       StructureMismatchError, CorruptCheckpointError: as ``restore_latest``, without fallback.
@@ -516,11 +531,18 @@ class Checkpointer:
     for mngr in (self._periodic, self._preemption):
       mngr.reload()
       if step in mngr.all_steps():
-        return self._read(mngr, step, abstract_state)
+        return self._read(mngr, step, abstract_state, partial)
     raise KeyError(f'No checkpoint at step {step} under {self.workdir}; periodic steps: '
                    f'{self.periodic_steps()}, preemption steps: {self.preemption_steps()}.')
 
-  def restore_latest(self, abstract_state) -> Tuple[Optional[Any], int]:
+  def restore_params_ema(self, step: int, abstract_params):
+    """The EMA weights alone of the checkpoint at ``step`` (a partial ``restore``), placed as
+    ``abstract_params`` (the network's parameter tree, ``jax.ShapeDtypeStruct`` leaves with
+    shardings) says; raises as ``restore``."""
+    return self.restore(step, {PARAMS_EMA: abstract_params}, partial=True)[PARAMS_EMA]
+
+  def restore_latest(self, abstract_state, *,
+                     partial: bool = False) -> Tuple[Optional[Any], int]:
     """The newest readable checkpoint over both directories, or ``(None, 0)`` if there is none.
 
     Reads are retried as ``_read`` says. A checkpoint proved damaged is logged as a one-line
@@ -530,7 +552,7 @@ class Checkpointer:
     when training reaches it again. A checkpoint that only met I/O errors that may pass stops a
     writer (``CheckpointIOError``), which would otherwise train again from an older one; a
     reader skips it as it skips damage. A reader that loads an older step than the newest says
-    so in a WARNING naming the steps skipped and why.
+    so in a WARNING naming the steps skipped and why. ``partial`` as for ``restore``.
 
     Returns:
       ``(state, step)``, the state placed on the shardings of ``abstract_state``.
@@ -550,7 +572,7 @@ class Checkpointer:
     failures = []
     for step, mngr in candidates:
       try:
-        state = self._read(mngr, step, abstract_state)
+        state = self._read(mngr, step, abstract_state, partial)
       except CheckpointIOError as e:
         if not self.read_only:
           raise CheckpointIOError(
@@ -615,30 +637,33 @@ class Checkpointer:
     return os.fspath(target)
 
 
-def restore_params_ema(workdir: str, abstract_state, what: str, step: Optional[int] = None):
+def restore_params_ema(workdir: str, abstract_params, what: str, step: Optional[int] = None):
   """``(params_ema, step)`` of the newest readable checkpoint of ``workdir``, or of checkpoint
-  ``step`` (read-only: nothing is renamed or written), placed as ``abstract_state`` says.
+  ``step`` (read-only: nothing is renamed or written), placed as ``abstract_params`` says. Only
+  the EMA weights are read and checked (a partial restore; module docstring).
 
   Args:
     workdir: a run directory (or a classifier's).
-    abstract_state: the expected state with ``jax.ShapeDtypeStruct`` leaves carrying their
-      shardings (``training.train_state.abstract_state``).
+    abstract_params: the network's parameter tree with ``jax.ShapeDtypeStruct`` leaves carrying
+      their shardings (``training.restore.abstract_params_ema``).
     what: the network, as messages name it (``'score model'``, ``'classifier'``).
     step: a checkpoint step; None: the newest readable one.
   Raises:
     errors.WorkdirError: when ``workdir`` holds no readable checkpoint of ``what``, or none at
       ``step`` (naming the steps it holds).
-    StructureMismatchError: the checkpoint holds another network than ``abstract_state``'s.
-    CorruptCheckpointError: checkpoint ``step`` is damaged.
+    StructureMismatchError: the checkpoint's EMA weights are another network's than
+      ``abstract_params``'s.
+    CorruptCheckpointError: checkpoint ``step`` is damaged where the EMA weights are read.
   """
+  wanted = {PARAMS_EMA: abstract_params}
   with Checkpointer(workdir, read_only=True) as ckpt:
     if step is None:
-      state, step = ckpt.restore_latest(abstract_state)
+      tree, step = ckpt.restore_latest(wanted, partial=True)
     else:
       try:
-        state = ckpt.restore(step, abstract_state)
+        tree = ckpt.restore(step, wanted, partial=True)
       except KeyError as e:
         raise errors.WorkdirError(e.args[0]) from None
-  if state is None:
+  if tree is None:
     raise errors.WorkdirError(f'{workdir} holds no readable checkpoint of the {what}.')
-  return state.params_ema, step
+  return tree[PARAMS_EMA], step

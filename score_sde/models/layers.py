@@ -26,7 +26,7 @@ _ACTIVATIONS = {
 def get_act(name: str) -> Activation:
   """The nonlinearity named ``name``: 'elu', 'relu', 'lrelu' (slope 0.2) or 'swish'."""
   try:
-    return _ACTIVATIONS[name.lower()]
+    return _ACTIVATIONS[name]
   except KeyError:
     raise ValueError(
         f'Unknown nonlinearity {name!r}; use one of {sorted(_ACTIVATIONS)}.') from None

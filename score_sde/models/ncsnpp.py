@@ -109,7 +109,7 @@ class NCSNpp(nn.Module):
                        f'got {m.attention_type!r}.')
     if m.get('conv_size', 3) != 3:
       raise ValueError(f'ncsnpp supports only model.conv_size=3; got {m.conv_size}.')
-    if m.embedding_type.lower() == 'fourier' and not config.training.continuous:
+    if m.embedding_type == 'fourier' and not config.training.continuous:
       raise ValueError("model.embedding_type='fourier' embeds a continuous noise level; set "
                        "training.continuous=True or use embedding_type='positional'.")
     check_image_size(config.data.image_size, len(m.ch_mult))
@@ -118,12 +118,12 @@ class NCSNpp(nn.Module):
         attn_resolutions=tuple(m.attn_resolutions), dropout=m.dropout,
         resamp_with_conv=m.resamp_with_conv, conditional=m.conditional, fir=m.fir,
         fir_kernel=tuple(m.fir_kernel), skip_rescale=m.skip_rescale,
-        resblock_type=_check_choice('resblock_type', m.resblock_type.lower()),
-        progressive=_check_choice('progressive', m.progressive.lower()),
-        progressive_input=_check_choice('progressive_input', m.progressive_input.lower()),
-        progressive_combine=_check_choice('progressive_combine', m.progressive_combine.lower()),
+        resblock_type=_check_choice('resblock_type', m.resblock_type),
+        progressive=_check_choice('progressive', m.progressive),
+        progressive_input=_check_choice('progressive_input', m.progressive_input),
+        progressive_combine=_check_choice('progressive_combine', m.progressive_combine),
         init_scale=m.init_scale,
-        embedding_type=_check_choice('embedding_type', m.embedding_type.lower()),
+        embedding_type=_check_choice('embedding_type', m.embedding_type),
         fourier_scale=m.fourier_scale, nonlinearity=m.nonlinearity,
         scale_by_sigma=m.scale_by_sigma, centered=config.data.centered, sigma_min=m.sigma_min,
         sigma_max=m.sigma_max, num_scales=m.num_scales,

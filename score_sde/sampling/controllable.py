@@ -79,17 +79,15 @@ def _get_pc_projector(sde, predictor, corrector, inverse_scaler, snr, n_steps, p
 
 def get_pc_inpainter(sde: sde_lib.SDE, predictor: pc.PredictorLike, corrector: pc.CorrectorLike,
                      inverse_scaler: base.InverseScaler, snr: float, n_steps: int = 1,
-                     probability_flow: bool = False, continuous: bool = False,
-                     denoise: bool = True, eps: float = 1e-5):
+                     probability_flow: bool = False, denoise: bool = True, eps: float = 1e-5):
   """Inpainting by PC sampling with the known pixels clamped (appendix I.2).
 
-  Args: as ``pc.get_pc_sampler`` (``continuous`` unused, kept for the released signature).
+  Args: as ``pc.get_pc_sampler``.
   Returns:
     ``inpainter(rng, score_fn, data, mask) -> (samples, nfe)``: ``data`` ``(B, ...)`` in model
     space, ``mask`` broadcastable to it, 1 where the pixel is known. ``samples`` equal
     ``inverse_scaler(data)`` where ``mask`` is 1, bit for bit.
   """
-  del continuous
   run = _get_pc_projector(sde, predictor, corrector, inverse_scaler, snr, n_steps,
                           probability_flow, denoise, eps, base.identity, base.identity)
 
@@ -101,8 +99,7 @@ def get_pc_inpainter(sde: sde_lib.SDE, predictor: pc.PredictorLike, corrector: p
 
 def get_pc_colorizer(sde: sde_lib.SDE, predictor: pc.PredictorLike, corrector: pc.CorrectorLike,
                      inverse_scaler: base.InverseScaler, snr: float, n_steps: int = 1,
-                     probability_flow: bool = False, continuous: bool = False,
-                     denoise: bool = True, eps: float = 1e-5):
+                     probability_flow: bool = False, denoise: bool = True, eps: float = 1e-5):
   """Colorization: inpainting of the colour coordinates of ``decouple`` (appendix I.3).
 
   Returns:
@@ -110,7 +107,6 @@ def get_pc_colorizer(sde: sde_lib.SDE, predictor: pc.PredictorLike, corrector: p
     ``(B, H, W, 3)`` with equal R, G, B (model space). The samples' channel mean equals the
     input grey level up to float32 rounding of the basis change.
   """
-  del continuous
   run = _get_pc_projector(sde, predictor, corrector, inverse_scaler, snr, n_steps,
                           probability_flow, denoise, eps, decouple, couple)
 

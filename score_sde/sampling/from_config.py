@@ -24,9 +24,9 @@ def get_sampler(config: ml_collections.ConfigDict, sde: sde_lib.SDE, shape,
   """The sampler named by ``config.sampling.method``, configured from ``config.sampling``.
 
   Reads ``method``; for PC ``predictor``, ``corrector``, ``snr``, ``n_steps_each``,
-  ``probability_flow``, ``pc_num_steps`` and ``config.training.continuous``; for the ODE
-  ``rtol``, ``atol``; for the adaptive SDE sampler ``adaptive_rtol``, ``adaptive_atol``; for
-  the fixed-step solvers (Heun, DPM-Solver++, UniPC, DEIS, iPNDM) ``num_steps`` (0: ``sde.N``,
+  ``probability_flow`` and ``pc_num_steps``; for the ODE ``rtol``, ``atol``; for the adaptive
+  SDE sampler ``adaptive_rtol``, ``adaptive_atol``; for the fixed-step solvers (Heun,
+  DPM-Solver++, UniPC, DEIS, iPNDM) ``num_steps`` (0: ``sde.N``,
   or the length of ``times`` when given), ``schedule`` and ``rho`` ('': ``DEFAULT_SCHEDULES``)
   or ``times`` (the grid itself, ``schedule.check_times``; its last time replaces ``eps``),
   ``order`` (0: ``DEFAULT_ORDERS``), ``final_step``, ``unipc_variant`` and ``s_churn`` (Heun);
@@ -44,14 +44,14 @@ def get_sampler(config: ml_collections.ConfigDict, sde: sde_lib.SDE, shape,
     KeyError: for an unknown method, predictor or corrector, listing the known ones.
   """
   s = config.sampling
-  method = str(s.method).lower()
+  method = s.method
   if method not in METHODS:
     raise KeyError(f'Unknown sampling method {s.method!r}; known: {", ".join(METHODS)}.')
   if method == 'pc':
     return get_pc_sampler(sde, shape, s.predictor, s.corrector, inverse_scaler, s.snr,
                           n_steps=s.n_steps_each, probability_flow=s.probability_flow,
-                          continuous=config.training.continuous, denoise=s.noise_removal,
-                          eps=eps, num_steps=int(s.pc_num_steps) or sde.N)
+                          denoise=s.noise_removal, eps=eps,
+                          num_steps=int(s.pc_num_steps) or sde.N)
   if method == 'ode':
     return get_ode_sampler(sde, shape, inverse_scaler, denoise=s.noise_removal, rtol=s.rtol,
                            atol=s.atol, eps=eps)

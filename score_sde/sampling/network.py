@@ -93,7 +93,7 @@ def get_network_sampler(config, sde: sde_lib.SDE, model, mesh, num_samples: int,
     return to_8bit_grid(samples, quantize), nfe
 
   continuous = config.training.continuous
-  if str(config.sampling.method).lower() in ODE_METHODS:
+  if config.sampling.method in ODE_METHODS:
     continuous = mutils.ode_score_continuous(sde, continuous)
 
   parameterization = config.model.get('parameterization', 'auto')

@@ -71,9 +71,8 @@ def get_pc_step(sde: sde_lib.SDE, predictor: PredictorLike, corrector: Corrector
 
 def get_pc_sampler(sde: sde_lib.SDE, shape, predictor: PredictorLike, corrector: CorrectorLike,
                    inverse_scaler: base.InverseScaler, snr: float = 0.16, n_steps: int = 1,
-                   probability_flow: bool = False, continuous: bool = False,
-                   denoise: bool = True, eps: Optional[float] = None,
-                   num_steps: Optional[int] = None) -> base.Sampler:
+                   probability_flow: bool = False, denoise: bool = True,
+                   eps: Optional[float] = None, num_steps: Optional[int] = None) -> base.Sampler:
   """The PC sampler of Algorithm 1 (and of Algorithms 2-5 for the registered pairs).
 
   Args:
@@ -86,8 +85,6 @@ def get_pc_sampler(sde: sde_lib.SDE, shape, predictor: PredictorLike, corrector:
       one).
     n_steps: corrector steps per predictor step.
     probability_flow: predict with the probability-flow ODE instead of the reverse SDE.
-    continuous: unused, kept for the released signature; the score function passed at call time
-      already knows how the model is conditioned on time.
     denoise: return the last predictor step's mean (no noise on the final step).
     eps: the smallest grid time.
     num_steps: predictor steps ``N``; ``None`` (default): ``sde.N``.
@@ -95,7 +92,6 @@ def get_pc_sampler(sde: sde_lib.SDE, shape, predictor: PredictorLike, corrector:
     ``sampler(rng, score_fn) -> (samples (B, ...) float32, nfe = N (predictor + n_steps))``;
     'none' predictors and correctors count zero evaluations.
   """
-  del continuous
   shape = base.check_shape(shape)
   eps = base.check_eps(sde, eps)
   sde = sampler_sde(sde, num_steps)

@@ -37,7 +37,6 @@ import ml_collections
 import numpy as np
 from absl import logging
 from etils import epath
-from jax.experimental import multihost_utils
 
 from score_sde import data, losses, optim, sampling, sde_lib
 from score_sde.common import errors, parallel, rng, stopping
@@ -420,9 +419,8 @@ def _save_samples(sample_fn, state, key: jax.Array, step: int, workdir: str, wri
   if not isinstance(sample_fn, jax.stages.Compiled):
     sample_fn = compile_logged('snapshot sampler', sample_fn, state.params_ema, key)
   start = time.time()
-  samples = jax.device_get(multihost_utils.process_allgather(
-      sample_fn(state.params_ema, key)[0], tiled=True))
-  grid = summary.image_grid(np.asarray(samples), nrow=nrow)
+  samples = parallel.gather_rows(sample_fn(state.params_ema, key)[0])
+  grid = summary.image_grid(samples, nrow=nrow)
   if jax.process_index() == 0:
     os.makedirs(os.path.join(workdir, 'samples'), exist_ok=True)
     summary.save_png(os.path.join(workdir, 'samples', f'step_{step}.png'), grid)
