@@ -185,9 +185,10 @@ def _junk(step_dir):
     f.write_bytes(rng.bytes(f.stat().st_size))
 
 
-def _stored_chunks(step_dir: pathlib.Path):
+def _stored_chunks(step_dir: pathlib.Path, item: str = ''):
   """``[(file, offset, length)]`` of the array chunks the checkpoint's newest OCDBT version
-  refers to, read from its B-tree (a leaf node: the test states are small).
+  refers to, read from its B-tree (a leaf node: the test states are small); with ``item``, of
+  that stored item only (``'params_ema'``: the arrays a sampling restore reads).
 
   The data files also hold bytes that no version refers to (written for commits that a later
   one superseded, on the order of the state's own size): a byte flipped there changes nothing
@@ -200,6 +201,8 @@ def _stored_chunks(step_dir: pathlib.Path):
   assert node['height'] == 0, 'a B-tree of more than one node: walk its children'
   chunks = []
   for entry in node['entries']:
+    if not entry['key'].decode().startswith(item):
+      continue
     if 'indirect_value' in entry:  # 'value:<subdirectory>:<file>:<offset>:<length>'
       _, subdirectory, name, offset, length = entry['indirect_value'].split(':')
       chunks.append((state / subdirectory / name, int(offset), int(length)))
@@ -207,9 +210,10 @@ def _stored_chunks(step_dir: pathlib.Path):
   return chunks
 
 
-def _flip_one_byte(step_dir):
-  """One byte flipped in the middle of the largest array chunk the checkpoint reads."""
-  path, offset, length = max(_stored_chunks(step_dir), key=lambda chunk: chunk[2])
+def _flip_one_byte(step_dir, item: str = ''):
+  """One byte flipped in the middle of the largest array chunk the checkpoint reads (of stored
+  item ``item``, when given)."""
+  path, offset, length = max(_stored_chunks(step_dir, item), key=lambda chunk: chunk[2])
   data = bytearray(path.read_bytes())
   data[offset + length // 2] ^= 0x5A
   path.write_bytes(bytes(data))

@@ -269,7 +269,7 @@ split = parallel.to_global(local, mesh)
 doubled = jax.jit(lambda x: 2. * x, out_shardings=parallel.data_sharding(mesh))(split)
 out = {name: parallel.gather_rows(x).tolist() for name, x in (
     ('split', split), ('doubled', doubled), ('local', local), ('addressable', jnp.asarray(local)))}
-print(json.dumps(out))
+print('GATHERED ' + json.dumps(out), flush=True)
 '''
 
 
@@ -288,7 +288,9 @@ def test_gathered_rows_are_every_hosts_rows_in_order(tmp_path):
   rows = np.arange(32, dtype=np.float32).reshape(16, 2)
   for i, (status, text) in enumerate(_finish(runs)):
     assert status == 0, (tmp_path / f'gather_{i}.log').read_text()[-3000:]
-    out = json.loads(text.splitlines()[-1])  # After gloo's lines on stdout.
+    # Gloo writes its own lines to stdout, before or after this one.
+    (line,) = [l for l in text.splitlines() if l.startswith('GATHERED ')]
+    out = json.loads(line[len('GATHERED '):])
     for name in ('split', 'local'):
       np.testing.assert_array_equal(out[name], rows, err_msg=name)
     np.testing.assert_array_equal(out['doubled'], 2. * rows)

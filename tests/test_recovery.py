@@ -70,8 +70,9 @@ def eight_steps(tmp_path_factory):
 
 
 def test_damaged_newest_snapshot_loses_no_good_checkpoint(eight_steps, tmp_path, caplog):
-  """Snapshot 8 damaged (a flipped byte; truncated and deleted files fail the same read, which
-  test_checkpoint.py checks for each damage, so the whole run is done once). Evaluation skips
+  """Snapshot 8 damaged (a flipped byte in its EMA weights, which evaluation reads as training
+  does; truncated and deleted files fail the same read, which test_checkpoint.py checks for
+  each damage, so the whole run is done once). Evaluation skips
   it with a one-line warning and reports 4. Training
   falls back to preemption checkpoint 6, moves 8 aside to 8.corrupt, saves 8 again (bit for
   bit the original: its checksums equal the damaged copy's), then 12 and 16: with
@@ -80,7 +81,7 @@ def test_damaged_newest_snapshot_loses_no_good_checkpoint(eight_steps, tmp_path,
   workdir = tmp_path / 'run'
   shutil.copytree(eight_steps, workdir)
   bad = workdir / 'checkpoints' / '8'
-  _flip_one_byte(bad)
+  _flip_one_byte(bad, checkpoint.PARAMS_EMA)
 
   with caplog.at_level(logging.WARNING):
     result = evaluate.evaluate(_config(16), str(workdir), mesh=_one_device())
