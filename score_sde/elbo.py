@@ -350,9 +350,9 @@ def get_elbo_fn(sde: sde_lib.SDE, inverse_scaler: Optional[Callable] = None, *,
     control_variate: continuous only: subtract ``c(lambda) (||z||^2 - D)`` from each draw's
       integrand, ``c = alpha^2 / (alpha^2 + std^2)``: zero mean, so unbiased; it cancels the
       ``||z||^2`` that dominates the integrand at low noise, where the score cannot predict
-      the noise. ``c`` is the optimum for unit-variance data: it lowers the error 20-60% on the
-      closed-form targets and raises it 15% on the trained digits network (docs/likelihood.md),
-      hence off by default.
+      the noise. ``c`` is the optimum for unit-variance data: it lowers the error 20-50% on the
+      VP and sub-VP closed-form targets, raises it 7-12% on VE's and 15% on the trained digits
+      network (docs/likelihood.md), hence off by default.
     chunk: evaluations of ``score_fn`` vectorized at once over the samples (memory: ``chunk``
       batches); None: one after another.
     units: ``'bpd'`` or ``'nats'`` (per example; no dequantization offset).
