@@ -29,7 +29,8 @@ from score_sde import sampling
 from sampler_error import SDES, kl_metric, sliced_w2
 from targets import make_target
 
-# (label, builder keyword arguments, config fields) of every multistep method at its defaults.
+# (label, builder, its keyword arguments, config fields) of every multistep method at its
+# defaults; the grid is the method's own (``fields['method']``).
 METHODS = (
     ('dpm_solver++ 2M', sampling.get_dpm_solver_sampler, dict(order=2),
      dict(method='dpm_solver', order=2)),
@@ -63,12 +64,13 @@ def exact_score_rows(targets, sdes, budgets, batch):
       make_sde, eps = SDES[sde_name]
       sde = make_sde()
       score_fn = target.score_fn(sde)
-      for label, builder, kwargs, _ in METHODS:
+      for label, builder, kwargs, fields in METHODS:
         for nfe in budgets:
           cells = []
           for final in FINALS:
-            sampler = builder(sde, (batch, dim), sampling.identity, steps_for(nfe, final),
-                              eps=eps, final=final, **kwargs)
+            times = sampling.get_times(sde, fields['method'], steps_for(nfe, final), eps=eps,
+                                       final=final)
+            sampler = builder(sde, (batch, dim), sampling.identity, times, final=final, **kwargs)
             samples, used = jax.jit(lambda rng, s=sampler: s(rng, score_fn))(jax.random.key(0))
             assert int(used) == nfe, (label, final, int(used))
             samples = np.asarray(samples, np.float64)

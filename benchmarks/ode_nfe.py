@@ -55,8 +55,9 @@ def main():
       sde = make_sde()
       score_fn = target.score_fn(sde)
       shape = (args.batch, dim)
-      ours = sampling.get_ode_sampler(sde, shape, sampling.identity, denoise=False,
-                                      rtol=args.tol, atol=args.tol, eps=eps)
+      ours = sampling.get_ode_sampler(sde, shape, sampling.identity,
+                                      sampling.get_times(sde, 'ode', eps=eps), denoise=False,
+                                      rtol=args.tol, atol=args.tol)
       rng = jax.random.key(0)
       x_ours, nfe = jax.jit(lambda r: ours(r, score_fn))(rng)
       x_scipy, nfev = scipy_rk45(sde, score_fn, sde.prior_sampling(base.prior_key(rng), shape),

@@ -78,12 +78,13 @@ def sliced_w2(a, b, directions):
   return float(np.sqrt(np.mean((pa - pb) ** 2)))
 
 
-def _multistep(builder, **kwargs):
-  """A multistep row that extrapolates to sigma = 0 on every SDE (the tables' end; the
-  'tweedie end' rows and ``final_step.py`` compare the other)."""
+def _multistep(builder, method, **kwargs):
+  """A multistep row on ``method``'s own grid that extrapolates to sigma = 0 on every SDE (the
+  tables' end; the 'tweedie end' rows and ``final_step.py`` compare the other)."""
   kwargs.setdefault('final', 'extrapolate')
-  return lambda sde, shape, eps, nfe: builder(sde, shape, sampling.identity, nfe, eps=eps,
-                                              **kwargs)
+  return lambda sde, shape, eps, nfe: builder(
+      sde, shape, sampling.identity,
+      sampling.get_times(sde, method, nfe, eps=eps, final=kwargs['final']), **kwargs)
 
 
 # Fitted grids by (sampler, SDE, eps, steps): a fit depends on neither the target nor the batch.
@@ -102,13 +103,10 @@ def _fitted(builder, method, kwargs):
     key = (method, tuple(sorted(kwargs.items())), type(sde).__name__, eps, steps)
     if key not in _GRIDS:
       start = time.time()
-      _GRIDS[key] = tuple(schedule_fit.fit_times(
-          lambda proxy_shape, times: builder(sde, proxy_shape, sampling.identity, steps,
-                                             times=times, **kwargs),
-          sde, sampling.grid_levels(method, steps, True, 'extrapolate'), eps, True,
-          'tweedie' if method == 'heun' else 'extrapolate'))
+      entry = sampling.methods.get(method)
+      _GRIDS[key] = schedule_fit.fit_grid(entry, sde, entry.levels(steps, kwargs), eps, kwargs)
       print(f'  (fitted the {steps}-step grid in {time.time() - start:.1f} s)', flush=True)
-    return builder(sde, shape, sampling.identity, steps, times=_GRIDS[key], **kwargs)
+    return builder(sde, shape, sampling.identity, _GRIDS[key], **kwargs)
 
   return build
 
@@ -117,24 +115,30 @@ def rows(budgets):
   """(label, budget, builder(sde, shape, eps, budget) or None where the budget does not fit)."""
   identity = sampling.identity
   tweedie = lambda order, cap: lambda sde, shape, eps, n: (  # The released samplers' end.
-      sampling.get_dpm_solver_sampler(sde, shape, identity, n - 1, order=order, eps=eps,
-                                      final='tweedie', order3_max_step=cap) if n > 1 else None)
+      sampling.get_dpm_solver_sampler(
+          sde, shape, identity,
+          sampling.get_times(sde, 'dpm_solver', n - 1, eps=eps, final='tweedie'), order=order,
+          final='tweedie', order3_max_step=cap) if n > 1 else None)
   fixed = {
       'dpm_solver++ 2M, tweedie end, no order-3 cap': tweedie(2, None),
       'dpm_solver++ 3M, tweedie end, no order-3 cap': tweedie(3, None),
-      'dpm_solver++ 2M': _multistep(sampling.get_dpm_solver_sampler, order=2),
-      'dpm_solver++ 3M': _multistep(sampling.get_dpm_solver_sampler, order=3),
-      'unipc bh2 2': _multistep(sampling.get_unipc_sampler, order=2),
-      'unipc bh2 3': _multistep(sampling.get_unipc_sampler, order=3),
-      'ipndm 3 karras': _multistep(sampling.get_deis_sampler, order=3, variable_step=False),
-      'lms 4 karras (k-diffusion\'s)': _multistep(sampling.get_deis_sampler, order=4),
+      'dpm_solver++ 2M': _multistep(sampling.get_dpm_solver_sampler, 'dpm_solver', order=2),
+      'dpm_solver++ 3M': _multistep(sampling.get_dpm_solver_sampler, 'dpm_solver', order=3),
+      'unipc bh2 2': _multistep(sampling.get_unipc_sampler, 'unipc', order=2),
+      'unipc bh2 3': _multistep(sampling.get_unipc_sampler, 'unipc', order=3),
+      'ipndm 3 karras': _multistep(sampling.get_deis_sampler, 'ipndm', order=3,
+                                   variable_step=False),
+      'lms 4 karras (k-diffusion\'s)': _multistep(sampling.get_deis_sampler, 'deis', order=4),
       'heun (EDM)': lambda sde, shape, eps, n: (
-          sampling.get_heun_sampler(sde, shape, identity, (n + 1) // 2, eps=eps)
+          sampling.get_heun_sampler(sde, shape, identity,
+                                    sampling.get_times(sde, 'heun', (n + 1) // 2, eps=eps))
           if n >= 3 else None),
       'unipc bh2 3, eps=1e-5': lambda sde, shape, eps, n: sampling.get_unipc_sampler(
-          sde, shape, identity, n, order=3, eps=1e-5, final='extrapolate'),
+          sde, shape, identity, sampling.get_times(sde, 'unipc', n, eps=1e-5), order=3,
+          final='extrapolate'),
       'dpm_solver++ 3M, eps=1e-5': lambda sde, shape, eps, n: sampling.get_dpm_solver_sampler(
-          sde, shape, identity, n, order=3, eps=1e-5, final='extrapolate'),
+          sde, shape, identity, sampling.get_times(sde, 'dpm_solver', n, eps=1e-5), order=3,
+          final='extrapolate'),
   }
   fitted = {
       'unipc bh2 2, fitted': (sampling.get_unipc_sampler, 'unipc', dict(order=2)),
@@ -157,18 +161,19 @@ def rows(budgets):
     def build(sde, shape, eps, n, p=predictor, c=corrector, k=per_step):
       if n // k < 1:
         return None
-      return sampling.get_pc_sampler(sde, shape, p, c, identity, 0.075, eps=eps,
-                                     num_steps=n // k)
+      return sampling.get_pc_sampler(sde, shape, identity,
+                                     sampling.get_times(sde, 'pc', n // k, eps=eps), p, c, 0.075)
     for n in budgets:
       yield f'pc {predictor}+{corrector}', n, build
   for tol in (1e-5,):
     yield 'ode RK45 (denoised)', f'tol={tol:g}', (
         lambda sde, shape, eps, _, tol=tol: sampling.get_ode_sampler(
-            sde, shape, identity, True, tol, tol, eps=eps))
+            sde, shape, identity, sampling.get_times(sde, 'ode', eps=eps), denoise=True,
+            rtol=tol, atol=tol))
   for tol in (0.05, 0.01):
     yield 'adaptive SDE (GGF, denoised)', f'rtol={tol:g}', (
         lambda sde, shape, eps, _, tol=tol: sampling.get_adaptive_sampler(
-            sde, shape, identity, rel_tol=tol, eps=eps))
+            sde, shape, identity, sampling.get_times(sde, 'adaptive', eps=eps), rel_tol=tol))
 
 
 def main():

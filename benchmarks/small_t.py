@@ -9,7 +9,7 @@ paper ``beta_min = 0.1``, ``beta_max = 20``, float32 as in training:
 * ``std``: per t, each form's relative error against float64 and ``naive / accurate - 1`` of
   the std; with identical network outputs the score ``-output / std`` differs by
   ``accurate / naive - 1``.
-* ``loss``: the continuous DSM loss (``losses.dsm_loss_at``) per weighting with the naive std in
+* ``loss``: the continuous DSM loss (``losses.dsm_loss``) per weighting with the naive std in
   place of the accurate one, at the same ``t``, ``z`` and network outputs (the trained run's, at
   the accurate ``x_t``), ``naive / accurate - 1`` of the batch mean.
 * ``elbo``: ``elbo.get_elbo_fn`` on the trained run's held-out images (dequantized as
@@ -101,8 +101,8 @@ def loss_table(pipe, pairs, images, repeats=4):
         for sde in (accurate, naive):
           # The eps parameterization's score, -output / std, with this SDE's std.
           score_fn = lambda x, tt, sde=sde: batch_mul(-1. / sde.marginal_coeffs(tt)[1], out)
-          values.append(np.asarray(losses.dsm_loss_at(score_fn, sde, x0, t, z, False,
-                                                      weighting), np.float64))
+          values.append(np.asarray(losses.dsm_loss(score_fn, sde, x0, t, z, False,
+                                                   weighting), np.float64))
         diffs.append(f'{values[1].mean() / values[0].mean() - 1.:11.2e} '
                      f'{np.abs(values[1] / values[0] - 1.).max():10.2e}')
       print(f'{name:6} {label:16} ' + ' '.join(diffs), flush=True)

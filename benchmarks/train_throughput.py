@@ -6,8 +6,9 @@
     python benchmarks/train_throughput.py --paper --batch_sizes 1,8 --steps 0   # cost only
 
 For every combination of per-device batch size, compute dtype (``training.compute_dtype``) and
-``model.remat`` it compiles the real train step (``train.compile_step``: loss, gradient, Adam,
-EMA, data-parallel over every local device) and prints one row:
+``model.remat`` it compiles the real train step (``losses.get_step_fn`` jitted by
+``train.jit_step``: loss, gradient, Adam, EMA, data-parallel over every local device) and prints
+one row:
 
 * GFLOP per step, from XLA's cost analysis of the compiled step (all devices together);
 * device memory per device, from XLA's memory analysis: arguments (the state and the batch),
@@ -33,7 +34,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from score_sde import optim, sde_lib
+from score_sde import losses, optim, sde_lib
 from score_sde.common import parallel
 from score_sde.data import images
 from score_sde.models import utils as mutils
@@ -121,7 +122,8 @@ def measure(config, per_device_batch: int, dtype: str, remat: bool, grad_accum_s
   sde, model = sde_lib.get_sde(config), mutils.get_model(config)
   tx = optim.get_optimizer(config.optim)
   init = train_state.state_factory(config, model, tx)
-  step = train.compile_step(config, sde, model, mesh, train=True, tx=tx)
+  step = train.jit_step(losses.get_step_fn(sde, model, True, tx, losses.step_settings(config)),
+                        mesh, train=True)
   image_shape = images.image_shape(config.data.image_size, config.data.num_channels)
   state_spec = train_state.abstract_state(init, mesh)
   batch_spec = {'image': jax.ShapeDtypeStruct((batch_size,) + image_shape, jnp.float32,

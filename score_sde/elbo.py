@@ -51,7 +51,7 @@ against the same code a network runs through):
 Units: per example, nats internally; the returned terms are bits/dim, summing to the bound
 (the dequantization offset, for the continuous form, is part of ``reconstruction``).
 """
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import jax
 import jax.numpy as jnp

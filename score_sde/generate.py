@@ -33,7 +33,7 @@ from score_sde import pipeline
 from score_sde.common import errors, parallel, rng, stopping
 from score_sde.configs import validation
 from score_sde.io import checkpoint, files, summary, workdir as workdir_lib
-from score_sde.sampling import methods
+from score_sde.sampling import from_config, methods
 
 GRID_IMAGES = 256  # Images in samples.png; samples.npz holds them all.
 # Nothing is written before every round is drawn, so stopping loses nothing.
@@ -123,39 +123,27 @@ def generate(config: ml_collections.ConfigDict, workdir: str, out_folder: str = 
 
 
 def sampler_settings(config: ml_collections.ConfigDict, sde) -> Dict[str, Any]:
-  """The sampler ``config.sampling`` builds on ``sde`` (``sampling.get_sampler``): its method and
-  main settings, with the defaults that a 0 or '' leaves to the method filled in; JSON-ready."""
+  """The sampler ``config.sampling`` builds on ``sde`` (``sampling.get_sampler``): its method,
+  the builder's settings from its registry entry (defaults that a 0 or '' leaves to the method
+  filled in), its step count and grid; JSON-ready."""
   s = config.sampling
-  method = s.method
-  settings: Dict[str, Any] = {'method': method}
+  entry = methods.get(s.method)
+  own = entry.settings(s, sde)
+  settings: Dict[str, Any] = {'method': entry.name}
+  settings.update({k: v if isinstance(v, (bool, int, float)) else str(v) for k, v in own.items()})
+  times = [float(t) for t in s.times]
   eps = float(s.eps)
-  if method == 'pc':
-    settings.update(predictor=str(s.predictor), corrector=str(s.corrector), snr=float(s.snr),
-                    n_steps_each=int(s.n_steps_each), probability_flow=bool(s.probability_flow),
-                    num_steps=int(s.pc_num_steps) or sde.N)
-  elif method == 'ode':
-    settings.update(rtol=float(s.rtol), atol=float(s.atol))
-  elif method == 'adaptive':
-    settings.update(rtol=float(s.adaptive_rtol), atol=float(s.adaptive_atol))
-  else:
-    times = [float(t) for t in s.times]
-    final = str(s.final_step) or methods.default_final(sde)
-    num_steps = int(s.num_steps) or (
-        methods.grid_steps(method, len(times), s.noise_removal, final) if times else sde.N)
-    schedule = 'times' if times else str(s.schedule) or methods.DEFAULT_SCHEDULES[method]
-    settings.update(num_steps=num_steps, schedule=schedule)
+  if entry.steps_field:
+    settings['num_steps'] = (int(s[entry.steps_field]) or
+                             (entry.steps(len(times), own) if times else sde.N))
+    schedule = 'times' if times else from_config.schedule_name(s, entry)
+    settings['schedule'] = schedule
     if schedule == 'karras':
       settings['rho'] = float(s.rho)
-    if method == 'heun':
-      settings['s_churn'] = float(s.s_churn)
-    else:
-      settings.update(order=int(s.order) or methods.DEFAULT_ORDERS[method], final_step=final)
-    if method == 'unipc':
-      settings['unipc_variant'] = str(s.unipc_variant)
     if times:
       settings['times'] = times
       eps = times[-1]  # A given grid carries its own smallest time.
-  settings.update(eps=eps, noise_removal=bool(s.noise_removal))
+  settings['eps'] = eps
   if s.cfg_scale:
     settings['cfg_scale'] = float(s.cfg_scale)
   if s.classifier_scale:

@@ -9,9 +9,10 @@ colorize, bits/dim, the variational bound, encode / decode).
 Everything runs on the package's own pieces, compiled once per shape and sampler and split
 over the devices of ``mesh``: ``sampling.get_network_sampler`` (the sampler training snapshots
 and evaluation use, with classifier-free guidance for a class-conditional network),
-``sampling.get_pc_inpainter`` / ``get_pc_colorizer`` (appendix I), ``likelihood`` (bits/dim
-through the probability-flow ODE, eq. 39), ``elbo`` (the variational bound and its terms) and
-the ODE encoder (sec. 4.3). Images go in and come out as numpy ``float32 (N, H, W, C)`` in
+``sampling.get_pc_inpainter`` / ``get_pc_colorizer`` (the PC sampler's loop with the known
+coordinates clamped, appendix I), ``likelihood`` (bits/dim through the probability-flow ODE,
+eq. 39), ``elbo`` (the variational bound and its terms), the ODE encoder (sec. 4.3) and the ODE
+sampler started at given latents (``decode``). Images go in and come out as numpy ``float32 (N, H, W, C)`` in
 ``[0, 1]`` (uint8 is accepted where images go in); any ``N`` works: batches are padded to a
 multiple of the device count and trimmed.
 
@@ -41,7 +42,7 @@ from score_sde.configs import record, validation
 from score_sde.data import images as images_lib
 from score_sde.io import checkpoint, summary, workdir as workdir_lib
 from score_sde.models import utils as mutils
-from score_sde.sampling import ode as ode_lib, shard
+from score_sde.sampling import shard
 from score_sde.training import restore
 
 ConfigLike = Union[None, str, os.PathLike, ml_collections.ConfigDict]
@@ -106,25 +107,13 @@ def load(workdir: str, step: Optional[int] = None, config: ConfigLike = None,
   return Pipeline(config, model, params, int(step), mesh, workdir)
 
 
-def _check_elbo_args(config, sde, num_samples, time_sampling) -> None:
-  """``Pipeline.elbo``'s ``num_samples`` and ``time_sampling``, checked before any compile."""
-  num_samples = config.eval.elbo_samples if num_samples is None else num_samples
-  time_sampling = config.eval.elbo_time_sampling if time_sampling is None else time_sampling
-  chain = elbo.uses_chain(config)
-  if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or (
-      num_samples < 0):
-    raise InputError(f'num_samples={num_samples!r} must be a whole number of draws >= 1, or 0 '
-                     'for the exact sum over the chain of a discrete-time VP model.')
-  if chain and num_samples > sde.N - 1:
-    raise InputError(f'num_samples={num_samples}: the chain of N={sde.N} steps has {sde.N - 1} '
-                     f'denoising terms; draw at most {sde.N - 1}, or pass 0 for their exact sum.')
-  if not chain and num_samples == 0:
-    raise InputError('num_samples=0 (the exact sum) exists only for the chain of a '
-                     'discrete-time VP model; this model\'s bound is the continuous-time one, '
-                     'estimated from sampled times: pass num_samples >= 1, e.g. 16.')
-  if time_sampling not in elbo.TIME_SAMPLINGS:
-    raise InputError(f'time_sampling={time_sampling!r}; choose one of '
-                     f'{", ".join(map(repr, elbo.TIME_SAMPLINGS))}.')
+def _check_elbo_args(config, num_samples, time_sampling) -> None:
+  """``Pipeline.elbo``'s ``num_samples`` and ``time_sampling`` (None: the config's), checked
+  against the run's bound before any compile by the rules of the config's own
+  (``validation.elbo_problems``)."""
+  problems = validation.elbo_problems(config, num_samples, time_sampling)
+  if problems:
+    raise InputError(' '.join(problems))
 
 
 class Pipeline:
@@ -181,12 +170,12 @@ class Pipeline:
 
     Args:
       n: number of images.
-      method: one of ``sampling.METHODS`` (``'pc'``, ``'ode'``, ``'adaptive'``, ``'heun'``,
-        ``'dpm_solver'``, ``'unipc'``, ``'deis'``, ``'ipndm'``); default the config's.
-      num_steps: steps of the fixed-step samplers (``sampling.num_steps``), or of the PC
-        chain (``sampling.pc_num_steps``, default the SDE's ``N``; other counts for
-        continuous-time networks only, as a discrete network's labels are tied to its ``N``);
-        default the config's.
+      method: a name of ``sampling.METHODS`` (``'pc'``, ``'ode'``, ``'heun'``,
+        ``'dpm_solver'``, ...); default the config's.
+      num_steps: the method's steps (its entry's ``steps_field``: ``sampling.num_steps`` of the
+        fixed-step samplers, or ``sampling.pc_num_steps`` of the PC chain, default the SDE's
+        ``N``, other counts for continuous-time networks only, as a discrete network's labels
+        are tied to its ``N``); default the config's.
       seed: the sample key is ``jax.random.key(seed)``; same seed, same images.
       class_labels: classes of a class-conditional network (or of classifier guidance), taken
         in turn; default ``sampling.class_labels`` (every class in turn when empty).
@@ -258,12 +247,11 @@ class Pipeline:
       s.method = method
     if class_labels is not None:
       s.class_labels = pipeline_inputs.checked_labels(class_labels, config)
-    if num_steps is not None:
+    if num_steps is not None and s.method in sampling.METHODS:
       num_steps = sampling.base.check_steps(num_steps)
-      if str(s.method).lower() in sampling.FIXED_STEP_METHODS:
-        s.num_steps = num_steps
-      elif str(s.method).lower() == 'pc':
-        s.pc_num_steps = num_steps  # Validated below (a discrete-time network refuses others).
+      field = sampling.methods.get(s.method).steps_field
+      if field:  # Validated below (a discrete-time network refuses other PC step counts).
+        s[field] = num_steps
       else:
         tolerances = 'adaptive_rtol / atol' if s.method == 'adaptive' else 'rtol / atol'
         raise errors.ConfigError(f'num_steps={num_steps}: the {s.method!r} sampler is adaptive '
@@ -271,17 +259,19 @@ class Pipeline:
     validation.validate_config(config, num_devices=1)
     return config
 
-  def _sde_with_steps(self, num_steps: int) -> sde_lib.SDE:
-    num_steps = sampling.base.check_steps(num_steps)
-    if num_steps == self.sde.N:
-      return self.sde
-    if not self.config.training.continuous:
-      raise errors.ConfigError(
-          f'num_steps={num_steps} for PC sampling: this network was trained in discrete time '
-          f'on N={self.sde.N} steps, and its labels only exist on that grid. Use num_steps=None, '
-          f'or a fixed-step method ({", ".join(sampling.FIXED_STEP_METHODS)}), which take any '
-          'number of steps.')
-    return self.sde.with_steps(num_steps)
+  def _pc_times(self, num_steps: Optional[int]) -> np.ndarray:
+    """The PC grid of the controllable samplers: ``num_steps`` levels (None: the SDE's ``N``),
+    which a discrete-time network only has on its own chain."""
+    if num_steps is not None:
+      num_steps = sampling.base.check_steps(num_steps)
+      if num_steps != self.sde.N and not self.config.training.continuous:
+        gridded = ', '.join(sampling.methods.fixed_step_names())
+        raise errors.ConfigError(
+            f'num_steps={num_steps} for PC sampling: this network was trained in discrete time '
+            f'on N={self.sde.N} steps, and its labels only exist on that grid. Use '
+            f'num_steps=None, or a fixed-step method ({gridded}), which take any number of '
+            'steps.')
+    return sampling.get_times(self.sde, 'pc', num_steps, eps=self.config.sampling.eps)
 
   # ------------------------------------------------------------------------------ controllable
   def inpaint(self, images, mask, seed: int = 0, num_steps: Optional[int] = None) -> np.ndarray:
@@ -303,9 +293,9 @@ class Pipeline:
     mask = pipeline_inputs.checked_mask(
         mask, pipeline_inputs.checked_images_shape(images, 'images', self.shape))
     images = pipeline_inputs.checked_images(images, 'images', self.shape, known=mask > .5)
-    sde = self.sde if num_steps is None else self._sde_with_steps(num_steps)
-    inpainter = sampling.get_pc_inpainter(sde, **self._pc_settings())
-    out = self._run(('inpaint', sde.N), lambda rng, score_fn, x, m: inpainter(
+    times = self._pc_times(num_steps)
+    inpainter = sampling.get_pc_inpainter(self.sde, times, **self._pc_settings())
+    out = self._run(('inpaint', len(times)), lambda rng, score_fn, x, m: inpainter(
         rng, score_fn, self.scaler(x), m)[0], seed, images, mask)
     # The sampler holds the known pixels in model space; for centred data the round trip through
     # the scalers is exact only to float rounding, so the known pixels are put back as given.
@@ -326,18 +316,16 @@ class Pipeline:
     grey = pipeline_inputs.checked_grey(grey, self.shape)
     if grey.shape[-1] == 1:
       grey = np.repeat(grey, 3, axis=-1)
-    sde = self.sde if num_steps is None else self._sde_with_steps(num_steps)
-    colorizer = sampling.get_pc_colorizer(sde, **self._pc_settings())
-    out = self._run(('colorize', sde.N), lambda rng, score_fn, x: colorizer(
+    times = self._pc_times(num_steps)
+    colorizer = sampling.get_pc_colorizer(self.sde, times, **self._pc_settings())
+    out = self._run(('colorize', len(times)), lambda rng, score_fn, x: colorizer(
         rng, score_fn, self.scaler(x))[0], seed, grey)
     return np.clip(out, 0., 1.)
 
   def _pc_settings(self) -> Dict[str, Any]:
     """The config's PC sampler, as keywords of ``get_pc_inpainter`` / ``get_pc_colorizer``."""
     s = self.config.sampling
-    return dict(predictor=s.predictor, corrector=s.corrector, inverse_scaler=self.inverse_scaler,
-                snr=s.snr, n_steps=s.n_steps_each, probability_flow=s.probability_flow,
-                denoise=s.noise_removal, eps=s.eps)
+    return dict(sampling.pc.METHOD.settings(s, self.sde), inverse_scaler=self.inverse_scaler)
 
   # ------------------------------------------------------------------------------ likelihood
   def bits_per_dim(self, images, seed: int = 0, dequantize: bool = True,
@@ -429,7 +417,7 @@ class Pipeline:
       levels = np.round(images * 255.)
       noise = jax.random.uniform(jax.random.fold_in(rng, 1), images.shape)
       images = (levels + np.asarray(noise)) / 256.
-    _check_elbo_args(self.config, self.sde, num_samples, time_sampling)
+    _check_elbo_args(self.config, num_samples, time_sampling)
     elbo_fn, continuous = elbo.get_run_elbo_fn(self.config, self.sde, num_samples, time_sampling)
     key = ('elbo', num_samples, time_sampling)
     if key not in self._compiled:
@@ -460,13 +448,12 @@ class Pipeline:
     before any compile."""
     z = pipeline_inputs.checked_latents(z, self.shape)
     s = self.config.sampling
-
-    def decoder(key, score_fn, latents):
-      x, _ = ode_lib.solve_probability_flow(self.sde, score_fn, latents, self.sde.T, s.eps,
-                                            s.rtol, s.atol)
-      return self.inverse_scaler(x)
-
-    return self._run(('decode',), decoder, 0, z, continuous=self._ode_continuous())
+    decoder = sampling.get_ode_sampler(
+        self.sde, (self._padded(z.shape[0]),) + tuple(self.shape),
+        self.inverse_scaler, sampling.get_times(self.sde, 'ode', eps=s.eps), denoise=False,
+        rtol=s.rtol, atol=s.atol)
+    return self._run(('decode',), lambda key, score_fn, latents: decoder(
+        key, score_fn, x_T=latents)[0], 0, z, continuous=self._ode_continuous())
 
   # ------------------------------------------------------------------------------ plumbing
   def _padded(self, n: int) -> int:
@@ -485,16 +472,13 @@ class Pipeline:
     arrays = [_pad_rows(a, padded) for a in arrays]
     key = name + (padded, continuous) + tuple(a.shape for a in arrays)
     if key not in self._compiled:
-      split, whole = parallel.data_sharding(self.mesh), parallel.replicated(self.mesh)
-
-      def run(params, rng, *xs):
+      def run(rng, params, *xs):
         return fn(rng, shard.constrained(self._score_fn_of(params, continuous), self.mesh), *xs)
 
-      self._compiled[key] = jax.jit(run, in_shardings=(whole, whole) + (split,) * len(arrays),
-                                    out_shardings=split)
-    arrays = [parallel.to_global(a[parallel.host_batch_slice(padded)], self.mesh)
-              for a in arrays]
-    return parallel.gather_rows(self._compiled[key](self.params, self._key(seed), *arrays))[:n]
+      self._compiled[key] = parallel.jit_over_examples(
+          run, self.mesh, parallel.data_sharding(self.mesh), num_arrays=len(arrays))
+    arrays = [a[parallel.host_batch_slice(padded)] for a in arrays]
+    return parallel.gather_rows(self._compiled[key](self._key(seed), self.params, *arrays))[:n]
 
 
 def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:

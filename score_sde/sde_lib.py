@@ -11,7 +11,7 @@ it. Shapes: ``x`` is ``(B, ...)``, ``t`` is ``(B,)``; drifts have the shape of `
 coefficients, ``alpha`` and ``std`` have shape ``(B,)``. All methods are pure and jit/vmap-safe.
 """
 import abc
-from typing import Callable, Tuple
+from typing import Callable, List, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -42,8 +42,11 @@ class SDE(abc.ABC):
       step count.
     sampling_eps: the smallest time the samplers and likelihood integrate to (the paper's
       epsilon; the score is ill-conditioned at t = 0).
+    discrete_model: the discrete-time model whose loss trains the SDE with
+      ``training.continuous=False`` (``'SMLD'``, eq. 8; ``'DDPM'``, eq. 10); '' where it has none.
   """
   sampling_eps: float = 1e-3
+  discrete_model: str = ''
 
   def __init__(self, N: int):
     if int(N) < 1:
@@ -54,6 +57,19 @@ class SDE(abc.ABC):
   def T(self) -> float:
     """End time of the forward process."""
     return 1.
+
+  @classmethod
+  def config_problems(cls, config) -> List[Tuple[str, str]]:
+    """What ``config`` (whose ``training.sde`` names this class) asks of the SDE that it does not
+    have, as ``(field, fix)`` pairs: here a discrete-time loss without a discrete model;
+    subclasses add their parameters' problems (``configs.validation`` words each pair)."""
+    if config.training.continuous or cls.discrete_model:
+      return []
+    with_loss = ' and '.join(f'{name} ({SDES.get(name).discrete_model})' for name in SDES
+                             if SDES.get(name).discrete_model)
+    return [('training.continuous',
+             f'discrete-time losses exist only for {with_loss}, not '
+             f'{str(config.training.sde).lower()!r}; set training.continuous=True')]
 
   @abc.abstractmethod
   def sde(self, x: jax.Array, t: jax.Array) -> Tuple[jax.Array, jax.Array]:
@@ -171,6 +187,7 @@ class VPSDE(SDE):
   the SDE's kernel between grid times exactly (which loses at every step count).
   """
   CHAINS = ('auto', 'ddpm', 'exponential')
+  discrete_model = 'DDPM'
 
   def __init__(self, beta_min: float = 0.1, beta_max: float = 20., N: int = 1000,
                chain: str = 'auto'):
@@ -212,6 +229,21 @@ class VPSDE(SDE):
   @classmethod
   def from_config(cls, model_config) -> 'VPSDE':
     return cls(model_config.beta_min, model_config.beta_max, model_config.num_scales)
+
+  @classmethod
+  def config_problems(cls, config) -> List[Tuple[str, str]]:
+    """``SDE.config_problems``, and ``0 < beta_min < beta_max``; discrete-time training runs
+    DDPM's chain, whose ``beta_i = beta(t_i) / N`` must be probabilities."""
+    m, name = config.model, str(config.training.sde).lower()
+    problems = super().config_problems(config)
+    if not 0. < m.beta_min < m.beta_max:
+      problems.append(('model.beta_max', f'{name} needs 0 < beta_min (={m.beta_min}) < beta_max, '
+                                         'e.g. (0.1, 20)'))
+    if cls.discrete_model and not config.training.continuous and not m.beta_max < m.num_scales:
+      problems.append(('model.beta_max', f'discrete DDPM steps use beta_max / num_scales '
+                                         f'(={m.num_scales}) < 1; raise model.num_scales or '
+                                         'lower beta_max'))
+    return problems
 
   def beta(self, t: jax.Array) -> jax.Array:
     return self.beta_0 + t * (self.beta_1 - self.beta_0)
@@ -258,6 +290,7 @@ class subVPSDE(VPSDE):
   root); prior ``N(0, I)``. Its discretisation is Euler-Maruyama (there is no discrete model),
   so it has no DDPM tables and no lower bound on ``N``.
   """
+  discrete_model = ''
 
   def __init__(self, beta_min: float = 0.1, beta_max: float = 20., N: int = 1000,
                chain: str = 'auto'):
@@ -293,6 +326,7 @@ class VESDE(SDE):
   data, the noise level the network is conditioned on. Prior ``N(0, sigma_max^2 I)``.
   """
   sampling_eps = 1e-5
+  discrete_model = 'SMLD'
 
   def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50., N: int = 1000):
     super().__init__(N)
@@ -310,6 +344,22 @@ class VESDE(SDE):
   @classmethod
   def from_config(cls, model_config) -> 'VESDE':
     return cls(model_config.sigma_min, model_config.sigma_max, model_config.num_scales)
+
+  @classmethod
+  def config_problems(cls, config) -> List[Tuple[str, str]]:
+    """``SDE.config_problems``, and ``0 < sigma_min < sigma_max``; SMLD's chain has no
+    variational bound to train on (``training.weighting='elbo'``)."""
+    m, t = config.model, config.training
+    problems = super().config_problems(config)
+    if not 0. < m.sigma_min < m.sigma_max:
+      problems.append(('model.sigma_max', f'VE needs 0 < sigma_min (={m.sigma_min}) < sigma_max; '
+                                          'sigma_max is usually the largest pairwise distance '
+                                          'between training images'))
+    if t.weighting == 'elbo' and not t.continuous:
+      problems.append(('training.weighting', "the discrete SMLD loss has no variational bound; "
+                                             "use 'dsm' or training.continuous=True (the "
+                                             'continuous bound exists for vesde)'))
+    return problems
 
   def sigma(self, t: jax.Array) -> jax.Array:
     return self.sigma_min * (self.sigma_max / self.sigma_min) ** t

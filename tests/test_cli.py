@@ -8,13 +8,10 @@ traceback); a second process reads the programs the first compiled from the cach
 unusable cache directory is a one-line warning; the alarm's records (in XLA's exact format) are
 dropped while every other byte on stderr reaches the terminal, in order, before the process ends.
 """
-import os
 import pathlib
 import subprocess
 import sys
 import textwrap
-
-import pytest
 
 import child_env
 from score_sde.common import compile_cache, stderr_filter

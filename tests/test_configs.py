@@ -392,3 +392,109 @@ def test_a_recorded_likelihood_weighting_loads_as_training_weighting(tmp_path, f
   assert loaded.training.weighting == replacement
   assert 'likelihood_weighting' not in loaded.training
   validate_config(loaded, num_devices=8)
+
+
+# --------------------------------------------------------------------------------- entries
+def _entries():
+  """Every registered SDE, model and dataset with the field that names it."""
+  from score_sde import data, models, sde_lib
+  return ([('training.sde', n, sde_lib.SDES.get(n)) for n in sde_lib.SDES]
+          + [('model.name', n, models.MODELS.get(n)) for n in models.MODELS]
+          + [('data.dataset', n, data.DATASETS.get(n)) for n in data.DATASETS])
+
+
+@pytest.mark.parametrize('continuous', [True, False])
+def test_every_registered_entry_reports_problems_as_fields_and_fixes(continuous):
+  """Protects the contract validation reads: each registered SDE, model and dataset answers
+  config_problems(config) with (field, fix) pairs whose field is one the code reads and whose
+  fix is a sentence, for a config that names it (in continuous and discrete time)."""
+  fields = set(_leaves(default.get_config()))
+  for field, name, entry in _entries():
+    config = default.get_config()
+    config.training.continuous = continuous
+    section, key = field.split('.')
+    config[section][key] = name
+    for problem in entry.config_problems(config):
+      assert isinstance(problem, tuple) and len(problem) == 2, (name, problem)
+      assert problem[0] in fields and isinstance(problem[1], str) and problem[1], (name, problem)
+
+
+def _leaves(config, prefix=''):
+  for key, value in config.items():
+    if hasattr(value, 'items'):
+      yield from _leaves(value, f'{prefix}{key}.')
+    else:
+      yield f'{prefix}{key}'
+
+
+def test_a_registered_datasets_own_requirements_reach_validation(monkeypatch):
+  """Protects the dataset seam: validation has no table of datasets; a dataset registered with
+  a channel count and a check of its own is refused through them, worded like every problem."""
+  from score_sde import data
+  from score_sde.data import sources
+  datasets = Registry('dataset')
+  monkeypatch.setattr(data, 'DATASETS', datasets)
+  monkeypatch.setattr(sources, 'DATASETS', datasets)
+
+  def category_problems(config):
+    return [] if config.data.category else [('data.category', 'TOY reads one category; name it')]
+
+  sources.register_dataset('TOY', num_channels=1, problems=category_problems)(lambda c, s: None)
+  config = default.get_config()
+  config.data.dataset = 'toy'
+  problems = validation.config_problems(config, num_devices=8)
+  assert ("config.data.num_channels=3 is invalid: toy images have 1 channel(s); set it to 1."
+          in problems)
+  assert "config.data.category='' is invalid: TOY reads one category; name it." in problems
+  config.data.update(num_channels=1, category='rocks')
+  assert validation.config_problems(config, num_devices=8) == []
+
+
+def test_a_registered_networks_own_problems_reach_validation(monkeypatch):
+  """Protects the model seam: validation names no network; the registered class of
+  config.model.name reports what the config asks of it that it does not have."""
+  from score_sde import models
+
+  class Toy:
+    @classmethod
+    def config_problems(cls, config):
+      return [] if config.model.nf == 8 else [('model.nf', f'Toy has nf=8, not {config.model.nf}')]
+
+  registry = Registry('model')
+  registry.register('toy')(Toy)
+  monkeypatch.setattr(models, 'MODELS', registry)
+  config = default.get_config()
+  config.model.name = 'toy'
+  assert validation.config_problems(config, num_devices=8) == [
+      'config.model.nf=128 is invalid: Toy has nf=8, not 128.']
+
+
+def test_discrete_training_lists_the_sdes_with_a_discrete_model():
+  """An SDE without a discrete model (sub-VP) refuses discrete-time training, naming those that
+  have one (read off the registry) and the fix; those train discretely."""
+  config = default.get_config()
+  config.training.update(sde='subvpsde', continuous=False)
+  config.model.update(embedding_type='positional', scale_by_sigma=False)
+  assert validation.config_problems(config, num_devices=8) == [
+      "config.training.continuous=False is invalid: discrete-time losses exist only for vesde "
+      "(SMLD) and vpsde (DDPM), not 'subvpsde'; set training.continuous=True."]
+  for sde in ('vesde', 'vpsde'):
+    config.training.sde = sde
+    assert validation.config_problems(config, num_devices=8) == [], sde
+
+
+def test_the_bound_checks_name_the_config_field_or_the_argument():
+  """Protects the one set of variational-bound rules that validation and Pipeline.elbo share:
+  the config's fields are named as fields; the arguments given in their place as arguments."""
+  config = default.get_config()
+  config.training.update(sde='vpsde', continuous=False)
+  config.model.update(embedding_type='positional', scale_by_sigma=False, num_scales=25)
+  assert validation.elbo_problems(config, 25, 'log') == [
+      "time_sampling='log' is not supported; use one of 'importance', 'uniform'.",
+      'num_samples=25 is invalid: the chain of model.num_scales=25 steps has 24 denoising '
+      'terms; draw at most 24, or use 0 for their exact sum.']
+  config.eval.elbo_samples = 30
+  assert validation.elbo_problems(config)[0].startswith('config.eval.elbo_samples=30 is invalid')
+  assert validation.elbo_problems(config, of_model=False) == []
+  assert validation.elbo_problems(config, num_samples=True)[0].startswith(
+      'num_samples=True is invalid: use a positive number of draws')

@@ -183,9 +183,14 @@ def test_loss_is_the_masked_mean_over_the_whole_split(env, full_run):
   score_fn = mutils.get_score_fn(sde, env['model'], jax.device_get(env['params']),
                                  continuous=True)
   values = []
+  eps = config.training.eps
   for index, batch in enumerate(data.epoch_batches(env['source'], 8)):
+    # The objective's keys: the noise's half of the batch key, split into t's and z's.
     key, _ = jax.random.split(evaluate.loss_batch_key(config.seed, index))
-    per_example = losses.dsm_loss(score_fn, sde, key, batch['image'], eps=config.training.eps)
+    t_key, z_key = jax.random.split(key)
+    x = batch['image']
+    t = jax.random.uniform(t_key, (x.shape[0],), minval=eps, maxval=sde.T)
+    per_example = losses.dsm_loss(score_fn, sde, x, t, jax.random.normal(z_key, x.shape), eps=eps)
     values.append(np.asarray(per_example, np.float64)[batch['mask']])
   values = np.concatenate(values)
   assert values.size == NUM_IMAGES

@@ -65,14 +65,16 @@ def test_guided_pc_and_dpm_solver_sample_the_requested_component():
   labels = sampling.sample_labels(BATCH, (), 2)
   guided = sampling.get_guided_score_fn(score, labels, num_classes=2, cfg_scale=0.)
   law = analytic.marginal(target, sde, eps)
-  dpm = sampling.get_dpm_solver_sampler(sde, (BATCH, DIM), sampling.identity, 40, eps=eps)
+  dpm = sampling.get_dpm_solver_sampler(sde, (BATCH, DIM), sampling.identity,
+                                        sampling.get_times(sde, 'dpm_solver', 40, eps=eps))
   samples = np.asarray(jax.jit(lambda r: dpm(r, guided)[0])(jax.random.key(1)))
   assert _in_component_fraction(samples, law, labels) >= 0.99
   for y in range(2):
     support.assert_matches(samples[labels == y], analytic.component(law, y), seed=5 + y,
                            var_bias=_denoise_bias(sde, eps))
-  pc = sampling.get_pc_sampler(sde, (BATCH, DIM), 'reverse_diffusion', 'langevin',
-                               sampling.identity, snr=0.16, eps=eps)
+  pc = sampling.get_pc_sampler(sde, (BATCH, DIM), sampling.identity,
+                               sampling.get_times(sde, 'pc', eps=eps), 'reverse_diffusion',
+                               'langevin', snr=0.16)
   samples = np.asarray(jax.jit(lambda r: pc(r, guided)[0])(jax.random.key(2)))
   assert _in_component_fraction(samples, law, labels) >= 0.99
 
@@ -101,7 +103,7 @@ def _train_classifier(sde, target, steps=1200, batch=512):
   params = classifier.init(jax.random.key(0), jnp.zeros((1, DIM)), jnp.ones((1,)))['params']
   state = train_state.create_train_state(params, tx)
   step_fn = jax.jit(losses.get_classifier_step_fn(sde, classifier, train=True, optimizer=tx,
-                                                  ema_rate=0.9))
+                                                  settings=losses.StepSettings(ema_rate=0.9)))
 
   def draw(key):
     k_key, z_key = jax.random.split(key)
@@ -125,10 +127,11 @@ def test_trained_classifier_reaches_the_posterior_accuracy_and_guides_sampling()
   exact = analytic.class_logits_fn(target, sde)
   x0 = target.sample(jax.random.key(3), 20000)
   labels = support.most_responsible(target, np.asarray(x0))  # Components barely overlap.
-  _, trained_acc = losses.classifier_loss(logits_fn, sde, jax.random.key(4), x0,
-                                          jnp.asarray(labels), eps)
-  _, bayes_acc = losses.classifier_loss(exact, sde, jax.random.key(4), x0, jnp.asarray(labels),
-                                        eps)
+  t_key, z_key = jax.random.split(jax.random.key(4))
+  t = jax.random.uniform(t_key, (x0.shape[0],), minval=eps, maxval=sde.T)
+  z = jax.random.normal(z_key, x0.shape)
+  _, trained_acc = losses.classifier_loss(logits_fn, sde, x0, jnp.asarray(labels), t, z)
+  _, bayes_acc = losses.classifier_loss(exact, sde, x0, jnp.asarray(labels), t, z)
   trained_acc, bayes_acc = float(jnp.mean(trained_acc)), float(jnp.mean(bayes_acc))
   assert trained_acc >= bayes_acc - 0.015, (trained_acc, bayes_acc)
 
@@ -136,7 +139,8 @@ def test_trained_classifier_reaches_the_posterior_accuracy_and_guides_sampling()
   guided = sampling.get_guided_score_fn(
       lambda x, t, class_labels=None: analytic.score_fn(target, sde)(x, t), want,
       classifier_fn=logits_fn, classifier_scale=1.)
-  dpm = sampling.get_dpm_solver_sampler(sde, (BATCH, DIM), sampling.identity, 40, eps=eps)
+  dpm = sampling.get_dpm_solver_sampler(sde, (BATCH, DIM), sampling.identity,
+                                        sampling.get_times(sde, 'dpm_solver', 40, eps=eps))
   samples = np.asarray(jax.jit(lambda r: dpm(r, guided)[0])(jax.random.key(5)))
   law = analytic.marginal(target, sde, eps)
   assert _in_component_fraction(samples, law, want) >= 0.99

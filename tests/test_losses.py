@@ -36,6 +36,20 @@ def _exact_score(sde):
   return score_fn
 
 
+def _times_and_noise(key, data, sde, eps=EPS):
+  """The continuous objective's draws for ``data``: ``t ~ U(eps, T)`` per row, ``z ~ N(0, I)``."""
+  t_key, z_key = jax.random.split(key)
+  return (jax.random.uniform(t_key, (data.shape[0],), minval=eps, maxval=sde.T),
+          jax.random.normal(z_key, data.shape))
+
+
+def _labels_and_noise(key, data, sde):
+  """The discrete objectives' draws: labels uniform over the ``N`` levels, ``z ~ N(0, I)``."""
+  label_key, z_key = jax.random.split(key)
+  return (jax.random.randint(label_key, (data.shape[0],), 0, sde.N),
+          jax.random.normal(z_key, data.shape))
+
+
 def _check_mc(per_example, expected):
   per_example = np.asarray(per_example, np.float64)
   se = per_example.std() / np.sqrt(per_example.size)
@@ -61,7 +75,8 @@ def test_dsm_loss_at_the_exact_score(name, weighting):
                                         points=[1e-3, 1e-2])[0] / (1 - EPS)
   data = S * jax.random.normal(jax.random.key(0), (BATCH, DIM))
   per_example = jax.jit(lambda d: losses.dsm_loss(
-      _exact_score(sde), sde, jax.random.key(1), d, False, weighting, EPS))(data)
+      _exact_score(sde), sde, d, *_times_and_noise(jax.random.key(1), d, sde), False, weighting,
+      EPS))(data)
   _check_mc(per_example, expected)
 
 
@@ -74,7 +89,8 @@ def test_smld_loss_at_the_exact_score():
       1. / (S ** 2 + jnp.asarray(sigmas_desc, jnp.float32)[labels] ** 2), x)
   expected = 0.5 * DIM * np.mean(S ** 2 / (S ** 2 + sigmas_desc ** 2))
   data = S * jax.random.normal(jax.random.key(2), (BATCH, DIM))
-  _check_mc(losses.smld_loss(model_fn, sde, jax.random.key(3), data), expected)
+  _check_mc(losses.smld_loss(model_fn, sde, data, *_labels_and_noise(jax.random.key(3), data,
+                                                                     sde)), expected)
 
 
 def test_ddpm_loss_at_the_posterior_mean_noise():
@@ -87,7 +103,8 @@ def test_ddpm_loss_at_the_posterior_mean_noise():
   model_fn = lambda x, labels: sde_lib.batch_mul(c[labels], x)
   expected = 0.5 * DIM * np.mean(1. - (1. - abar) / v)
   data = S * jax.random.normal(jax.random.key(4), (BATCH, DIM))
-  _check_mc(losses.ddpm_loss(model_fn, sde, jax.random.key(5), data), expected)
+  _check_mc(losses.ddpm_loss(model_fn, sde, data, *_labels_and_noise(jax.random.key(5), data,
+                                                                     sde)), expected)
 
 
 @pytest.mark.parametrize('loss', ['dsm', 'smld', 'ddpm'])
@@ -97,16 +114,19 @@ def test_summed_loss_is_half_the_sum_as_in_the_reference(loss):
   (a plain sum made them 2x). Same draws, both reductions: summed = 0.5 * D * mean, exactly."""
   data = S * jax.random.normal(jax.random.key(6), (16, 4, 4, 2))
   d = 4 * 4 * 2
+  key = jax.random.key(7)
   if loss == 'dsm':
     sde = SDES['vesde']
-    fn = lambda reduce_mean: losses.dsm_loss(_exact_score(sde), sde, jax.random.key(7), data,
-                                             reduce_mean)
+    fn = lambda reduce_mean: losses.dsm_loss(_exact_score(sde), sde, data,
+                                             *_times_and_noise(key, data, sde), reduce_mean)
   elif loss == 'smld':
-    fn = lambda reduce_mean: losses.smld_loss(lambda x, l: -x, SDES['vesde'], jax.random.key(7),
-                                              data, reduce_mean)
+    fn = lambda reduce_mean: losses.smld_loss(lambda x, l: -x, SDES['vesde'], data,
+                                              *_labels_and_noise(key, data, SDES['vesde']),
+                                              reduce_mean)
   else:
-    fn = lambda reduce_mean: losses.ddpm_loss(lambda x, l: 0.5 * x, SDES['vpsde'],
-                                              jax.random.key(7), data, reduce_mean)
+    fn = lambda reduce_mean: losses.ddpm_loss(lambda x, l: 0.5 * x, SDES['vpsde'], data,
+                                              *_labels_and_noise(key, data, SDES['vpsde']),
+                                              reduce_mean)
   np.testing.assert_allclose(fn(False), 0.5 * d * fn(True), rtol=1e-6)
   # And the summed value is half of an independent squared norm (DSM at the exact score).
   if loss == 'dsm':
@@ -123,11 +143,11 @@ def test_summed_loss_is_half_the_sum_as_in_the_reference(loss):
 
 def test_discrete_losses_reject_the_wrong_sde():
   """SMLD is defined for VE only and DDPM for VP only; the error names the config fix."""
-  data = jnp.zeros((2, 3))
+  data, labels = jnp.zeros((2, 3)), jnp.zeros((2,), jnp.int32)
   with pytest.raises(ValueError, match='training.sde = "vesde"'):
-    losses.smld_loss(lambda x, l: x, SDES['vpsde'], jax.random.key(0), data)
+    losses.smld_loss(lambda x, l: x, SDES['vpsde'], data, labels, data)
   with pytest.raises(ValueError, match='training.sde = "vpsde"'):
-    losses.ddpm_loss(lambda x, l: x, SDES['subvpsde'], jax.random.key(0), data)
+    losses.ddpm_loss(lambda x, l: x, SDES['subvpsde'], data, labels, data)
 
 
 @pytest.mark.parametrize('weighting', ['dsm', 'likelihood'])
@@ -138,7 +158,8 @@ def test_dsm_gradient_matches_finite_differences(weighting):
   data = S * jax.random.normal(jax.random.key(6), (512, DIM))
 
   def loss(theta):
-    per_example = losses.dsm_loss(lambda x, t: -theta * x, sde, jax.random.key(7), data, True,
+    per_example = losses.dsm_loss(lambda x, t: -theta * x, sde, data,
+                                  *_times_and_noise(jax.random.key(7), data, sde, 1e-2), True,
                                   weighting, 1e-2)
     return jnp.mean(per_example)
 
@@ -178,13 +199,14 @@ def test_ema_follows_its_rate_and_the_warmed_up_rate(warmup):
   from score_sde.training import train_state
   rate = 0.999
 
-  def loss_fn(rng, params, batch):
-    del rng
-    return jnp.sum((params['w'] - batch) ** 2)
+  def loss(rng, params, batch, noise):
+    del rng, noise
+    return {'loss': jnp.sum((params['w'] - batch) ** 2)[None]}  # One example.
 
   tx = optax.sgd(0.1)
-  make_step = losses._get_step_fn  # pylint: disable=protected-access
-  step_fn = jax.jit(make_step(loss_fn, True, tx, rate, ema_warmup=warmup))
+  objective = losses.Objective(draw=lambda rng, batch: {}, loss=loss)
+  step_fn = jax.jit(losses.get_objective_step_fn(
+      objective, True, tx, losses.StepSettings(ema_rate=rate, ema_warmup=warmup)))
   state = train_state.create_train_state({'w': jnp.asarray(2.)}, tx)
   w, ema = 2., 2.
   for s in range(4):
@@ -193,6 +215,21 @@ def test_ema_follows_its_rate_and_the_warmed_up_rate(warmup):
     r = min(rate, (2. + s) / (11. + s)) if warmup else rate
     ema = r * ema + (1. - r) * w
     np.testing.assert_allclose(float(state.params_ema['w']), ema, rtol=1e-6)
+
+
+def test_step_settings_are_the_configs(smoke_config):
+  """Protects the one place where a config becomes the score model's step: every field of
+  ``step_settings`` is the config's (the objective, precision and accumulation from
+  ``training``; the reverse variance, parameterization and EMA from ``model``)."""
+  smoke_config.training.update(continuous=False, weighting='elbo', reduce_mean=False, eps=1e-3,
+                               label_dropout=0.25, compute_dtype='bfloat16',
+                               float32_below_std=0.1, grad_accum_steps=2)
+  smoke_config.model.update(reverse_variance='beta', parameterization='eps', ema_rate=0.9,
+                            ema_warmup=True)
+  assert losses.step_settings(smoke_config) == losses.StepSettings(
+      continuous=False, weighting='elbo', reduce_mean=False, eps=1e-3, reverse_variance='beta',
+      parameterization='eps', label_dropout=0.25, compute_dtype='bfloat16',
+      float32_below_std=0.1, ema_rate=0.9, ema_warmup=True, grad_accum_steps=2)
 
 
 def _g2_over_2var(sde, t):
@@ -214,12 +251,12 @@ def test_elbo_weighting_is_the_bounds_diffusion_term_at_each_t_and_z(name):
   t = jax.random.uniform(keys[1], (64,), minval=eps, maxval=1.)
   z = jax.random.normal(keys[2], data.shape)
   score_fn = lambda x, t: -0.6 * x + 0.1 * t[:, None, None, None]  # Not the true score.
-  got = losses.dsm_loss_at(score_fn, sde, data, t, z, False, 'elbo', eps)
+  got = losses.dsm_loss(score_fn, sde, data, t, z, False, 'elbo', eps)
   expected = ((sde.T - eps) * _g2_over_2var(sde, t)
               * elbo.continuous_integrand(sde, score_fn, data, t, z))
   np.testing.assert_allclose(got, expected, rtol=2e-6)
   # (T - eps) times the half-sum likelihood-weighted loss: the same integrand, per unit t.
-  likelihood = losses.dsm_loss_at(score_fn, sde, data, t, z, False, 'likelihood')
+  likelihood = losses.dsm_loss(score_fn, sde, data, t, z, False, 'likelihood')
   np.testing.assert_allclose(got, (sde.T - eps) * likelihood, rtol=1e-4)
 
 
@@ -235,8 +272,9 @@ def test_elbo_weighting_averages_to_the_bounds_diffusion_term(name):
                                     jnp.asarray([[0.8, 0.6]]))
   score_fn = analytic.score_fn(target, sde)
   x0 = jnp.asarray([[0.4, -1.1]])
+  data = jnp.broadcast_to(x0, (draws, 2))
   per_draw = jax.jit(lambda key: losses.dsm_loss(
-      score_fn, sde, key, jnp.broadcast_to(x0, (draws, 2)), False, 'elbo', eps))(
+      score_fn, sde, data, *_times_and_noise(key, data, sde, eps), False, 'elbo', eps))(
           jax.random.key(9))
   per_draw = np.asarray(per_draw, np.float64)
   mean, se = per_draw.mean(), per_draw.std() / np.sqrt(draws)
@@ -285,8 +323,8 @@ def test_ddpm_elbo_weighting_is_the_chains_kl_term():
   x0, z, model_fn = _ddpm_predictions(jax.random.key(12), shape, sde)
   other_fn = lambda x, i: -0.2 * x + 0.3
   term = lambda fn, rv: elbo.ddpm_term(sde, _score_of(fn, sde, labels), x0, labels, z, rv)
-  loss = lambda fn, rv: losses.ddpm_loss_at(fn, sde, x0, labels, z, weighting='elbo',
-                                            reverse_variance=rv) / sde.N
+  loss = lambda fn, rv: losses.ddpm_loss(fn, sde, x0, labels, z, weighting='elbo',
+                                         reverse_variance=rv) / sde.N
   np.testing.assert_allclose(loss(model_fn, 'posterior'), term(model_fn, 'posterior'),
                              rtol=1e-4)
   np.testing.assert_allclose(loss(other_fn, 'posterior'), term(other_fn, 'posterior'),
@@ -350,15 +388,14 @@ def test_weightings_the_objective_lacks_are_refused():
   """Protects the weighting's domain: an unknown name, 'likelihood' in discrete time, 'elbo'
   with reduce_mean (the bound is a sum) and 'elbo' on the SMLD ladder (no bound) fail with the
   config fix named."""
-  data = jnp.zeros((2, 3))
+  data, t, labels = jnp.zeros((2, 3)), jnp.full((2,), 0.5), jnp.zeros((2,), jnp.int32)
   score_fn = lambda x, t: -x
   with pytest.raises(ValueError, match='choose one of dsm, likelihood, elbo'):
-    losses.dsm_loss(score_fn, SDES['vpsde'], jax.random.key(0), data, False, 'g2')
+    losses.dsm_loss(score_fn, SDES['vpsde'], data, t, data, False, 'g2')
   with pytest.raises(ValueError, match='training.reduce_mean = False'):
-    losses.dsm_loss(score_fn, SDES['vpsde'], jax.random.key(0), data, True, 'elbo')
+    losses.dsm_loss(score_fn, SDES['vpsde'], data, t, data, True, 'elbo')
   with pytest.raises(ValueError, match="training.weighting = 'dsm'"):
-    losses.ddpm_loss(lambda x, i: x, SDES['vpsde'], jax.random.key(0), data,
-                     weighting='likelihood')
+    losses.ddpm_loss(lambda x, i: x, SDES['vpsde'], data, labels, data, weighting='likelihood')
   with pytest.raises(ValueError, match='SMLD objective has no variational bound'):
-    losses.get_per_example_loss_fn(SDES['vesde'], None, False, continuous=False,
-                                   weighting='elbo')
+    losses.get_per_example_loss_fn(SDES['vesde'], None, False,
+                                   losses.StepSettings(continuous=False, weighting='elbo'))

@@ -38,6 +38,7 @@ def test_stratified_dsm_estimates_the_plain_objective():
   dim, batch, draws = 4, 64, 200
   strata = low_noise.continuous_strata(VP, EPS, 0.5).for_rows(batch)
   assert strata.every == 4 and 0.15 < strata.prob < 0.18
+  sampler = low_noise.time_sampler(VP, EPS, 0.5)
   std2 = lambda t: float(VP.marginal_coeffs(jnp.float32(t))[1]) ** 2
   expected = 0.5 * dim * integrate.quad(lambda t: (1 - std2(t)) ** 2, EPS, 1., limit=200)[0] / (
       1 - EPS)
@@ -46,8 +47,10 @@ def test_stratified_dsm_estimates_the_plain_objective():
 
   @jax.jit
   def weighted_and_not(key):
-    loss = losses.dsm_loss(score_fn, VP, key, data, strata=strata)
-    return loss, loss / low_noise.row_weights(batch, strata)
+    t_key, z_key = jax.random.split(key)
+    levels = sampler.levels(sampler.draw(t_key, batch))
+    loss = losses.dsm_loss(score_fn, VP, data, levels.values, jax.random.normal(z_key, data.shape))
+    return loss * levels.weights, loss
   out = [weighted_and_not(k) for k in jax.random.split(jax.random.key(0), draws)]
   weighted = np.concatenate([np.asarray(w) for w, _ in out])
   unweighted = np.concatenate([np.asarray(u) for _, u in out])
@@ -61,18 +64,16 @@ def test_low_rows_draw_exactly_the_levels_below_the_threshold(sde, below):
   """Rows r % every == 0 draw t with std(t) < below, the others std(t) >= below (to the cut's
   grid); the discrete labels likewise by their level's std."""
   batch = 64
-  strata = low_noise.continuous_strata(sde, EPS, below).for_rows(batch)
-  low = np.asarray(low_noise.low_rows(batch, strata))
-  u = jax.random.uniform(jax.random.key(1), (batch,))
-  t = low_noise.stratified_times(u, strata, EPS, sde.T)
-  std = np.asarray(sde.marginal_coeffs(t)[1])
-  assert strata.every >= 2 and low.sum() == batch // strata.every
+  times = low_noise.time_sampler(sde, EPS, below)
+  u = times.draw(jax.random.key(1), batch)
+  levels = times.levels(u)
+  low = np.asarray(low_noise.low_rows(batch, times.strata.for_rows(batch)))
+  std = np.asarray(sde.marginal_coeffs(levels.values)[1])
+  assert levels.every >= 2 and low.sum() == batch // levels.every
   assert (std[low] < below).all() and (std[~low] >= below * (1 - 1e-4)).all()
   level_stds = (losses.smld_level_stds(sde) if isinstance(sde, sde_lib.VESDE)
                 else losses.ddpm_level_stds(sde))
-  discrete = low_noise.discrete_strata(level_stds, below).for_rows(batch)
-  labels = np.asarray(low_noise.stratified_levels(
-      u, discrete, np.argsort(level_stds, kind='stable')))
+  labels = np.asarray(low_noise.label_sampler(level_stds, below).levels(u).values)
   assert (level_stds[labels[low]] < below).all() and (level_stds[labels[~low]] >= below).all()
 
 
@@ -111,27 +112,29 @@ def test_mixed_precision_runs_the_low_rows_in_float32(continuous):
   params = jax.tree.map(lambda p: p + 0.05 * jax.random.normal(jax.random.key(1), p.shape),
                         params)
   batch = {'image': jax.random.uniform(jax.random.key(2), (16, 16, 16, 1)) * 2 - 1}
-  mixed = losses.get_per_example_loss_fn(sde, net, train=False, continuous=continuous,
-                                         compute_dtype='bfloat16', float32_below_std=0.3)
+  settings = losses.StepSettings(continuous=continuous, compute_dtype='bfloat16',
+                                 float32_below_std=0.3)
+  mixed = losses.get_per_example_loss_fn(sde, net, train=False, settings=settings)
   text = str(jax.make_jaxpr(mixed)(jax.random.key(3), params, batch))
   shapes = set(re.findall(r':(\w+)\[(\d+),[\d,]*\] = conv_general_dilated', text))
   every = 8  # P(std < 0.3) = 0.092, in t and over the 1000 labels: 1/8 of the rows.
   assert shapes == {('f32', str(16 // every)), ('bf16', str(16 - 16 // every))}
   # The same draws all in float32: split the rows between two float32 networks.
-  strata = (low_noise.continuous_strata(sde, 1e-5, 0.3) if continuous else
-            low_noise.discrete_strata(losses.ddpm_level_stds(sde), 0.3)).for_rows(16)
-  assert strata.every == every
+  noise = losses.score_objective(sde, net, False, settings).draw(jax.random.key(3), batch)
+  sampler = (low_noise.time_sampler(sde, 1e-5, 0.3) if continuous else
+             low_noise.label_sampler(losses.ddpm_level_stds(sde), 0.3))
+  levels = sampler.levels(noise['levels'])
+  assert levels.every == every
   if continuous:
     score32 = lambda x, t, class_labels=None: mutils.get_score_fn(
         sde, net, params, continuous=True)(x, t)
     reference = losses.dsm_loss(low_noise.split_rows(score32, score32, every), sde,
-                                jax.random.split(jax.random.key(3))[0], batch['image'],
-                                strata=strata)
+                                batch['image'], levels.values, noise['z'])
   else:
     model32 = lambda x, t, class_labels=None: mutils.get_model_fn(net, params)(x, t)
     reference = losses.ddpm_loss(low_noise.split_rows(model32, model32, every), sde,
-                                 jax.random.split(jax.random.key(3))[0], batch['image'],
-                                 strata=strata)
+                                 batch['image'], levels.values, noise['z'])
+  reference = reference * levels.weights
   got = mixed(jax.random.key(3), params, batch)
   low = np.arange(16) % every == 0
   np.testing.assert_allclose(got[low], reference[low], rtol=1e-5)
@@ -147,8 +150,9 @@ def test_mixed_precision_loss_is_the_same_on_eight_devices():
   net, sde = mutils.get_model(config), sde_lib.get_sde(config)
   params = mutils.init_params(jax.random.key(0), config)
   batch = {'image': jax.random.uniform(jax.random.key(2), (16, 16, 16, 1)) * 2 - 1}
-  loss_fn = losses.get_per_example_loss_fn(sde, net, train=False, compute_dtype='bfloat16',
-                                           float32_below_std=0.3)
+  loss_fn = losses.get_per_example_loss_fn(
+      sde, net, train=False,
+      settings=losses.StepSettings(compute_dtype='bfloat16', float32_below_std=0.3))
   one = jax.jit(loss_fn)(jax.random.key(3), params, batch)
   mesh = parallel.make_mesh()
   assert mesh.devices.size == 8

@@ -185,12 +185,12 @@ def test_auto_is_the_released_score_bit_for_bit(name):
     target = -batch_mul(1. / sigmas ** 2, noise)
     expected = 0.5 * jnp.sum(jnp.square(model_fn(x + noise, labels) - target).reshape(4, -1),
                              -1) * sigmas ** 2
-    got = losses.smld_loss_at(model_fn, sde, x, labels, z, False, config.model.parameterization)
+    got = losses.smld_loss(model_fn, sde, x, labels, z, False, config.model.parameterization)
   else:
     perturbed = (batch_mul(sde.sqrt_alphas_cumprod[labels], x)
                  + batch_mul(sde.sqrt_1m_alphas_cumprod[labels], z))
     expected = 0.5 * jnp.sum(jnp.square(model_fn(perturbed, labels) - z).reshape(4, -1), -1)
-    got = losses.ddpm_loss_at(model_fn, sde, x, labels, z, False, config.model.parameterization)
+    got = losses.ddpm_loss(model_fn, sde, x, labels, z, False, config.model.parameterization)
   np.testing.assert_array_equal(got, expected)
 
 
@@ -202,7 +202,7 @@ def test_discrete_losses_read_any_parameterization(kind, name):
   sde = KERNELS[kind][0]
   native = pz.get_parameterization('auto', sde)
   p = pz.get_parameterization(name, sde)
-  at = losses.ddpm_loss_at if kind == 'ddpm' else losses.smld_loss_at
+  at = losses.ddpm_loss if kind == 'ddpm' else losses.smld_loss
   labels = jnp.asarray([0, 10, 400, 999])
   data = jax.random.normal(jax.random.key(0), (4, 3))
   z = jax.random.normal(jax.random.key(1), (4, 3))
@@ -302,9 +302,12 @@ def _train_all(target, sde):
 
   def loss(params, rng):
     data_rng, loss_rng = jax.random.split(rng)
+    t_rng, z_rng = jax.random.split(loss_rng)
     data = target.sample(data_rng, BATCH)
-    return sum(jnp.mean(losses.dsm_loss(score_fn(name, params[name]), sde, loss_rng, data,
-                                        eps=EPS)) for name in NAMES)
+    t = jax.random.uniform(t_rng, (BATCH,), minval=EPS, maxval=sde.T)
+    z = jax.random.normal(z_rng, data.shape)
+    return sum(jnp.mean(losses.dsm_loss(score_fn(name, params[name]), sde, data, t, z, eps=EPS))
+               for name in NAMES)
 
   @jax.jit
   def train(params):
@@ -331,8 +334,9 @@ def test_four_parameterizations_train_to_the_same_distribution():
   """
   target, sde = _target(), sde_lib.VPSDE()
   params, score_fn = _train_all(target, sde)
-  sampler = sampling.get_dpm_solver_sampler(sde, (SAMPLES, 2), sampling.identity, SAMPLER_STEPS,
-                                            eps=EPS)
+  sampler = sampling.get_dpm_solver_sampler(
+      sde, (SAMPLES, 2), sampling.identity,
+      sampling.get_times(sde, 'dpm_solver', SAMPLER_STEPS, eps=EPS))
   draw = jax.jit(lambda params: {
       name: sampler(jax.random.key(SEED + 3), score_fn(name, params[name]))[0] for name in NAMES})
   samples = {name: np.asarray(x, np.float64) for name, x in draw(params).items()}

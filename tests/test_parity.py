@@ -153,24 +153,30 @@ def _sde(config, name):
   return cls(m.beta_min, m.beta_max, m.num_scales)
 
 
-def _fixed_noise_loss(model, step, sde, continuous, weighting, eps=1e-5):
-  """``loss_fn(rng, params, batch)`` of ``losses`` drawing the port's stored t / labels and z."""
-  def loss_fn(rng, params, data):
-    del rng
+def _fixed_noise_objective(model, step, sde, continuous, weighting, eps=1e-5):
+  """The ``losses.Objective`` of ``losses``'s objectives at the port's stored t / labels and z
+  (it draws nothing); its batch is the data."""
+  def loss(rng, params, data, noise):
+    del rng, noise
     if continuous:
-      t = jnp.asarray(step['u']) * (sde.T - eps) + eps  # The port's torch.rand(B) * (T - eps) + eps.
+      # The port's torch.rand(B) * (T - eps) + eps.
+      t = jnp.asarray(step['u']) * (sde.T - eps) + eps
       score_fn = models.get_score_fn(sde, model, params, train=False, continuous=True)
       # The fixtures record the port's likelihood_weighting flag.
-      per_example = losses.dsm_loss_at(score_fn, sde, data, t, step['z'],
-                                       bool(step['reduce_mean']),
-                                       'likelihood' if weighting else 'dsm')
+      per_example = losses.dsm_loss(score_fn, sde, data, t, step['z'], bool(step['reduce_mean']),
+                                    'likelihood' if weighting else 'dsm')
     else:
       model_fn = models.get_model_fn(model, params, train=False)
-      at = losses.smld_loss_at if isinstance(sde, sde_lib.VESDE) else losses.ddpm_loss_at
+      at = losses.smld_loss if isinstance(sde, sde_lib.VESDE) else losses.ddpm_loss
       per_example = at(model_fn, sde, data, jnp.asarray(step['labels'], jnp.int32), step['z'],
                        bool(step['reduce_mean']))
-    return jnp.mean(per_example)
-  return loss_fn
+    return {'loss': per_example}
+  return losses.Objective(draw=lambda rng, data: {}, loss=loss)
+
+
+def _mean_loss(objective):
+  """``loss_fn(params, data)``: the batch's mean loss of a fixed-noise objective."""
+  return lambda params, data: jnp.mean(objective.loss(None, params, data, {})['loss'])
 
 
 @pytest.mark.parametrize('name', ['ncsnpp_ve', 'ddpmpp_vp'])
@@ -183,8 +189,9 @@ def test_losses_equal_port(name):
   variants = json.loads(str(step['variants']))
   assert len(variants) == len(step['losses'])
   for (sde_name, continuous, weighting), expected in zip(variants, step['losses']):
-    fn = _fixed_noise_loss(model, step, _sde(config, sde_name), continuous, weighting)
-    value = float(fn(None, state.params, step['data']))
+    fn = _mean_loss(_fixed_noise_objective(model, step, _sde(config, sde_name), continuous,
+                                           weighting))
+    value = float(fn(state.params, step['data']))
     assert abs(value - expected) <= 1e-6 * abs(expected), (sde_name, continuous, weighting,
                                                            value, expected)
 
@@ -198,14 +205,14 @@ def test_train_step_equals_port(name):
   config, _, state = _converted(name)
   model = models.get_model(config)
   sde_name, continuous, weighting = json.loads(str(step['variants']))[0]
-  loss_fn = _fixed_noise_loss(model, step, _sde(config, sde_name), continuous, weighting)
-  step_fn = losses._get_step_fn(  # The step get_step_fn builds, around the fixed-noise loss.
-      loss_fn, True, optim.get_optimizer(config.optim), config.model.ema_rate,
-      ema_warmup=config.model.ema_warmup)
+  objective = _fixed_noise_objective(model, step, _sde(config, sde_name), continuous, weighting)
+  # The run's step (get_step_fn's), around the fixed-noise objective.
+  step_fn = losses.get_objective_step_fn(objective, True, optim.get_optimizer(config.optim),
+                                         losses.step_settings(config))
 
   @jax.jit  # One compilation for both: eager, the FIR network's gradient takes twice as long.
   def gradient_and_step(state, data):
-    return (jax.grad(loss_fn, argnums=1)(None, state.params, data),
+    return (jax.grad(_mean_loss(objective))(state.params, data),
             step_fn(state, data, jax.random.key(0))[0])
   grads, new_state = gradient_and_step(state, step['data'])
   order = models.module_order(config)

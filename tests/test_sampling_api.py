@@ -38,7 +38,7 @@ def test_get_sampler_runs_every_method_from_the_smoke_config(smoke_config):
     assert samples.shape == shape and np.isfinite(np.asarray(samples)).all(), method
     assert int(nfe) == calls[0] == (want or calls[0]), method
   smoke_config.sampling.method = 'langevin'
-  with pytest.raises(KeyError, match='pc, ode, adaptive, heun, dpm_solver'):
+  with pytest.raises(KeyError, match=', '.join(sampling.METHODS.names())):
     sampling.get_sampler(smoke_config, sde, shape, sampling.identity, eps=1e-5)
 
 
@@ -134,13 +134,21 @@ def test_config_times_is_the_grid_and_sets_the_step_count(smoke_config):
 
 
 def test_validation_knows_the_samplers_methods_and_orders(smoke_config):
-  """config_validation's list of sampling methods is sampling.METHODS (written out there to keep
-  validation's import light); every multistep solver's largest order, read off the solver,
-  passes validation and one more is refused."""
-  assert validation.CHOICES['sampling.method'] == sampling.METHODS
-  assert set(sampling.MAX_ORDERS) == set(sampling.MULTISTEP_METHODS) == set(
-      sampling.FIXED_STEP_METHODS) - {'heun'}
-  for method, order in sampling.MAX_ORDERS.items():
+  """config_validation's sampling methods are sampling.METHODS: every name passes and another is
+  refused with all of them listed; the multistep solvers are the methods with an order, and
+  each one's largest order, read off the solver, passes validation and one more is refused."""
+  names = sampling.METHODS.names()
+  for method in names:
+    smoke_config.sampling.method = method
+    validation.validate_config(smoke_config, num_devices=8)
+  smoke_config.sampling.method = 'ddim'
+  with pytest.raises(ValueError, match=', '.join(names)):
+    validation.validate_config(smoke_config, num_devices=8)
+  max_orders = {n: sampling.methods.get(n).max_order for n in names
+                if sampling.methods.get(n).max_order}
+  # The orders each solver implements (DPM-Solver++ 3M, UniPC-3, DEIS / iPNDM 4th order).
+  assert max_orders == {'dpm_solver': 3, 'unipc': 3, 'deis': 4, 'ipndm': 4}
+  for method, order in max_orders.items():
     smoke_config.sampling.update(method=method, order=order)
     validation.validate_config(smoke_config, num_devices=8)
     smoke_config.sampling.order = order + 1
@@ -157,8 +165,9 @@ def test_ode_nfe_is_the_number_of_score_calls(method, tol, sde_name):
   rejected, which once cost an uncounted re-evaluation of the first stage."""
   sde, score_fn = _toy(sde_name=sde_name)
   score_fn, calls = support.counting(score_fn)
-  sampler = sampling.get_ode_sampler(sde, (16, 4), sampling.identity, denoise=True, rtol=tol,
-                                     atol=tol, method=method, eps=sde.sampling_eps)
+  sampler = sampling.get_ode_sampler(sde, (16, 4), sampling.identity,
+                                     sampling.get_times(sde, 'ode', eps=sde.sampling_eps),
+                                     denoise=True, rtol=tol, atol=tol, method=method)
   _, nfe = jax.jit(lambda r: sampler(r, score_fn))(jax.random.key(0))
   assert int(nfe) == calls[0]
 
@@ -188,14 +197,18 @@ def test_sharded_sampling_does_not_depend_on_the_device_count(kind):
   sde, score_fn = _toy(sde_name='vesde')
   shape = (64, 4)
   if kind == 'pc':
-    sampler = sampling.get_pc_sampler(sde, shape, 'reverse_diffusion', 'langevin',
-                                      sampling.identity, 0.16, eps=1e-5)
+    sampler = sampling.get_pc_sampler(sde, shape, sampling.identity,
+                                      sampling.get_times(sde, 'pc', eps=1e-5),
+                                      'reverse_diffusion', 'langevin', 0.16)
   elif kind == 'dpm_solver':
-    sampler = sampling.get_dpm_solver_sampler(sde, shape, sampling.identity, 10, eps=1e-5)
+    sampler = sampling.get_dpm_solver_sampler(sde, shape, sampling.identity,
+                                              sampling.get_times(sde, kind, 10, eps=1e-5))
   elif kind == 'adaptive':  # Per-example Brownian paths and step sizes.
-    sampler = sampling.get_adaptive_sampler(sde, shape, sampling.identity, rel_tol=0.1)
+    sampler = sampling.get_adaptive_sampler(sde, shape, sampling.identity,
+                                            sampling.get_times(sde, kind), rel_tol=0.1)
   else:
-    sampler = sampling.get_unipc_sampler(sde, shape, sampling.identity, 10, order=3, eps=1e-5)
+    sampler = sampling.get_unipc_sampler(sde, shape, sampling.identity,
+                                         sampling.get_times(sde, kind, 10, eps=1e-5), order=3)
   results = []
   for devices in (jax.devices()[:1], jax.devices()):
     mesh = parallel.make_mesh(devices)
@@ -210,35 +223,43 @@ def test_sharded_sampling_does_not_depend_on_the_device_count(kind):
 def test_sharded_sampler_rejects_a_batch_that_does_not_split():
   """A batch of 12 over 8 devices fails before running, naming the fix."""
   sde, score_fn = _toy()
-  sampler = sampling.get_heun_sampler(sde, (12, 4), sampling.identity, 3)
+  sampler = sampling.get_heun_sampler(sde, (12, 4), sampling.identity,
+                                      sampling.get_times(sde, 'heun', 3))
   sample = sampling.get_sharded_sampler(sampler, lambda p: score_fn, parallel.make_mesh())
   with pytest.raises(ValueError, match='multiple of 8'):
     sample(None, jax.random.key(0))
 
 
 def test_bad_arguments_fail_early_with_the_fix():
-  """Unknown names list the known ones; impossible settings say what to use instead."""
+  """Unknown names list the known ones; impossible settings and grids say what to use
+  instead."""
   sde, _ = _toy()
   identity = sampling.identity
+  pc_times, ode_times = sampling.get_times(sde, 'pc'), sampling.get_times(sde, 'ode')
   with pytest.raises(KeyError, match='euler_maruyama'):
-    sampling.get_pc_sampler(sde, (4, 2), 'euler', 'none', identity, 0.1)
+    sampling.get_pc_sampler(sde, (4, 2), identity, pc_times, 'euler', 'none', 0.1)
   with pytest.raises(KeyError, match='langevin_per_example'):
-    sampling.get_pc_sampler(sde, (4, 2), 'none', 'langevn', identity, 0.1)
+    sampling.get_pc_sampler(sde, (4, 2), identity, pc_times, 'none', 'langevn', 0.1)
   with pytest.raises(ValueError, match='probability_flow'):
-    sampling.get_pc_sampler(sde, (4, 2), 'ancestral_sampling', 'none', identity, 0.1,
+    sampling.get_pc_sampler(sde, (4, 2), identity, pc_times, 'ancestral_sampling', 'none', 0.1,
                             probability_flow=True)
   with pytest.raises(ValueError, match='batch'):
-    sampling.get_ode_sampler(sde, (4,), identity)
+    sampling.get_ode_sampler(sde, (4,), identity, ode_times)
+  with pytest.raises(ValueError, match='uses 2 levels'):
+    sampling.get_ode_sampler(sde, (4, 2), identity, sampling.get_times(sde, 'heun', 3))
   with pytest.raises(ValueError, match='eps'):
-    sampling.get_heun_sampler(sde, (4, 2), identity, 10, eps=0.)
-  with pytest.raises(ValueError, match='num_steps >= 2'):
-    sampling.get_heun_sampler(sde, (4, 2), identity, 1)
+    sampling.get_times(sde, 'heun', 10, eps=0.)
+  with pytest.raises(ValueError, match='eps and must be > 0'):
+    sampling.get_heun_sampler(sde, (4, 2), identity, [1., 0.5, 0.])
+  with pytest.raises(ValueError, match='2 or more levels'):
+    sampling.get_heun_sampler(sde, (4, 2), identity, sampling.get_times(sde, 'heun', 1))
   with pytest.raises(ValueError, match='order'):
-    sampling.get_dpm_solver_sampler(sde, (4, 2), identity, 10, order=4)
+    sampling.get_dpm_solver_sampler(sde, (4, 2), identity,
+                                    sampling.get_times(sde, 'dpm_solver', 10), order=4)
   with pytest.raises(ValueError, match='must be positive'):
-    sampling.get_adaptive_sampler(sde, (4, 2), identity, rel_tol=0.)
+    sampling.get_adaptive_sampler(sde, (4, 2), identity, ode_times, rel_tol=0.)
   with pytest.raises(KeyError, match='dopri5'):
-    sampling.get_ode_sampler(sde, (4, 2), identity, method='RK23')
+    sampling.get_ode_sampler(sde, (4, 2), identity, ode_times, method='RK23')
   with pytest.raises(ValueError, match='labels'):
     sampling.get_conditional_score_fn(lambda x, t: x, lambda x, t: x, jnp.zeros((2, 1), int))
 
@@ -247,8 +268,8 @@ def test_pc_samplers_take_their_own_step_count_on_vp():
   """Protects PC sampling at any step count (the released code raised below ~20 steps on VP,
   even for Euler-Maruyama): with num_steps = 10 and 40 on VP (N = 1000) every predictor gives
   finite samples, counts num_steps x (predictor + corrector) evaluations, and the moment error
-  against p_eps (in two-sample standard errors) falls with the step count; num_steps = N is the
-  default sampler bit for bit."""
+  against p_eps (in two-sample standard errors) falls with the step count; the default grid
+  (get_times without a step count) samples as the released linspace(T, eps, N), bit for bit."""
   sde, eps = sde_lib.VPSDE(N=1000), 1e-3
   target = support.mixture(8)
   law = analytic.marginal(target, sde, eps)
@@ -257,8 +278,9 @@ def test_pc_samplers_take_their_own_step_count_on_vp():
     errors = []
     for num_steps in (10, 40):
       score_fn, calls = support.counting(analytic.score_fn(target, sde))
-      sampler = sampling.get_pc_sampler(sde, (4000, 8), predictor, corrector, sampling.identity,
-                                        0.16, eps=eps, num_steps=num_steps)
+      sampler = sampling.get_pc_sampler(sde, (4000, 8), sampling.identity,
+                                        sampling.get_times(sde, 'pc', num_steps, eps=eps),
+                                        predictor, corrector, 0.16)
       x, nfe = jax.jit(lambda r: sampler(r, score_fn))(jax.random.key(0))
       assert np.isfinite(np.asarray(x)).all(), (predictor, num_steps)
       assert int(nfe) == calls[0] == num_steps * (1 + (corrector != 'none'))
@@ -267,8 +289,10 @@ def test_pc_samplers_take_their_own_step_count_on_vp():
     assert errors[1] < errors[0] / 2, (predictor, errors)
 
   score_fn = analytic.score_fn(support.mixture(4), sde)
-  runs = [sampling.get_pc_sampler(sde, (16, 4), 'reverse_diffusion', 'langevin',
-                                  sampling.identity, 0.16, num_steps=n) for n in (None, sde.N)]
+  released = jnp.linspace(sde.T, sde.sampling_eps, sde.N)  # The released code's grid.
+  runs = [sampling.get_pc_sampler(sde, (16, 4), sampling.identity, times, 'reverse_diffusion',
+                                  'langevin', 0.16)
+          for times in (sampling.get_times(sde, 'pc'), released)]
   a, b = (jax.jit(lambda r, s=s: s(r, score_fn))(jax.random.key(2))[0] for s in runs)
   np.testing.assert_array_equal(a, b)
 

@@ -36,8 +36,9 @@ def test_inpainting_keeps_known_pixels_and_samples_the_conditional():
   score_fn = analytic.score_fn(_law(means, stds), sde)
   mask = jnp.asarray([[1., 0., 1., 0., 0., 1.]])
   data = jnp.asarray(rng.normal(3., 1., (BATCH, dim)), jnp.float32)
-  inpainter = sampling.get_pc_inpainter(sde, 'reverse_diffusion', 'langevin',
-                                        sampling.identity, snr=0.075, eps=eps)
+  inpainter = sampling.get_pc_inpainter(sde, sampling.get_times(sde, 'pc', eps=eps),
+                                        'reverse_diffusion', 'langevin', sampling.identity,
+                                        snr=0.075)
   samples, nfe = jax.jit(lambda r, d: inpainter(r, score_fn, d, mask))(jax.random.key(1), data)
   samples = np.asarray(samples)
   known = np.asarray(mask[0], bool)
@@ -59,8 +60,9 @@ def test_colorization_keeps_the_grey_level_and_samples_the_colours():
   stds = np.repeat(rng.uniform(0.2, 0.5, shape[1:3] + (1,)), 3, axis=-1)
   score_fn = analytic.score_fn(_law(means, stds), sde)
   grey = np.repeat(rng.uniform(0., 1., shape[:3] + (1,)), 3, axis=-1).astype(np.float32)
-  colorizer = sampling.get_pc_colorizer(sde, 'reverse_diffusion', 'langevin',
-                                        sampling.identity, snr=0.075, eps=eps)
+  colorizer = sampling.get_pc_colorizer(sde, sampling.get_times(sde, 'pc', eps=eps),
+                                        'reverse_diffusion', 'langevin', sampling.identity,
+                                        snr=0.075)
   samples, _ = jax.jit(lambda r, g: colorizer(r, score_fn, g))(jax.random.key(1), grey)
   samples = np.asarray(samples, np.float64)
   np.testing.assert_allclose(samples.mean(-1), grey[..., 0], atol=2e-6)
@@ -88,7 +90,8 @@ def test_classifier_guidance_with_the_exact_posterior_samples_the_chosen_compone
 
   labels = jnp.repeat(jnp.arange(2), BATCH // 2)
   guided = sampling.get_conditional_score_fn(score_fn, classifier_fn, labels, scale=1.)
-  sampler = sampling.get_dpm_solver_sampler(sde, (BATCH, dim), sampling.identity, 40, eps=eps)
+  sampler = sampling.get_dpm_solver_sampler(sde, (BATCH, dim), sampling.identity,
+                                            sampling.get_times(sde, 'dpm_solver', 40, eps=eps))
   samples, _ = jax.jit(lambda r: sampler(r, guided))(jax.random.key(1))
   samples = np.asarray(samples)
   law = analytic.marginal(target, sde, eps)

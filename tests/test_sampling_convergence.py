@@ -45,9 +45,9 @@ def test_probability_flow_euler_is_first_order(sde_name):
     score_fn = analytic.score_fn(target, sde)
     reference = _reference(sde, score_fn, sde.prior_sampling(base.prior_key(rng), (BATCH, DIM)),
                            0.)
-    sampler = sampling.get_pc_sampler(sde, (BATCH, DIM), 'euler_maruyama', 'none',
-                                      sampling.identity, 0., probability_flow=True,
-                                      denoise=False, eps=eps)
+    sampler = sampling.get_pc_sampler(sde, (BATCH, DIM), sampling.identity,
+                                      sampling.get_times(sde, 'pc', eps=eps), 'euler_maruyama',
+                                      'none', 0., probability_flow=True, denoise=False)
     errors.append(_rms_error(sampler, score_fn, rng, reference))
   assert 0.75 < _slope(steps, errors) < 1.25, errors
 
@@ -66,11 +66,14 @@ def test_second_order_solvers(sde_name, solver):
   steps, errors = [10, 20, 40], []
   for n in steps:
     if solver == 'heun':
-      sampler = sampling.get_heun_sampler(sde, (BATCH, DIM), sampling.identity, n,
-                                          denoise=False, eps=eps)
+      sampler = sampling.get_heun_sampler(
+          sde, (BATCH, DIM), sampling.identity,
+          sampling.get_times(sde, 'heun', n, eps=eps, denoise=False), denoise=False)
     else:
-      sampler = sampling.get_dpm_solver_sampler(sde, (BATCH, DIM), sampling.identity, n,
-                                                order=2, denoise=False, eps=eps)
+      sampler = sampling.get_dpm_solver_sampler(
+          sde, (BATCH, DIM), sampling.identity,
+          sampling.get_times(sde, 'dpm_solver', n, eps=eps, denoise=False), order=2,
+          denoise=False)
     errors.append(_rms_error(sampler, score_fn, rng, reference))
   assert 1.7 < _slope(steps, errors) < 2.7, errors
 

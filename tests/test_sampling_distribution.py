@@ -18,6 +18,7 @@ import pytest
 
 import test_sampling_support as support
 from score_sde import analytic, sampling
+from score_sde.sampling import multistep
 
 BATCH, DIM = 10000, 8
 PC_STEPS = 300  # The SDE's N, which the PC samplers step through.
@@ -28,30 +29,33 @@ SNR = 0.075  # Corrector bias grows as snr^2; 0.075 keeps it below the noise flo
 def _make(kind, sde, eps):
   shape = (BATCH, DIM)
   identity = sampling.identity
+  pc_times = sampling.get_times(sde, 'pc', eps=eps)  # linspace(T, eps, N): the chain's levels.
+  ode_times = sampling.get_times(sde, 'ode', eps=eps)  # [T, eps].
   if kind == 'em':
-    return sampling.get_pc_sampler(sde, shape, 'euler_maruyama', 'none', identity, SNR, eps=eps)
+    return sampling.get_pc_sampler(sde, shape, identity, pc_times, 'euler_maruyama', 'none', SNR)
   if kind == 'rd_langevin':
-    return sampling.get_pc_sampler(sde, shape, 'reverse_diffusion', 'langevin', identity,
-                                   SNR, eps=eps)
+    return sampling.get_pc_sampler(sde, shape, identity, pc_times, 'reverse_diffusion',
+                                   'langevin', SNR)
   if kind == 'ancestral_ald':
-    return sampling.get_pc_sampler(sde, shape, 'ancestral_sampling', 'ald', identity, SNR,
-                                   eps=eps)
+    return sampling.get_pc_sampler(sde, shape, identity, pc_times, 'ancestral_sampling', 'ald',
+                                   SNR)
   if kind == 'ode':
-    return sampling.get_ode_sampler(sde, shape, identity, denoise=True, eps=eps)
+    return sampling.get_ode_sampler(sde, shape, identity, ode_times, denoise=True)
   if kind == 'adaptive':  # Its default tolerances (Jolicoeur-Martineau et al.'s).
-    return sampling.get_adaptive_sampler(sde, shape, identity, eps=eps)
+    return sampling.get_adaptive_sampler(sde, shape, identity, ode_times)
   if kind == 'heun':
-    return sampling.get_heun_sampler(sde, shape, identity, FAST_STEPS, eps=eps)
+    return sampling.get_heun_sampler(sde, shape, identity,
+                                     sampling.get_times(sde, 'heun', FAST_STEPS, eps=eps))
   if kind == 'heun_churn':  # EDM's Algorithm 2, gamma = min(20 / 80, sqrt(2) - 1) = 0.25.
-    return sampling.get_heun_sampler(sde, shape, identity, 2 * FAST_STEPS, eps=eps,
+    return sampling.get_heun_sampler(sde, shape, identity,
+                                     sampling.get_times(sde, 'heun', 2 * FAST_STEPS, eps=eps),
                                      s_churn=20.)
-  if kind == 'dpm_solver':
-    return sampling.get_dpm_solver_sampler(sde, shape, identity, FAST_STEPS, eps=eps)
-  if kind == 'unipc':
-    return sampling.get_unipc_sampler(sde, shape, identity, FAST_STEPS, eps=eps)
-  if kind == 'deis':
-    return sampling.get_deis_sampler(sde, shape, identity, FAST_STEPS, eps=eps)
-  raise ValueError(kind)
+  builder = {'dpm_solver': sampling.get_dpm_solver_sampler, 'unipc': sampling.get_unipc_sampler,
+             'deis': sampling.get_deis_sampler}[kind]
+  # Each SDE's own end (multistep.DEFAULT_FINALS), which sets the levels of FAST_STEPS steps.
+  final = multistep.default_final(sde)
+  return builder(sde, shape, identity,
+                 sampling.get_times(sde, kind, FAST_STEPS, eps=eps, final=final), final=final)
 
 
 # Multistep samplers end at sigma = 0 (``sampling.multistep``): their law is the data itself.

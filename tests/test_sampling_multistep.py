@@ -144,17 +144,19 @@ def test_variable_step_weights_on_a_uniform_grid_are_ipndms():
 
 
 def _solvers(sde, shape, eps, num_steps, **kwargs):
+  """The first-order multistep solvers on one logSNR grid of ``num_steps`` steps; ``kwargs``:
+  the end (``denoise``, ``final``), which sets its levels too."""
   identity = sampling.identity
+  times = sampling.get_times(sde, 'dpm_solver', num_steps, schedule_name='logSNR', eps=eps,
+                             **kwargs)
   return {
-      'dpm_solver++ 1': sampling.get_dpm_solver_sampler(sde, shape, identity, num_steps,
-                                                        order=1, eps=eps, **kwargs),
-      'unip 1': sampling.get_unipc_sampler(sde, shape, identity, num_steps, order=1,
-                                           corrector=False, eps=eps, **kwargs),
-      'deis 1': sampling.get_deis_sampler(sde, shape, identity, num_steps, order=1, eps=eps,
-                                          schedule='logSNR', **kwargs),
-      'ipndm 1': sampling.get_deis_sampler(sde, shape, identity, num_steps, order=1,
-                                           variable_step=False, eps=eps, schedule='logSNR',
-                                           **kwargs),
+      'dpm_solver++ 1': sampling.get_dpm_solver_sampler(sde, shape, identity, times, order=1,
+                                                        **kwargs),
+      'unip 1': sampling.get_unipc_sampler(sde, shape, identity, times, order=1,
+                                           corrector=False, **kwargs),
+      'deis 1': sampling.get_deis_sampler(sde, shape, identity, times, order=1, **kwargs),
+      'ipndm 1': sampling.get_deis_sampler(sde, shape, identity, times, order=1,
+                                           variable_step=False, **kwargs),
   }
 
 
@@ -182,10 +184,12 @@ def test_multistep_nfe_is_the_number_of_score_calls(end):
   score_fn, calls = support.counting(analytic.score_fn(support.mixture(DIM), sde))
   kwargs = {'denoise': False} if end == 'no denoise' else {'final': end}
   identity = sampling.identity
+  times = {name: sampling.get_times(sde, name, 7, eps=1e-3, **kwargs)
+           for name in ('unipc', 'deis')}
   samplers = list(_solvers(sde, (8, DIM), 1e-3, 7, **kwargs).values()) + [
-      sampling.get_unipc_sampler(sde, (8, DIM), identity, 7, order=o, eps=1e-3, **kwargs)
+      sampling.get_unipc_sampler(sde, (8, DIM), identity, times['unipc'], order=o, **kwargs)
       for o in (2, 3)] + [
-      sampling.get_deis_sampler(sde, (8, DIM), identity, 7, order=4, eps=1e-3, **kwargs)]
+      sampling.get_deis_sampler(sde, (8, DIM), identity, times['deis'], order=4, **kwargs)]
   for sampler in samplers:
     calls[0] = 0
     _, nfe = jax.jit(lambda r, s=sampler: s(r, score_fn))(jax.random.key(0))
@@ -212,63 +216,84 @@ def test_schedules_space_the_grid_as_named():
 
 
 GRID_BUILDERS = {
-    'heun': sampling.get_heun_sampler, 'dpm_solver++': sampling.get_dpm_solver_sampler,
+    'heun': sampling.get_heun_sampler, 'dpm_solver': sampling.get_dpm_solver_sampler,
     'unipc': sampling.get_unipc_sampler, 'deis': sampling.get_deis_sampler}
 
 
 @pytest.mark.parametrize('name', list(GRID_BUILDERS))
 def test_a_given_grid_is_the_grid_the_sampler_steps_on(name):
-  """``times=`` (a published or fitted grid) reaches the steps unchanged, and its last time is
-  eps: the time_uniform grid given as times draws bit for bit the samples of
-  ``schedule='time_uniform'`` (with the step to 0 and without denoising)."""
+  """``times`` (a published or fitted grid) reaches the steps unchanged: the callback sees the
+  score evaluated at each of its levels in turn, down to its last time eps where the sampler
+  denoises or steps on to sigma = 0; without denoising at every level but eps, where the
+  sample is x(eps)."""
   sde = support.SDES['vesde']()
   score_fn = analytic.score_fn(support.mixture(DIM), sde)
-  build, steps, eps = GRID_BUILDERS[name], 5, 1e-4
   for denoise in (True, False):
-    levels = sampling.grid_levels(name, steps, denoise, 'extrapolate')
-    times = np.asarray(schedule.time_steps(sde, levels, eps, 'time_uniform'))
-    named, given = (jax.jit(lambda r, s=s: s(r, score_fn)[0])(jax.random.key(0)) for s in (
-        build(sde, (BATCH, DIM), sampling.identity, steps, schedule='time_uniform', eps=eps,
-              denoise=denoise),
-        build(sde, (BATCH, DIM), sampling.identity, steps, times=tuple(times), denoise=denoise)))
-    np.testing.assert_array_equal(np.asarray(given), np.asarray(named))
+    times = sampling.get_times(sde, name, 5, schedule_name='time_uniform', eps=1e-4,
+                               denoise=denoise)
+    sampler = GRID_BUILDERS[name](sde, (BATCH, DIM), sampling.identity, times, denoise=denoise)
+    seen = []
+
+    def observe(i, x, t, denoised):
+      del x, denoised
+      jax.debug.callback(lambda i, t: seen.append((int(i), float(t))), i, t, ordered=True)
+
+    jax.block_until_ready(jax.jit(lambda r: sampler(r, score_fn, callback=observe)[0])(
+        jax.random.key(0)))
+    jax.effects_barrier()
+    want = times if denoise else times[:-1]
+    assert [i for i, _ in seen] == list(range(len(want))), (denoise, seen)
+    np.testing.assert_array_equal(np.asarray([t for _, t in seen], np.float32), want)
 
 
 def test_bad_given_grids_fail_early_naming_the_fix():
-  """A grid of the wrong length (saying how many levels the settings use), not decreasing, not
-  starting at T, reaching 0, or disagreeing with an explicit eps is refused before tracing."""
+  """A grid not decreasing, starting above T or reaching 0 is refused before tracing; one of
+  the wrong length for the settings is refused saying how many levels they use (the ODE's two;
+  ``check_times`` given a level count); one starting below T builds but refuses to draw its
+  own x(T), asking for x_T; the level counts are the settings' (N + 1 for Heun without
+  denoising and for a final Tweedie step)."""
   sde = support.SDES['vpsde']()
   identity = sampling.identity
   good = (1., 0.5, 0.1, 1e-3)
-  for times, match in (((1., 0.5, 1e-3), 'uses 4 levels'), ((1., 0.1, 0.5, 1e-3), 'decreasing'),
-                       ((0.9, 0.5, 0.1, 1e-3), 'start at T'), ((1., 0.5, 0.1, 0.), '> 0')):
+  for times, match in (((1., 0.1, 0.5, 1e-3), 'decreasing'), ((1.1, 0.5, 0.1, 1e-3), 'start at T'),
+                       ((1., 0.5, 0.1, 0.), '> 0')):
     with pytest.raises(ValueError, match=match):
-      sampling.get_dpm_solver_sampler(sde, (4, 2), identity, 4, times=times)
-  with pytest.raises(ValueError, match='leave eps=None'):
-    sampling.get_unipc_sampler(sde, (4, 2), identity, 4, times=good, eps=1e-2)
-  with pytest.raises(ValueError, match='uses 5 levels'):  # Heun without denoising: N + 1.
-    sampling.get_heun_sampler(sde, (4, 2), identity, 4, times=good, denoise=False)
+      sampling.get_dpm_solver_sampler(sde, (4, 2), identity, times)
+  with pytest.raises(ValueError, match='uses 4 levels'):
+    schedule.check_times(sde, good[1:], 'DPM-Solver++ with num_steps=4', num_levels=4)
+  with pytest.raises(ValueError, match='uses 2 levels'):
+    sampling.get_ode_sampler(sde, (4, 2), identity, good)
+  below = sampling.get_unipc_sampler(sde, (4, 2), identity, good[1:])
+  with pytest.raises(ValueError, match='pass x_T'):
+    below(jax.random.key(0), lambda x, t: -x)
+  assert len(sampling.get_times(sde, 'heun', 4)) == 4
+  assert len(sampling.get_times(sde, 'heun', 4, denoise=False)) == 5
+  assert len(sampling.get_times(sde, 'unipc', 4, final='extrapolate')) == 4
+  assert len(sampling.get_times(sde, 'unipc', 4, final='tweedie')) == 5
 
 
 def test_bad_multistep_arguments_fail_early_with_the_fix():
-  """Unknown schedules, ends and variants list the known ones; orders the solvers lack and
-  rho <= 0 say what is allowed."""
+  """Unknown schedules, ends and variants list the known ones; orders the solvers lack, rho <= 0
+  and no steps say what is allowed."""
   sde = support.SDES['vpsde']()
   identity = sampling.identity
+  times = sampling.get_times(sde, 'unipc', 10)
   with pytest.raises(ValueError, match='logSNR, karras'):
-    sampling.get_unipc_sampler(sde, (4, 2), identity, 10, schedule='edm')
+    sampling.get_times(sde, 'unipc', 10, schedule_name='edm')
   with pytest.raises(ValueError, match='extrapolate, tweedie'):
-    sampling.get_dpm_solver_sampler(sde, (4, 2), identity, 10, final='denoise')
+    sampling.get_dpm_solver_sampler(sde, (4, 2), identity, times, final='denoise')
   with pytest.raises(ValueError, match='bh1, bh2'):
-    sampling.get_unipc_sampler(sde, (4, 2), identity, 10, variant='bh3')
+    sampling.get_unipc_sampler(sde, (4, 2), identity, times, variant='bh3')
   with pytest.raises(ValueError, match='1, 2, 3 or 4'):
-    sampling.get_deis_sampler(sde, (4, 2), identity, 10, order=5)
+    sampling.get_deis_sampler(sde, (4, 2), identity, times, order=5)
   with pytest.raises(ValueError, match='1, 2 or 3'):
-    sampling.get_unipc_sampler(sde, (4, 2), identity, 10, order=4)
+    sampling.get_unipc_sampler(sde, (4, 2), identity, times, order=4)
   with pytest.raises(ValueError, match='rho > 0'):
-    sampling.get_heun_sampler(sde, (4, 2), identity, 10, rho=0.)
+    sampling.get_times(sde, 'heun', 10, rho=0.)
   with pytest.raises(ValueError, match='positive integer'):
-    sampling.get_deis_sampler(sde, (4, 2), identity, 0)
+    sampling.get_times(sde, 'deis', 0)
+  with pytest.raises(ValueError, match='positive integer'):  # One level, no step to take.
+    sampling.get_deis_sampler(sde, (4, 2), identity, (1.,), denoise=False)
 
 
 def test_third_order_steps_are_capped_where_the_steps_are_long():
@@ -280,13 +305,15 @@ def test_third_order_steps_are_capped_where_the_steps_are_long():
   score_fn = analytic.score_fn(support.mixture(DIM), sde)
   identity = sampling.identity
   run = lambda s: np.asarray(jax.jit(lambda r: s(r, score_fn)[0])(jax.random.key(0)))
+  short = sampling.get_times(sde, 'dpm_solver', 10, eps=1e-3, denoise=False)
+  long = sampling.get_times(sde, 'dpm_solver', 40, eps=1e-3)
   for build in (sampling.get_dpm_solver_sampler, sampling.get_unipc_sampler):
-    third, second = (run(build(sde, (BATCH, DIM), identity, 10, order=o, eps=1e-3,
-                               denoise=False)) for o in (3, 2))
-    uncapped = run(build(sde, (BATCH, DIM), identity, 10, order=3, eps=1e-3, denoise=False,
+    third, second = (run(build(sde, (BATCH, DIM), identity, short, order=o, denoise=False))
+                     for o in (3, 2))
+    uncapped = run(build(sde, (BATCH, DIM), identity, short, order=3, denoise=False,
                          order3_max_step=None))
     np.testing.assert_array_equal(third, second)
     assert not np.allclose(uncapped, third)
-    long_third, long_uncapped = (run(build(sde, (BATCH, DIM), identity, 40, order=3, eps=1e-3,
+    long_third, long_uncapped = (run(build(sde, (BATCH, DIM), identity, long, order=3,
                                            order3_max_step=cap)) for cap in (0.75, None))
     np.testing.assert_array_equal(long_third, long_uncapped)

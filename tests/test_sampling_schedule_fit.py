@@ -41,8 +41,8 @@ def test_proxy_score_is_the_gradient_of_its_log_density(sde_name):
                              atol=1e-3)
 
 
-def _unipc(sde, shape, **kwargs):
-  return sampling.get_unipc_sampler(sde, shape, sampling.identity, STEPS, order=2, **kwargs)
+def _unipc(sde, shape, times):
+  return sampling.get_unipc_sampler(sde, shape, sampling.identity, times, order=2)
 
 
 def _pathwise_error(score_fn, sampler, reference):
@@ -55,11 +55,12 @@ def test_fitted_grid_lowers_the_samplers_error_on_a_target_it_was_not_fitted_to(
   the fit's own objective to below half its value at the logSNR start (measured: 0.34x), and
   the sampler's pathwise error on the 8-D mixture of the sampler tests to below 0.8x logSNR's
   (measured: 0.55x); ``fit_grid``, what ``sampling.get_sampler`` calls for
-  ``schedule='fitted'``, gives that same grid, and the builder itself refuses the name without
-  ``times``."""
+  ``schedule='fitted'``, gives that same grid for the method's registry entry, and
+  ``get_times``, which spaces grids by formula, refuses the name naming ``fit_grid``."""
   sde, eps = support.SDES['vpsde'](), support.EPS['vpsde']
-  build = lambda shape, times: _unipc(sde, shape, times=times)
-  levels = sampling.grid_levels('unipc', STEPS, True, 'extrapolate')
+  build = lambda shape, times: _unipc(sde, shape, times)
+  settings = dict(order=2, denoise=True, final='extrapolate')
+  levels = sampling.methods.get('unipc').levels(STEPS, settings)
   fitted = schedule_fit.fit_times(build, sde, levels, eps, True, 'extrapolate')
   assert fitted.shape == (levels,) and fitted[0] == sde.T and fitted[-1] == np.float32(eps)
   assert np.all(np.diff(fitted) < 0)
@@ -67,8 +68,9 @@ def test_fitted_grid_lowers_the_samplers_error_on_a_target_it_was_not_fitted_to(
   m, c = schedule_fit.proxy_scales()
   proxy_shape = (schedule_fit.NUM_DRAWS, m.shape[0])
   proxy_score = schedule_fit.proxy_score_fn(sde)
-  proxy_ref = sampling.get_dpm_solver_sampler(sde, proxy_shape, sampling.identity, 400,
-                                              order=3, eps=eps)
+  reference_times = sampling.get_times(sde, 'dpm_solver', 400, eps=eps)
+  proxy_ref = sampling.get_dpm_solver_sampler(sde, proxy_shape, sampling.identity,
+                                              reference_times, order=3)
   x_ref = np.asarray(jax.jit(lambda r: proxy_ref(r, proxy_score)[0])(jax.random.key(0)))
 
   def proxy_loss(times):
@@ -80,17 +82,17 @@ def test_fitted_grid_lowers_the_samplers_error_on_a_target_it_was_not_fitted_to(
 
   shape = (256, 8)
   score_fn = analytic.score_fn(support.mixture(8), sde)
-  reference = sampling.get_dpm_solver_sampler(sde, shape, sampling.identity, 400, order=3,
-                                              eps=eps)
-  errors = {name: _pathwise_error(score_fn, _unipc(sde, shape, **kw), reference)
-            for name, kw in (('logSNR', dict(eps=eps)), ('fitted', dict(times=tuple(fitted))))}
+  reference = sampling.get_dpm_solver_sampler(sde, shape, sampling.identity, reference_times,
+                                              order=3)
+  errors = {name: _pathwise_error(score_fn, _unipc(sde, shape, times), reference)
+            for name, times in (('logSNR', sampling.get_times(sde, 'unipc', STEPS, eps=eps)),
+                                ('fitted', fitted))}
   assert errors['fitted'] < 0.8 * errors['logSNR'], errors
 
   np.testing.assert_array_equal(schedule_fit.fit_grid(
-      sampling.get_unipc_sampler, sde, STEPS, kind='multistep', denoise=True,
-      final='extrapolate', eps=eps, order=2), fitted)
+      sampling.methods.get('unipc'), sde, levels, eps, settings), fitted)
   with pytest.raises(ValueError, match='fit_grid'):
-    _unipc(sde, shape, eps=eps, schedule='fitted')
+    sampling.get_times(sde, 'unipc', STEPS, schedule_name='fitted', eps=eps)
 
 
 def test_fitted_is_a_schedule_of_every_fixed_step_sampler_but_not_a_formula(smoke_config):

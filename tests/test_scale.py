@@ -10,9 +10,11 @@ values are config errors naming the fix.
 """
 import re
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from score_sde import losses, optim, sde_lib
@@ -56,7 +58,8 @@ def test_bfloat16_loss_and_gradient_agree_with_float32():
   batch = {'image': jax.random.uniform(jax.random.key(3), (8, 16, 16, 1))}
   out = {}
   for dtype in ('float32', 'bfloat16'):
-    loss_fn = losses.get_sde_loss_fn(sde, net, train=True, compute_dtype=dtype)
+    loss_fn = losses.get_sde_loss_fn(sde, net, train=True,
+                                     settings=losses.StepSettings(compute_dtype=dtype))
     out[dtype] = jax.jit(jax.value_and_grad(loss_fn, argnums=1))(jax.random.key(4), params,
                                                                  batch)
   (loss32, grad32), (loss16, grad16) = out['float32'], out['bfloat16']
@@ -128,6 +131,12 @@ def test_a_bfloat16_run_samples_and_scores_in_float32():
     assert set(re.findall(r':(\w+)\[[\d,]*\] = conv_general_dilated', text)) == {'f32'}
 
 
+def _train_step(config, sde, net, mesh, tx):
+  """The run's train step of ``config``, jitted for ``mesh`` as training jits it."""
+  return train.jit_step(losses.get_step_fn(sde, net, True, tx, losses.step_settings(config)),
+                        mesh, train=True)
+
+
 def test_bfloat16_training_lowers_the_loss_with_float32_state():
   """Twenty Adam steps of the real train step in bfloat16 on one batch: the loss of a fixed
   noise draw falls by more than a third, and parameters, EMA and Adam moments stay float32."""
@@ -138,10 +147,11 @@ def test_bfloat16_training_lowers_the_loss_with_float32_state():
   net, sde = mutils.get_model(config), sde_lib.get_sde(config)
   tx = optim.get_optimizer(config.optim)
   state = jax.jit(train_state.state_factory(config, net, tx))()
-  step = train.compile_step(config, sde, net, mesh, train=True, tx=tx)
+  step = _train_step(config, sde, net, mesh, tx)
   batch = {'image': jax.random.uniform(jax.random.key(3), (8, 16, 16, 1)),
            'label': jnp.zeros((8,), jnp.int32)}
-  loss_fn = jax.jit(losses.get_sde_loss_fn(sde, net, train=False, compute_dtype='bfloat16'))
+  loss_fn = jax.jit(losses.get_sde_loss_fn(
+      sde, net, train=False, settings=losses.StepSettings(compute_dtype='bfloat16')))
   before = float(loss_fn(jax.random.key(9), state.params, batch))
   for _ in range(20):
     state, _ = step(state, batch, jax.random.key(1))
@@ -159,7 +169,7 @@ def _one_update(config, batch, k):
   tx = optim.get_optimizer(config.optim)
   init = train_state.state_factory(config, net, tx)
   state = jax.jit(init, out_shardings=parallel.replicated(mesh))()
-  step = train.compile_step(config, sde, net, mesh, train=True, tx=tx)
+  step = _train_step(config, sde, net, mesh, tx)
   new_state, metrics = step(state, parallel.to_global(batch, mesh), jax.random.key(5))
   return jax.device_get((new_state, metrics))
 
@@ -190,42 +200,70 @@ def test_accumulated_micro_batches_give_the_whole_batch_update():
   _assert_same_update(_one_update(config, _batch(), 2), _one_update(config, _batch(), 1))
 
 
-def _closed_form_losses():
-  """Every objective on a score / network known in closed form (``-x``, a linear map of the
-  labels' embedding for the classifier): ``loss(rng, data, micro) -> (B,)`` per-example."""
+class _Affine(nn.Module):
+  """A class-conditional network that compiles in a moment: ``w x + b[label] + c time``."""
+  num_classes: int = 10
+
+  @nn.compact
+  def __call__(self, x, time_cond, train=False, class_labels=None):
+    del train
+    w = self.param('w', nn.initializers.constant(0.5), ())
+    b = self.param('b', nn.initializers.normal(1.), (self.num_classes + 1,))
+    c = self.param('c', nn.initializers.constant(0.1), ())
+    shift = b[class_labels] + c * time_cond
+    return w * x + shift.reshape((-1,) + (1,) * (x.ndim - 1))
+
+
+class _Logits(nn.Module):
+  """A noise-conditional classifier as small: logits linear in the pixels and the noise std."""
+  num_classes: int = 10
+
+  @nn.compact
+  def __call__(self, x, std, train=False):
+    del train
+    flat = x.reshape(x.shape[0], -1)
+    return nn.Dense(self.num_classes)(flat) * (1. + std[:, None])
+
+
+def _objectives():
+  """Every objective on the small networks, with label drops: ``name -> (objective, params)``."""
   ve, vp = sde_lib.VESDE(N=50), sde_lib.VPSDE(N=50)
-  labels = jnp.arange(16) % 10
-
-  def classifier(rng, data, micro):
-    logits_fn = lambda x, t: x.reshape(x.shape[0], -1)[:, :10] * t[:, None]  # noqa: E731
-    rows = labels if micro is None else labels[micro.index::micro.count]
-    return losses.classifier_loss(logits_fn, vp, rng, data, rows, micro=micro)[0]
-
+  x, t, labels = jnp.zeros((1, 4, 4, 1)), jnp.ones((1,)), jnp.zeros((1,), jnp.int32)
+  net, classifier = _Affine(), _Logits()
+  params = net.init(jax.random.key(1), x, t, class_labels=labels)['params']
+  settings = losses.StepSettings(label_dropout=0.5)
+  discrete = losses.StepSettings(continuous=False, label_dropout=0.5)
   return {
-      'dsm': lambda rng, data, micro: losses.dsm_loss(lambda x, t: -x, vp, rng, data,
-                                                      micro=micro),
-      'smld': lambda rng, data, micro: losses.smld_loss(lambda x, i: -x, ve, rng, data,
-                                                        micro=micro),
-      'ddpm': lambda rng, data, micro: losses.ddpm_loss(lambda x, i: x, vp, rng, data,
-                                                        micro=micro),
-      'label_drops': lambda rng, data, micro: losses.drop_labels(
-          rng, labels if micro is None else labels[micro.index::micro.count], 10, 0.5,
-          micro).astype(jnp.float32),
-      'classifier': classifier,
+      'dsm': (losses.score_objective(vp, net, True, settings), params),
+      'smld': (losses.score_objective(ve, net, True, discrete), params),
+      'ddpm': (losses.score_objective(vp, net, True, discrete), params),
+      'classifier': (losses.classifier_objective(vp, classifier),
+                     classifier.init(jax.random.key(1), x, t)['params']),
   }
 
 
-@pytest.mark.parametrize('objective', ['dsm', 'smld', 'ddpm', 'label_drops', 'classifier'])
+@pytest.mark.parametrize('objective', ['dsm', 'smld', 'ddpm', 'classifier'])
 @pytest.mark.parametrize('k', [2, 4])
-def test_micro_batch_draws_are_the_whole_batchs_rows(objective, k):
-  """Micro-batch j of k (rows j::k) sees exactly rows j::k of the whole batch's draws (times,
-  noise levels, noise, label drops), for every objective: what makes accumulation exact."""
-  loss = _closed_form_losses()[objective]
-  data = jax.random.normal(jax.random.key(0), (16, 4, 4, 1))
-  whole = loss(jax.random.key(1), data, None)
-  for j in range(k):
-    part = loss(jax.random.key(1), data[j::k], losses.MicroBatch(jnp.int32(j), k))
-    np.testing.assert_array_equal(part, whole[j::k])
+def test_micro_batches_see_the_whole_batchs_draws(objective, k):
+  """Every objective's step in k micro-batches gives the loss, metrics and update of one step
+  on the whole batch: micro-batch j gets rows j::k of the batch and of the whole batch's draws
+  (times, noise levels, noise, label drops), what makes accumulation exact."""
+  objective, params = _objectives()[objective]
+  batch = {'image': jax.random.normal(jax.random.key(0), (16, 4, 4, 1)),
+           'label': jnp.arange(16) % 10}
+  tx = optax.sgd(0.1)
+  state = train_state.create_train_state(params, tx)
+  out = []
+  for steps in (k, 1):
+    step = losses.get_objective_step_fn(objective, True, tx,
+                                        losses.StepSettings(grad_accum_steps=steps))
+    out.append(jax.device_get(jax.jit(step)(state, batch, jax.random.key(2))))
+  (accumulated, metrics), (whole, whole_metrics) = out
+  assert metrics.keys() == whole_metrics.keys()
+  for name in whole_metrics:
+    np.testing.assert_allclose(metrics[name], whole_metrics[name], rtol=1e-6)
+  for x, y in zip(jax.tree.leaves(accumulated), jax.tree.leaves(whole)):
+    np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
 
 
 def test_accumulation_averages_gradients_of_a_row_mean():
@@ -234,17 +272,18 @@ def test_accumulation_averages_gradients_of_a_row_mean():
   rows = jax.random.normal(jax.random.key(0), (12, 3))
   targets = jnp.arange(12.)
 
-  def loss(rng, w, batch, micro=None):
-    del rng, micro
+  def loss(rng, w, batch):
+    del rng
     return jnp.mean((batch['x'] @ w - batch['y']) ** 2), {}
 
   w = jnp.asarray([0.5, -1., 2.])
   batch = {'x': rows, 'y': targets}
-  (value, _), grad = losses.accumulated_value_and_grad(loss, 3)(None, w, batch)
+  key = jax.random.key(0)
+  (value, _), grad = losses.accumulated_value_and_grad(loss, 3)(key, w, batch)
   np.testing.assert_allclose(value, jnp.mean((rows @ w - targets) ** 2), rtol=1e-6)
   np.testing.assert_allclose(grad, 2 * rows.T @ (rows @ w - targets) / 12, rtol=1e-5)
   with pytest.raises(ValueError, match='does not split into grad_accum_steps=5'):
-    losses.accumulated_value_and_grad(loss, 5)(None, w, batch)
+    losses.accumulated_value_and_grad(loss, 5)(key, w, batch)
 
 
 @pytest.mark.parametrize('model', [dict(name='ddpm', nf=32), dict(resblock_type='ddpm')])
@@ -297,6 +336,6 @@ def test_bad_scale_settings_are_config_errors_naming_the_fix():
   config = _config(remat=True)
   config.model.name = 'ncsn'
   problems = '\n'.join(validation.config_problems(config, num_devices=1))
-  assert 'rematerialisation is implemented for ncsnpp and ddpm' in problems
+  assert 'rematerialisation is implemented for ddpm and ncsnpp' in problems
   with pytest.raises(ValueError, match='grad_accum_steps must be a positive integer'):
     losses.accumulated_value_and_grad(lambda *a: (0., {}), 0)

@@ -87,24 +87,25 @@ def gather_rows(x) -> np.ndarray:
   return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
-def jit_over_examples(step: Callable, mesh: Mesh, out_shardings, what: str = 'batch size'
-                      ) -> Callable:
-  """``step(rng, params, images)``, a function whose outputs per example depend on that example
-  only, compiled once for ``mesh``: ``images`` split over ``'data'``, ``rng`` and ``params``
-  replicated, the outputs sharded as ``out_shardings`` says.
+def jit_over_examples(step: Callable, mesh: Mesh, out_shardings, what: str = 'batch size',
+                      num_arrays: int = 1) -> Callable:
+  """``step(rng, params, *arrays)``, a function whose outputs per example depend on that
+  example only, compiled once for ``mesh``: the ``num_arrays`` arrays (images, masks, latents)
+  split over ``'data'``, ``rng`` and ``params`` replicated, the outputs sharded as
+  ``out_shardings`` says.
 
   Returns:
-    ``fn(rng, params, images)``; ``images`` a global ``jax.Array`` or this host's rows as numpy,
-    their global batch a multiple of the device count (``check_divisible``, naming ``what``).
+    ``fn(rng, params, *arrays)``; each array a global ``jax.Array`` or this host's rows as
+    numpy, their global batch a multiple of the device count (``check_divisible``, naming
+    ``what``).
   """
   whole = replicated(mesh)
-  compiled = jax.jit(step, in_shardings=(whole, whole, data_sharding(mesh)),
+  compiled = jax.jit(step, in_shardings=(whole, whole) + (data_sharding(mesh),) * num_arrays,
                      out_shardings=out_shardings)
 
-  def sharded_fn(rng, params, images):
-    if isinstance(images, np.ndarray):
-      images = to_global(images, mesh)
-    check_divisible(images.shape[0], mesh, what)
-    return compiled(rng, params, images)
+  def sharded_fn(rng, params, *arrays):
+    arrays = [to_global(a, mesh) if isinstance(a, np.ndarray) else a for a in arrays]
+    check_divisible(arrays[0].shape[0], mesh, what)
+    return compiled(rng, params, *arrays)
 
   return sharded_fn

@@ -55,8 +55,8 @@ def get_config() -> ml_collections.ConfigDict:
 
   # ---------------------------------------------------------------------------------- sampling
   config.sampling = sampling = ml_collections.ConfigDict()
-  # 'pc' | 'ode' | 'adaptive' (reverse SDE, Gotta Go Fast) | 'heun' (EDM) | multistep:
-  # 'dpm_solver' (DPM-Solver++), 'unipc', 'deis', 'ipndm'.
+  # A name of sampling.METHODS: 'pc' | 'ode' | 'adaptive' (reverse SDE, Gotta Go Fast) | 'heun'
+  # (EDM) | 'euler_ancestral' | multistep: 'dpm_solver' (DPM-Solver++), 'unipc', 'deis', 'ipndm'.
   sampling.method = 'pc'
   sampling.predictor = 'reverse_diffusion'  # predictor registry name; 'none' for corrector-only.
   sampling.corrector = 'langevin'  # corrector registry name; 'none' for predictor-only.
@@ -64,7 +64,7 @@ def get_config() -> ml_collections.ConfigDict:
   sampling.noise_removal = True  # End denoised (PC, ODE: Tweedie at eps; fast: at sigma = 0).
   sampling.probability_flow = False  # PC predictor on the probability-flow ODE instead of the SDE.
   sampling.snr = 0.16  # Signal-to-noise ratio of the Langevin corrector.
-  sampling.num_steps = 0  # Steps of the fixed-step samplers (heun, multistep); 0: the SDE's N.
+  sampling.num_steps = 0  # Steps of the fixed-step samplers (heun, multistep, ...); 0: SDE's N.
   sampling.pc_num_steps = 0  # PC predictor steps; 0: the SDE's N (the released sampler).
   sampling.order = 0  # Multistep order (dpm_solver, unipc 1-3; deis, ipndm 1-4); 0: 2, 2, 4, 3.
   # Grid of the fixed-step samplers (sampling.schedule.SCHEDULES): '' is the method's own
@@ -77,10 +77,12 @@ def get_config() -> ml_collections.ConfigDict:
   sampling.times = ()
   # How a multistep sampler reaches sigma = 0: 'extrapolate' (its full order, no extra
   # evaluation) or 'tweedie' (the released code's extra evaluation at eps); '' the SDE's
-  # measured default (sampling.DEFAULT_FINALS: extrapolate for VP and VE, tweedie for sub-VP).
+  # measured default (sampling.multistep.DEFAULT_FINALS: extrapolate for VP and VE, tweedie
+  # for sub-VP).
   sampling.final_step = ''
   sampling.unipc_variant = 'bh2'  # UniPC's B(h): 'bh1' or 'bh2'.
   sampling.s_churn = 0.  # EDM Heun stochasticity (Karras et al. S_churn); 0: deterministic.
+  sampling.eta = 1.  # Euler ancestral's share of fresh noise: 0 (DDIM) to 1 (ancestral).
   sampling.rtol = 1e-5  # ODE sampler tolerances (RK45 as in the paper).
   sampling.atol = 1e-5
   sampling.adaptive_rtol = 0.05  # Adaptive SDE sampler tolerances (Jolicoeur-Martineau et al.).

@@ -8,53 +8,39 @@ compilation or hours into training.
 
 Names (SDE, model, dataset, predictor, corrector) are checked against the registries of the
 subpackages that define them (``sde_lib.SDES``, ``models.MODELS``, ``data.DATASETS``,
-``sampling.PREDICTORS``, ``sampling.CORRECTORS``), imported only when validation runs. Which
-combinations are legal follows the reference implementation (yang-song/score_sde):
+``sampling.PREDICTORS``, ``sampling.CORRECTORS``), and the values of every other enumerated field
+against the table of the module that branches on it (``choices``); those modules are imported
+only when validation runs. The entry a config names reports what the config asks of it that it
+does not have, as ``(field, fix)`` pairs of its ``config_problems(config)``, which validation
+words like its own: the SDE (``sde_lib``: its parameters; a discrete-time loss only for the SDEs
+with a discrete model), the network (``models``: ``models.utils.unet_problems`` for the U-Nets,
+``ncsnv2`` for the SMLD networks, which take a noise-level index and train with the discrete VE
+loss only) and the dataset (``data.sources.Dataset``: its images' channels, LSUN's category).
+The rules across sections follow the reference implementation (yang-song/score_sde):
 
-* Discrete-time training exists for two SDEs only: the SMLD loss (Song & Ermon 2019) is the
-  VE SDE's and the DDPM loss (Ho et al. 2020) the VP SDE's; the sub-VP SDE has no discrete
-  counterpart. Likelihood weighting exists only for the continuous loss (eq. 7); the ``'elbo'``
-  weighting, the variational bound's diffusion term summed over the data dimensions, for the
-  continuous loss and the DDPM chain (the SMLD ladder has no bound), with ``reduce_mean=False``.
-* The network is conditioned on sigma(t) when a VE model is trained in continuous time and on an
-  integer-like step index otherwise; only the Gaussian Fourier embedding (of log sigma) reads the
-  former, and it needs continuous training because log(0) of a step index is not finite.
-* ``scale_by_sigma`` divides the output by the VE noise level; VP / sub-VP models are divided by
-  the marginal std when the score is formed, so dividing again would be wrong. It belongs to a
-  network whose output is the score (``model.parameterization``, ``models.parameterization``).
+* Likelihood weighting exists only for the continuous loss (eq. 7); the ``'elbo'`` weighting, the
+  variational bound's diffusion term summed over the data dimensions, needs
+  ``reduce_mean=False``.
+* ``scale_by_sigma`` belongs to a network whose output is the score (``model.parameterization``,
+  ``models.parameterization``).
 * Ancestral sampling is stochastic by construction: it has no probability-flow form.
 * A weight decay needs the decoupled form of AdamW (``optim.py`` refuses it with Adam).
-* The NCSN / NCSNv2 networks are indexed by the SMLD noise level (0 = sigma_max): they train
-  with the discrete VE loss only, and only they use the InstanceNorm / VarianceNorm family.
+* The variational bound's draws suit the bound of the model (``elbo_problems``, which
+  ``Pipeline.elbo`` checks its arguments with too).
 """
 import difflib
 import importlib
-from typing import Any, Iterable, List, Tuple
+import numbers
+from typing import Any, Dict, Iterable, List, Sequence, Tuple
 
 import ml_collections
 
 from score_sde.common import errors
 
-# Values the code branches on; anything else is a typo.
+# Enumerated fields whose values are listed here; the others are read off their modules' tables
+# (choices()).
 CHOICES = {
-    'sampling.method': ('pc', 'ode', 'adaptive', 'heun', 'dpm_solver', 'unipc', 'deis', 'ipndm'),
-    'sampling.final_step': ('', 'extrapolate', 'tweedie'),
-    'sampling.unipc_variant': ('bh1', 'bh2'),
-    'model.normalization': ('GroupNorm', 'InstanceNorm', 'InstanceNorm++', 'VarianceNorm'),
-    'model.interpolation': ('bilinear', 'nearest_neighbor'),
-    'model.nonlinearity': ('swish', 'elu', 'relu', 'lrelu'),
-    'model.resblock_type': ('biggan', 'ddpm'),
-    'model.progressive': ('none', 'output_skip', 'residual'),
-    'model.progressive_input': ('none', 'input_skip', 'residual'),
-    'model.progressive_combine': ('sum', 'cat'),
-    'model.attention_type': ('ddpm',),
-    'model.embedding_type': ('fourier', 'positional'),
-    'model.reverse_variance': ('posterior', 'beta'),
-    'training.weighting': ('dsm', 'likelihood', 'elbo'),
     'optim.optimizer': ('Adam', 'AdamW'),
-    'eval.bpd_dataset': ('train', 'test'),
-    'eval.quantization': ('truncate', 'round'),
-    'eval.elbo_time_sampling': ('importance', 'uniform'),
     'logging.wandb_mode': ('', 'online', 'offline', 'disabled'),
 }
 
@@ -68,14 +54,11 @@ REGISTRIES = (
     ('training.sde', 'score_sde.sde_lib', 'SDES'),
     ('model.name', 'score_sde.models', 'MODELS'),
     ('data.dataset', 'score_sde.data', 'DATASETS'),
+    ('sampling.method', 'score_sde.sampling', 'METHODS'),
     ('sampling.predictor', 'score_sde.sampling', 'PREDICTORS'),
     ('sampling.corrector', 'score_sde.sampling', 'CORRECTORS'),
     ('classifier.name', 'score_sde.models', 'CLASSIFIERS'),
 )
-
-# Channels of the datasets whose images have a fixed colour format.
-DATASET_CHANNELS = {'mnist_embedded': 1, 'cifar10': 3, 'svhn': 3, 'celeba': 3, 'lsun': 3,
-                    'ffhq': 3, 'celebahq': 3}
 
 # The predictor / corrector name that switches the step off: valid whatever is registered.
 _OFF = 'none'
@@ -85,6 +68,48 @@ def registered_names(module_name: str, attribute: str) -> Tuple[str, ...]:
   """Lower-case names in the registry ``module_name.attribute``."""
   return tuple(str(name).lower()
                for name in getattr(importlib.import_module(module_name), attribute))
+
+
+def choices() -> Dict[str, Tuple[Any, ...]]:
+  """Every enumerated field and the values it takes: ``CHOICES``, and the tables (tuples, or a
+  dict's keys) of the modules that branch on the other fields."""
+  from score_sde import losses  # Imported only when validation runs (jax).
+  from score_sde.data import sources
+  from score_sde.models import layers, ncsnpp, normalization, refinenet
+  from score_sde.sampling import multistep, network, unipc
+  tables = {
+      'model.normalization': normalization.NORMALIZATIONS,
+      'model.interpolation': refinenet.INTERPOLATIONS,
+      'model.nonlinearity': layers.ACTIVATIONS,
+      **{f'model.{field}': values for field, values in ncsnpp.CHOICES.items()},
+      'model.attention_type': ncsnpp.ATTENTION_TYPES,
+      'model.reverse_variance': losses.REVERSE_VARIANCES,
+      'training.weighting': losses.WEIGHTINGS,
+      'eval.bpd_dataset': sources.SPLITS,
+      # '' leaves the end to the SDE's measured default (multistep.DEFAULT_FINALS).
+      'sampling.final_step': ('',) + multistep.FINALS,
+      'sampling.unipc_variant': unipc.VARIANTS,
+      # None is the sampler's float output; a config names the 8-bit grid of the metrics.
+      'eval.quantization': [q for q in network.QUANTIZATIONS if q is not None],
+  }
+  return dict(CHOICES, **{field: tuple(values) for field, values in tables.items()})
+
+
+def _registered(c, field: str) -> Any:
+  """The registry entry (``REGISTRIES``) that ``field`` names; None for a name that is not
+  registered (``_name_problems`` reports it)."""
+  module, attribute = next((m, a) for f, m, a in REGISTRIES if f == field)
+  registry = getattr(importlib.import_module(module), attribute)
+  name = _get(c, field)
+  return registry.get(name) if name in registry else None
+
+
+def _entry_problems(c, field: str) -> List[str]:
+  """The problems that the entry ``field`` names finds in ``c`` (its ``config_problems``)."""
+  entry = _registered(c, field)
+  if entry is None:
+    return []
+  return [_invalid(f'config.{f}', _get(c, f), fix) for f, fix in entry.config_problems(c)]
 
 
 def validate_config(config: ml_collections.ConfigDict, num_devices: int,
@@ -176,24 +201,33 @@ def _name_problems(c) -> List[str]:
   problems = []
   for field, module, attribute in REGISTRIES:
     known = set(registered_names(module, attribute))
-    if field.startswith('sampling.'):
+    if field in ('sampling.predictor', 'sampling.corrector'):
       known.add(_OFF)
     value = _get(c, field)
     if str(value).lower() not in known:
       problems.append(f'config.{field}={value!r} is not registered; use one of '
                       f'{", ".join(sorted(known))}.')
-  for field, options in CHOICES.items():
+  for field, options in choices().items():
     value = _get(c, field)
     if value not in options:
-      problems.append(f'config.{field}={value!r} is not supported; use one of '
-                      f'{", ".join(repr(o) for o in options)}.')
+      problems.append(_unsupported(f'config.{field}', value, options))
   return problems
 
 
 # --------------------------------------------------------------------------------- helpers
+def _invalid(name: str, value: Any, fix: str) -> str:
+  """The sentence of one problem of ``name`` (a config field, ``config.<field>``, or an
+  argument), holding ``value``."""
+  return f'{name}={value!r} is invalid: {fix}.'
+
+
+def _unsupported(name: str, value: Any, options: Sequence[Any]) -> str:
+  return f'{name}={value!r} is not supported; use one of {", ".join(map(repr, options))}.'
+
+
 def _require(problems: List[str], ok: bool, field: str, value: Any, fix: str) -> None:
   if not ok:
-    problems.append(f'config.{field}={value!r} is invalid: {fix}.')
+    problems.append(_invalid(f'config.{field}', value, fix))
 
 
 def _positive_int(problems: List[str], c, field: str) -> None:
@@ -241,8 +275,9 @@ def _training_problems(c) -> List[str]:
   _require(problems, 0. < t.eps < 1., 'training.eps', t.eps,
            'the loss samples t in [eps, 1]; use a small positive value such as 1e-5')
   _positive_int(problems, c, 'training.grad_accum_steps')
-  _require(problems, t.compute_dtype in ('float32', 'bfloat16'), 'training.compute_dtype',
-           t.compute_dtype, "use 'float32' or 'bfloat16'")
+  from score_sde.models import utils as mutils  # Imported only when validation runs (jax).
+  _require(problems, t.compute_dtype in mutils.COMPUTE_DTYPES, 'training.compute_dtype',
+           t.compute_dtype, f'use {" or ".join(map(repr, mutils.COMPUTE_DTYPES))}')
   below = t.get('float32_below_std', 0.)
   _require(problems, isinstance(below, (int, float)) and below >= 0.,
            'training.float32_below_std', below,
@@ -252,21 +287,14 @@ def _training_problems(c) -> List[str]:
       isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in profile))
   _require(problems, ok, 'training.profile_steps', profile,
            'use (first_step, count) with both >= 1, e.g. (100, 5), or () for no trace')
-  sde = str(t.sde).lower()
   if not t.continuous:
-    _require(problems, sde in ('vesde', 'vpsde'), 'training.continuous', t.continuous,
-             f'discrete-time losses exist only for vesde (SMLD) and vpsde (DDPM), not {sde!r}; '
-             'set training.continuous=True')
     _require(problems, t.weighting != 'likelihood', 'training.weighting', t.weighting,
              "likelihood weighting exists only for the continuous loss; use 'dsm' or "
              'training.continuous=True')
-    _require(problems, not (t.weighting == 'elbo' and sde == 'vesde'), 'training.weighting',
-             t.weighting, "the discrete SMLD loss has no variational bound; use 'dsm' or "
-                          'training.continuous=True (the continuous bound exists for vesde)')
   _require(problems, not (t.weighting == 'elbo' and t.reduce_mean), 'training.reduce_mean',
            t.reduce_mean, "training.weighting='elbo' is the bound's sum over the data "
                           'dimensions; set it to False')
-  return problems
+  return problems + _entry_problems(c, 'training.sde')
 
 
 def _sampling_problems(c) -> List[str]:
@@ -289,25 +317,30 @@ def _sampling_problems(c) -> List[str]:
   pc_steps = s.pc_num_steps
   _require(problems, isinstance(pc_steps, int) and pc_steps >= 0, 'sampling.pc_num_steps',
            pc_steps, "use 0 (the SDE's N, model.num_scales) or a positive step count")
-  from score_sde import sampling  # Imported only when validation runs (jax).
-  fixed_step = ', '.join(sampling.FIXED_STEP_METHODS)
+  from score_sde.sampling import methods, schedule  # Imported only when validation runs (jax).
+  if s.method not in methods.METHODS:
+    return problems  # _name_problems reports it, listing the registered methods.
+  entry = methods.get(s.method)
+  gridded = ', '.join(methods.fixed_step_names())
   if isinstance(pc_steps, int) and pc_steps not in (0, c.model.num_scales):
     _require(problems, c.training.continuous, 'sampling.pc_num_steps', pc_steps,
              f'a discrete-time network only knows its model.num_scales={c.model.num_scales} '
-             f'noise levels; use 0, or a fixed-step sampling.method ({fixed_step}) for fewer '
+             f'noise levels; use 0, or a fixed-step sampling.method ({gridded}) for fewer '
              'steps')
-  max_order = sampling.MAX_ORDERS.get(s.method)
-  if max_order:
+  if entry.max_order:
     order = s.order
-    _require(problems, isinstance(order, int) and 0 <= order <= max_order, 'sampling.order',
-             order, f'{s.method} is implemented for orders 1 to {max_order} (0: its default)')
-  if s.method in sampling.FIXED_STEP_METHODS:
-    schedules = sampling.schedule.SCHEDULES
+    _require(problems, isinstance(order, int) and 0 <= order <= entry.max_order,
+             'sampling.order', order,
+             f'{s.method} is implemented for orders 1 to {entry.max_order} (0: its default)')
+  if entry.steps_field == 'num_steps':
+    schedules = schedule.SCHEDULES
     _require(problems, s.schedule in ('',) + schedules, 'sampling.schedule',
              s.schedule, f"use '' (the method's own) or one of {', '.join(schedules)}")
     _require(problems, s.rho > 0, 'sampling.rho', s.rho,
              'the karras schedule needs rho > 0 (EDM uses 7)')
-  problems += _times_problems(c, sampling)
+  problems += _times_problems(c, entry, gridded)
+  _require(problems, 0. <= _get(s, 'eta') <= 1., 'sampling.eta', _get(s, 'eta'),
+           'use 0 (DDIM) to 1 (ancestral sampling)')
   _require(problems, s.s_churn >= 0, 'sampling.s_churn', s.s_churn,
            'use 0 for the deterministic Heun sampler or a positive churn, e.g. 40 (EDM)')
   for name in ('rtol', 'atol'):
@@ -322,29 +355,33 @@ def _sampling_problems(c) -> List[str]:
   return problems
 
 
-def _times_problems(c, sampling) -> List[str]:
+def _times_problems(c, entry, gridded: str) -> List[str]:
   """``sampling.times``: a grid that starts at T, decreases to a positive eps and has the
-  levels ``num_steps`` needs (``sampling.grid_levels``); only the fixed-step samplers read it."""
+  levels ``num_steps`` needs (the method's ``levels``); only the fixed-step samplers read it."""
   s, problems = c.sampling, []
   times = tuple(s.times)
   if not times:
     return problems
-  if s.method not in sampling.FIXED_STEP_METHODS:
+  if entry.steps_field != 'num_steps':
     _require(problems, False, 'sampling.times', times,
-             f"only the fixed-step methods ({', '.join(sampling.FIXED_STEP_METHODS)}) take a "
-             f'grid; {s.method!r} does not read it, so set it to ()')
+             f"only the fixed-step methods ({gridded}) take a grid; {s.method!r} does not read "
+             'it, so set it to ()')
     return problems
   from score_sde import sde_lib
+  from score_sde.sampling import schedule
   try:
     sde = sde_lib.get_sde(c)
   except (KeyError, TypeError, ValueError):
     return problems  # training.sde's own problem is reported with it.
   try:
-    levels = (len(times) if not s.num_steps else
-              sampling.grid_levels(s.method, s.num_steps, s.noise_removal,
-                                   s.final_step or sampling.default_final(sde)))
-    sampling.schedule.check_times(sde, times, levels, None,
-                                  f'sampling.num_steps={s.num_steps} with this method and end')
+    levels = None
+    if s.num_steps:
+      levels = entry.levels(s.num_steps, entry.settings(s, sde))
+    _, starts_at_T = schedule.check_times(
+        sde, times, f'sampling.num_steps={s.num_steps} with this method and end', levels)
+    if not starts_at_T:
+      raise ValueError(f'times must start at T={sde.T}, where the prior is drawn; got '
+                       f'{times[0]}')
   except (TypeError, ValueError) as e:
     _require(problems, False, 'sampling.times', times, str(e).rstrip('.'))
   return problems
@@ -365,36 +402,51 @@ def _eval_problems(c) -> List[str]:
            f'use a part count between 1 and eval.num_samples={e.num_samples} (1 or 10)')
   _require(problems, e.wait_for_checkpoint_secs >= 0, 'eval.wait_for_checkpoint_secs',
            e.wait_for_checkpoint_secs, 'use 0 (do not wait) or a number of seconds')
-  return problems + _elbo_problems(c)
+  return problems + elbo_problems(c, of_model=e.enable_elbo)
 
 
-def _elbo_problems(c) -> List[str]:
-  """``eval.elbo_samples`` is a count of draws, 0 (the exact sum) only for the DDPM chain's
-  bound, at most the chain's ``N - 1`` denoising terms; checked against the bound's kind when
-  ``eval.enable_elbo`` asks for it."""
-  e, problems = c.eval, []
-  samples = e.elbo_samples
-  if not (isinstance(samples, int) and not isinstance(samples, bool) and samples >= 0):
-    return [f'config.eval.elbo_samples={samples!r} is invalid: use a positive number of draws '
-            'per image (16), or 0 for the exact sum over the chain of a discrete-time VP '
-            'model.']
-  if not e.enable_elbo:
+def elbo_problems(config: ml_collections.ConfigDict, num_samples: Any = None,
+                  time_sampling: Any = None, of_model: bool = True) -> List[str]:
+  """Problems of the variational bound's draws per image and time sampling, one sentence each.
+
+  They are ``config.eval.elbo_samples`` and ``config.eval.elbo_time_sampling``, or where given
+  (not None) ``Pipeline.elbo``'s ``num_samples`` and ``time_sampling``; each problem names the
+  one it found. The draws are a whole number >= 0, and ``of_model`` checks them against the
+  bound of ``config``'s model: a discrete-time VP model's is the sum over its DDPM chain
+  (``elbo.uses_chain``) of ``N - 1`` denoising terms (``N = model.num_scales >= 2``), of which
+  it draws at most ``N - 1``, or 0 for the exact sum; the continuous-time bound is estimated
+  from sampled times, at least 1 per image.
+  """
+  from score_sde import elbo  # Imported only when validation runs (jax).
+  samples_name, samples = (('config.eval.elbo_samples', config.eval.elbo_samples)
+                           if num_samples is None else ('num_samples', num_samples))
+  timing_name, timing = (('config.eval.elbo_time_sampling', config.eval.elbo_time_sampling)
+                         if time_sampling is None else ('time_sampling', time_sampling))
+  problems = []
+  if timing not in elbo.TIME_SAMPLINGS:
+    problems.append(_unsupported(timing_name, timing, elbo.TIME_SAMPLINGS))
+  if not (isinstance(samples, numbers.Integral) and not isinstance(samples, bool)
+          and samples >= 0):
+    return problems + [_invalid(samples_name, samples, 'use a positive number of draws per image '
+                                '(16), or 0 for the exact sum over the chain of a discrete-time '
+                                'VP model')]
+  if not of_model:
     return problems
-  from score_sde import elbo
-  if elbo.uses_chain(c):
-    steps = c.model.num_scales
-    _require(problems, isinstance(steps, int) and steps >= 2, 'model.num_scales', steps,
-             'the bound of a discrete-time VP model (eval.enable_elbo) sums over its chain of '
-             'N = model.num_scales steps, which needs N >= 2')
-    if isinstance(steps, int) and steps >= 2:
-      _require(problems, samples <= steps - 1, 'eval.elbo_samples', samples,
-               f'the chain of model.num_scales={steps} steps has {steps - 1} denoising terms; '
-               f'draw at most {steps - 1}, or use 0 for their exact sum')
-  else:
-    _require(problems, samples >= 1, 'eval.elbo_samples', samples,
-             'the continuous-time bound (this model is not a discrete-time VP one) is estimated '
-             'from sampled times; use a positive number of draws per image, e.g. 16 (0, the '
-             'exact sum, exists only for the DDPM chain)')
+  if elbo.uses_chain(config):
+    steps = config.model.num_scales
+    if not (isinstance(steps, int) and steps >= 2):
+      problems.append(_invalid('config.model.num_scales', steps, 'the bound of a discrete-time '
+                               'VP model (eval.enable_elbo) sums over its chain of N = '
+                               'model.num_scales steps, which needs N >= 2'))
+    elif samples > steps - 1:
+      problems.append(_invalid(samples_name, samples, f'the chain of model.num_scales={steps} '
+                               f'steps has {steps - 1} denoising terms; draw at most {steps - 1}, '
+                               'or use 0 for their exact sum'))
+  elif samples < 1:
+    problems.append(_invalid(samples_name, samples, 'the continuous-time bound (this model is not '
+                             'a discrete-time VP one) is estimated from sampled times; use a '
+                             'positive number of draws per image, e.g. 16 (0, the exact sum, '
+                             'exists only for the DDPM chain)'))
   return problems
 
 
@@ -406,19 +458,7 @@ def _data_problems(c) -> List[str]:
   workers = d.num_workers
   _require(problems, workers is None or (isinstance(workers, int) and workers >= 0),
            'data.num_workers', workers, 'use None (min(8, CPU count)), 0 / 1 (serial) or more')
-  dataset = str(d.dataset).lower()
-  channels = DATASET_CHANNELS.get(dataset)
-  if channels is None:
-    _require(problems, d.num_channels in (1, 3), 'data.num_channels', d.num_channels,
-             'use 1 (grey) or 3 (RGB)')
-  else:
-    _require(problems, d.num_channels == channels, 'data.num_channels', d.num_channels,
-             f'{d.dataset} images have {channels} channel(s); set it to {channels}')
-  if dataset == 'lsun':
-    scenes = sorted(importlib.import_module('score_sde.data.remote').LSUN_SCENES)
-    _require(problems, d.category in scenes, 'data.category', d.category,
-             f'LSUN needs a scene category, one of {", ".join(scenes)}')
-  return problems
+  return problems + _entry_problems(c, 'data.dataset')
 
 
 def _model_problems(c) -> List[str]:
@@ -434,15 +474,7 @@ def _model_problems(c) -> List[str]:
   _require(problems, 0. <= m.dropout < 1., 'model.dropout', m.dropout, 'use a rate in [0, 1)')
   _require(problems, m.init_scale >= 0., 'model.init_scale', m.init_scale,
            'use 0 (the default initialiser scale) or a positive scale')
-  _require(problems, not m.remat or str(m.name).lower() in ('ncsnpp', 'ddpm'), 'model.remat',
-           m.remat, f'rematerialisation is implemented for ncsnpp and ddpm, not {m.name!r}; '
-                    'set model.remat=False')
-  if str(m.name).lower() in NCSN_MODELS:
-    problems += _ncsn_problems(c)  # Their architecture fields are their own.
-  else:
-    problems += _architecture_problems(c)
-  problems += _normalization_problems(c)
-  problems += _sde_parameter_problems(c)
+  problems += _entry_problems(c, 'model.name')
   problems += _parameterization_problems(c)
   return problems
 
@@ -453,17 +485,16 @@ def _parameterization_problems(c) -> List[str]:
   m, problems = c.model, []
   from score_sde import sde_lib  # Imported only when validation runs (jax).
   from score_sde.models import parameterization
-  choices = parameterization.choices()
+  options = parameterization.choices()
   value = m.parameterization
-  if str(value).lower() not in choices:
-    return [f'config.model.parameterization={value!r} is not supported; use one of '
-            f'{", ".join(repr(o) for o in choices)}.']
+  if str(value).lower() not in options:
+    return [_unsupported('config.model.parameterization', value, options)]
   try:
     sde = sde_lib.get_sde(c)
   except (KeyError, TypeError, ValueError):
     return problems  # training.sde's own problem is reported with it.
   name = parameterization.get_parameterization(value, sde).name
-  # On VP / sub-VP, scale_by_sigma is refused whatever the output (_architecture_problems).
+  # On VP / sub-VP, scale_by_sigma is refused whatever the output (models.utils.unet_problems).
   ok = not (m.scale_by_sigma and isinstance(sde, sde_lib.VESDE)) or name == 'score'
   _require(problems, ok, 'model.scale_by_sigma',
            m.scale_by_sigma, f'it divides the output by sigma, which makes the output the score; '
@@ -472,14 +503,12 @@ def _parameterization_problems(c) -> List[str]:
 
 
 def _class_problems(c) -> List[str]:
-  """Class-conditional training and guided sampling (``sampling.guidance``)."""
+  """Class-conditional training and guided sampling (``sampling.guidance``); which networks take
+  classes is the network's own problem (``_model_problems``)."""
   m, s, problems = c.model, c.sampling, []
   _require(problems, isinstance(m.num_classes, int) and m.num_classes >= 0, 'model.num_classes',
            m.num_classes, 'use 0 (unconditional) or the number of classes of the data')
   if m.num_classes:
-    _require(problems, str(m.name).lower() in ('ncsnpp', 'ddpm'), 'model.num_classes',
-             m.num_classes, f'class-conditional networks are ncsnpp and ddpm, not {m.name!r}; '
-                            'set model.num_classes=0')
     _require(problems, m.conditional, 'model.conditional', m.conditional,
              'the class embedding is added to the time embedding; set it to True')
   _require(problems, 0. <= c.training.label_dropout <= 1., 'training.label_dropout',
@@ -505,101 +534,6 @@ def _class_problems(c) -> List[str]:
   elif labels:
     _require(problems, all(isinstance(y, int) and 0 <= y < classes for y in labels),
              'sampling.class_labels', labels, f'classes are integers in [0, {classes})')
-  return problems
-
-
-def _architecture_problems(c) -> List[str]:
-  m, problems = c.model, []
-  ch_mult = tuple(m.ch_mult)
-  ok_mult = bool(ch_mult) and all(isinstance(k, int) and k > 0 for k in ch_mult)
-  _require(problems, ok_mult, 'model.ch_mult', m.ch_mult,
-           'use a non-empty tuple of positive integers, one per resolution')
-  size = c.data.image_size
-  if ok_mult and isinstance(size, int) and size > 0:
-    factor = 2 ** (len(ch_mult) - 1)
-    _require(problems, size % factor == 0, 'model.ch_mult', m.ch_mult,
-             f'{len(ch_mult)} resolutions halve data.image_size={size} {len(ch_mult) - 1} times, '
-             f'which needs a multiple of {factor}; use fewer entries or larger images')
-    if size % factor == 0:
-      reachable = [size // 2 ** i for i in range(len(ch_mult))]
-      bad = [r for r in m.attn_resolutions if r not in reachable]
-      _require(problems, not bad, 'model.attn_resolutions', m.attn_resolutions,
-               f'{bad} is never reached; the network runs at {reachable}')
-  if m.fir:
-    kernel = tuple(m.fir_kernel)
-    _require(problems, bool(kernel) and all(k > 0 for k in kernel), 'model.fir_kernel',
-             m.fir_kernel, 'use a non-empty sequence of positive taps, e.g. (1, 3, 3, 1)')
-  continuous, sde = c.training.continuous, str(c.training.sde).lower()
-  if m.embedding_type == 'fourier':
-    _require(problems, continuous, 'model.embedding_type', m.embedding_type,
-             'the Fourier embedding reads log sigma(t), which discrete training does not pass; '
-             "use 'positional' or training.continuous=True")
-    _require(problems, m.fourier_scale > 0, 'model.fourier_scale', m.fourier_scale,
-             'use a positive scale of the random frequencies, e.g. 16')
-  elif sde == 'vesde' and continuous:
-    problems.append(f'config.model.embedding_type={m.embedding_type!r} is invalid: continuous VE '
-                    "training conditions the network on sigma(t); use 'fourier'.")
-  _require(problems, not (m.scale_by_sigma and sde in ('vpsde', 'subvpsde')),
-           'model.scale_by_sigma', m.scale_by_sigma,
-           f'{sde} scores are already divided by the marginal std; set it to False '
-           '(True is for vesde only)')
-  return problems
-
-
-def _sde_parameter_problems(c) -> List[str]:
-  m, problems = c.model, []
-  sde = str(c.training.sde).lower()
-  if sde == 'vesde':
-    _require(problems, 0. < m.sigma_min < m.sigma_max, 'model.sigma_max', m.sigma_max,
-             f'VE needs 0 < sigma_min (={m.sigma_min}) < sigma_max; sigma_max is usually the '
-             'largest pairwise distance between training images')
-  elif sde in ('vpsde', 'subvpsde'):
-    _require(problems, 0. < m.beta_min < m.beta_max, 'model.beta_max', m.beta_max,
-             f'{sde} needs 0 < beta_min (={m.beta_min}) < beta_max, e.g. (0.1, 20)')
-    if sde == 'vpsde' and not c.training.continuous:
-      # The DDPM chain uses beta_i = beta(t_i) / N, which must be a probability.
-      _require(problems, m.beta_max < m.num_scales, 'model.beta_max', m.beta_max,
-               f'discrete DDPM steps use beta_max / num_scales (={m.num_scales}) < 1; '
-               'raise model.num_scales or lower beta_max')
-  return problems
-
-
-# --------------------------------------------------------------------------------- NCSN / NCSNv2
-# The RefineNet score networks of models/ncsnv2.py, and the normalisations each one has.
-NCSN_MODELS = ('ncsn', 'ncsnv2_64', 'ncsnv2_128', 'ncsnv2_256')
-_NCSNV2_NORMALIZATIONS = ('InstanceNorm++', 'InstanceNorm', 'VarianceNorm', 'GroupNorm')
-
-
-def _normalization_problems(c) -> List[str]:
-  m, problems = c.model, []
-  name = str(m.name).lower()
-  if m.normalization not in CHOICES['model.normalization']:
-    return problems  # Reported by _name_problems.
-  if name == 'ncsn':
-    allowed = ('InstanceNorm++',)  # The only one with a noise-conditional form.
-  elif name in NCSN_MODELS:
-    allowed = _NCSNV2_NORMALIZATIONS
-  else:
-    allowed = ('GroupNorm',)
-  _require(problems, m.normalization in allowed, 'model.normalization', m.normalization,
-           f'{m.name} supports {", ".join(repr(a) for a in allowed)}')
-  if name in NCSN_MODELS and m.normalization == 'GroupNorm':
-    _require(problems, isinstance(m.nf, int) and m.nf % 32 == 0, 'model.nf', m.nf,
-             'GroupNorm has 32 groups, so the channel counts (multiples of nf) must be '
-             'multiples of 32')
-  return problems
-
-
-def _ncsn_problems(c) -> List[str]:
-  """The NCSN networks take the index i of sigma_i in the descending SMLD ladder as their label,
-  which only discrete VE training (the SMLD loss) and the discrete VE score pass."""
-  m, t, problems = c.model, c.training, []
-  sde = str(t.sde).lower()
-  _require(problems, sde == 'vesde', 'training.sde', t.sde,
-           f"{m.name} is an SMLD network conditioned on VE noise levels; set it to 'vesde'")
-  _require(problems, not t.continuous, 'training.continuous', t.continuous,
-           f'{m.name} takes the index of a noise level, not the sigma(t) of continuous '
-           'training; set it to False (the SMLD loss)')
   return problems
 
 

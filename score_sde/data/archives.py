@@ -273,7 +273,7 @@ def _register(dataset: str) -> None:
                                    data_config.num_channels)
 
   factory.__doc__ = f'{dataset} from its official files in data.data_dir; see the module doc.'
-  sources.DATASETS.register(dataset)(factory)
+  sources.register_dataset(dataset, num_channels=3)(factory)
 
 
 for _name in _READERS:

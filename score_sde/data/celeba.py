@@ -134,7 +134,7 @@ class CelebASource(sources.DecodedSource):
     self._zip_lock = threading.Lock()
 
 
-@sources.DATASETS.register('CELEBA')
+@sources.register_dataset('CELEBA', num_channels=3)
 def celeba(data_config: ml_collections.ConfigDict, split: str) -> CelebASource:
   """CelebA's aligned images of ``split`` from ``data.data_dir`` (module docstring)."""
   root = archives.data_root('CELEBA', data_config)

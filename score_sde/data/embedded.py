@@ -68,7 +68,7 @@ def _prepared(image_size: int, num_channels: int) -> Tuple[np.ndarray, np.ndarra
   return padded, labels
 
 
-@sources.DATASETS.register('MNIST_EMBEDDED')
+@sources.register_dataset('MNIST_EMBEDDED', num_channels=1)
 def mnist_embedded(data_config: ml_collections.ConfigDict, split: str) -> sources.ArraySource:
   """The embedded MNIST subset at ``data.image_size`` with ``data.num_channels`` (1, or 3 grey)."""
   size, _, channels = images.image_shape(data_config.image_size, data_config.num_channels)

@@ -10,6 +10,7 @@ from typing import Tuple
 import numpy as np
 from PIL import Image
 
+NUM_CHANNELS = (1, 3)  # data.num_channels: grey or RGB.
 RESAMPLE = {
     'box': Image.Resampling.BOX,  # Area average: exact means for integer shrink factors.
     'bilinear': Image.Resampling.BILINEAR,
@@ -18,7 +19,7 @@ RESAMPLE = {
 
 
 def _check_image(image: np.ndarray) -> None:
-  if image.ndim != 3 or image.shape[-1] not in (1, 3) or image.dtype != np.uint8:
+  if image.ndim != 3 or image.shape[-1] not in NUM_CHANNELS or image.dtype != np.uint8:
     raise ValueError(
         f'Expected a uint8 image of shape (H, W, 1 or 3); got {image.dtype} {image.shape}.')
 
@@ -31,7 +32,7 @@ def to_pil(image: np.ndarray) -> Image.Image:
 
 def from_pil(image: Image.Image, num_channels: int) -> np.ndarray:
   """A PIL image of any mode -> ``(H, W, num_channels) uint8`` (grey via ITU-R 601 luma)."""
-  if num_channels not in (1, 3):
+  if num_channels not in NUM_CHANNELS:
     raise ValueError(f'num_channels must be 1 or 3, got {num_channels}.')
   array = np.asarray(image.convert('L' if num_channels == 1 else 'RGB'), dtype=np.uint8)
   return array[..., None] if num_channels == 1 else array
@@ -95,6 +96,6 @@ def image_shape(image_size: int, num_channels: int) -> Tuple[int, int, int]:
   """``(image_size, image_size, num_channels)``, after checking both values."""
   if int(image_size) != image_size or image_size <= 0:
     raise ValueError(f'data.image_size must be a positive integer, got {image_size!r}.')
-  if num_channels not in (1, 3):
+  if num_channels not in NUM_CHANNELS:
     raise ValueError(f'data.num_channels must be 1 (grey) or 3 (RGB), got {num_channels!r}.')
   return int(image_size), int(image_size), int(num_channels)

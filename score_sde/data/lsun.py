@@ -17,7 +17,7 @@ Preprocessing is the reference's: at ``data.image_size`` 128 the shorter side is
 import io
 import pathlib
 import threading
-from typing import Optional
+from typing import List, Optional, Tuple
 
 import ml_collections
 import numpy as np
@@ -121,7 +121,15 @@ class LsunSource(sources.DecodedSource):
     self._env_lock = threading.Lock()
 
 
-@sources.DATASETS.register('LSUN')
+def _config_problems(config: ml_collections.ConfigDict) -> List[Tuple[str, str]]:
+  """LSUN's files are those of one scene category (``data.category``)."""
+  scenes = sorted(remote.LSUN_SCENES)
+  if config.data.category in scenes:
+    return []
+  return [('data.category', f'LSUN needs a scene category, one of {", ".join(scenes)}')]
+
+
+@sources.register_dataset('LSUN', num_channels=3, problems=_config_problems)
 def lsun(data_config: ml_collections.ConfigDict, split: str) -> LsunSource:
   """LSUN ``data.category`` from ``data.data_dir`` (module docstring)."""
   category = str(data_config.get('category', '') or '')

@@ -7,17 +7,19 @@ sharding over hosts and augmentation belong to ``pipeline.py``, so that a batch 
 of ``(seed, step)`` and training resumes exactly. Unlabelled sources give label ``-1``.
 
 Each dataset module registers a factory ``factory(data_config, split) -> Source`` under the name
-that ``config.data.dataset`` uses; importing ``score_sde.data`` fills ``DATASETS``. A factory
-raises ``errors.DataNotFoundError`` for a dataset that is not there, and a source raises
-``errors.BadDataError`` naming the file of an example it cannot decode.
+that ``config.data.dataset`` uses (``register_dataset``), with what the dataset asks of the config
+(its images' channel count, and other fields); importing ``score_sde.data`` fills ``DATASETS``
+with ``Dataset`` entries. A factory raises ``errors.DataNotFoundError`` for a dataset that is not
+there, and a source raises ``errors.BadDataError`` naming the file of an example it cannot decode.
 """
 import abc
 import collections
 import concurrent.futures
+import dataclasses
 import os
 import pathlib
 import threading
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import ml_collections
 import numpy as np
@@ -33,6 +35,43 @@ IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp')
 _MAX_LISTED = 8  # Files named in one message.
 _PIL_ERRORS = (OSError, SyntaxError, ValueError)  # What PIL raises for a damaged file.
 _MAX_DEFAULT_WORKERS = 8  # Beyond this a host batch of 64 images gains little from more threads.
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+  """A registered dataset: how to open it and what it asks of the config.
+
+  Attributes:
+    factory: ``factory(data_config, split) -> Source``.
+    num_channels: the channels of its images, which ``data.num_channels`` must be; 0 where the
+      config chooses (``images.NUM_CHANNELS``: 1 grey, 3 RGB).
+    problems: ``problems(config) -> [(field, fix)]``: its other requirements of the config.
+  """
+  factory: Callable[[ml_collections.ConfigDict, str], 'Source']
+  num_channels: int = 0
+  problems: Optional[Callable[[ml_collections.ConfigDict], List[Tuple[str, str]]]] = None
+
+  def config_problems(self, config: ml_collections.ConfigDict) -> List[Tuple[str, str]]:
+    """What ``config`` (whose ``data.dataset`` names this entry) asks of the dataset that it
+    does not have, as ``(field, fix)`` pairs (``configs.validation`` words each pair)."""
+    d, problems = config.data, []
+    if self.num_channels and d.num_channels != self.num_channels:
+      problems.append(('data.num_channels', f'{d.dataset} images have {self.num_channels} '
+                                            f'channel(s); set it to {self.num_channels}'))
+    elif not self.num_channels and d.num_channels not in images.NUM_CHANNELS:
+      problems.append(('data.num_channels', 'use 1 (grey) or 3 (RGB)'))
+    return problems + (self.problems(config) if self.problems else [])
+
+
+def register_dataset(name: str, num_channels: int = 0,
+                     problems: Optional[Callable[[ml_collections.ConfigDict],
+                                                 List[Tuple[str, str]]]] = None):
+  """A decorator registering ``factory(data_config, split) -> Source`` in ``DATASETS`` as the
+  ``Dataset`` named ``name`` (``config.data.dataset``, any case); returns the factory."""
+  def decorator(factory):
+    DATASETS.register(name)(Dataset(factory, num_channels, problems))
+    return factory
+  return decorator
 
 
 def default_num_workers() -> int:
@@ -286,7 +325,7 @@ class ImageFolderSource(DecodedSource):
     return warnings
 
 
-@DATASETS.register('IMAGE_FOLDER')
+@register_dataset('IMAGE_FOLDER')
 def image_folder(data_config: ml_collections.ConfigDict, split: str) -> ImageFolderSource:
   """Images under ``data.data_dir``; ``data_dir/train`` and ``data_dir/test`` if both exist.
 
@@ -333,4 +372,4 @@ def get_dataset(data_config: ml_collections.ConfigDict, split: str) -> Source:
   if split not in SPLITS:
     raise ValueError(f'split must be one of {SPLITS}, got {split!r}.')
   images.image_shape(data_config.image_size, data_config.num_channels)
-  return DATASETS.get(data_config.dataset)(data_config, split)
+  return DATASETS.get(data_config.dataset).factory(data_config, split)

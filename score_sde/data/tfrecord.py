@@ -374,5 +374,5 @@ def tfrecord_dataset(data_config: ml_collections.ConfigDict, split: str) -> TFRe
     raise errors.BadDataError(f'{data_config.dataset}: {e}') from e
 
 
-sources.DATASETS.register('FFHQ')(tfrecord_dataset)
-sources.DATASETS.register('CELEBAHQ')(tfrecord_dataset)
+sources.register_dataset('FFHQ', num_channels=3)(tfrecord_dataset)
+sources.register_dataset('CELEBAHQ', num_channels=3)(tfrecord_dataset)

@@ -42,6 +42,7 @@ updated as each metric finishes; finished metrics are not recomputed on a rerun)
 scalars under ``tensorboard/`` and per-checkpoint files under ``ckpt_<step>/``. Process 0 writes;
 all processes compute together and follow process 0's view of what is left to do.
 """
+import dataclasses
 import os
 import time
 from typing import Any, Callable, Dict, List, NamedTuple, Optional
@@ -207,12 +208,9 @@ def loss_batch_key(seed: int, index: int) -> jax.Array:
 
 def make_loss_evaluator(config, sde, model, mesh, source: data.Source) -> Evaluator:
   """``evaluate_loss(params, ...) -> {'loss': mean over the test split}``, compiled once."""
-  training = config.training
-  loss_fn = losses.get_per_example_loss_fn(
-      sde, model, train=False, reduce_mean=training.reduce_mean, continuous=training.continuous,
-      weighting=training.weighting, reverse_variance=config.model.reverse_variance,
-      eps=training.eps,
-      parameterization=config.model.get('parameterization', 'auto'))
+  # The objective itself: in float32, whatever precision training ran in.
+  settings = dataclasses.replace(losses.step_settings(config), compute_dtype='float32')
+  loss_fn = losses.get_per_example_loss_fn(sde, model, train=False, settings=settings)
 
   def masked_sums(params, batch, key):
     values = loss_fn(key, params, batch)

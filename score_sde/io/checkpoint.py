@@ -40,8 +40,8 @@ once, from ``save``, ``wait_until_finished`` or ``close``, whichever first meets
 (possibly asynchronous) write: it names the filesystem, the space a checkpoint takes and the
 space free, and the last complete checkpoint, which the failed write leaves intact (its partial
 ``*.orbax-checkpoint-tmp*`` directory is removed). orbax's own reports of that failure (an ERROR
-with a traceback per write thread) are dropped, as is its notice that a reader's directory is
-read only (``orbax_reports``).
+with a traceback per write thread, a traceback per write it abandoned) are dropped, as is its
+notice that a reader's directory is read only (``orbax_reports``).
 
 Replicated leaves smaller than ``MIN_REPLICA_PARALLEL_SLICE_BYTES`` per replica are written by one
 replica (``_state_handler``, with a type registry of its own: orbax's process-wide one, which a
@@ -50,9 +50,16 @@ and TPU splits every replicated leaf over its replicas, compiling one slicing pr
 replica and shape on a process's first save: measured, 14 s for a 40-leaf tree of biases on 8
 CPU devices, against 0.03 s with this setting, for leaves whose bytes take microseconds to
 write. Large leaves are still written cooperatively; the files are the same either way.
+
+A read that fails raises only once every read it started has ended (``_ReadsEndTogether``, on
+each handler of that registry). orbax runs a restore's tensorstore reads with ``asyncio.gather``
+on an event loop of its own, which it closes as soon as one read raises, while the others still
+run; tensorstore hands each of those, when it ends, to the closed loop, which refuses it, and
+prints that refusal (a ``RuntimeError('Event loop is closed')`` traceback, through
+``sys.unraisablehook``): up to one per array of the state, on every try of a damaged checkpoint.
 """
+import asyncio
 import contextlib
-import gc
 import json
 import os
 import threading
@@ -86,7 +93,38 @@ RETRY_DELAY_SECS = 0.5  # Wait before the second try, doubled before each next (
 MIN_REPLICA_PARALLEL_SLICE_BYTES = 1 << 20
 
 
-class _ArrayHandler(ocp.type_handlers.ArrayHandler):
+async def _ending_together(reads):
+  """Awaits the coroutine ``reads``; if it raises, first awaits every task that it started and
+  that still runs (its reads that ``asyncio.gather`` left running), then raises the same error.
+
+  These tasks are the ones that appeared on the running loop while ``reads`` ran (another
+  coroutine's tasks started meanwhile are awaited too, which only delays the error). They are
+  awaited, not cancelled: a cancelled task would end a concurrent coroutine's ``gather`` with a
+  ``CancelledError`` ahead of this error.
+  """
+  before = asyncio.all_tasks()
+  try:
+    return await reads
+  except Exception:
+    started = asyncio.all_tasks() - before
+    if started:
+      await asyncio.wait(started)
+    raise
+
+
+class _ReadsEndTogether:
+  """Mixed into an orbax type handler: a failed ``metadata`` or ``deserialize`` call raises
+  only once every read it started has ended (``_ending_together``), while orbax's event loop
+  still runs (module docstring)."""
+
+  async def metadata(self, infos):
+    return await _ending_together(super().metadata(infos))
+
+  async def deserialize(self, infos, args=None):
+    return await _ending_together(super().deserialize(infos, args))
+
+
+class _ArrayHandler(_ReadsEndTogether, ocp.type_handlers.ArrayHandler):
   """orbax's ``jax.Array`` handler, replica-parallel only for slices of at least
   ``MIN_REPLICA_PARALLEL_SLICE_BYTES`` (module docstring); whether to use replica-parallel at
   all stays orbax's platform default."""
@@ -95,17 +133,27 @@ class _ArrayHandler(ocp.type_handlers.ArrayHandler):
     super().__init__(min_slice_bytes_for_replica_parallel=MIN_REPLICA_PARALLEL_SLICE_BYTES)
 
 
+class _NumpyHandler(_ReadsEndTogether, ocp.type_handlers.NumpyHandler):
+  """orbax's ``np.ndarray`` handler."""
+
+
+class _ScalarHandler(_ReadsEndTogether, ocp.type_handlers.ScalarHandler):
+  """orbax's handler of Python and numpy scalars."""
+
+
+class _StringHandler(_ReadsEndTogether, ocp.type_handlers.StringHandler):
+  """orbax's ``str`` handler."""
+
+
 def _state_handler() -> ocp.PyTreeCheckpointHandler:
   """orbax's pytree handler, with ``_ArrayHandler`` for ``jax.Array`` leaves and orbax's own
-  handlers for the other leaf types, in a registry of this handler's own. Its state files are
-  those of orbax's ``StandardCheckpointHandler`` over the same ``_ArrayHandler``: either reads
-  what the other writes."""
-  handlers = ocp.type_handlers
-  scalar = handlers.ScalarHandler()
-  registry = handlers.create_type_handler_registry(
+  handlers for the other leaf types (each with ``_ReadsEndTogether``), in a registry of this
+  handler's own. Its state files are those of orbax's ``StandardCheckpointHandler`` over the
+  same ``_ArrayHandler``: either reads what the other writes."""
+  scalar = _ScalarHandler()
+  registry = ocp.type_handlers.create_type_handler_registry(
       (int, scalar), (float, scalar), (bytes, scalar), (np.number, scalar),
-      (np.ndarray, handlers.NumpyHandler()), (jax.Array, _ArrayHandler()),
-      (str, handlers.StringHandler()))
+      (np.ndarray, _NumpyHandler()), (jax.Array, _ArrayHandler()), (str, _StringHandler()))
   return ocp.PyTreeCheckpointHandler(type_handler_registry=registry)
 
 
@@ -277,11 +325,13 @@ class Checkpointer:
     self._preemption = self._manager(PREEMPTION_DIR, preemption_to_keep, async_save, read_only)
     self._write_reports = None
     if not read_only:
-      # A failed asynchronous write reports from orbax's threads while training goes on: these
-      # filters stay for the writer's lifetime. Both drop only what ``_disk_full`` reports.
+      # A failed asynchronous write echoes from orbax's threads while training goes on: these
+      # filters stay for the writer's lifetime. Both drop only those echoes of a failure that
+      # ``save`` / ``wait_until_finished`` / ``close`` raise themselves.
       self._write_reports = (orbax_reports.OrbaxReports(disk_full=True),
-                             orbax_reports.ClosedLoopReports())
-      self._write_reports[0].add()
+                             orbax_reports.AbandonedWriteReports())
+      for reports in self._write_reports:
+        reports.add()
 
   def _manager(self, name, keep, async_save, read_only) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(
@@ -348,12 +398,11 @@ class Checkpointer:
         with self._writing(mngr):
           mngr.close()
     finally:
-      # After a full disk, orbax's abandoned writes report whenever they are collected, at exit
-      # at the latest: the filters then stay for the life of the process.
+      # After a full disk, orbax's abandoned writes report whenever they end or are collected,
+      # at exit at the latest: the filters then stay for the life of the process.
       if self._write_reports is not None and not self._disk_full_reported:
-        logs, unraisables = self._write_reports
-        logs.remove()
-        unraisables.remove()
+        for reports in self._write_reports:
+          reports.remove()
         self._write_reports = None
 
   @contextlib.contextmanager
@@ -386,9 +435,6 @@ class Checkpointer:
     # A failed save's wait returns at its first error, while its other write threads may still
     # be failing (and writing): they end before the partial files go.
     _join_save_threads(timeout_secs=60.)
-    # orbax's abandoned writes hold coroutines that would report at interpreter exit (one
-    # 'Exception ignored' traceback each): collected now, while the filters hold.
-    gc.collect()
     partial = []
     for directory in (self._periodic.directory, self._preemption.directory):
       for path in epath.Path(directory).glob(f'*{_TMP_MARK}*'):
@@ -471,8 +517,7 @@ class Checkpointer:
     damage, start, delay = None, time.monotonic(), RETRY_DELAY_SECS
     for attempt in range(1, READ_ATTEMPTS + 1):
       try:
-        with orbax_reports.quiet_closed_loop_callbacks():
-          return self._read_unquiet(mngr, step, abstract_state, partial)
+        return self._read_once(mngr, step, abstract_state, partial)
       except CheckpointIOError as e:
         error = e
       except CorruptCheckpointError as e:
@@ -489,7 +534,7 @@ class Checkpointer:
     raise CheckpointIOError(f'{error} (on each of {READ_ATTEMPTS} tries over '
                             f'{time.monotonic() - start:.0f} s)')
 
-  def _read_unquiet(self, mngr: ocp.CheckpointManager, step: int, abstract_state, partial: bool):
+  def _read_once(self, mngr: ocp.CheckpointManager, step: int, abstract_state, partial: bool):
     where = self._directory(mngr, step)
     if partial and not isinstance(abstract_state, dict):
       raise TypeError('A partial restore takes a dict of the stored items to read, e.g. '

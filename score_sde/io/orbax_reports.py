@@ -2,22 +2,20 @@
 
 orbax logs (through absl) a WARNING that a reader's directory is read only, twice per load, and,
 when the disk fills, an ERROR with a traceback per write thread, to which asyncio adds an
-'exception was never retrieved' per abandoned write (``OrbaxReports``, on the loggers of
-``_LOGGERS``, for the length of a block with ``filtered``). Its failed reads and abandoned writes
-also report through ``sys.unraisablehook``: a ``RuntimeError('Event loop is closed')`` per read
-still in flight when a restore fails, hundreds per damaged checkpoint, and the errors of its
-abandoned coroutines when they are collected (``ClosedLoopReports``,
-``quiet_closed_loop_callbacks``). Each filter drops only those records and passes everything
-else; the log and hook plumbing lives here so that ``checkpoint`` reads as saving and restoring.
+'exception was never retrieved' per abandoned write. ``OrbaxReports``, on the loggers of
+``_LOGGERS`` (for the length of a block with ``filtered``), drops those records and passes
+everything else.
+
+A failed write also leaves its sibling writes running on orbax's closed event loop, and
+tensorstore reports each of them, when it ends, through ``sys.unraisablehook`` alone (no log
+record, no warning): ``AbandonedWriteReports`` drops those reports for a writer's lifetime. (A
+failed read leaves nothing running: ``checkpoint._ReadsEndTogether``.) The plumbing lives here
+so that ``checkpoint`` reads as saving and restoring.
 """
 import contextlib
-import gc
 import logging as std_logging
 import os
 import sys
-import time
-
-from absl import logging
 
 from score_sde.io import files
 
@@ -69,65 +67,33 @@ def filtered(reports: OrbaxReports):
     reports.remove()
 
 
-def _is_orbax_coroutine(obj) -> bool:
-  code = getattr(obj, 'cr_code', None)
-  return code is not None and '/orbax/' in code.co_filename.replace(os.sep, '/')
+class AbandonedWriteReports:
+  """A ``sys.unraisablehook`` that drops tensorstore's report of each write that orbax abandoned
+  and passes every other report to the hook it replaced.
 
-
-class ClosedLoopReports:
-  """A ``sys.unraisablehook`` that counts, instead of printing, orbax's ``RuntimeError('Event
-  loop is closed')`` reports (see ``quiet_closed_loop_callbacks``) and the errors of orbax's
-  coroutines that a failed write abandoned, met when they are collected (at exit, an
-  ``ImportError`` each); anything else goes to the hook it replaced. Installed on construction;
-  ``remove`` puts the replaced hook back."""
+  orbax runs a save's tensorstore writes with ``asyncio.gather`` on an event loop of its own, in
+  a thread of its own, and closes that loop as soon as one write fails (a full disk), while the
+  others still run; orbax's public API has no seam between the two. tensorstore hands each of
+  those writes, when it ends, to the closed loop, which refuses it, and reports the refusal
+  (``RuntimeError('Event loop is closed')``, with no object) through ``sys.unraisablehook``:
+  one traceback per write, hundreds when the disk fills. They come from tensorstore's threads
+  while training goes on, at any time after the failure, so this hook is installed for as long
+  as the writer lives (``add`` / ``remove``), not for one call.
+  """
 
   def __init__(self):
-    self.silenced = 0
-    self._previous = sys.unraisablehook
-    sys.unraisablehook = self
+    self._replaced = None
 
   def __call__(self, unraisable):
-    if ((isinstance(unraisable.exc_value, RuntimeError)
-         and str(unraisable.exc_value) == 'Event loop is closed')
-        or _is_orbax_coroutine(unraisable.object)):
-      self.silenced += 1
-    else:
-      self._previous(unraisable)
+    if not (unraisable.object is None and isinstance(unraisable.exc_value, RuntimeError)
+            and str(unraisable.exc_value) == 'Event loop is closed'):
+      self._replaced(unraisable)
+
+  def add(self) -> None:
+    self._replaced, sys.unraisablehook = sys.unraisablehook, self
 
   def remove(self) -> None:
+    """Puts the replaced hook back, unless another hook has replaced this one meanwhile (it may
+    pass reports on to this one, which passes them on in turn)."""
     if sys.unraisablehook is self:
-      sys.unraisablehook = self._previous
-    if self.silenced:
-      logging.debug('Silenced %d "Event loop is closed" reports of failed I/O.', self.silenced)
-
-
-@contextlib.contextmanager
-def quiet_closed_loop_callbacks():
-  """Silences one harmless report of orbax reading a damaged checkpoint.
-
-  orbax runs the tensorstore reads of a restore on an asyncio loop that it closes as soon as one
-  read fails; the reads still in flight then report ``RuntimeError('Event loop is closed')``
-  through ``sys.unraisablehook``: one traceback each, hundreds per damaged checkpoint, after
-  the one-line warning that says what happened. Within this block those, and only those, are
-  counted (debug log) instead of printed; anything else goes to the previous hook. The hook is
-  the process's, so the block is kept short: one checkpoint read.
-  """
-  reports = ClosedLoopReports()
-  failed = False
-  try:
-    yield
-  except BaseException:
-    failed = True
-    raise
-  finally:
-    gc.collect()  # Reports still pending are made while the hook filters them.
-    if failed or reports.silenced:
-      # Reads still in flight on tensorstore's threads report when they end, later on a loaded
-      # machine: keep filtering until none has come for 0.2 s (2 s at most, failed reads only).
-      last, quiet_since, deadline = reports.silenced, time.monotonic(), time.monotonic() + 2.
-      while time.monotonic() < deadline and time.monotonic() - quiet_since < 0.2:
-        time.sleep(0.02)
-        gc.collect()
-        if reports.silenced != last:
-          last, quiet_since = reports.silenced, time.monotonic()
-    reports.remove()
+      sys.unraisablehook = self._replaced

@@ -7,7 +7,7 @@ self-attention (``AttnBlock``) at 16x16, nearest-neighbour ``Upsample`` / stride
 ``Dense_1``, ``Conv_0``, ``ResnetBlockDDPM_<i>``, ``AttnBlock_<i>``, ``Downsample_<i>``,
 ``Upsample_<i>``, ``GroupNorm_0``, ``Conv_1``.
 """
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from score_sde.models import layers
 from score_sde.models.utils import (check_image_size, check_model_inputs, class_count, get_sigmas,
-                                    MODELS)
+                                    MODELS, unet_problems)
 
 
 @MODELS.register('ddpm')
@@ -73,6 +73,11 @@ class DDPM(nn.Module):
         centered=config.data.centered, sigma_min=m.sigma_min, sigma_max=m.sigma_max,
         num_scales=m.num_scales, num_classes=class_count(config),
         remat=bool(m.get('remat', False)))
+
+  @classmethod
+  def config_problems(cls, config) -> List[Tuple[str, str]]:
+    """What ``config`` asks of the network that it does not have: ``models.utils.unet_problems``."""
+    return unet_problems(config)
 
   def _resblock(self, out_ch=None) -> nn.Module:
     block = layers.rematerialized(layers.ResnetBlockDDPM) if self.remat else layers.ResnetBlockDDPM

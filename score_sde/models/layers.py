@@ -15,7 +15,8 @@ import jax.numpy as jnp
 
 Activation = Callable[[jax.Array], jax.Array]
 
-_ACTIVATIONS = {
+# model.nonlinearity -> the activation function.
+ACTIVATIONS = {
     'elu': nn.elu,
     'relu': nn.relu,
     'lrelu': functools.partial(nn.leaky_relu, negative_slope=0.2),
@@ -26,10 +27,10 @@ _ACTIVATIONS = {
 def get_act(name: str) -> Activation:
   """The nonlinearity named ``name``: 'elu', 'relu', 'lrelu' (slope 0.2) or 'swish'."""
   try:
-    return _ACTIVATIONS[name]
+    return ACTIVATIONS[name]
   except KeyError:
     raise ValueError(
-        f'Unknown nonlinearity {name!r}; use one of {sorted(_ACTIVATIONS)}.') from None
+        f'Unknown nonlinearity {name!r}; use one of {sorted(ACTIVATIONS)}.') from None
 
 
 @functools.lru_cache(maxsize=None)

@@ -18,7 +18,7 @@ The module reproduces the released score_sde code operation by operation, and it
 ..., ``GroupNorm_0``, ``Conv_1``.
 Submodules are auto-named in creation order, so the order of the code below is part of the format.
 """
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
@@ -29,20 +29,23 @@ from score_sde.models.layers import (add_class_embedding, conv3x3, default_init,
                                      get_timestep_embedding, group_norm, rematerialized,
                                      residual_sum)
 from score_sde.models.utils import (check_image_size, check_model_inputs, class_count, get_sigmas,
-                                    MODELS)
+                                    MODELS, unet_problems)
 
-_CHOICES = {
+# The module's string fields (model.<field> of the config) -> the values it branches on.
+CHOICES = {
     'resblock_type': ('ddpm', 'biggan'),
     'progressive': ('none', 'output_skip', 'residual'),
     'progressive_input': ('none', 'input_skip', 'residual'),
     'progressive_combine': ('sum', 'cat'),
     'embedding_type': ('fourier', 'positional'),
 }
+# model.attention_type: DDPM's self-attention, the one kind the reference implements.
+ATTENTION_TYPES = ('ddpm',)
 
 
 def _check_choice(field: str, value: str) -> str:
-  if value not in _CHOICES[field]:
-    raise ValueError(f'model.{field}={value!r} is not one of {_CHOICES[field]}.')
+  if value not in CHOICES[field]:
+    raise ValueError(f'model.{field}={value!r} is not one of {CHOICES[field]}.')
   return value
 
 
@@ -104,8 +107,8 @@ class NCSNpp(nn.Module):
     if m.get('normalization', 'GroupNorm') != 'GroupNorm':
       raise ValueError(f"ncsnpp supports only model.normalization='GroupNorm'; "
                        f'got {m.normalization!r}.')
-    if m.get('attention_type', 'ddpm') != 'ddpm':
-      raise ValueError(f"ncsnpp supports only model.attention_type='ddpm'; "
+    if m.get('attention_type', 'ddpm') not in ATTENTION_TYPES:
+      raise ValueError(f'ncsnpp supports model.attention_type in {ATTENTION_TYPES}; '
                        f'got {m.attention_type!r}.')
     if m.get('conv_size', 3) != 3:
       raise ValueError(f'ncsnpp supports only model.conv_size=3; got {m.conv_size}.')
@@ -128,6 +131,11 @@ class NCSNpp(nn.Module):
         scale_by_sigma=m.scale_by_sigma, centered=config.data.centered, sigma_min=m.sigma_min,
         sigma_max=m.sigma_max, num_scales=m.num_scales,
         num_classes=class_count(config), remat=bool(m.get('remat', False)))
+
+  @classmethod
+  def config_problems(cls, config) -> List[Tuple[str, str]]:
+    """What ``config`` asks of the network that it does not have: ``models.utils.unet_problems``."""
+    return unet_problems(config)
 
   # Factories for the repeated blocks; each call creates (and so auto-names) a new submodule.
   def _resblock(self, **kwargs) -> nn.Module:
@@ -237,7 +245,7 @@ class NCSNpp(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, time_cond: jax.Array, train: bool = False,
                class_labels: Optional[jax.Array] = None) -> jax.Array:
-    for field in _CHOICES:
+    for field in CHOICES:
       _check_choice(field, getattr(self, field))
     check_model_inputs(x, time_cond, len(self.ch_mult))
     temb, sigmas = self._embed(time_cond, class_labels, x.dtype)

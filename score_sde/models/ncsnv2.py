@@ -30,15 +30,16 @@ The parameter trees are those of the released score_sde code: ``Conv_0``,
 ``[Conditional]ResidualBlock_<i>``, ``[Cond]RefineBlock_<i>``, the final normalisation
 (``InstanceNorm2dPlus_0``, ...) and ``Conv_1``.
 """
-from typing import Tuple
+from typing import List, Tuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from score_sde import sde_lib
 from score_sde.models import normalization as norms, refinenet
 from score_sde.models.layers import get_act
-from score_sde.models.utils import get_sigmas, MODELS
+from score_sde.models.utils import get_sigmas, models_with, MODELS, sde_class
 
 
 def _check_inputs(x: jax.Array, labels: jax.Array, factor: int) -> None:
@@ -111,6 +112,43 @@ class _RefineNetScore(nn.Module):
                interpolation=m.interpolation, scale_by_sigma=m.scale_by_sigma,
                centered=config.data.centered, sigma_min=m.sigma_min, sigma_max=m.sigma_max,
                num_scales=m.num_scales)
+
+  @classmethod
+  def config_problems(cls, config) -> List[Tuple[str, str]]:
+    """What ``config`` asks of the network that it does not have, as ``(field, fix)`` pairs.
+
+    The label is the index of a level of SMLD's ladder, which only discrete VE training (the
+    SMLD loss) and the discrete VE score pass. The normalisations are the noise-conditional ones
+    (NCSN) or the unconditional ones (NCSNv2), GroupNorm's 32 groups dividing the channels. There
+    is no rematerialisation and no class conditioning. The layout is the class's own, so the
+    U-Net fields (``model.ch_mult``, ...) are not read.
+    """
+    m, t, name = config.model, config.training, config.model.name
+    problems = []
+    sde = sde_class(config)
+    if sde is None or not issubclass(sde, sde_lib.VESDE):
+      problems.append(('training.sde', f'{name} is an SMLD network conditioned on VE noise '
+                                       "levels; set it to 'vesde'"))
+    if t.continuous:
+      problems.append(('training.continuous', f'{name} takes the index of a noise level, not the '
+                                              'sigma(t) of continuous training; set it to False '
+                                              '(the SMLD loss)'))
+    known = norms.CONDITIONAL_NORMALIZATIONS if cls.conditional else norms.NORMALIZATIONS
+    if m.normalization in norms.NORMALIZATIONS and m.normalization not in known:
+      problems.append(('model.normalization',
+                       f'{name} supports {", ".join(repr(k) for k in known)}'))
+    if m.normalization == 'GroupNorm' and not (isinstance(m.nf, int) and m.nf % 32 == 0):
+      problems.append(('model.nf', 'GroupNorm has 32 groups, so the channel counts (multiples of '
+                                   'nf) must be multiples of 32'))
+    if m.remat:
+      problems.append(('model.remat', f'rematerialisation is implemented for '
+                                      f'{" and ".join(models_with("remat"))}, not {name!r}; set '
+                                      'model.remat=False'))
+    if m.num_classes:
+      problems.append(('model.num_classes', f'class-conditional networks are '
+                                            f'{" and ".join(models_with("num_classes"))}, not '
+                                            f'{name!r}; set model.num_classes=0'))
+    return problems
 
   @classmethod
   def downsampling_factor(cls) -> int:

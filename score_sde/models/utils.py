@@ -1,11 +1,14 @@
 """Model registry, construction, initialisation, and the network -> score-function adapter.
 
 ``MODELS`` maps ``config.model.name`` to a linen module class with a ``from_config(config)``
-constructor; importing ``score_sde.models`` fills it. ``get_score_fn`` turns a network into the
-``score_fn(x, t)`` that samplers and likelihoods take, through ``models.parameterization``
-(time labels, and what the output means: score, noise, clean image or velocity).
+constructor and a ``config_problems(config)`` classmethod (what the config asks of the network
+that it does not have, as ``(field, fix)`` pairs that ``configs.validation`` words); importing
+``score_sde.models`` fills it. ``get_score_fn`` turns a network into the ``score_fn(x, t)`` that
+samplers and likelihoods take, through ``models.parameterization`` (time labels, and what the
+output means: score, noise, clean image or velocity).
 """
-from typing import Callable, Optional, Sequence, Tuple, Union
+import dataclasses
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import flax.linen as nn
 import jax
@@ -15,6 +18,7 @@ import numpy as np
 
 from score_sde import sde_lib
 from score_sde.common.registry import Registry
+from score_sde.models import normalization
 # The score conversion lives in models.parameterization; its names stay importable from here.
 from score_sde.models.parameterization import ode_score_continuous, score_fn_from_model_fn
 
@@ -52,6 +56,74 @@ def check_model_inputs(x: jax.Array, time_cond: jax.Array, num_resolutions: int)
                      'Pass one time / noise level per image.')
   for size in x.shape[1:3]:
     check_image_size(size, num_resolutions)
+
+
+def models_with(field: str) -> List[str]:
+  """Registered model names whose module has the attribute ``field`` (``'remat'``,
+  ``'num_classes'``): the networks that a ``config.model.<field>`` switch reaches."""
+  return [name for name in MODELS
+          if field in {f.name for f in dataclasses.fields(MODELS.get(name))}]
+
+
+def sde_class(config: ml_collections.ConfigDict) -> Optional[type]:
+  """The SDE class that ``config.training.sde`` names; None for an unregistered name."""
+  name = config.training.sde
+  return sde_lib.SDES.get(name) if name in sde_lib.SDES else None
+
+
+def unet_problems(config: ml_collections.ConfigDict) -> List[Tuple[str, str]]:
+  """``config_problems`` of the U-Nets (NCSN++ / DDPM++, DDPM), as ``(field, fix)`` pairs.
+
+  Their resolutions are ``data.image_size`` halved ``len(ch_mult) - 1`` times, and attention runs
+  at some of them; the FIR kernel has positive taps. The time embedding matches what training
+  passes: the Fourier embedding reads ``log sigma(t)``, which only continuous training passes,
+  and continuous VE training passes ``sigma(t)``, which only it reads. ``scale_by_sigma`` divides
+  by the VE noise level (VP / sub-VP scores are divided by the marginal std when the score is
+  formed). Normalisation is GroupNorm.
+  """
+  m, problems = config.model, []
+  ch_mult = tuple(m.ch_mult)
+  ok_mult = bool(ch_mult) and all(isinstance(k, int) and k > 0 for k in ch_mult)
+  if not ok_mult:
+    problems.append(('model.ch_mult',
+                     'use a non-empty tuple of positive integers, one per resolution'))
+  size = config.data.image_size
+  if ok_mult and isinstance(size, int) and size > 0:
+    factor = 2 ** (len(ch_mult) - 1)
+    if size % factor:
+      problems.append(('model.ch_mult', f'{len(ch_mult)} resolutions halve data.image_size={size} '
+                                        f'{len(ch_mult) - 1} times, which needs a multiple of '
+                                        f'{factor}; use fewer entries or larger images'))
+    else:
+      reachable = [size // 2 ** i for i in range(len(ch_mult))]
+      bad = [r for r in m.attn_resolutions if r not in reachable]
+      if bad:
+        problems.append(('model.attn_resolutions',
+                         f'{bad} is never reached; the network runs at {reachable}'))
+  if m.fir:
+    kernel = tuple(m.fir_kernel)
+    if not (kernel and all(k > 0 for k in kernel)):
+      problems.append(('model.fir_kernel',
+                       'use a non-empty sequence of positive taps, e.g. (1, 3, 3, 1)'))
+  continuous, sde = config.training.continuous, sde_class(config)
+  if m.embedding_type == 'fourier':
+    if not continuous:
+      problems.append(('model.embedding_type', 'the Fourier embedding reads log sigma(t), which '
+                                               "discrete training does not pass; use "
+                                               "'positional' or training.continuous=True"))
+    if not m.fourier_scale > 0:
+      problems.append(('model.fourier_scale',
+                       'use a positive scale of the random frequencies, e.g. 16'))
+  elif sde is not None and issubclass(sde, sde_lib.VESDE) and continuous:
+    problems.append(('model.embedding_type', 'continuous VE training conditions the network on '
+                                             "sigma(t); use 'fourier'"))
+  if m.scale_by_sigma and sde is not None and issubclass(sde, sde_lib.VPSDE):
+    problems.append(('model.scale_by_sigma',
+                     f'{str(config.training.sde).lower()} scores are already divided by the '
+                     'marginal std; set it to False (True is for vesde only)'))
+  if m.normalization in normalization.NORMALIZATIONS and m.normalization != 'GroupNorm':
+    problems.append(('model.normalization', f"{m.name} supports 'GroupNorm'"))
+  return problems
 
 
 def class_count(config: ml_collections.ConfigDict) -> int:
@@ -284,6 +356,7 @@ def get_classifier_fn(sde: sde_lib.SDE, classifier: nn.Module, params
   return logits_fn
 
 
-__all__ = ['MODELS', 'CLASSIFIERS', 'class_count', 'get_classifier', 'is_class_conditional', 'get_classifier_fn',
-           'get_sigmas', 'get_model', 'init_params', 'abstract_params', 'count_params',
-           'get_model_fn', 'get_score_fn', 'ode_score_continuous', 'score_fn_from_model_fn']
+__all__ = ['MODELS', 'CLASSIFIERS', 'class_count', 'get_classifier', 'is_class_conditional',
+           'get_classifier_fn', 'get_sigmas', 'get_model', 'init_params', 'abstract_params',
+           'count_params', 'get_model_fn', 'get_score_fn', 'models_with', 'ode_score_continuous',
+           'score_fn_from_model_fn', 'sde_class', 'unet_problems']

@@ -25,7 +25,6 @@ every example has reached ``eps``, and ``denoise`` finishes with Tweedie's denoi
 Shapes: samples ``(B, ...)`` float32.
 """
 import math
-from typing import Optional
 
 import diffrax
 import jax
@@ -38,11 +37,10 @@ from score_sde.sampling import base, schedule
 _BROWNIAN_TOL = 1e-6
 
 
-def get_adaptive_sampler(sde: sde_lib.SDE, shape, inverse_scaler: base.InverseScaler,
+def get_adaptive_sampler(sde: sde_lib.SDE, shape, inverse_scaler: base.InverseScaler, times,
                          rel_tol: float = 0.05, abs_tol: float = 0.0078, h_init: float = 0.01,
                          safety: float = 0.9, exponent: float = 0.9, denoise: bool = True,
-                         eps: Optional[float] = None, max_iterations: int = 4096
-                         ) -> base.Sampler:
+                         max_iterations: int = 4096) -> base.Sampler:
   """The adaptive sampler of the module docstring (the authors' defaults: ``rel_tol = 0.05``,
   ``abs_tol = 0.0078`` for data in ``[-1, 1]``, ``h_init = 0.01``, ``safety = 0.9``,
   ``exponent = 0.9``).
@@ -51,19 +49,21 @@ def get_adaptive_sampler(sde: sde_lib.SDE, shape, inverse_scaler: base.InverseSc
     sde: the forward SDE.
     shape: ``(B, ...)`` of the samples.
     inverse_scaler: model space -> data space.
+    times: ``(t_start, eps)``: from ``T`` (or below it, from a given ``x_T``) to the last time.
     rel_tol, abs_tol: the tolerances in ``delta``.
     h_init: the first step size.
     safety, exponent: the step-size update ``safety h E^(-exponent)``.
     denoise: finish with Tweedie's denoiser at ``eps`` (one more evaluation).
-    eps: the last time (``None``: ``sde.sampling_eps``).
     max_iterations: stop after this many attempted steps (two evaluations each); examples not
       at ``eps`` by then come back NaN rather than silently early.
   Returns:
-    ``sampler(rng, score_fn) -> (samples, nfe)``, ``nfe`` an int32 scalar: two evaluations per
-    attempted step of the batch (the examples step together), plus one to denoise.
+    ``sampler(rng, score_fn, x_T=None, callback=None) -> (samples, nfe)``, ``nfe`` an int32
+    scalar: two evaluations per attempted step of the batch (the examples step together), plus
+    one to denoise. The callback sees every attempt's state and each example's time ``(B,)``.
   """
   shape = base.check_shape(shape)
-  eps = base.check_eps(sde, eps)
+  times, starts_at_T = schedule.check_times(sde, times, 'the adaptive sampler', num_levels=2)
+  t_start, eps = (float(t) for t in times)
   if not (rel_tol > 0 and abs_tol > 0 and h_init > 0 and 0 < safety <= 1 and exponent > 0):
     raise ValueError(f'rel_tol={rel_tol}, abs_tol={abs_tol}, h_init={h_init} and '
                      f'exponent={exponent} must be positive and safety={safety} in (0, 1].')
@@ -73,9 +73,9 @@ def get_adaptive_sampler(sde: sde_lib.SDE, shape, inverse_scaler: base.InverseSc
   def per_example(v):
     return v.reshape((batch,) + (1,) * (len(shape) - 1))
 
-  def sampler(rng, score_fn):
+  def sampler(rng, score_fn, x_T=None, callback=None):
     rsde = sde.reverse(score_fn)
-    x = sde.prior_sampling(base.prior_key(rng), shape)
+    x = base.start(sde, rng, shape, x_T, starts_at_T)
     paths = jax.random.split(base.noise_key(rng), batch)
 
     def increments(t, h):
@@ -85,11 +85,12 @@ def get_adaptive_sampler(sde: sde_lib.SDE, shape, inverse_scaler: base.InverseSc
         return tree.evaluate(jnp.maximum(t - h, eps), t)
       return jax.vmap(one)(paths, t, h)
 
-    t = jnp.full((batch,), sde.T, jnp.float32)
-    h = jnp.full((batch,), min(h_init, sde.T - eps), jnp.float32)
+    t = jnp.full((batch,), t_start, jnp.float32)
+    h = jnp.full((batch,), min(h_init, t_start - eps), jnp.float32)
 
     def attempt(carry):
       i, x, x_prev, t, h = carry
+      base.notify(callback, i, x, t)
       active = t > eps
       h = jnp.where(active, h, 0.)
       dw = increments(t, h)
@@ -125,3 +126,9 @@ def get_adaptive_sampler(sde: sde_lib.SDE, shape, inverse_scaler: base.InverseSc
     return inverse_scaler(x), nfe
 
   return sampler
+
+
+METHOD = base.Method('adaptive', get_adaptive_sampler, family='sde',
+                     settings=lambda s, sde: dict(rel_tol=s.adaptive_rtol, abs_tol=s.adaptive_atol,
+                                                  denoise=s.noise_removal),
+                     levels=base.interval_levels, steps_field='')

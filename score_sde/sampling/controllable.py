@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from score_sde import sde_lib
-from score_sde.sampling import base, pc
+from score_sde.sampling import base, pc, schedule
 
 # Orthonormal colour basis: its first column is the grey level (R + G + B) / sqrt(3), the
 # others span the colour-difference plane. decouple(x) = x @ M, couple(y) = y @ M^T.
@@ -38,11 +38,13 @@ def couple(y: jax.Array) -> jax.Array:
   return jnp.einsum('...j,ij->...i', y, _COLOR_BASIS)
 
 
-def _get_pc_projector(sde, predictor, corrector, inverse_scaler, snr, n_steps, probability_flow,
-                      denoise, eps, to_basis, from_basis):
-  """PC sampling with the coordinates where ``mask`` is 1 (in ``to_basis`` space) clamped to a
-  forward draw of ``known`` after every step. Returns ``run(rng, score_fn, known, mask)``."""
-  eps = base.check_eps(sde, eps)
+def _get_pc_projector(sde, times, predictor, corrector, inverse_scaler, snr, n_steps,
+                      probability_flow, denoise, to_basis, from_basis):
+  """The PC sampler's loop (``pc.run_pc``) with the coordinates where ``mask`` is 1 (in
+  ``to_basis`` space) clamped to a forward draw of ``known`` after every step. Returns
+  ``run(rng, score_fn, known, mask)``."""
+  times, starts_at_T = schedule.check_times(sde, times, 'PC inpainting')
+  sde = pc.sampler_sde(sde, pc.chain_steps(sde, times))
   pc_step, nfe_per_step = pc.get_pc_step(sde, predictor, corrector, snr, n_steps,
                                          probability_flow)
 
@@ -54,52 +56,37 @@ def _get_pc_projector(sde, predictor, corrector, inverse_scaler, snr, n_steps, p
     if known.ndim < 2:
       raise ValueError(f'data must be batched, (B, ...); got shape {known.shape}.')
     known_mask = jnp.broadcast_to(mask, known.shape) > 0.5
-    times = pc.pc_time_grid(sde, eps)
-    step_keys = base.noise_key(rng)
 
     def clamp(rng, x, t):
       return from_basis(jnp.where(known_mask, forward_draw(rng, known, t), to_basis(x)))
 
-    prior = sde.prior_sampling(base.prior_key(rng), known.shape)
-    x = clamp(jax.random.fold_in(step_keys, sde.N), prior, times[0])
-
-    def body(i, carry):
-      x, _ = carry
-      step_rng, clamp_rng = jax.random.split(jax.random.fold_in(step_keys, i))
-      t = base.batch_times(times[i], known.shape[0])
-      x, x_mean = pc_step(score_fn, step_rng, x, t, times[i + 1] - times[i])
-      return clamp(clamp_rng, x, times[i + 1]), x_mean
-
-    x, x_mean = jax.lax.fori_loop(0, sde.N, body, (x, x))
+    x = base.start(sde, rng, known.shape, None, starts_at_T)
+    x = clamp(jax.random.fold_in(base.noise_key(rng), times.shape[0]), x, times[0])
+    x, x_mean = pc.run_pc(pc_step, score_fn, jnp.asarray(times), x, rng, project=clamp)
     out = jnp.where(known_mask, known, to_basis(x_mean if denoise else x))
-    return inverse_scaler(from_basis(out)), sde.N * nfe_per_step
+    return inverse_scaler(from_basis(out)), times.shape[0] * nfe_per_step
 
   return run
 
 
-def get_pc_inpainter(sde: sde_lib.SDE, predictor: pc.PredictorLike, corrector: pc.CorrectorLike,
-                     inverse_scaler: base.InverseScaler, snr: float, n_steps: int = 1,
-                     probability_flow: bool = False, denoise: bool = True, eps: float = 1e-5):
+def get_pc_inpainter(sde: sde_lib.SDE, times, predictor: pc.PredictorLike,
+                     corrector: pc.CorrectorLike, inverse_scaler: base.InverseScaler, snr: float,
+                     n_steps: int = 1, probability_flow: bool = False, denoise: bool = True):
   """Inpainting by PC sampling with the known pixels clamped (appendix I.2).
 
-  Args: as ``pc.get_pc_sampler``.
+  Args: as ``pc.get_pc_sampler`` (``times`` its grid from ``T``).
   Returns:
     ``inpainter(rng, score_fn, data, mask) -> (samples, nfe)``: ``data`` ``(B, ...)`` in model
     space, ``mask`` broadcastable to it, 1 where the pixel is known. ``samples`` equal
     ``inverse_scaler(data)`` where ``mask`` is 1, bit for bit.
   """
-  run = _get_pc_projector(sde, predictor, corrector, inverse_scaler, snr, n_steps,
-                          probability_flow, denoise, eps, base.identity, base.identity)
-
-  def inpainter(rng, score_fn, data, mask):
-    return run(rng, score_fn, data, mask)
-
-  return inpainter
+  return _get_pc_projector(sde, times, predictor, corrector, inverse_scaler, snr, n_steps,
+                           probability_flow, denoise, base.identity, base.identity)
 
 
-def get_pc_colorizer(sde: sde_lib.SDE, predictor: pc.PredictorLike, corrector: pc.CorrectorLike,
-                     inverse_scaler: base.InverseScaler, snr: float, n_steps: int = 1,
-                     probability_flow: bool = False, denoise: bool = True, eps: float = 1e-5):
+def get_pc_colorizer(sde: sde_lib.SDE, times, predictor: pc.PredictorLike,
+                     corrector: pc.CorrectorLike, inverse_scaler: base.InverseScaler, snr: float,
+                     n_steps: int = 1, probability_flow: bool = False, denoise: bool = True):
   """Colorization: inpainting of the colour coordinates of ``decouple`` (appendix I.3).
 
   Returns:
@@ -107,8 +94,8 @@ def get_pc_colorizer(sde: sde_lib.SDE, predictor: pc.PredictorLike, corrector: p
     ``(B, H, W, 3)`` with equal R, G, B (model space). The samples' channel mean equals the
     input grey level up to float32 rounding of the basis change.
   """
-  run = _get_pc_projector(sde, predictor, corrector, inverse_scaler, snr, n_steps,
-                          probability_flow, denoise, eps, decouple, couple)
+  run = _get_pc_projector(sde, times, predictor, corrector, inverse_scaler, snr, n_steps,
+                          probability_flow, denoise, decouple, couple)
 
   def colorizer(rng, score_fn, gray_scale_img):
     if gray_scale_img.ndim != 4 or gray_scale_img.shape[-1] != 3:

@@ -17,7 +17,7 @@ Adams-Bashforth weights ``(sigma_{i+1} - sigma_i) * (1), (3, -1)/2, (23, -16, 5)
 ``sigma = 0`` (``multistep``) is the same formula with ``sigma_{i+1} = 0``.
 Shapes: samples ``(B, ...)`` float32.
 """
-from typing import Optional, Sequence
+from typing import Optional
 
 import jax.numpy as jnp
 
@@ -54,27 +54,38 @@ def method(variable_step: bool) -> multistep.Method:
   return multistep.Method(max_order=4, depth=4, store=store, step=step, to_zero=to_zero)
 
 
-def get_deis_sampler(sde: sde_lib.SDE, shape, inverse_scaler: base.InverseScaler,
-                     num_steps: int, order: int = 4, variable_step: bool = True,
-                     schedule: str = 'karras', denoise: bool = True, eps: Optional[float] = None,
-                     lower_order_final: bool = False, final: Optional[str] = None,
-                     rho: float = 7., times: Optional[Sequence[float]] = None
+def get_deis_sampler(sde: sde_lib.SDE, shape, inverse_scaler: base.InverseScaler, times,
+                     order: int = 4, variable_step: bool = True, denoise: bool = True,
+                     lower_order_final: bool = False, final: Optional[str] = None
                      ) -> base.Sampler:
-  """DEIS-rhoAB (``variable_step``) or iPNDM of ``order`` in ``num_steps`` steps.
+  """DEIS-rhoAB (``variable_step``) or iPNDM of ``order`` over the grid ``times``.
 
   Args:
     sde: the forward SDE.
     shape: ``(B, ...)`` of the samples.
     inverse_scaler: model space -> data space.
-    num_steps: steps (= evaluations, one more with ``final='tweedie'``), >= 1.
+    times: the grid (``multistep.levels`` of the step count; evaluations = steps, one more with
+      ``final='tweedie'``); EDM's ``'karras'`` spacing is the solvers' own.
     order: 1 to 4; warm-up and ``lower_order_final`` as ``multistep.step_orders``.
     variable_step: exact weights on the grid (DEIS) or iPNDM's constant-step ones.
-    schedule, rho: the grid (``schedule.time_steps``).
-    denoise, final, eps: the end (``multistep``).
-    times: the grid itself (``schedule.check_times``), instead of ``schedule``, ``rho``, ``eps``.
+    denoise, final: the end (``multistep``).
   Returns:
-    ``sampler(rng, score_fn) -> (samples, nfe = multistep.nfe(num_steps, denoise, final))``.
+    ``sampler(rng, score_fn, x_T=None, callback=None) -> (samples, nfe = multistep.nfe(N,
+    denoise, final))`` (``base``).
   """
   return multistep.get_sampler(method(variable_step), 'DEIS / iPNDM', sde, shape,
-                               inverse_scaler, num_steps, order, lower_order_final, schedule,
-                               rho, denoise, final, eps, times=times)
+                               inverse_scaler, times, order, lower_order_final, denoise, final)
+
+
+def _settings(variable_step: bool, default_order: int):
+  def settings(s, sde):
+    return dict(multistep.config_settings(s, sde, default_order), variable_step=variable_step)
+  return settings
+
+
+METHOD = base.Method('deis', get_deis_sampler, family='ode', settings=_settings(True, 4),
+                     levels=multistep.levels, defaults=multistep.defaults, schedule='karras',
+                     max_order=method(True).max_order)
+IPNDM_METHOD = base.Method('ipndm', get_deis_sampler, family='ode', settings=_settings(False, 3),
+                           levels=multistep.levels, defaults=multistep.defaults, schedule='karras',
+                           max_order=method(False).max_order)

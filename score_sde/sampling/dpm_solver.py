@@ -18,7 +18,7 @@ Only ``alpha(t)``, ``std(t)`` and the inverse of ``lambda`` are needed, so VP, s
 inverted by bisection (``schedule``); the loop, the grid and the final step to ``sigma = 0`` are
 ``multistep``'s. Shapes: samples ``(B, ...)`` float32.
 """
-from typing import Optional, Sequence
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -96,14 +96,12 @@ def method() -> multistep.Method:
                           step=step, to_zero=multistep.data_to_zero)
 
 
-def get_dpm_solver_sampler(sde: sde_lib.SDE, shape, inverse_scaler: base.InverseScaler,
-                           num_steps: int, order: int = 2, schedule: str = 'logSNR',
-                           denoise: bool = True, eps: Optional[float] = None,
-                           lower_order_final: bool = True, final: Optional[str] = None,
-                           rho: float = 7., order3_max_step: Optional[float] = 0.75,
-                           times: Optional[Sequence[float]] = None) -> base.Sampler:
-  """DPM-Solver++(``order``M) from ``T`` in ``num_steps`` steps (``multistep`` for the grid and
-  the end: with ``denoise`` the last step goes to ``sigma = 0``).
+def get_dpm_solver_sampler(sde: sde_lib.SDE, shape, inverse_scaler: base.InverseScaler, times,
+                           order: int = 2, denoise: bool = True, lower_order_final: bool = True,
+                           final: Optional[str] = None,
+                           order3_max_step: Optional[float] = 0.75) -> base.Sampler:
+  """DPM-Solver++(``order``M) over the grid ``times`` (``multistep`` for the grid and the end:
+  with ``denoise`` the last step goes to ``sigma = 0``).
 
   Orders as in ``multistep_update``. The first steps lack history and use orders 1, 2, ...;
   their local errors keep the global order at 2 for ``order = 3`` too, whose gain is a smaller
@@ -113,22 +111,25 @@ def get_dpm_solver_sampler(sde: sde_lib.SDE, shape, inverse_scaler: base.Inverse
     sde: the forward SDE.
     shape: ``(B, ...)`` of the samples.
     inverse_scaler: model space -> data space.
-    num_steps: steps (= evaluations, one more with ``final='tweedie'``), >= 1.
+    times: the grid (``multistep.levels`` of the step count; evaluations = steps, one more with
+      ``final='tweedie'``); uniform in ``lambda`` (``'logSNR'``) is the solver's own.
     order: 1, 2 or 3.
-    schedule: the grid's spacing, one of ``schedule.SCHEDULES`` (``rho`` for ``'karras'``).
     denoise: end at ``sigma = 0`` (a sample of the data) rather than at ``x(eps)``.
-    eps: the smallest positive level's time.
     lower_order_final: see ``multistep.step_orders``.
     final: with ``denoise``, how the last step reaches 0: ``'extrapolate'`` (at ``order``) or
       ``'tweedie'`` (the released code's extra evaluation at ``eps``); None: the SDE's default
-      (``methods.DEFAULT_FINALS``).
+      (``multistep.DEFAULT_FINALS``).
     order3_max_step: steps longer than this in ``lambda`` take order 2 instead of 3
       (``multistep.cap_third_order``); ``None`` keeps the orders as given.
-    times: the grid itself, decreasing from ``T`` to ``eps`` (``schedule.check_times``),
-      instead of ``schedule`` and ``rho``; ``eps`` is then its last time.
   Returns:
-    ``sampler(rng, score_fn) -> (samples, nfe = multistep.nfe(num_steps, denoise, final))``.
+    ``sampler(rng, score_fn, x_T=None, callback=None) -> (samples, nfe = multistep.nfe(N,
+    denoise, final))`` (``base``).
   """
-  return multistep.get_sampler(method(), 'DPM-Solver++', sde, shape, inverse_scaler, num_steps,
-                               order, lower_order_final, schedule, rho, denoise, final, eps,
-                               order3_max_step, times)
+  return multistep.get_sampler(method(), 'DPM-Solver++', sde, shape, inverse_scaler, times,
+                               order, lower_order_final, denoise, final, order3_max_step)
+
+
+METHOD = base.Method('dpm_solver', get_dpm_solver_sampler, family='ode',
+                     settings=lambda s, sde: multistep.config_settings(s, sde, 2),
+                     levels=multistep.levels, defaults=multistep.defaults,
+                     schedule='logSNR', max_order=method().max_order)

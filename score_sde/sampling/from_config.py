@@ -1,36 +1,52 @@
-"""``get_sampler(config, ...)``: the sampler ``config.sampling`` names, built from its fields."""
+"""``get_sampler(config, ...)``: the sampler ``config.sampling`` names, built from its fields
+through the method's registry entry (``methods.METHODS``)."""
 import ml_collections
+import numpy as np
 
 from score_sde import sde_lib
-from score_sde.sampling import schedule_fit
-from score_sde.sampling.adaptive import get_adaptive_sampler
+from score_sde.sampling import base, methods, schedule, schedule_fit
 from score_sde.sampling.base import InverseScaler, Sampler
-from score_sde.sampling.deis import get_deis_sampler
-from score_sde.sampling.dpm_solver import get_dpm_solver_sampler
-from score_sde.sampling.edm import get_heun_sampler
-from score_sde.sampling.methods import (default_final, DEFAULT_ORDERS, DEFAULT_SCHEDULES,
-                                        grid_steps, METHODS)
-from score_sde.sampling.ode import get_ode_sampler
-from score_sde.sampling.pc import get_pc_sampler
-from score_sde.sampling.unipc import get_unipc_sampler
 
-# The multistep solvers of ``sampling.method``.
-MULTISTEP_BUILDERS = {'dpm_solver': get_dpm_solver_sampler, 'unipc': get_unipc_sampler,
-                      'deis': get_deis_sampler, 'ipndm': get_deis_sampler}
+
+def schedule_name(sampling_config: ml_collections.ConfigDict, entry: base.Method) -> str:
+  """The grid formula a method's config asks for: ``sampling.schedule`` for the fixed-step
+  solvers ('' leaves it to the method), the method's own for the others."""
+  chosen = str(sampling_config.schedule) if entry.steps_field == 'num_steps' else ''
+  return chosen or entry.schedule
+
+
+def config_times(config: ml_collections.ConfigDict, sde: sde_lib.SDE, eps: float) -> np.ndarray:
+  """The grid ``config.sampling`` gives its method: ``sampling.times`` when set, else the levels
+  of its step count (``sampling.num_steps`` or ``pc_num_steps``, 0: ``sde.N``; ``[T, eps]``
+  for the adaptive samplers) spaced by ``sampling.schedule`` ('': the method's own) and
+  ``rho``, or fitted to the sampler (``'fitted'``, ``schedule_fit``).
+
+  Returns:
+    float32 ``(L,)``, decreasing from ``T`` to ``eps``.
+  """
+  s = config.sampling
+  entry = methods.get(s.method)
+  times = tuple(float(t) for t in s.times)
+  if times:
+    return np.asarray(times, np.float32)
+  settings = entry.settings(s, sde)
+  num_steps = int(s[entry.steps_field]) if entry.steps_field else 0
+  num_levels = entry.levels(num_steps or sde.N, settings)
+  name = schedule_name(s, entry)
+  if name == 'fitted':
+    return schedule_fit.fit_grid(entry, sde, num_levels, eps, settings)
+  eps = base.check_eps(sde, eps)
+  return np.asarray(schedule.time_steps(sde, num_levels, eps, name, float(s.rho)), np.float32)
 
 
 def get_sampler(config: ml_collections.ConfigDict, sde: sde_lib.SDE, shape,
                 inverse_scaler: InverseScaler, eps: float) -> Sampler:
-  """The sampler named by ``config.sampling.method``, configured from ``config.sampling``.
-
-  Reads ``method``; for PC ``predictor``, ``corrector``, ``snr``, ``n_steps_each``,
-  ``probability_flow`` and ``pc_num_steps``; for the ODE ``rtol``, ``atol``; for the adaptive
-  SDE sampler ``adaptive_rtol``, ``adaptive_atol``; for the fixed-step solvers (Heun,
-  DPM-Solver++, UniPC, DEIS, iPNDM) ``num_steps`` (0: ``sde.N``,
-  or the length of ``times`` when given), ``schedule`` and ``rho`` ('': ``DEFAULT_SCHEDULES``)
-  or ``times`` (the grid itself, ``schedule.check_times``; its last time replaces ``eps``),
-  ``order`` (0: ``DEFAULT_ORDERS``), ``final_step``, ``unipc_variant`` and ``s_churn`` (Heun);
-  ``noise_removal`` (denoise) for all.
+  """The sampler named by ``config.sampling.method``, configured from ``config.sampling``: its
+  registry entry reads the method's own settings (``base.Method.settings``: for PC
+  ``predictor``, ``corrector``, ``snr``, ``n_steps_each``, ``probability_flow``; for the ODE
+  ``rtol``, ``atol``; for the adaptive SDE sampler ``adaptive_rtol``, ``adaptive_atol``; for the
+  fixed-step solvers ``order`` (0: the method's default), ``final_step``, ``unipc_variant``, and
+  ``s_churn`` for Heun; ``noise_removal`` for all) and ``config_times`` the grid.
 
   Args:
     config: the full experiment config.
@@ -39,53 +55,10 @@ def get_sampler(config: ml_collections.ConfigDict, sde: sde_lib.SDE, shape,
     inverse_scaler: model space -> data space.
     eps: the smallest time (``sde.sampling_eps`` in the released code, 1e-3 / 1e-5).
   Returns:
-    ``sampler(rng, score_fn) -> (samples, nfe)``.
+    ``sampler(rng, score_fn, x_T=None, callback=None) -> (samples, nfe)`` (``base``).
   Raises:
     KeyError: for an unknown method, predictor or corrector, listing the known ones.
   """
-  s = config.sampling
-  method = s.method
-  if method not in METHODS:
-    raise KeyError(f'Unknown sampling method {s.method!r}; known: {", ".join(METHODS)}.')
-  if method == 'pc':
-    return get_pc_sampler(sde, shape, s.predictor, s.corrector, inverse_scaler, s.snr,
-                          n_steps=s.n_steps_each, probability_flow=s.probability_flow,
-                          denoise=s.noise_removal, eps=eps,
-                          num_steps=int(s.pc_num_steps) or sde.N)
-  if method == 'ode':
-    return get_ode_sampler(sde, shape, inverse_scaler, denoise=s.noise_removal, rtol=s.rtol,
-                           atol=s.atol, eps=eps)
-  if method == 'adaptive':
-    return get_adaptive_sampler(sde, shape, inverse_scaler, rel_tol=s.adaptive_rtol,
-                                abs_tol=s.adaptive_atol, denoise=s.noise_removal, eps=eps)
-  times = tuple(float(t) for t in s.times) or None
-  final = str(s.final_step) or default_final(sde)
-  if int(s.num_steps):
-    num_steps = int(s.num_steps)
-  elif times:
-    num_steps = grid_steps(method, len(times), s.noise_removal, final)
-  else:
-    num_steps = sde.N
-  # A given grid carries its own eps (its last time).
-  grid = dict(schedule=str(s.schedule) or DEFAULT_SCHEDULES[method], rho=float(s.rho),
-              denoise=s.noise_removal, eps=None if times else eps, times=times)
-  if method == 'heun':
-    build, settings, kind, end = get_heun_sampler, {}, 'heun', 'tweedie'
-  else:
-    build, kind, end = MULTISTEP_BUILDERS[method], 'multistep', final
-    settings = {'order': int(s.order) or DEFAULT_ORDERS[method]}
-    if method == 'unipc':
-      settings['variant'] = str(s.unipc_variant)
-    elif method in ('deis', 'ipndm'):
-      settings['variable_step'] = method == 'deis'
-  if grid['schedule'] == 'fitted' and times is None:
-    # Fitted to the deterministic sampler (Heun's churn would make the loss random).
-    grid['times'] = tuple(schedule_fit.fit_grid(build, sde, num_steps, kind=kind,
-                                                denoise=s.noise_removal, final=end, eps=eps,
-                                                **settings))
-    grid['eps'] = None
-  if method == 'heun':
-    settings['s_churn'] = s.s_churn
-  else:
-    settings['final'] = final
-  return build(sde, shape, inverse_scaler, num_steps, **grid, **settings)
+  entry = methods.get(config.sampling.method)
+  return entry.build(sde, shape, inverse_scaler, config_times(config, sde, eps),
+                     **entry.settings(config.sampling, sde))

@@ -1,38 +1,58 @@
-"""The names ``config.sampling.method`` takes, which of them share a step count and a grid, and
-each fixed-step solver's defaults: data only, read by ``get_sampler``, the snapshot sampler, the
-pipeline and config validation, so the lists cannot drift apart."""
+"""The registry of sampling methods: one ``base.Method`` entry per ``config.sampling.method``.
 
-METHODS = ('pc', 'ode', 'adaptive', 'heun', 'dpm_solver', 'unipc', 'deis', 'ipndm')
-# The samplers whose step count is sampling.num_steps and whose grid is sampling.schedule / times.
-FIXED_STEP_METHODS = ('heun', 'dpm_solver', 'unipc', 'deis', 'ipndm')
-MULTISTEP_METHODS = ('dpm_solver', 'unipc', 'deis', 'ipndm')
-# Methods that integrate the probability-flow ODE (``models.utils.ode_score_continuous``).
-ODE_METHODS = ('ode',) + FIXED_STEP_METHODS
-# The fixed-step solvers' own order and grid, where config.sampling leaves them open (0, '').
-DEFAULT_ORDERS = {'dpm_solver': 2, 'unipc': 2, 'deis': 4, 'ipndm': 3}
-DEFAULT_SCHEDULES = {'heun': 'karras', 'dpm_solver': 'logSNR', 'unipc': 'logSNR',
-                     'deis': 'karras', 'ipndm': 'karras'}
-# The multistep solvers' end (multistep.FINALS) per SDE, where config.sampling.final_step is ''.
-# Measured by benchmarks/final_step.py (docs/final_step.md): extrapolating to sigma = 0 wins on
-# VP and VE; on sub-VP, whose std at eps = 1e-3 is 1e-4, the two agree from 20 evaluations and
-# the Tweedie step wins at 10.
-DEFAULT_FINALS = {'VPSDE': 'extrapolate', 'subVPSDE': 'tweedie', 'VESDE': 'extrapolate'}
+Each entry lives beside its sampler (``pc.METHOD``, ``edm.METHOD``, ...); this module only
+gathers them, so validation, ``get_sampler``, the network sampler and the pipeline read one
+table. A new method is a module with its builder and entry, and one line here.
+"""
+from typing import Optional
 
+import numpy as np
 
-def default_final(sde) -> str:
-  """``DEFAULT_FINALS`` for ``sde`` (by class; 'extrapolate' for an SDE it does not list)."""
-  return DEFAULT_FINALS.get(type(sde).__name__, 'extrapolate')
+from score_sde import sde_lib
+from score_sde.common.registry import Registry
+from score_sde.sampling import (adaptive, base, deis, dpm_solver, edm, euler_ancestral, ode, pc,
+                                schedule, unipc)
+
+METHODS: Registry[base.Method] = Registry('sampling method')
+for _entry in (pc.METHOD, ode.METHOD, adaptive.METHOD, edm.METHOD, dpm_solver.METHOD,
+               unipc.METHOD, deis.METHOD, deis.IPNDM_METHOD, euler_ancestral.METHOD):
+  METHODS.register(_entry.name)(_entry)
 
 
-def grid_levels(method: str, num_steps: int, denoise: bool, final: str) -> int:
-  """Levels ``T = t_0 > ... > t_{L-1} = eps`` of a fixed-step sampler's grid: ``num_steps``
-  when its last step goes to ``sigma = 0`` (Heun with ``denoise``; a multistep solver with
-  ``denoise`` and ``final='extrapolate'``), else ``num_steps + 1``. ``method``: ``'heun'``, or
-  the name of any multistep solver (they share one rule)."""
-  to_zero = denoise and (method == 'heun' or final == 'extrapolate')
-  return num_steps if to_zero else num_steps + 1
+def get(name: str) -> base.Method:
+  """The entry of ``name``; a KeyError lists the known methods."""
+  return METHODS.get(name)
 
 
-def grid_steps(method: str, num_levels: int, denoise: bool, final: str) -> int:
-  """The inverse of ``grid_levels``: the step count a grid of ``num_levels`` times gives."""
-  return num_levels - (grid_levels(method, 1, denoise, final) - 1)
+def fixed_step_names() -> tuple:
+  """The methods whose grid is ``sampling.schedule`` / ``times`` and whose steps any count of
+  ``sampling.num_steps`` sets (``steps_field == 'num_steps'``)."""
+  return tuple(name for name in METHODS if get(name).steps_field == 'num_steps')
+
+
+def get_times(sde: sde_lib.SDE, method: str, num_steps: Optional[int] = None,
+              schedule_name: str = '', rho: float = 7., eps: Optional[float] = None,
+              **settings) -> np.ndarray:
+  """The grid ``method``'s sampler takes for ``num_steps`` steps: the levels its entry counts
+  (``levels``, with the builder's own ``settings`` such as ``denoise`` and ``final``), spaced
+  by ``schedule_name`` ('': the method's own) from ``T`` down to ``eps``.
+
+  Args:
+    sde: the forward SDE.
+    method: a name of ``METHODS``.
+    num_steps: the steps (None: the SDE's ``N``); ignored by the adaptive samplers, whose grid
+      is ``[T, eps]``.
+    schedule_name: one of ``schedule.FORMULAS`` ('fitted' grids come from ``schedule_fit``).
+    rho: the ``'karras'`` exponent.
+    eps: the last time (None: ``sde.sampling_eps``).
+    **settings: the builder's keywords that change the level count (``denoise``, ``final``);
+      absent ones take the builder's defaults (``base.Method.defaults``).
+  Returns:
+    float32 ``(L,)``, decreasing from ``T`` to ``eps``.
+  """
+  entry = get(method)
+  eps = base.check_eps(sde, eps)
+  num_steps = base.check_steps(sde.N if num_steps is None else num_steps)
+  num_levels = entry.levels(num_steps, dict(entry.defaults(sde), **settings))
+  return np.asarray(schedule.time_steps(sde, num_levels, eps, schedule_name or entry.schedule,
+                                        rho), np.float32)

@@ -6,10 +6,11 @@ a polynomial over the step. The methods differ only in what they store and in th
 (``Method``); this module owns the grid, the history, the warm-up orders and the end of the
 trajectory, which is one of (``FINALS``):
 
-* ``'extrapolate'`` (the default for VP and VE, ``methods.DEFAULT_FINALS``): one more step, from ``sigma_{n-1} = sigma(eps)`` to ``sigma = 0``,
-  at the method's full order and without another evaluation. Writing ``y = x / alpha`` and
-  ``sigma = std / alpha`` (``schedule``), the probability-flow ODE has the exact solution (EDM
-  eq. 3 with ``s = 1``, integrated with the factor ``1 / sigma``)
+* ``'extrapolate'`` (the default for VP and VE, ``DEFAULT_FINALS``): one more step, from
+  ``sigma_{n-1} = sigma(eps)`` to ``sigma = 0``, at the method's full order and without another
+  evaluation. Writing ``y = x / alpha`` and ``sigma = std / alpha`` (``schedule``), the
+  probability-flow ODE has the exact solution (EDM eq. 3 with ``s = 1``, integrated with the
+  factor ``1 / sigma``)
 
       y(sigma_t) = (sigma_t / sigma_s) y(sigma_s) + sigma_t int_{sigma_t}^{sigma_s} D / sigma^2,
 
@@ -28,14 +29,14 @@ trajectory, which is one of (``FINALS``):
 Shapes: ``x`` is ``(B, ...)`` float32; the history is ``(K, B, ...)``, newest first.
 """
 import dataclasses
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from score_sde import sde_lib
-from score_sde.sampling import base, methods, schedule
+from score_sde.sampling import base, schedule
 
 FINALS = ('extrapolate', 'tweedie')
 
@@ -168,41 +169,59 @@ def cap_third_order(orders: jax.Array, lams: jax.Array, max_step: Optional[float
   return jnp.where((orders >= 3) & (steps > max_step), 2, orders)
 
 
+def levels(num_steps: int, settings) -> int:
+  """Grid levels of ``num_steps`` steps: ``N`` when the last step goes to ``sigma = 0``
+  (``denoise`` with ``final='extrapolate'``), else ``N + 1``. ``settings``: the builder's
+  keywords (``denoise``, ``final``; absent means the defaults, True and 'extrapolate')."""
+  to_zero = settings.get('denoise', True) and settings.get('final') in (None, '', 'extrapolate')
+  return num_steps if to_zero else num_steps + 1
+
+
+# The end (``FINALS``) per SDE where none is given. Measured by benchmarks/final_step.py
+# (docs/final_step.md): extrapolating to sigma = 0 wins on VP and VE; on sub-VP, whose std at
+# eps = 1e-3 is 1e-4, the two agree from 20 evaluations and the Tweedie step wins at 10.
+DEFAULT_FINALS = {'VPSDE': 'extrapolate', 'subVPSDE': 'tweedie', 'VESDE': 'extrapolate'}
+
+
+def default_final(sde) -> str:
+  """``DEFAULT_FINALS`` for ``sde`` (by class; 'extrapolate' for an SDE it does not list)."""
+  return DEFAULT_FINALS.get(type(sde).__name__, 'extrapolate')
+
+
 def get_sampler(method: Method, name: str, sde: sde_lib.SDE, shape,
-                inverse_scaler: base.InverseScaler, num_steps: int, order: int,
-                lower_order_final: bool, schedule_name: str, rho: float, denoise: bool,
-                final: Optional[str], eps: Optional[float],
-                order3_max_step: Optional[float] = None,
-                times: Optional[Sequence[float]] = None) -> base.Sampler:
-  """``sampler(rng, score_fn) -> (samples, nfe(num_steps, denoise, final))`` running ``method``
-  (called ``name`` in errors) from ``T``: orders from ``step_orders``, lowered by
+                inverse_scaler: base.InverseScaler, times, order: int,
+                lower_order_final: bool, denoise: bool, final: Optional[str],
+                order3_max_step: Optional[float] = None) -> base.Sampler:
+  """``sampler(rng, score_fn, x_T=None, callback=None) -> (samples, nfe(N, denoise, final))``
+  running ``method`` (called ``name`` in errors) over the grid ``times``
+  (``schedule.check_times``; ``N`` steps, ``levels``): orders from ``step_orders``, lowered by
   ``cap_third_order`` on the grid, and ``order`` for the step to ``sigma = 0`` (module
-  docstring for the grid and the end). ``times``: the grid itself (``schedule.check_times``),
-  instead of ``schedule_name`` / ``rho`` / ``eps``. ``final`` None or '': the SDE's
-  (``methods.default_final``)."""
-  num_steps = base.check_steps(num_steps)
+  docstring for the grid and the end). ``final`` None or '': the SDE's (``default_final``).
+  The callback sees each level's state, time and data prediction (``base``)."""
   if order not in range(1, method.max_order + 1):
     allowed = ', '.join(str(o) for o in range(1, method.max_order))
     raise ValueError(f'{name} order={order} must be {allowed} or {method.max_order}.')
-  orders = step_orders(num_steps, order, lower_order_final)
   shape = base.check_shape(shape)
-  final = check_final(final or methods.default_final(sde))
-  num_levels = methods.grid_levels('multistep', num_steps, denoise, final)
+  final = check_final(final or default_final(sde))
+  end = ('the step to sigma = 0' if denoise and final == 'extrapolate' else
+         'a final Tweedie step' if denoise else 'no denoising')
+  times, starts_at_T = schedule.check_times(sde, times, f'{name} with {end}')
+  num_levels = times.shape[0]
+  num_steps = num_levels - (levels(1, {'denoise': denoise, 'final': final}) - 1)
+  num_steps = base.check_steps(num_steps, f'{name} steps (levels of times, less one without '
+                                          'the step to sigma = 0)')
+  orders = step_orders(num_steps, order, lower_order_final)
   to_zero = num_levels == num_steps  # The last step goes to sigma = 0.
-  end = 'the step to sigma = 0' if to_zero else ('a final Tweedie step' if denoise else
-                                                 'no denoising')
-  times, eps = schedule.resolve_grid(sde, num_levels, eps, schedule_name, rho, times,
-                                     f'{name} with num_steps={num_steps} and {end}')
   batch = shape[0]
 
-  def sampler(rng, score_fn):
-    grid = Grid.of(sde, schedule.time_steps(sde, num_levels, eps, schedule_name, rho)
-                   if times is None else jnp.asarray(times))
+  def sampler(rng, score_fn, x_T=None, callback=None):
+    grid = Grid.of(sde, jnp.asarray(times))
     capped = cap_third_order(orders, grid.lams, order3_max_step)
-    x = sde.prior_sampling(base.prior_key(rng), shape)
+    x = base.start(sde, rng, shape, x_T, starts_at_T)
 
     def evaluate(i, x, history):
       x0 = schedule.data_prediction(sde, score_fn, x, base.batch_times(grid.times[i], batch))
+      base.notify(callback, i, x, grid.times[i], x0)
       new = method.store(grid, i, x, x0)
       return jnp.concatenate([new[None], history[:-1]])
 
@@ -222,10 +241,24 @@ def get_sampler(method: Method, name: str, sde: sde_lib.SDE, shape,
       alpha0, _ = sde.marginal_coeffs(jnp.float32(0.))
       x = alpha0 * method.to_zero(grid, last, x, history, jnp.int32(count))
     elif denoise:
-      x = schedule.data_prediction(sde, score_fn, x, base.batch_times(grid.times[last], batch))
+      x0 = schedule.data_prediction(sde, score_fn, x, base.batch_times(grid.times[last], batch))
+      base.notify(callback, last, x, grid.times[last], x0)
+      x = x0
     return inverse_scaler(x), nfe(num_steps, denoise, final)
 
   return sampler
+
+
+def defaults(sde) -> dict:
+  """``base.Method.defaults`` of every multistep solver: the SDE's ``final``."""
+  return {'final': default_final(sde)}
+
+
+def config_settings(s, sde, default_order: int) -> dict:
+  """The settings every multistep solver reads from ``config.sampling``: ``order`` (0:
+  ``default_order``), ``final`` ('': ``default_final``) and ``denoise``."""
+  return dict(order=int(s.order) or default_order, final=str(s.final_step) or default_final(sde),
+              denoise=s.noise_removal)
 
 
 def store_data(grid: Grid, i: jax.Array, x: jax.Array, x0: jax.Array) -> jax.Array:

@@ -10,9 +10,8 @@ import numpy as np
 from score_sde import data, sde_lib
 from score_sde.data import images
 from score_sde.models import utils as mutils
-from score_sde.sampling import guidance, shard
+from score_sde.sampling import guidance, methods, shard
 from score_sde.sampling.from_config import get_sampler
-from score_sde.sampling.methods import ODE_METHODS
 
 QUANTIZATIONS = (None, 'truncate', 'round')
 
@@ -93,7 +92,7 @@ def get_network_sampler(config, sde: sde_lib.SDE, model, mesh, num_samples: int,
     return to_8bit_grid(samples, quantize), nfe
 
   continuous = config.training.continuous
-  if config.sampling.method in ODE_METHODS:
+  if methods.get(config.sampling.method).family == 'ode':
     continuous = mutils.ode_score_continuous(sde, continuous)
 
   parameterization = config.model.get('parameterization', 'auto')

@@ -12,6 +12,7 @@ sizes are shared by its examples.
 from typing import Optional, Tuple
 
 import jax
+import jax.numpy as jnp
 
 from score_sde import sde_lib
 from score_sde.sampling import base, ode_solve, schedule
@@ -30,8 +31,9 @@ def probability_flow_drift(sde: sde_lib.SDE, score_fn: sde_lib.ScoreFn, x: jax.A
 
 def solve_probability_flow(sde: sde_lib.SDE, score_fn: sde_lib.ScoreFn, x: jax.Array,
                            t0: float, t1: float, rtol: float = 1e-5, atol: float = 1e-5,
-                           method: str = 'RK45',
-                           max_steps: int = 4096) -> Tuple[jax.Array, jax.Array]:
+                           method: str = 'RK45', max_steps: int = 4096,
+                           callback: Optional[base.Callback] = None
+                           ) -> Tuple[jax.Array, jax.Array]:
   """Integrates eq. (13) from ``x(t0) = x`` to ``t1`` (either direction).
 
   Args:
@@ -42,6 +44,7 @@ def solve_probability_flow(sde: sde_lib.SDE, score_fn: sde_lib.ScoreFn, x: jax.A
     rtol, atol: tolerances of the PID controller (RMS norm over the whole batch).
     method: ``'RK45'`` (= ``'Dopri5'``), ``'Tsit5'``, ``'Bosh3'`` or ``'Dopri8'``.
     max_steps: the solve fails (diffrax raises at run time) beyond this many steps.
+    callback: ``base.Callback``, given ``(-1, x, t, None)`` at the end of every accepted step.
   Returns:
     ``(x(t1), nfe)``: the shape of ``x``, and the exact number of score evaluations as an int32
     scalar array.
@@ -51,19 +54,23 @@ def solve_probability_flow(sde: sde_lib.SDE, score_fn: sde_lib.ScoreFn, x: jax.A
   def vector_field(t, y, args):
     return probability_flow_drift(sde, score_fn, y, base.batch_times(t, batch))
 
+  def on_step(t, y):
+    base.notify(callback, jnp.int32(-1), y, t)
   solution = ode_solve.solve(vector_field, method, t0, t1, x, rtol=rtol, atol=atol,
-                             max_steps=max_steps)
+                             max_steps=max_steps,
+                             on_step=None if callback is None else on_step)
   return solution.y1, solution.nfe
 
 
-def get_ode_sampler(sde: sde_lib.SDE, shape, inverse_scaler: base.InverseScaler,
+def get_ode_sampler(sde: sde_lib.SDE, shape, inverse_scaler: base.InverseScaler, times,
                     denoise: bool = True, rtol: float = 1e-5, atol: float = 1e-5,
-                    method: str = 'RK45', eps: Optional[float] = None,
-                    max_steps: int = 4096) -> base.Sampler:
-  """Samples by solving the probability-flow ODE from ``x(T) ~ p_T`` to ``eps``.
+                    method: str = 'RK45', max_steps: int = 4096) -> base.Sampler:
+  """Samples by solving the probability-flow ODE from ``times[0]`` (``T``, or below it from a
+  given ``x_T``) to ``times[1] = eps``.
 
   Args:
     shape: ``(B, ...)`` of the samples.
+    times: ``(t_start, eps)``; the steps between are the solver's own.
     denoise: finish with Tweedie's denoiser at ``eps``, ``(x + std^2 score) / alpha`` (one more
       evaluation). The released code took a noise-free reverse-diffusion step instead, which is
       the same map for VE and its first-order approximation for VP. On by default, as in every
@@ -71,21 +78,30 @@ def get_ode_sampler(sde: sde_lib.SDE, shape, inverse_scaler: base.InverseScaler,
       Gaussian 0.85 instead of 0.62 on ``benchmarks/sampler_error.py``'s 64-D Gaussian).
     Others: as ``solve_probability_flow``.
   Returns:
-    ``sampler(rng, score_fn) -> (samples (B, ...), nfe int32 scalar)``.
+    ``sampler(rng, score_fn, x_T=None, callback=None) -> (samples (B, ...), nfe int32
+    scalar)`` (``base``; the callback runs at every accepted step with ``i = -1``).
   """
   shape = base.check_shape(shape)
-  eps = base.check_eps(sde, eps)
+  times, starts_at_T = schedule.check_times(sde, times, 'the ODE sampler', num_levels=2)
+  t0, eps = (float(t) for t in times)
   _method(method)
 
-  def sampler(rng, score_fn):
-    x = sde.prior_sampling(base.prior_key(rng), shape)
-    x, nfe = solve_probability_flow(sde, score_fn, x, sde.T, eps, rtol, atol, method, max_steps)
+  def sampler(rng, score_fn, x_T=None, callback=None):
+    x = base.start(sde, rng, shape, x_T, starts_at_T)
+    x, nfe = solve_probability_flow(sde, score_fn, x, t0, eps, rtol, atol, method, max_steps,
+                                    callback)
     if denoise:
       x = schedule.data_prediction(sde, score_fn, x, base.batch_times(eps, shape[0]))
       nfe = nfe + 1
     return inverse_scaler(x), nfe
 
   return sampler
+
+
+METHOD = base.Method('ode', get_ode_sampler, family='ode',
+                     settings=lambda s, sde: dict(denoise=s.noise_removal, rtol=s.rtol,
+                                                  atol=s.atol),
+                     levels=base.interval_levels, steps_field='')
 
 
 def get_ode_encoder(sde: sde_lib.SDE, rtol: float = 1e-5, atol: float = 1e-5,

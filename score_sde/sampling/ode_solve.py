@@ -42,7 +42,8 @@ def get_solver(method: str) -> diffrax.AbstractSolver:
 def solve(vector_field: Callable[[Any, Any, Any], Any], method: str, t0: float, t1: float, y0,
           args=None, *, rtol: float, atol: float, max_steps: int,
           throw: bool = True, save_at: Optional[jax.Array] = None,
-          step_to_saves: bool = False) -> Solution:
+          step_to_saves: bool = False,
+          on_step: Optional[Callable[[Any, Any], Any]] = None) -> Solution:
   """Integrates ``dy/dt = vector_field(t, y, args)`` from ``(t0, y0)`` to ``t1`` (either direction).
 
   The first step is 1% of the interval (the controller adapts it); the error norm is the RMS over
@@ -54,19 +55,27 @@ def solve(vector_field: Callable[[Any, Any, Any], Any], method: str, t0: float, 
   the steps' ends: on a trained network it put the state 4e-3 off at t = 2e-4, where the score
   varies on the scale of sigma(t) ~ 5e-3. ``step_to_saves=True`` makes steps end on the
   ``save_at`` times instead (more steps, each saved state as accurate as a step's end).
+  ``on_step(t, y)``: called (traced) at the end of every accepted step, for its side effects
+  (``jax.debug.callback``); what it returns is dropped.
   """
   solver = get_solver(method)
   f0 = vector_field(t0, y0, args)
   controller = diffrax.PIDController(rtol=rtol, atol=atol)
   if step_to_saves and save_at is not None:
     controller = diffrax.ClipStepSizeController(controller, step_ts=save_at)
+  saveat = diffrax.SaveAt(t1=True, ts=save_at)
+  if on_step is not None:
+    # A scalar per step is stored; the step's state only reaches on_step.
+    observe = diffrax.SubSaveAt(steps=True,
+                                fn=lambda t, y, args: (on_step(t, y), jnp.zeros(()))[1])
+    saveat = diffrax.SaveAt(subs=[diffrax.SubSaveAt(t1=True, ts=save_at), observe])
   solution = diffrax.diffeqsolve(
       diffrax.ODETerm(vector_field), solver, t0, t1, 0.01 * (t1 - t0), y0, args=args,
-      stepsize_controller=controller,
-      saveat=diffrax.SaveAt(t1=True, ts=save_at), max_steps=max_steps,
+      stepsize_controller=controller, saveat=saveat, max_steps=max_steps,
       solver_state=(jnp.array(False), f0), throw=throw)
   nfe = 1 + (solver.tableau.num_stages - 1) * solution.stats['num_steps']
-  y1 = jax.tree.map(lambda leaf: leaf[-1], solution.ys)
-  ys = None if save_at is None else jax.tree.map(lambda leaf: leaf[:-1], solution.ys)
+  saved = solution.ys if on_step is None else solution.ys[0]
+  y1 = jax.tree.map(lambda leaf: leaf[-1], saved)
+  ys = None if save_at is None else jax.tree.map(lambda leaf: leaf[:-1], saved)
   return Solution(y1, solution.result == diffrax.RESULTS.successful, jnp.asarray(nfe, jnp.int32),
                   ys)

@@ -9,9 +9,9 @@ isations of its time make the fast solvers SDE-agnostic:
   DPM-Solver's time variable (Lu et al. 2022, sec. 3.1).
 
 Both are monotone in ``t`` for VP, sub-VP and VE, so ``t`` is recovered from either by bisection
-inside jit; no SDE needs a hand-written inverse. ``time_steps`` spaces a fixed-step sampler's
-grid by one of the ``FORMULAS``, the same choice for every such sampler; ``'fitted'``
-(``schedule_fit``) fits the grid to the sampler, and ``check_times`` vets a grid given as times.
+inside jit; no SDE needs a hand-written inverse. ``time_steps`` spaces a sampler's grid by one
+of the ``FORMULAS``, the same choice for every sampler; ``'fitted'`` (``schedule_fit``) fits the
+grid to the sampler, and ``check_times`` vets the grid a sampler is built on.
 Times, sigmas and lambdas are float32 arrays of any shape; ``x`` is ``(B, ...)``.
 """
 from typing import Optional, Sequence, Tuple
@@ -21,7 +21,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from score_sde import sde_lib
-from score_sde.sampling import base
 
 # 2^-64 of [0, T] is below float32 spacing at any t >= 1e-12, so the bisection is exact to the
 # last bit for every eps the samplers use.
@@ -118,44 +117,43 @@ def check_schedule(name: str, rho: float = 7.) -> str:
   return name
 
 
-def check_times(sde: sde_lib.SDE, times: Sequence[float], num_levels: int,
-                eps: Optional[float], what: str) -> Tuple[np.ndarray, float]:
-  """A grid given as times (instead of a named schedule), checked before anything is traced.
+def check_times(sde: sde_lib.SDE, times: Sequence[float], what: str,
+                num_levels: Optional[int] = None) -> Tuple[jax.Array, bool]:
+  """A sampler's grid, checked when the sampler is built (before anything is traced).
 
   A grid of noise levels converts with ``t_of_sigma`` (EDM's sigma) or ``t_of_half_log_snr``.
 
   Args:
     sde: the SDE the grid is for.
-    times: ``num_levels`` times, strictly decreasing from ``sde.T`` (where the prior is drawn)
-      to the smallest positive time, which is the sampler's ``eps``.
-    num_levels: the levels the sampler's settings need (``what`` says which settings).
-    eps: ``None``, or the sampler's ``eps``, which must then equal ``times[-1]``.
-    what: the settings, for the error message (e.g. ``'num_steps=10 with the step to 0'``).
+    times: strictly decreasing from ``times[0] <= sde.T`` (``T`` when the prior is drawn there;
+      below it for a sampler started at a given state) to the smallest time ``eps > 0``.
+    what: the sampler and its settings, for the error message.
+    num_levels: the levels the sampler needs, or None for any number (at least 1).
   Returns:
-    ``(times float32 (num_levels,), eps = times[-1])``. Traced times (a grid being fitted by
-    gradient, ``schedule_fit``) have only their shape checked and come back traced.
+    ``(times float32 (L,), starts_at_T)``. Traced times (a grid being fitted by gradient,
+    ``schedule_fit``) have only their shape checked, come back traced and are taken to start
+    at ``T``.
   Raises:
     ValueError: naming what is wrong with ``times`` and the fix.
   """
   traced = isinstance(times, jax.core.Tracer)
   shape = times.shape if traced else np.shape(times)
-  if len(shape) != 1 or shape[0] != num_levels:
-    raise ValueError(f'times has shape {shape}, but {what} uses {num_levels} levels, from '
-                     f'T={sde.T} down to eps; give that many or change num_steps.')
+  if len(shape) != 1 or shape[0] < 1 or (num_levels is not None and shape[0] != num_levels):
+    need = f'{num_levels} levels' if num_levels else 'at least one level'
+    raise ValueError(f'times has shape {shape}, but {what} uses {need}, from T={sde.T} down to '
+                     'eps; give that many (methods.get_times builds them from a step count).')
   if traced:
-    return jnp.asarray(times, jnp.float32), times[-1]
+    return jnp.asarray(times, jnp.float32), True
   t = np.asarray(times, np.float64)
   if not np.all(np.isfinite(t)) or np.any(np.diff(t) >= 0):
     raise ValueError(f'times must be finite and strictly decreasing (from T to eps); got {t}.')
-  if not np.isclose(t[0], sde.T, rtol=0., atol=1e-6):
-    raise ValueError(f'times must start at T={sde.T}, where the prior is drawn; got {t[0]}.')
+  if t[0] > sde.T + 1e-6:
+    raise ValueError(f'times must start at T={sde.T} (where the prior is drawn) or below it; '
+                     f'got {t[0]}.')
   if not t[-1] > 0:
     raise ValueError(f'The last of times is eps and must be > 0 (the score is ill-conditioned at '
                      f'0; the step to sigma = 0 is the sampler\'s own); got {t[-1]}.')
-  if eps is not None and not np.isclose(eps, t[-1], rtol=1e-6, atol=0.):
-    raise ValueError(f'eps={eps} differs from the last of times ({t[-1]}); leave eps=None '
-                     'with a given grid.')
-  return t.astype(np.float32), float(t[-1])
+  return t.astype(np.float32), bool(np.isclose(t[0], sde.T, rtol=0., atol=1e-6))
 
 
 def time_steps(sde: sde_lib.SDE, num_levels: int, eps: float, name: str = 'logSNR',
@@ -199,33 +197,8 @@ def time_steps(sde: sde_lib.SDE, num_levels: int, eps: float, name: str = 'logSN
     times = t_of_sigma(sde, karras_sigmas(sigma(sde, jnp.float32(eps)), sigma(sde, t_max),
                                           num_levels, rho))
   elif name == 'time_uniform':
-    times = eps + u * (sde.T - eps)
+    times = jnp.linspace(sde.T, eps, num_levels)  # The released PC sampler's grid.
   else:
     times = eps + u ** 2 * (sde.T - eps)
   # The ends exactly, not through bisection.
   return jnp.asarray(times, jnp.float32).at[0].set(sde.T).at[-1].set(eps)
-
-
-def resolve_grid(sde: sde_lib.SDE, num_levels: int, eps: Optional[float], name: str,
-                 rho: float, times: Optional[Sequence[float]], what: str
-                 ) -> Tuple[Optional[np.ndarray], float]:
-  """A fixed-step sampler's grid, settled when the sampler is built (before any tracing).
-
-  Returns:
-    ``(None, eps)`` for a formula (``name`` in ``FORMULAS``, computed inside the sampler by
-    ``time_steps``), else ``(times, eps)``: the given ``times`` checked by ``check_times``
-    (``what`` names the settings in its errors). A fitted grid arrives as ``times``
-    (``schedule_fit.fit_grid``; ``sampling.get_sampler`` fits it for
-    ``sampling.schedule = 'fitted'``).
-  Raises:
-    ValueError: for ``name='fitted'`` without ``times``, naming the two ways to get them.
-  """
-  if times is None:
-    eps = base.check_eps(sde, eps)
-    check_schedule(name, rho)
-    if name == 'fitted':
-      raise ValueError(f"schedule='fitted' for {what}: the grid is fitted to its sampler; pass "
-                       'times=sampling.schedule_fit.fit_grid(...), or build the sampler with '
-                       "sampling.get_sampler from a config with sampling.schedule='fitted'.")
-    return None, eps
-  return check_times(sde, times, num_levels, eps, what)

@@ -30,7 +30,7 @@ Cost: one compilation of the sampler's gradient, then the steps. On a 2-core CPU
 itself costs the same as on any grid. ``benchmarks/sampler_error.py`` measures what it buys
 (docs/samplers.md): most at 10-15 evaluations; from 35 on it can be worse than the formulas.
 """
-from typing import Callable, Optional
+from typing import Any, Callable, Dict, Optional
 
 import jax
 import jax.numpy as jnp
@@ -38,7 +38,7 @@ import numpy as np
 import optax
 
 from score_sde import sde_lib
-from score_sde.sampling import base, dpm_solver, methods, schedule
+from score_sde.sampling import base, dpm_solver, schedule
 
 MODE_OFFSETS = (0., 0.5, 1., 2., 4.)
 WIDTHS = tuple(float(c) for c in np.geomspace(0.01, 0.5, 8))
@@ -91,7 +91,7 @@ def fit_times(build: Builder, sde: sde_lib.SDE, num_levels: int, eps: float, den
     build: ``build(shape, times) -> sampler``, the sampler being fitted on the grid ``times``
       (``(num_levels,)``, traced during the fit), in model space.
     sde: the forward SDE.
-    num_levels: levels of the sampler's grid (``methods.grid_levels``); 2 or fewer have nothing
+    num_levels: levels of the sampler's grid (``base.Method.levels``); 2 or fewer have nothing
       to fit and are returned as ``[T, eps]`` / ``[T]``.
     eps: the last time, in ``(0, T)``.
     denoise, final: the sampler's end, which the reference shares.
@@ -110,9 +110,11 @@ def _fit(build, sde, num_levels, eps, denoise, final):
   shape = (NUM_DRAWS, m.shape[0])
   score_fn = proxy_score_fn(sde)
   rng = jax.random.key(0)
+  reference_settings = dict(denoise=denoise, final=final)
   reference = dpm_solver.get_dpm_solver_sampler(
-      sde, shape, base.identity, REFERENCE_STEPS, order=3, eps=eps, denoise=denoise,
-      final=final)
+      sde, shape, base.identity, schedule.time_steps(
+          sde, dpm_solver.METHOD.levels(REFERENCE_STEPS, reference_settings), eps, 'logSNR'),
+      order=3, **reference_settings)
   x_ref = jax.jit(lambda: reference(rng, score_fn)[0])()
   lam_T, lam_eps = (schedule.half_log_snr(sde, jnp.float32(t)) for t in (sde.T, eps))
 
@@ -146,33 +148,26 @@ def _fit(build, sde, num_levels, eps, denoise, final):
   return times
 
 
-def fit_grid(build_sampler: Callable[..., base.Sampler], sde: sde_lib.SDE, num_steps: int, *,
-             kind: str, denoise: bool, final: str, eps: Optional[float] = None,
-             **kwargs) -> np.ndarray:
+def fit_grid(method: base.Method, sde: sde_lib.SDE, num_levels: int, eps: Optional[float],
+             settings: Dict[str, Any]) -> np.ndarray:
   """The fitted grid (``schedule='fitted'``) of a fixed-step sampler, to pass as its ``times``.
 
   Args:
-    build_sampler: a builder called as ``build_sampler(sde, shape, inverse_scaler, num_steps,
-      times=..., denoise=denoise, **kwargs)`` (plus ``final=final`` for a multistep one):
-      ``dpm_solver.get_dpm_solver_sampler``, ``unipc.get_unipc_sampler``,
-      ``deis.get_deis_sampler`` or ``edm.get_heun_sampler`` (deterministic: no churn).
+    method: the sampler's registry entry (``methods.METHODS``); its builder is fitted in its
+      ``deterministic`` form (Heun's churn would make the loss random).
     sde: the forward SDE.
-    num_steps: the sampler's steps.
-    kind: ``'multistep'`` or ``'heun'``: how the steps map to grid levels
-      (``methods.grid_levels``).
-    denoise, final: the sampler's end (Heun's is ``'tweedie'``), which the reference shares.
+    num_levels: the levels of its grid (``method.levels``).
     eps: the last time (None: the SDE's ``sampling_eps``).
-    **kwargs: the builder's other settings (``order``, ``variant``, ...).
+    settings: the builder's keywords (``order``, ``final``, ``denoise``, ...); its end
+      (``denoise``, ``final``: Tweedie's step for a sampler without one) is the reference's.
   Returns:
     float32 ``(num_levels,)``, decreasing from ``sde.T`` to ``eps``.
   """
   eps = base.check_eps(sde, eps)
-  num_levels = methods.grid_levels(kind, num_steps, denoise, final)
-  if kind == 'multistep':
-    kwargs = dict(kwargs, final=final)
+  settings = method.deterministic(dict(settings))
+  denoise = settings.get('denoise', True)
 
   def build(shape, times):
-    return build_sampler(sde, shape, base.identity, num_steps, times=times, denoise=denoise,
-                         **kwargs)
+    return method.build(sde, shape, base.identity, times, **settings)
 
-  return fit_times(build, sde, num_levels, eps, denoise, final)
+  return fit_times(build, sde, num_levels, eps, denoise, settings.get('final') or 'tweedie')

@@ -21,7 +21,7 @@ the order conditions ``sum_k rho_k r_k^(m-1) = m! g_m(h) / B(h)``, ``m = 1..``, 
 
 The loop, grid and final step are ``multistep``'s. Shapes: samples ``(B, ...)`` float32.
 """
-from typing import Optional, Sequence
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -117,34 +117,39 @@ def method(variant: str, corrector: bool) -> multistep.Method:
                           step=step, to_zero=multistep.data_to_zero)
 
 
-def get_unipc_sampler(sde: sde_lib.SDE, shape, inverse_scaler: base.InverseScaler,
-                      num_steps: int, order: int = 2, variant: str = 'bh2',
-                      corrector: bool = True, schedule: str = 'logSNR', denoise: bool = True,
-                      eps: Optional[float] = None, lower_order_final: bool = True,
-                      final: Optional[str] = None, rho: float = 7.,
-                      order3_max_step: Optional[float] = 0.75,
-                      times: Optional[Sequence[float]] = None) -> base.Sampler:
-  """UniPC-``order`` (UniP-``order`` with UniC, order ``order + 1``) in ``num_steps`` steps.
+def get_unipc_sampler(sde: sde_lib.SDE, shape, inverse_scaler: base.InverseScaler, times,
+                      order: int = 2, variant: str = 'bh2', corrector: bool = True,
+                      denoise: bool = True, lower_order_final: bool = True,
+                      final: Optional[str] = None,
+                      order3_max_step: Optional[float] = 0.75) -> base.Sampler:
+  """UniPC-``order`` (UniP-``order`` with UniC, order ``order + 1``) over the grid ``times``.
 
   Args:
     sde: the forward SDE.
     shape: ``(B, ...)`` of the samples.
     inverse_scaler: model space -> data space.
-    num_steps: steps (= evaluations, one more with ``final='tweedie'``), >= 1.
+    times: the grid (``multistep.levels`` of the step count; evaluations = steps, one more with
+      ``final='tweedie'``); uniform in ``lambda`` (``'logSNR'``) is the solver's own.
     order: the predictor's order, 1, 2 or 3; warm-up and ``lower_order_final`` as
       ``multistep.step_orders``.
     variant: ``'bh1'`` or ``'bh2'`` (module docstring).
     corrector: apply UniC (free); ``False`` leaves UniP alone (order 1: DDIM).
-    schedule, rho: the grid (``schedule.time_steps``).
-    denoise, final, eps: the end (``multistep``).
+    denoise, final: the end (``multistep``).
     order3_max_step: steps longer than this in ``lambda`` take order 2 instead of 3
       (``multistep.cap_third_order``); ``None`` keeps the orders as given.
-    times: the grid itself (``schedule.check_times``), instead of ``schedule``, ``rho``, ``eps``.
   Returns:
-    ``sampler(rng, score_fn) -> (samples, nfe = multistep.nfe(num_steps, denoise, final))``.
+    ``sampler(rng, score_fn, x_T=None, callback=None) -> (samples, nfe = multistep.nfe(N,
+    denoise, final))`` (``base``).
   """
   if variant not in VARIANTS:
     raise ValueError(f'Unknown UniPC variant {variant!r}; use one of {", ".join(VARIANTS)}.')
   return multistep.get_sampler(method(variant, corrector), 'UniPC', sde, shape, inverse_scaler,
-                               num_steps, order, lower_order_final, schedule, rho, denoise,
-                               final, eps, order3_max_step, times)
+                               times, order, lower_order_final, denoise, final, order3_max_step)
+
+
+METHOD = base.Method(
+    'unipc', get_unipc_sampler, family='ode',
+    settings=lambda s, sde: dict(multistep.config_settings(s, sde, 2),
+                                 variant=str(s.unipc_variant)),
+    levels=multistep.levels, defaults=multistep.defaults,
+    schedule='logSNR', max_order=method('bh2', True).max_order)

@@ -21,11 +21,12 @@ every checkpoint so that a killed run's history reaches its last checkpoint; wit
 two logging steps keeps the losses since the last one in ``loss_window.json``, so its resumption
 logs the values an uninterrupted run logs; with ``logging.wandb``, ``wandb_run.json`` holds the
 W&B run that a resumption continues. The classifier's run has the same layout under
-``classifier/``. A class-conditional network
-(``model.num_classes > 0``) and the classifier read each batch's labels, which must lie in
-``[0, num_classes)``.
+``classifier/``. A class-conditional network (``model.num_classes > 0``) and the classifier read
+each batch's labels, which must lie in ``[0, num_classes)``.
+
+Both networks go through one loop, ``_training_loop``; ``_score_model`` and ``_classifier`` say
+what differs (the network, its step, its folder, its step count, its snapshots).
 """
-import functools
 import json
 import os
 import time
@@ -37,6 +38,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 from etils import epath
+from flax import linen as nn
 
 from score_sde import data, losses, optim, sampling, sde_lib
 from score_sde.common import errors, parallel, rng, stopping
@@ -60,24 +62,10 @@ def restore_or_init(config, workdir: str, mesh, model, tx):
   return state, ckpt
 
 
-def compile_step(config, sde, model, mesh, *, train: bool, tx=None, classifier: bool = False):
-  """The jitted train (``train=True``) or eval step: ``step(state, batch, key)``; of the score
-  model ``model``, or, with ``classifier``, of the noise-conditional classifier ``model``."""
-  training = config.training
-  if classifier:
-    step_fn = losses.get_classifier_step_fn(sde, model, train=train, optimizer=tx,
-                                            ema_rate=config.classifier.ema_rate, eps=training.eps,
-                                            grad_accum_steps=training.grad_accum_steps)
-  else:
-    step_fn = losses.get_step_fn(
-        sde, model, train=train, optimizer=tx, ema_rate=config.model.ema_rate,
-        reduce_mean=training.reduce_mean, continuous=training.continuous,
-        weighting=training.weighting, reverse_variance=config.model.reverse_variance,
-        eps=training.eps,
-        label_dropout=training.label_dropout, ema_warmup=config.model.ema_warmup,
-        compute_dtype=training.compute_dtype, grad_accum_steps=training.grad_accum_steps,
-        float32_below_std=training.get('float32_below_std', 0.),
-        parameterization=config.model.get('parameterization', 'auto'))
+def jit_step(step_fn: Callable, mesh, *, train: bool):
+  """``step_fn(state, batch, key)`` (``losses.get_step_fn``) jitted for ``mesh``: the state and
+  the key replicated, the batch split over the ``'data'`` axis, the state donated when
+  ``train``."""
   rep, split = parallel.replicated(mesh), parallel.data_sharding(mesh)
   return jax.jit(step_fn, in_shardings=(rep, split, rep), out_shardings=(rep, rep),
                  donate_argnums=(0,) if train else ())
@@ -171,7 +159,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mesh=Non
       for a non-finite loss (naming the step) or checkpoints that are all unreadable.
     errors.StopRequested: after saving, when ``stop_requested()`` said so.
   """
-  return _fit(config, workdir, mesh, stop_requested, classifier=False)
+  return _training_loop(config, workdir, mesh, stop_requested, _score_model)
 
 
 def train_classifier(config: ml_collections.ConfigDict, workdir: str, mesh=None,
@@ -189,57 +177,47 @@ def train_classifier(config: ml_collections.ConfigDict, workdir: str, mesh=None,
   Raises:
     errors.UserError: as ``train_and_evaluate``; also for a dataset without labels.
   """
-  return _fit(config, workdir, mesh, stop_requested, classifier=True)
+  return _training_loop(config, workdir, mesh, stop_requested, _classifier)
 
 
-# Start-up and compilation hold nothing unsaved: a stop request there ends the run at once.
-_STOPPED_BEFORE_TRAINING = ('Stopped on request before the first training step (while starting '
-                            'or compiling): there was nothing to save. Run the same command '
-                            'again to go on.')
+class _Trainee(NamedTuple):
+  """What the training loop trains: the score model or the noise-conditional classifier."""
+  what: str  # Its name in messages.
+  workdir: str  # Its run's directory, checked.
+  model: nn.Module  # The network (its parameters are the state's).
+  n_iters: int
+  num_classes: int  # Its batches' labels must lie in [0, num_classes); 0: labels unused.
+  when_finished: str  # The hint a finished run gives.
+  step_fn: Callable  # step_fn(train, optimizer) -> step(state, batch, key) (losses.get_step_fn).
+  sampler: Optional[Callable]  # sampler(mesh) -> the snapshot sampler; None: no snapshots.
 
 
-@stopping.nothing_unsaved(_STOPPED_BEFORE_TRAINING)
-def _fit(config, workdir: str, mesh, stop_requested, *, classifier: bool):
-  """``train_and_evaluate`` (the score model) or ``train_classifier``: checks, then the loop."""
-  mesh = parallel.make_mesh() if mesh is None else mesh
-  validation.validate_config(config, num_devices=mesh.devices.size,
-                             num_hosts=jax.process_count())
-  if config.logging.wandb:
-    summary.check_wandb_installed()
-  workdir = workdir_lib.check_workdir(workdir)
-  if classifier:
-    workdir = workdir_lib.check_workdir(workdir_lib.classifier_workdir(config, workdir))
-  sources = data.open_checked(config.data, ('train', 'test'))
-  record.save_run_config(config, workdir)  # What score_sde.load(workdir) rebuilds from.
-  sde = sde_lib.get_sde(config)
-  model = mutils.get_classifier(config) if classifier else mutils.get_model(config)
-  tx = optim.get_optimizer(config.optim)
-  state, ckpt = restore_or_init(config, workdir, mesh, model, tx)
-  if classifier:
-    run = _Run('classifier', config.classifier.n_iters, config.classifier.num_classes,
-               'raise --config.classifier.n_iters to train longer, or sample with '
-               '--config.sampling.classifier_scale=1')
-  else:
-    run = _Run('score model', config.training.n_iters, getattr(model, 'num_classes', 0),
-               'raise --config.training.n_iters to train longer, or evaluate with --mode eval')
-  if _finished(run, workdir, state, ckpt):
-    return state
-  wandb_writer = None
-  try:
-    wandb_writer = _wandb_writer(config, workdir)  # Before the compiles: a failure costs seconds.
-    image_shape = images.image_shape(config.data.image_size, config.data.num_channels)
-    steps = _compile_steps(config, sde, model, mesh, tx, state, image_shape,
-                           classifier=classifier)
-    sample_fn = None
-    if config.training.snapshot_sampling and not classifier:
-      sample_fn = sampling.get_network_sampler(config, sde, model, mesh,
-                                               config.training.n_snapshot_samples)
-    return _train(config, workdir, mesh, run, steps, sample_fn, state, ckpt, sources,
-                  stop_requested or (lambda: False), wandb_writer)
-  finally:
-    ckpt.close()
-    if wandb_writer is not None:
-      wandb_writer.close()
+def _score_model(config, workdir: str) -> _Trainee:
+  """The score network of ``config``, trained in ``workdir``."""
+  sde, model = sde_lib.get_sde(config), mutils.get_model(config)
+  settings, training = losses.step_settings(config), config.training
+
+  def snapshot_sampler(mesh):
+    return sampling.get_network_sampler(config, sde, model, mesh, training.n_snapshot_samples)
+
+  return _Trainee(
+      'score model', workdir, model, training.n_iters, getattr(model, 'num_classes', 0),
+      'raise --config.training.n_iters to train longer, or evaluate with --mode eval',
+      lambda train, tx: losses.get_step_fn(sde, model, train, tx, settings),
+      snapshot_sampler if training.snapshot_sampling else None)
+
+
+def _classifier(config, workdir: str) -> _Trainee:
+  """The noise-conditional classifier of ``config``, trained in its folder of ``workdir``."""
+  sde, model = sde_lib.get_sde(config), mutils.get_classifier(config)
+  settings = losses.StepSettings(eps=config.training.eps, ema_rate=config.classifier.ema_rate,
+                                 grad_accum_steps=config.training.grad_accum_steps)
+  return _Trainee(
+      'classifier', workdir_lib.check_workdir(workdir_lib.classifier_workdir(config, workdir)),
+      model, config.classifier.n_iters, config.classifier.num_classes,
+      'raise --config.classifier.n_iters to train longer, or sample with '
+      '--config.sampling.classifier_scale=1',
+      lambda train, tx: losses.get_classifier_step_fn(sde, model, train, tx, settings), None)
 
 
 def _wandb_writer(config, workdir: str) -> Optional[summary.WandbWriter]:
@@ -250,41 +228,6 @@ def _wandb_writer(config, workdir: str) -> Optional[summary.WandbWriter]:
   return summary.WandbWriter(workdir, project=settings.wandb_project,
                              entity=settings.wandb_entity, mode=settings.wandb_mode,
                              config=record.flat_config(config))
-
-
-class _Run(NamedTuple):
-  """What a training loop trains: its name in messages, its step count, the number of classes
-  its batches' labels must lie in (0: labels unused) and the hint a finished run gives."""
-  what: str
-  n_iters: int
-  num_classes: int
-  when_finished: str
-
-
-def _finished(run: _Run, workdir: str, state, ckpt) -> bool:
-  """Whether ``state`` is already at ``run.n_iters`` (then says so and closes ``ckpt``)."""
-  start = int(state.step)
-  if start < run.n_iters:
-    return False
-  ckpt.close()
-  logging.info('Training of the %s is already finished: %s holds step %d of %d. Nothing to do; '
-               '%s.', run.what, workdir, start, run.n_iters, run.when_finished)
-  return True
-
-
-def _compile_steps(config, sde, model, mesh, tx, state, image_shape, *, classifier: bool):
-  """The train and eval steps compiled for the global batch: ``(train_step, eval_step)``."""
-  split = parallel.data_sharding(mesh)
-  batch_size = config.training.batch_size
-  batch_spec = {'image': jax.ShapeDtypeStruct((batch_size,) + image_shape, jnp.float32,
-                                              sharding=split),
-                'label': jax.ShapeDtypeStruct((batch_size,), jnp.int32, sharding=split)}
-  key = parallel.replicate(rng.stream_key(config.seed, rng.TRAIN_STREAM), mesh)
-  train_step = compile_logged('train step', compile_step(
-      config, sde, model, mesh, train=True, tx=tx, classifier=classifier), state, batch_spec, key)
-  eval_step = compile_logged('eval step', compile_step(
-      config, sde, model, mesh, train=False, classifier=classifier), state, batch_spec, key)
-  return train_step, eval_step
 
 
 def check_labels(labels: np.ndarray, num_classes: int, what: str) -> None:
@@ -310,103 +253,147 @@ def _stop_now(stop_requested: Callable[[], bool], log_step: bool) -> bool:
   return log_step and stopping.any_process(stop_requested)
 
 
-@stopping.unsaved_work()  # Steps since the last checkpoint: stops at the poll after a step.
-def _train(config, workdir, mesh, run: _Run, steps, sample_fn, state, ckpt, sources,
-           stop_requested, extra_writer: Optional[summary.MetricWriter] = None):
-  """The loop of ``train_and_evaluate`` / ``train_classifier`` from the restored (or new)
-  ``state`` to ``run.n_iters``, logging to TensorBoard and to ``extra_writer`` (W&B)."""
-  training = config.training
-  n_iters = run.n_iters
-  train_step, eval_step = steps
+# Start-up and compilation hold nothing unsaved: a stop request there ends the run at once.
+_STOPPED_BEFORE_TRAINING = ('Stopped on request before the first training step (while starting '
+                            'or compiling): there was nothing to save. Run the same command '
+                            'again to go on.')
+
+
+@stopping.nothing_unsaved(_STOPPED_BEFORE_TRAINING)
+def _training_loop(config, workdir: str, mesh, stop_requested: Optional[Callable[[], bool]],
+                   trainee_of: Callable[[ml_collections.ConfigDict, str], _Trainee]
+                   ) -> train_state.TrainState:
+  """``train_and_evaluate`` and ``train_classifier``: checks, then the loop that trains
+  ``trainee_of(config, workdir)`` from its newest checkpoint (or a new state) to its
+  ``n_iters``, logging to TensorBoard (and W&B)."""
+  mesh = parallel.make_mesh() if mesh is None else mesh
+  stop_requested = stop_requested or (lambda: False)
+  validation.validate_config(config, num_devices=mesh.devices.size,
+                             num_hosts=jax.process_count())
+  if config.logging.wandb:
+    summary.check_wandb_installed()
+  trainee = trainee_of(config, workdir_lib.check_workdir(workdir))
+  workdir, n_iters, training = trainee.workdir, trainee.n_iters, config.training
+  sources = data.open_checked(config.data, ('train', 'test'))
+  record.save_run_config(config, workdir)  # What score_sde.load(workdir) rebuilds from.
+  tx = optim.get_optimizer(config.optim)
+  state, ckpt = restore_or_init(config, workdir, mesh, trainee.model, tx)
   start = last_saved = int(state.step)
-  train_key = parallel.replicate(rng.stream_key(config.seed, rng.TRAIN_STREAM), mesh)
-  eval_key = parallel.replicate(rng.stream_key(config.seed, rng.EVAL_STREAM), mesh)
-  scaler = data.get_data_scaler(config.data.centered)
-  hosts = dict(host_index=jax.process_index(), host_count=jax.process_count())
-  get_batch = functools.partial(
-      data.get_batch, global_batch_size=training.batch_size, seed=config.seed,
-      random_flip=config.data.random_flip,
-      uniform_dequantization=config.data.uniform_dequantization, **hosts)
+  wandb_writer = None
+  try:
+    if start >= n_iters:
+      logging.info('Training of the %s is already finished: %s holds step %d of %d. Nothing to '
+                   'do; %s.', trainee.what, workdir, start, n_iters, trainee.when_finished)
+      return state
+    wandb_writer = _wandb_writer(config, workdir)  # Before the compiles: a failure costs seconds.
 
-  def to_device(batch):
-    if run.num_classes:
-      check_labels(batch['label'], run.num_classes, run.what)
-    return parallel.to_global({'image': scaler(batch['image']), 'label': batch['label']}, mesh)
+    train_key = parallel.replicate(rng.stream_key(config.seed, rng.TRAIN_STREAM), mesh)
+    eval_key = parallel.replicate(rng.stream_key(config.seed, rng.EVAL_STREAM), mesh)
+    split = parallel.data_sharding(mesh)
+    image_shape = images.image_shape(config.data.image_size, config.data.num_channels)
+    batch_spec = {'image': jax.ShapeDtypeStruct((training.batch_size,) + image_shape,
+                                                jnp.float32, sharding=split),
+                  'label': jax.ShapeDtypeStruct((training.batch_size,), jnp.int32,
+                                                sharding=split)}
+    train_step = compile_logged('train step', jit_step(trainee.step_fn(True, tx), mesh,
+                                                       train=True), state, batch_spec, train_key)
+    eval_step = compile_logged('eval step', jit_step(trainee.step_fn(False, None), mesh,
+                                                     train=False), state, batch_spec, train_key)
+    sample_fn = None if trainee.sampler is None else trainee.sampler(mesh)
 
-  progress = summary.Progress(total_steps=n_iters, start_step=start,
-                              batch_size=training.batch_size)
-  buffer = _LossBuffer()
-  window_path = os.path.join(workdir, LOSS_WINDOW_FILE)
-  buffer.restore(window_path, start)
-  logging.info('Training the %s from step %d to %d on %d device(s), %d host(s).', run.what,
-               start, n_iters, mesh.devices.size, jax.process_count())
+    scaler = data.get_data_scaler(config.data.centered)
+    batch_args = dict(global_batch_size=training.batch_size, seed=config.seed,
+                      random_flip=config.data.random_flip,
+                      uniform_dequantization=config.data.uniform_dequantization,
+                      host_index=jax.process_index(), host_count=jax.process_count())
 
-  batches = data.batches(sources['train'], start, training.batch_size, config.seed, train=True,
-                         random_flip=config.data.random_flip,
-                         uniform_dequantization=config.data.uniform_dequantization,
-                         num_steps=n_iters - start, **hosts)
-  # A killed run may have logged past its last checkpoint (``start``); the resumed run logs those
-  # steps again from start + 1, so TensorBoard is told to drop the killed run's values there.
-  tensorboard_dir = os.path.join(workdir, 'tensorboard')
-  writers = [summary.SummaryWriter(tensorboard_dir, purge_step=start + 1), extra_writer]
-  with summary.MultiWriter(writers) as writer, summary.ProfileWindow(
-      tensorboard_dir, training.profile_steps) as profile:
-    for step, batch in batches:
-      profile.before(step + 1)
-      state, metrics = train_step(state, to_device(batch), train_key)
-      done = step + 1  # Updates completed; the number a checkpoint of this state carries.
-      progress.exclude(profile.after(done, wait_for=state))
-      buffer.add(done, metrics['loss'])
-      is_snapshot = done % training.snapshot_freq == 0 or done == n_iters
-      is_preemption = done % training.snapshot_freq_for_preemption == 0
-      if done % training.log_freq == 0 or is_snapshot or is_preemption:
-        loss = buffer.flush(last_saved)  # Never save or log past a non-finite loss.
-        writer.scalar('training_loss', loss, done)
-        writer.scalar('grad_norm', float(metrics['grad_norm']), done)
-        extra = ''
-        if 'accuracy' in metrics:  # The classifier's, of this step's batch.
-          writer.scalar('training_accuracy', float(metrics['accuracy']), done)
-          extra = f', accuracy {float(metrics["accuracy"]):.3f}'
-        logging.info('step %d, training loss %.5e%s, %s', done, loss, extra,
-                     progress.line(done))
-      # What is not a train step stays off the clock of the progress line's rate and ETA.
-      if done % training.eval_freq == 0:
-        with progress.paused(wait_for=state):
-          eval_batch = to_device(get_batch(sources['test'], done // training.eval_freq,
-                                           train=False))
-          _, eval_metrics = eval_step(state, eval_batch, eval_key)
-          writer.scalar('eval_loss', float(eval_metrics['loss']), done)
-          extra = ''
-          if 'accuracy' in eval_metrics:
-            writer.scalar('eval_accuracy', float(eval_metrics['accuracy']), done)
-            extra = f', accuracy {float(eval_metrics["accuracy"]):.3f}'
-          logging.info('step %d, eval loss %.5e%s', done, float(eval_metrics['loss']), extra)
-      if is_snapshot or is_preemption:
-        with progress.paused(wait_for=state):
-          ckpt.save(done, state, periodic=is_snapshot)
-          writer.flush()  # The events up to this checkpoint survive a kill.
-          last_saved = done
-      if is_snapshot and sample_fn is not None:
-        with progress.paused(wait_for=state):
-          key = parallel.replicate(
-              jax.random.fold_in(rng.stream_key(config.seed, rng.SAMPLE_STREAM), done), mesh)
-          sample_fn = _save_samples(sample_fn, state, key, done, workdir, writer,
-                                    nrow=run.num_classes or None)
-      if done < n_iters and _stop_now(stop_requested, done % training.log_freq == 0):
-        if last_saved != done:
-          # Never save past a non-finite loss. The losses since the last logged step are kept
-          # for the resumed run, whose next training_loss then averages the same steps.
-          buffer.save(window_path, done, last_saved)
-          ckpt.save(done, state, periodic=False)
-        ckpt.wait_until_finished()
-        writer.flush()
-        raise errors.StopRequested(
-            f'Stopped on request at step {done} of {n_iters}, after saving it to '
-            f'{workdir}; run the same command again to resume from there.')
-  ckpt.wait_until_finished()
-  logging.info('Training of the %s finished at step %d; checkpoints are in %s.', run.what,
-               n_iters, os.path.join(workdir, checkpoint.PERIODIC_DIR))
-  return state
+    def to_device(batch):
+      if trainee.num_classes:
+        check_labels(batch['label'], trainee.num_classes, trainee.what)
+      return parallel.to_global({'image': scaler(batch['image']), 'label': batch['label']},
+                                mesh)
+
+    progress = summary.Progress(total_steps=n_iters, start_step=start,
+                                batch_size=training.batch_size)
+    buffer = _LossBuffer()
+    window_path = os.path.join(workdir, LOSS_WINDOW_FILE)
+    buffer.restore(window_path, start)
+    logging.info('Training the %s from step %d to %d on %d device(s), %d host(s).',
+                 trainee.what, start, n_iters, mesh.devices.size, jax.process_count())
+    batches = data.batches(sources['train'], start, train=True, num_steps=n_iters - start,
+                           **batch_args)
+    # A killed run may have logged past its last checkpoint (``start``); the resumed run logs
+    # those steps again from start + 1, so TensorBoard is told to drop the killed run's values
+    # there.
+    tensorboard_dir = os.path.join(workdir, 'tensorboard')
+    writers = [summary.SummaryWriter(tensorboard_dir, purge_step=start + 1), wandb_writer]
+    with stopping.unsaved_work():  # Steps since the last checkpoint: stops at the poll after one.
+      with summary.MultiWriter(writers) as writer, summary.ProfileWindow(
+          tensorboard_dir, training.profile_steps) as profile:
+        for step, batch in batches:
+          profile.before(step + 1)
+          state, metrics = train_step(state, to_device(batch), train_key)
+          done = step + 1  # Updates completed; the number a checkpoint of this state carries.
+          progress.exclude(profile.after(done, wait_for=state))
+          buffer.add(done, metrics['loss'])
+          is_snapshot = done % training.snapshot_freq == 0 or done == n_iters
+          is_preemption = done % training.snapshot_freq_for_preemption == 0
+          if done % training.log_freq == 0 or is_snapshot or is_preemption:
+            loss = buffer.flush(last_saved)  # Never save or log past a non-finite loss.
+            writer.scalar('training_loss', loss, done)
+            writer.scalar('grad_norm', float(metrics['grad_norm']), done)
+            extra = _accuracy(writer, 'training_accuracy', metrics, done)
+            logging.info('step %d, training loss %.5e%s, %s', done, loss, extra,
+                         progress.line(done))
+          # What is not a train step stays off the clock of the progress line's rate and ETA.
+          if done % training.eval_freq == 0:
+            with progress.paused(wait_for=state):
+              eval_batch = data.get_batch(sources['test'], done // training.eval_freq,
+                                          train=False, **batch_args)
+              _, eval_metrics = eval_step(state, to_device(eval_batch), eval_key)
+              writer.scalar('eval_loss', float(eval_metrics['loss']), done)
+              extra = _accuracy(writer, 'eval_accuracy', eval_metrics, done)
+              logging.info('step %d, eval loss %.5e%s', done, float(eval_metrics['loss']), extra)
+          if is_snapshot or is_preemption:
+            with progress.paused(wait_for=state):
+              ckpt.save(done, state, periodic=is_snapshot)
+              writer.flush()  # The events up to this checkpoint survive a kill.
+              last_saved = done
+          if is_snapshot and sample_fn is not None:
+            with progress.paused(wait_for=state):
+              key = parallel.replicate(
+                  jax.random.fold_in(rng.stream_key(config.seed, rng.SAMPLE_STREAM), done), mesh)
+              sample_fn = _save_samples(sample_fn, state, key, done, workdir, writer,
+                                        nrow=trainee.num_classes or None)
+          if done < n_iters and _stop_now(stop_requested, done % training.log_freq == 0):
+            if last_saved != done:
+              # Never save past a non-finite loss. The losses since the last logged step are
+              # kept for the resumed run, whose next training_loss then averages the same steps.
+              buffer.save(window_path, done, last_saved)
+              ckpt.save(done, state, periodic=False)
+            ckpt.wait_until_finished()
+            writer.flush()
+            raise errors.StopRequested(
+                f'Stopped on request at step {done} of {n_iters}, after saving it to '
+                f'{workdir}; run the same command again to resume from there.')
+      ckpt.wait_until_finished()
+      logging.info('Training of the %s finished at step %d; checkpoints are in %s.', trainee.what,
+                   n_iters, os.path.join(workdir, checkpoint.PERIODIC_DIR))
+    return state
+  finally:
+    ckpt.close()
+    if wandb_writer is not None:
+      wandb_writer.close()
+
+
+def _accuracy(writer, tag: str, metrics: dict, step: int) -> str:
+  """The classifier's ``metrics['accuracy']`` written as ``tag``, and its part of the log line;
+  '' for a network without accuracy."""
+  if 'accuracy' not in metrics:
+    return ''
+  accuracy = float(metrics['accuracy'])
+  writer.scalar(tag, accuracy, step)
+  return f', accuracy {accuracy:.3f}'
 
 
 def _save_samples(sample_fn, state, key: jax.Array, step: int, workdir: str, writer,
