@@ -82,6 +82,11 @@ def get_config() -> ml_collections.ConfigDict:
   sampling.final_step = ''
   sampling.unipc_variant = 'bh2'  # UniPC's B(h): 'bh1' or 'bh2'.
   sampling.s_churn = 0.  # EDM Heun stochasticity (Karras et al. S_churn); 0: deterministic.
+  # The churn acts at noise levels sigma in [s_tmin, s_tmax] (EDM's S_tmin, S_tmax) with fresh
+  # noise scaled by s_noise (S_noise); EDM's ImageNet-64 settings: 40, 0.05, 50, 1.003.
+  sampling.s_tmin = 0.
+  sampling.s_tmax = float('inf')
+  sampling.s_noise = 1.
   sampling.eta = 1.  # Euler ancestral's share of fresh noise: 0 (DDIM) to 1 (ancestral).
   sampling.rtol = 1e-5  # ODE sampler tolerances (RK45 as in the paper).
   sampling.atol = 1e-5

@@ -341,6 +341,11 @@ def _sampling_problems(c) -> List[str]:
   problems += _times_problems(c, entry, gridded)
   _require(problems, 0. <= _get(s, 'eta') <= 1., 'sampling.eta', _get(s, 'eta'),
            'use 0 (DDIM) to 1 (ancestral sampling)')
+  _require(problems, 0. <= s.s_tmin < s.s_tmax, 'sampling.s_tmax', s.s_tmax,
+           f'the churn acts on noise levels in [s_tmin, s_tmax]: use 0 <= s_tmin (={s.s_tmin}) '
+           "< s_tmax (EDM's inf; 50 on ImageNet-64)")
+  _require(problems, s.s_noise > 0, 'sampling.s_noise', s.s_noise,
+           "the churn's noise scale must be positive (EDM: 1, 1.003 on ImageNet-64)")
   _require(problems, s.s_churn >= 0, 'sampling.s_churn', s.s_churn,
            'use 0 for the deterministic Heun sampler or a positive churn, e.g. 40 (EDM)')
   for name in ('rtol', 'atol'):

@@ -132,7 +132,8 @@ def get_heun_sampler(sde: sde_lib.SDE, shape, inverse_scaler: base.InverseScaler
 
 def _settings(s, sde) -> dict:
   del sde
-  return dict(denoise=s.noise_removal, s_churn=s.s_churn)
+  return dict(denoise=s.noise_removal, s_churn=s.s_churn, s_min=s.s_tmin, s_max=s.s_tmax,
+              s_noise=s.s_noise)
 
 
 METHOD = base.Method('heun', get_heun_sampler, family='ode', settings=_settings,
