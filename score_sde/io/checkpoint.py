@@ -252,13 +252,16 @@ def check_structure(expected: Dict[str, Any], found: Dict[str, Any], where: str,
 def _join_save_threads(timeout_secs: float) -> None:
   """Waits (up to ``timeout_secs`` in all) for orbax's save threads of this process to end:
   its own thread classes (each write of a save, its finalisation) and its ``async_save``
-  threads."""
+  threads. Their failures (the full disk that is being reported) are only logged."""
   deadline = time.monotonic() + timeout_secs
   for thread in threading.enumerate():
     if thread is threading.current_thread():
       continue
     if type(thread).__module__.startswith('orbax.') or thread.name == 'async_save':
-      thread.join(max(0., deadline - time.monotonic()))
+      try:
+        thread.join(max(0., deadline - time.monotonic()))
+      except Exception as e:  # orbax's threads re-raise their own failure from join.
+        logging.debug('A save thread ended with: %s', io_errors.reason(e))
 
 
 def _read_failure(where: str, what: str, e: BaseException) -> CorruptCheckpointError:
