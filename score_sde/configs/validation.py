@@ -6,17 +6,19 @@ value and the fix. A run with a typo, a batch that does not split over the devic
 does not exist for the chosen SDE therefore fails in the first second instead of after
 compilation or hours into training.
 
-Names (SDE, model, dataset, predictor, corrector) are checked against the registries of the
-subpackages that define them (``sde_lib.SDES``, ``models.MODELS``, ``data.DATASETS``,
-``sampling.PREDICTORS``, ``sampling.CORRECTORS``), and the values of every other enumerated field
-against the table of the module that branches on it (``choices``); those modules are imported
-only when validation runs. The entry a config names reports what the config asks of it that it
-does not have, as ``(field, fix)`` pairs of its ``config_problems(config)``, which validation
-words like its own: the SDE (``sde_lib``: its parameters; a discrete-time loss only for the SDEs
-with a discrete model), the network (``models``: ``models.utils.unet_problems`` for the U-Nets,
-``ncsnv2`` for the SMLD networks, which take a noise-level index and train with the discrete VE
-loss only) and the dataset (``data.sources.Dataset``: its images' channels, LSUN's category).
-The rules across sections follow the reference implementation (yang-song/score_sde):
+Names (SDE, model, dataset, sampling method, predictor, corrector) are checked against the
+registries of the subpackages that define them (``sde_lib.SDES``, ``models.MODELS``,
+``data.DATASETS``, ``sampling.METHODS``, ``sampling.PREDICTORS``, ``sampling.CORRECTORS``; a
+method's entry also gives its maximum order and grid, ``sampling.base.Method``), and the values of
+every other enumerated field against the table of the module that branches on it (``choices``);
+those modules are imported only when validation runs. The entry a config names reports what the
+config asks of it that it does not have, as ``(field, fix)`` pairs of its
+``config_problems(config)``, which validation words like its own: the SDE (``sde_lib``: its
+parameters; a discrete-time loss only for the SDEs with a discrete model), the network (``models``:
+``models.utils.unet_problems`` for the U-Nets, ``ncsnv2`` for the SMLD networks, which take a
+noise-level index and train with the discrete VE loss only) and the dataset
+(``data.sources.Dataset``: its images' channels, LSUN's category). The rules across sections follow
+the reference implementation (yang-song/score_sde):
 
 * Likelihood weighting exists only for the continuous loss (eq. 7); the ``'elbo'`` weighting, the
   variational bound's diffusion term summed over the data dimensions, needs
