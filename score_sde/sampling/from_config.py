@@ -4,7 +4,7 @@ import ml_collections
 import numpy as np
 
 from score_sde import sde_lib
-from score_sde.sampling import base, methods, schedule, schedule_fit
+from score_sde.sampling import base, methods, schedule_fit
 from score_sde.sampling.base import InverseScaler, Sampler
 
 
@@ -30,13 +30,11 @@ def config_times(config: ml_collections.ConfigDict, sde: sde_lib.SDE, eps: float
   if times:
     return np.asarray(times, np.float32)
   settings = entry.settings(s, sde)
-  num_steps = int(s[entry.steps_field]) if entry.steps_field else 0
-  num_levels = entry.levels(num_steps or sde.N, settings)
+  num_steps = (int(s[entry.steps_field]) if entry.steps_field else 0) or sde.N
   name = schedule_name(s, entry)
   if name == 'fitted':
-    return schedule_fit.fit_grid(entry, sde, num_levels, eps, settings)
-  eps = base.check_eps(sde, eps)
-  return np.asarray(schedule.time_steps(sde, num_levels, eps, name, float(s.rho)), np.float32)
+    return schedule_fit.fit_grid(entry, sde, entry.levels(num_steps, settings), eps, settings)
+  return methods.get_times(sde, s.method, num_steps, name, float(s.rho), eps, **settings)
 
 
 def get_sampler(config: ml_collections.ConfigDict, sde: sde_lib.SDE, shape,
