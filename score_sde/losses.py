@@ -10,8 +10,12 @@ training):
 * ``smld_loss``: the discrete NCSN objective over the ``N`` noise scales of a VE SDE (eq. 1), with
   ``lambda_i = sigma_i^2``, at given labels ``i`` (uniform in training) and ``z``.
 * ``ddpm_loss``: the discrete DDPM epsilon-prediction objective of a VP SDE (eq. 3), likewise.
+* ``edm_loss``: EDM's objective (Karras et al. 2022, eq. 8) on a preconditioned denoiser
+  ``D(x_hat; sigma)``: ``lambda(sigma) || D(x0 + sigma z; sigma) - x0 ||^2`` at given ``sigma``
+  and ``z``, ``lambda(sigma) = (sigma^2 + sigma_data^2) / (sigma sigma_data)^2``, with
+  ``ln sigma ~ N(p_mean, p_std^2)`` for the objective.
 
-The weighting (``weighting``, ``training.weighting``) is one of three:
+The weighting (``weighting``, ``training.weighting``) is one of four:
 
 * ``'dsm'``: ``lambda(t) = std(t)^2`` in continuous time (the loss ``|| std s + z ||^2``); in
   discrete time the SMLD loss and DDPM's simple loss ``|| eps_hat - z ||^2``.
@@ -26,6 +30,11 @@ The weighting (``weighting``, ``training.weighting``) is one of three:
   variance, ``beta~_i`` or ``beta_i``: ``reverse_variance``), whose mean over uniform labels is
   the chain's denoising sum ``sum_i L_i`` less its network-free constants (``L_0`` as a Gaussian
   decoder). The SMLD ladder has no variational bound, so no ``'elbo'`` weighting.
+* ``'edm'``: ``edm_loss`` with its log-normal levels, continuous time, on a network with EDM's
+  preconditioning (``model.parameterization`` ``'edm'``, ``'edm_vp'`` or ``'edm_ve'``). EDM's
+  ``VPLoss`` and ``VELoss`` are ``'dsm'`` on those networks: on a VP SDE with ``'edm_vp'``,
+  ``|| std s + z ||^2 = || D - x0 ||^2 / sigma^2``, VPLoss's weight and error at ``t ~ U(eps, 1)``;
+  on a VE SDE with ``'edm_ve'`` the same at VELoss's log-uniform ``sigma(t)``.
 
 A class-conditional network (``model.num_classes = K > 0``) sees each example's label, replaced
 by the null label ``K`` with probability ``label_dropout``, so that one network learns both the
@@ -54,7 +63,8 @@ import optax
 
 from score_sde import low_noise, optim, sde_lib
 from score_sde.models import utils as mutils
-from score_sde.models.parameterization import get_parameterization
+from score_sde.models.parameterization import (Preconditioned, get_parameterization,
+                                              sigma_denoiser_fn)
 from score_sde.sde_lib import batch_mul
 
 ModelFn = Callable[[jax.Array, jax.Array], jax.Array]
@@ -69,7 +79,7 @@ def _reduce(x: jax.Array, reduce_mean: bool) -> jax.Array:
 
 # The objective's weighting (training.weighting) and DDPM's two fixed reverse variances
 # (model.reverse_variance: beta~, the posterior's, or beta), as the module docstring states.
-WEIGHTINGS = ('dsm', 'likelihood', 'elbo')
+WEIGHTINGS = ('dsm', 'likelihood', 'elbo', 'edm')
 REVERSE_VARIANCES = ('posterior', 'beta')
 
 
@@ -77,9 +87,9 @@ def _check_weighting(weighting: str, reduce_mean: bool, continuous: bool) -> Non
   """Raises ValueError, naming the fix, for a weighting the objective does not have."""
   if weighting not in WEIGHTINGS:
     raise ValueError(f'weighting={weighting!r}; choose one of {", ".join(WEIGHTINGS)}.')
-  if weighting == 'likelihood' and not continuous:
-    raise ValueError("The likelihood weighting applies to the continuous objective only; set "
-                     "training.continuous = True or training.weighting = 'dsm'.")
+  if weighting in ('likelihood', 'edm') and not continuous:
+    raise ValueError(f"The {weighting!r} weighting applies to the continuous objective only; "
+                     "set training.continuous = True or training.weighting = 'dsm'.")
   if weighting == 'elbo' and reduce_mean:
     raise ValueError("The 'elbo' weighting is the bound's sum over the data dimensions; set "
                      'training.reduce_mean = False.')
@@ -138,6 +148,32 @@ def dsm_loss(score_fn: sde_lib.ScoreFn, sde: sde_lib.SDE, data: jax.Array, t: ja
   return loss
 
 
+def edm_weight(sigma: jax.Array, sigma_data: float) -> jax.Array:
+  """EDM's loss weight ``lambda(sigma) = (sigma^2 + sigma_data^2) / (sigma sigma_data)^2``, the
+  inverse of the denoiser target's variance ``c_out(sigma)^2`` (Karras et al. 2022, eq. 8)."""
+  return (sigma ** 2 + sigma_data ** 2) / (sigma * sigma_data) ** 2
+
+
+def edm_loss(denoiser_fn: Callable[[jax.Array, jax.Array], jax.Array], data: jax.Array,
+             sigma: jax.Array, z: jax.Array, sigma_data: float = 0.5,
+             reduce_mean: bool = False) -> jax.Array:
+  """EDM's objective at noise levels ``sigma (B,)`` and noise ``z``; ``(B,)``:
+  ``lambda(sigma) || D(x0 + sigma z; sigma) - x0 ||^2`` (``edm_weight``), the half sum (or the
+  mean) over the data dimensions as every objective here: half of EDM's ``EDMLoss`` summed over
+  an image.
+
+  Args:
+    denoiser_fn: ``denoiser_fn(x_hat, sigma) -> D`` (``parameterization.sigma_denoiser_fn``).
+    data: clean data ``x0``, float ``(B, ...)``.
+    sigma: ``(B,)`` float32 noise levels; ``ln sigma ~ N(p_mean, p_std^2)`` for the objective.
+    z: standard normal noise of ``data``'s shape and dtype.
+    sigma_data: the data's standard deviation of ``lambda``.
+    reduce_mean: the mean instead of half the sum over the data dimensions.
+  """
+  denoised = denoiser_fn(data + batch_mul(sigma, z), sigma)
+  return _reduce(jnp.square(denoised - data), reduce_mean) * edm_weight(sigma, sigma_data)
+
+
 def smld_level_stds(sde: sde_lib.VESDE) -> np.ndarray:
   """The noise std of each SMLD label (descending ladder: label 0 is ``sigma_max``)."""
   return np.asarray(sde.discrete_sigmas)[::-1]
@@ -150,7 +186,7 @@ def ddpm_level_stds(sde: sde_lib.VPSDE) -> np.ndarray:
 
 def smld_loss(model_fn: ModelFn, sde: sde_lib.VESDE, data: jax.Array, labels: jax.Array,
               z: jax.Array, reduce_mean: bool = False,
-              parameterization: str = 'auto') -> jax.Array:
+              parameterization='auto') -> jax.Array:
   """The discrete SMLD / NCSN objective at labels ``(B,)`` int and noise ``z``; ``(B,)``.
 
   Label ``i`` (uniform over the ``N`` discrete scales for the objective) indexes the scales in
@@ -172,7 +208,7 @@ def smld_loss(model_fn: ModelFn, sde: sde_lib.VESDE, data: jax.Array, labels: ja
 
 
 def ddpm_loss(model_fn: ModelFn, sde: sde_lib.VPSDE, data: jax.Array, labels: jax.Array,
-              z: jax.Array, reduce_mean: bool = False, parameterization: str = 'auto',
+              z: jax.Array, reduce_mean: bool = False, parameterization='auto',
               weighting: str = 'dsm', reverse_variance: str = 'posterior') -> jax.Array:
   """The discrete DDPM objective ``|| eps_theta(sqrt(abar_i) x0 + sqrt(1 - abar_i) z, i) - z ||^2``
   at steps ``labels (B,)`` int (uniform over the ``N`` steps of the chain for the objective)
@@ -229,12 +265,14 @@ class StepSettings:
   Attributes:
     continuous: eq. (7) (``dsm_loss``), or the discrete objective of the SDE (``smld_loss`` for
       VE, ``ddpm_loss`` for VP).
-    weighting: ``'dsm'``, ``'likelihood'`` or ``'elbo'``, as the module states.
+    weighting: ``'dsm'``, ``'likelihood'``, ``'elbo'`` or ``'edm'``, as the module states.
     reduce_mean: the mean over the data dimensions instead of half their sum.
     eps: the smallest time drawn, ``t ~ U(eps, T)`` (the score diverges as t -> 0).
     reverse_variance: DDPM's ``'posterior'`` (``beta~``) or ``'beta'``, read by its ``'elbo'``.
     parameterization: what the network outputs (``models.parameterization``); each objective
       converts it to the quantity it compares, so the objective is the same for every choice.
+    sigma_data: EDM's data standard deviation, of its preconditioning and loss weight.
+    p_mean, p_std: the mean and std of ``ln sigma`` in ``'edm'``'s draws.
     label_dropout: the probability that a class-conditional network sees the null label while
       training.
     compute_dtype: the network's, ``'float32'`` or ``'bfloat16'`` (``get_model_fn``); the
@@ -242,6 +280,8 @@ class StepSettings:
     float32_below_std: with bfloat16, the noise levels of std below it run in float32
       (``low_noise``); 0: none.
     ema_rate, ema_warmup: the EMA of the weights, ``optim.ema_rate_at``.
+    ema_halflife_kimg, ema_rampup_ratio, batch_size: the EMA by its half-life in images instead
+      (EDM's; ``ema_halflife_kimg > 0``), ``optim.ema_halflife_rate`` at the global batch size.
     grad_accum_steps: micro-batches per update (``accumulated_value_and_grad``).
   """
   continuous: bool = True
@@ -250,11 +290,17 @@ class StepSettings:
   eps: float = 1e-5
   reverse_variance: str = 'posterior'
   parameterization: str = 'auto'
+  sigma_data: float = 0.5
+  p_mean: float = -1.2
+  p_std: float = 1.2
   label_dropout: float = 0.
   compute_dtype: str = 'float32'
   float32_below_std: float = 0.
   ema_rate: float = 0.999
   ema_warmup: bool = False
+  ema_halflife_kimg: float = 0.
+  ema_rampup_ratio: float = 0.
+  batch_size: int = 0
   grad_accum_steps: int = 1
 
 
@@ -266,9 +312,13 @@ def step_settings(config) -> StepSettings:
       reduce_mean=training.reduce_mean, eps=training.eps,
       reverse_variance=model.reverse_variance,
       parameterization=model.get('parameterization', 'auto'),
+      sigma_data=model.get('sigma_data', 0.5), p_mean=training.get('p_mean', -1.2),
+      p_std=training.get('p_std', 1.2),
       label_dropout=training.label_dropout, compute_dtype=training.compute_dtype,
       float32_below_std=training.get('float32_below_std', 0.), ema_rate=model.ema_rate,
-      ema_warmup=model.ema_warmup, grad_accum_steps=training.grad_accum_steps)
+      ema_warmup=model.ema_warmup, ema_halflife_kimg=model.get('ema_halflife_kimg', 0.),
+      ema_rampup_ratio=model.get('ema_rampup_ratio', 0.), batch_size=training.batch_size,
+      grad_accum_steps=training.grad_accum_steps)
 
 
 def network_key(rng: jax.Array) -> jax.Array:
@@ -312,8 +362,9 @@ def score_objective(sde: sde_lib.SDE, model, train: bool,
   ``batch['image']`` is the scaled data ``(B, H, W, C)``; dropout applies when ``train``. A
   class-conditional ``model`` also reads ``batch['label']`` (``(B,)`` int in ``[0, K)``),
   dropped to the null label with probability ``label_dropout`` when ``train`` (evaluation
-  scores the conditional model). The levels are ``t ~ U(eps, T)`` (``settings.continuous``) or
-  labels uniform over the ``N`` levels; with bfloat16 and ``float32_below_std > 0`` they are
+  scores the conditional model). The levels are ``t ~ U(eps, T)`` (``settings.continuous``),
+  labels uniform over the ``N`` levels, or with ``'edm'`` noise levels ``ln sigma ~ N(p_mean,
+  p_std^2)``; with bfloat16 and ``float32_below_std > 0`` they are
   drawn stratified (``low_noise``): rows ``r % every == 0`` of each network call take the
   levels of std below it and run the network in float32, each row's loss weighted so that the
   mean estimates the same objective.
@@ -328,9 +379,17 @@ def score_objective(sde: sde_lib.SDE, model, train: bool,
   if s.weighting == 'elbo' and not s.continuous and isinstance(sde, sde_lib.VESDE):
     raise ValueError("The SMLD objective has no variational bound; set training.weighting = "
                      "'dsm' or training.continuous = True.")
+  param = get_parameterization(s.parameterization, sde, s.sigma_data)
+  if isinstance(param, Preconditioned) and not s.continuous:
+    raise ValueError(f'model.parameterization={param.name!r} (EDM\'s preconditioning) labels the '
+                     'network by its noise level, which the discrete objectives do not; set '
+                     'training.continuous = True.')
   mutils.compute_dtype(s.compute_dtype)  # Fails early on an unknown name.
   below = s.float32_below_std if s.compute_dtype != 'float32' else 0.
-  if s.continuous:
+  if s.weighting == 'edm':
+    sigma_denoiser_fn(param, None)  # Fails early for a network labelled by time.
+    sampler = low_noise.lognormal_sampler(s.p_mean, s.p_std, below)
+  elif s.continuous:
     sampler = low_noise.time_sampler(sde, s.eps, below)
   elif isinstance(sde, sde_lib.VESDE):
     sampler = low_noise.label_sampler(smld_level_stds(sde), below)
@@ -356,24 +415,29 @@ def score_objective(sde: sde_lib.SDE, model, train: bool,
     levels = sampler.levels(noise['levels'])
 
     def network(dtype):
+      def model_fn(class_labels):
+        return mutils.get_model_fn(model, params, train=train, rng=rng,
+                                   class_labels=class_labels, dtype=dtype)
+      if s.weighting == 'edm':
+        return lambda x, sigma, class_labels: sigma_denoiser_fn(
+            param, model_fn(class_labels))(x, sigma)
       if s.continuous:
-        return lambda x, t, class_labels: mutils.get_score_fn(
-            sde, model, params, train=train, continuous=True, rng=rng, class_labels=class_labels,
-            dtype=dtype, parameterization=s.parameterization)(x, t)
-      return lambda x, labels, class_labels: mutils.get_model_fn(
-          model, params, train=train, rng=rng, class_labels=class_labels, dtype=dtype)(x, labels)
+        return lambda x, t, class_labels: mutils.score_fn_from_model_fn(
+            sde, model_fn(class_labels), True, param)(x, t)
+      return lambda x, labels, class_labels: model_fn(class_labels)(x, labels)
 
     fn = low_noise.split_rows(network('float32'), network(s.compute_dtype), levels.every,
                               class_labels)
-    if s.continuous:
+    if s.weighting == 'edm':
+      per_example = edm_loss(fn, data, levels.values, noise['z'], s.sigma_data, s.reduce_mean)
+    elif s.continuous:
       per_example = dsm_loss(fn, sde, data, levels.values, noise['z'], s.reduce_mean,
                              s.weighting, s.eps)
     elif isinstance(sde, sde_lib.VESDE):
-      per_example = smld_loss(fn, sde, data, levels.values, noise['z'], s.reduce_mean,
-                              s.parameterization)
+      per_example = smld_loss(fn, sde, data, levels.values, noise['z'], s.reduce_mean, param)
     else:
-      per_example = ddpm_loss(fn, sde, data, levels.values, noise['z'], s.reduce_mean,
-                              s.parameterization, s.weighting, s.reverse_variance)
+      per_example = ddpm_loss(fn, sde, data, levels.values, noise['z'], s.reduce_mean, param,
+                              s.weighting, s.reverse_variance)
     return {'loss': per_example * levels.weights}
 
   return Objective(draw, loss)
@@ -480,7 +544,8 @@ def get_objective_step_fn(objective: Objective, train: bool,
   gradients are summed in a ``lax.scan`` before the one optimizer update: activation memory of
   ``B / k`` examples, the update of the whole batch (the same draws; only dropout masks
   differ, and with mixed precision each micro-batch is stratified by its own rows). The batch
-  must split into ``k`` equal micro-batches.
+  must split into ``k`` equal micro-batches. With ``settings.ema_halflife_kimg > 0`` the EMA
+  rate is ``optim.ema_halflife_rate`` instead (EDM's).
 
   Returns:
     ``(new_state, {'loss': scalar, 'grad_norm': scalar, ...})``: the means over the batch of
@@ -505,7 +570,11 @@ def get_objective_step_fn(objective: Objective, train: bool,
     (loss, metrics), grads = grads_of(network_key(rng), state.params, rows)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    rate = optim.ema_rate_at(settings.ema_rate, state.step, settings.ema_warmup)
+    if settings.ema_halflife_kimg > 0:
+      rate = optim.ema_halflife_rate(state.step, settings.batch_size,
+                                     settings.ema_halflife_kimg, settings.ema_rampup_ratio)
+    else:
+      rate = optim.ema_rate_at(settings.ema_rate, state.step, settings.ema_warmup)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                               params_ema=optim.ema_update(state.params_ema, params, rate))
     return new_state, {'loss': loss, 'grad_norm': optax.tree.norm(grads), **metrics}

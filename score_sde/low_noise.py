@@ -1,7 +1,7 @@
 """The noise levels an objective draws, and the low-noise float32 rows of a bfloat16 objective.
 
-``TimeSampler`` (continuous ``t``) and ``LabelSampler`` (discrete labels) draw each row's noise
-level in two parts, so that a step drawing for the whole batch can hand the rows of one network
+``TimeSampler`` (continuous ``t``), ``LabelSampler`` (discrete labels) and ``LogNormalSampler``
+(EDM's ``ln sigma ~ N(p_mean, p_std^2)``) draw each row's noise level in two parts, so that a step drawing for the whole batch can hand the rows of one network
 call to the second: ``draw(rng, rows)``, the random numbers at the global batch shape, and
 ``levels(u)``, the levels and row weights of the rows one network call sees. Without strata
 ``draw`` gives the levels themselves (``t ~ U(eps, T)``, labels uniform over the ``N`` levels)
@@ -207,6 +207,44 @@ class LabelSampler:
     strata = self.strata.for_rows(u.shape[0])
     return Levels(stratified_levels(u, strata, self.order), row_weights(u.shape[0], strata),
                   strata.every)
+
+
+@dataclasses.dataclass(frozen=True)
+class LogNormalSampler:
+  """Noise levels ``sigma = exp(p_mean + p_std n)``, ``n ~ N(0, 1)`` (EDM's training levels);
+  with ``strata`` (``cut`` the normal CDF at ``sigma = below``), rows ``r % every == 0`` of a
+  network call below ``below``, the others above, weighted to the same mean: ``n`` is then the
+  normal quantile of a stratified uniform."""
+  p_mean: float
+  p_std: float
+  strata: Optional[Strata] = None
+
+  def draw(self, rng: jax.Array, rows: int) -> jax.Array:
+    """``(rows,)`` float32: ``n ~ N(0, 1)``, or with strata ``u ~ U(0, 1)`` for ``levels``."""
+    if self.strata is None:
+      return jax.random.normal(rng, (rows,))
+    return jax.random.uniform(rng, (rows,))
+
+  def levels(self, u: jax.Array) -> Levels:
+    """``draw``'s rows of one network call as noise levels ``sigma``, weights, float32 rows."""
+    if self.strata is None:
+      return Levels(jnp.exp(self.p_mean + self.p_std * u), jnp.ones(u.shape, jnp.float32), 0)
+    strata = self.strata.for_rows(u.shape[0])
+    tiny = jnp.finfo(jnp.float32).tiny  # ndtri(0) is -inf: sigma would be 0.
+    q = jnp.clip(stratified_times(u, strata, 0., 1.), tiny, 1. - 2 ** -24)
+    sigma = jnp.exp(self.p_mean + self.p_std * jax.scipy.special.ndtri(q))
+    return Levels(sigma, row_weights(u.shape[0], strata), strata.every)
+
+
+def lognormal_sampler(p_mean: float, p_std: float, below: float = 0.) -> LogNormalSampler:
+  """``ln sigma ~ N(p_mean, p_std^2)``, stratified at ``sigma = below`` when ``below > 0``."""
+  if not p_std > 0:
+    raise ValueError(f'training.p_std={p_std} must be positive: the std of ln sigma.')
+  strata = None
+  if below > 0.:
+    prob = float(jax.scipy.stats.norm.cdf((np.log(below) - p_mean) / p_std))
+    strata = Strata(prob, prob)
+  return LogNormalSampler(float(p_mean), float(p_std), strata)
 
 
 def time_sampler(sde: sde_lib.SDE, eps: float, below: float = 0.) -> TimeSampler:

@@ -49,6 +49,22 @@ def ema_update(params_ema, params, rate):
   return jax.tree.map(lambda e, p: rate * e + (1. - rate) * p, params_ema, params)
 
 
+def ema_halflife_rate(step: jax.Array, batch_size: int, halflife_kimg: float,
+                      rampup_ratio: float = 0.) -> jax.Array:
+  """EDM's EMA rate of update ``step`` (0-based) at global batch ``batch_size``:
+  ``0.5 ** (batch_size / h)``, so that a weight's share halves every ``h = 1000 halflife_kimg``
+  images; with ``rampup_ratio > 0``, ``h = min(h, rampup_ratio * step * batch_size)`` (the
+  images seen before this update), so that the EMA of a young run forgets its start: the first
+  update copies the weights. ``float32`` scalar."""
+  if not halflife_kimg > 0:
+    raise ValueError(f'model.ema_halflife_kimg={halflife_kimg} must be positive.')
+  halflife = jnp.float32(1000. * halflife_kimg)
+  if rampup_ratio > 0:
+    seen = jnp.asarray(step, jnp.float32) * batch_size
+    halflife = jnp.minimum(halflife, rampup_ratio * seen)
+  return jnp.float32(0.5) ** (batch_size / jnp.maximum(halflife, 1e-8))
+
+
 def ema_rate_at(rate: float, step: jax.Array, warmup: bool) -> jax.Array:
   """The EMA rate of update ``step`` (0-based): ``rate``, or with ``warmup``
   ``min(rate, (1 + n) / (10 + n))`` for the ``n = step + 1``-th update, as score_sde_pytorch's

@@ -155,9 +155,9 @@ class Pipeline:
   def _score_fn_of(self, params, continuous: Optional[bool] = None) -> sde_lib.ScoreFn:
     continuous = self.config.training.continuous if continuous is None else continuous
     null_label = getattr(self.model, 'num_classes', 0) or None
-    return mutils.get_score_fn(self.sde, self.model, params, train=False,
-                               continuous=continuous, class_labels=null_label,
-                               parameterization=self.config.model.get('parameterization', 'auto'))
+    return mutils.get_score_fn(
+        self.sde, self.model, params, train=False, continuous=continuous, class_labels=null_label,
+        parameterization=mutils.config_parameterization(self.config, self.sde))
 
   def _ode_continuous(self) -> bool:
     return mutils.ode_score_continuous(self.sde, self.config.training.continuous)

@@ -22,8 +22,10 @@ ALL_CONFIGS = sorted(
     for p in CONFIG_ROOT.rglob('*.py')
     if not p.name.startswith('_') and 'def get_config(' in p.read_text())
 # Experiments named <sde>/<dataset>_<model>[_continuous]; the sub-directories ve/ncsn/ and
-# ve/ncsnv2/ follow the reference's other naming and are checked in tests/test_ncsnv2.py.
-EXPERIMENTS = [name for name in ALL_CONFIGS if name.count('/') == 1]
+# ve/ncsnv2/ follow the reference's other naming and are checked in tests/test_ncsnv2.py, and
+# edm/ holds Karras et al. 2022's experiments, checked in tests/test_edm_configs.py.
+EXPERIMENTS = [name for name in ALL_CONFIGS
+               if name.count('/') == 1 and not name.startswith('edm/')]
 
 # Figures of the reference README's checkpoint table (FID and IS from the paper's Table 3,
 # FID of the probability-flow ODE and bits/dim from its Table 2).

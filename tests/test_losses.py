@@ -223,13 +223,16 @@ def test_step_settings_are_the_configs(smoke_config):
   ``training``; the reverse variance, parameterization and EMA from ``model``)."""
   smoke_config.training.update(continuous=False, weighting='elbo', reduce_mean=False, eps=1e-3,
                                label_dropout=0.25, compute_dtype='bfloat16',
-                               float32_below_std=0.1, grad_accum_steps=2)
+                               float32_below_std=0.1, grad_accum_steps=2, p_mean=-1., p_std=1.5,
+                               batch_size=16)
   smoke_config.model.update(reverse_variance='beta', parameterization='eps', ema_rate=0.9,
-                            ema_warmup=True)
+                            ema_warmup=True, sigma_data=0.6, ema_halflife_kimg=2.,
+                            ema_rampup_ratio=0.1)
   assert losses.step_settings(smoke_config) == losses.StepSettings(
       continuous=False, weighting='elbo', reduce_mean=False, eps=1e-3, reverse_variance='beta',
-      parameterization='eps', label_dropout=0.25, compute_dtype='bfloat16',
-      float32_below_std=0.1, ema_rate=0.9, ema_warmup=True, grad_accum_steps=2)
+      parameterization='eps', sigma_data=0.6, p_mean=-1., p_std=1.5, label_dropout=0.25,
+      compute_dtype='bfloat16', float32_below_std=0.1, ema_rate=0.9, ema_warmup=True,
+      ema_halflife_kimg=2., ema_rampup_ratio=0.1, batch_size=16, grad_accum_steps=2)
 
 
 def _g2_over_2var(sde, t):

@@ -233,9 +233,10 @@ def test_unknown_parameterization_fails_naming_the_choices():
   config.model.parameterization = 'epsilon'
   with pytest.raises(errors.ConfigError) as info:
     validation.validate_config(config, 1)
-  assert ("model.parameterization='epsilon' is not supported; use one of 'auto', 'eps', "
-          "'score', 'v', 'x0'") in str(info.value)
-  with pytest.raises(errors.ConfigError, match="'auto', 'eps', 'score', 'v', 'x0'"):
+  assert ("model.parameterization='epsilon' is not supported; use one of 'auto', 'edm', "
+          "'edm_ve', 'edm_vp', 'eps', 'score', 'v', 'x0'") in str(info.value)
+  with pytest.raises(errors.ConfigError,
+                     match="'auto', 'edm', 'edm_ve', 'edm_vp', 'eps', 'score', 'v', 'x0'"):
     pz.get_parameterization('epsilon', sde_lib.VPSDE())
 
 

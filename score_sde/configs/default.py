@@ -21,8 +21,13 @@ def get_config() -> ml_collections.ConfigDict:
   training.reduce_mean = False  # Mean (True) or sum (False) of the per-pixel loss per example.
   # The loss's weighting (losses.py): 'dsm' lambda(t) = std^2 (discrete: the SMLD / DDPM losses);
   # 'likelihood' lambda(t) = g^2 (Song et al. 2021b; continuous only); 'elbo' the variational
-  # bound's diffusion term in nats (elbo.py; reduce_mean=False; continuous, or discrete DDPM).
+  # bound's diffusion term in nats (elbo.py; reduce_mean=False; continuous, or discrete DDPM);
+  # 'edm' EDM's objective (Karras et al. 2022): noise levels sigma ~ exp(N(p_mean, p_std^2)) and
+  # lambda(sigma) = (sigma^2 + sigma_data^2) / (sigma sigma_data)^2 on the denoiser's error
+  # (continuous; a preconditioned model.parameterization 'edm', 'edm_vp' or 'edm_ve').
   training.weighting = 'dsm'
+  training.p_mean = -1.2  # EDM's log-normal noise levels: mean and std of log sigma.
+  training.p_std = 1.2
   training.batch_size = 128  # Global batch over all devices of all hosts.
   training.n_iters = 1300001  # Total optimisation steps.
   training.log_freq = 50  # Steps between loss lines on stdout and in TensorBoard.
@@ -176,6 +181,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.model = model = ml_collections.ConfigDict()
   model.name = 'ncsnpp'  # model registry name.
   model.ema_rate = 0.999  # 0.999 for VE, 0.9999 for VP / sub-VP experiments.
+  # > 0: the EMA by its half-life in thousands of images (EDM's ema_halflife_kimg, 500 on
+  # CIFAR-10), rate 0.5^(batch_size / (1000 ema_halflife_kimg)), in place of ema_rate; with
+  # ema_rampup_ratio > 0 (EDM: 0.05) the half-life is at most that share of the images seen.
+  model.ema_halflife_kimg = 0.
+  model.ema_rampup_ratio = 0.
   # Warm the EMA rate up as min(ema_rate, (1 + step) / (10 + step)) so that short runs forget
   # the initial weights (the paper's runs did not: their EMA starts at the initial weights).
   model.ema_warmup = False
@@ -195,8 +205,12 @@ def get_config() -> ml_collections.ConfigDict:
   model.scale_by_sigma = True  # Divide the output by sigma (VE): the net predicts -noise/sigma.
   # What the network's output is (models/parameterization.py, docs/parameterization.md):
   # 'score' | 'eps' (noise) | 'x0' (clean image) | 'v' (velocity) | 'auto': 'eps' on VP and
-  # sub-VP, 'score' on VE, the paper's and the released checkpoints' convention.
+  # sub-VP, 'score' on VE, the paper's and the released checkpoints' convention. EDM's
+  # preconditioned denoiser D = c_skip x + c_out F(c_in x; c_noise), which also scales the
+  # network's input and sets its noise label: 'edm' (EDMPrecond, with sigma_data), 'edm_vp'
+  # (VPPrecond), 'edm_ve' (VEPrecond); continuous-time training only.
   model.parameterization = 'auto'
+  model.sigma_data = 0.5  # EDM's data standard deviation, read by parameterization 'edm'.
   model.normalization = 'GroupNorm'
   model.nonlinearity = 'swish'  # 'swish' | 'elu' | 'relu' | 'lrelu'.
   model.nf = 128  # Base channel count.
@@ -217,10 +231,16 @@ def get_config() -> ml_collections.ConfigDict:
   model.init_scale = 0.
   model.embedding_type = 'fourier'  # 'fourier' (continuous) | 'positional'.
   model.fourier_scale = 16.
+  # Fourier embedding of log(label) (the released NCSN++, whose label is sigma); False embeds the
+  # label itself (EDM's networks: the preconditioned label c_noise is already a log).
+  model.embed_log_sigma = True
   model.conv_size = 3
   # > 0: a class-conditional network over this many classes (ncsnpp, ddpm): a learnt label
   # embedding is added to the time embedding, and label num_classes means "no class".
   model.num_classes = 0
+  # Where ncsnpp adds it: 'time', to the time embedding after its two dense layers; 'noise', to
+  # the noise embedding before them (EDM's SongUNet, map_label).
+  model.class_embedding = 'time'
 
   # NCSN / NCSNv2 ('ncsn', 'ncsnv2_64', 'ncsnv2_128', 'ncsnv2_256'; models/ncsnv2.py) only.
   # They also read model.normalization: 'InstanceNorm++' (ncsn: conditional InstanceNorm++);

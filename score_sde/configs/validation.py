@@ -290,9 +290,16 @@ def _training_problems(c) -> List[str]:
   _require(problems, ok, 'training.profile_steps', profile,
            'use (first_step, count) with both >= 1, e.g. (100, 5), or () for no trace')
   if not t.continuous:
-    _require(problems, t.weighting != 'likelihood', 'training.weighting', t.weighting,
-             "likelihood weighting exists only for the continuous loss; use 'dsm' or "
-             'training.continuous=True')
+    _require(problems, t.weighting not in ('likelihood', 'edm'), 'training.weighting',
+             t.weighting, f'{t.weighting!r} weighting exists only for the continuous loss; use '
+                          "'dsm' or training.continuous=True")
+  if t.weighting == 'edm':
+    _require(problems, t.p_std > 0, 'training.p_std', t.p_std,
+             "the std of EDM's ln sigma must be positive (EDM: 1.2)")
+    _require(problems, str(c.model.parameterization).lower() in EDM_PRECONDITIONINGS,
+             'model.parameterization', c.model.parameterization,
+             "training.weighting='edm' draws the noise level itself and needs EDM's "
+             f'preconditioned denoiser: use one of {", ".join(map(repr, EDM_PRECONDITIONINGS))}')
   _require(problems, not (t.weighting == 'elbo' and t.reduce_mean), 'training.reduce_mean',
            t.reduce_mean, "training.weighting='elbo' is the bound's sum over the data "
                           'dimensions; set it to False')
@@ -478,6 +485,10 @@ def _model_problems(c) -> List[str]:
            'the models implement 3x3 convolutions only; set it to 3')
   _require(problems, 0. <= m.ema_rate < 1., 'model.ema_rate', m.ema_rate,
            'use a decay in [0, 1): 0.999 (VE) or 0.9999 (VP, sub-VP)')
+  _require(problems, m.ema_halflife_kimg >= 0., 'model.ema_halflife_kimg', m.ema_halflife_kimg,
+           "use 0 (model.ema_rate) or the EMA's half-life in thousands of images (EDM: 500)")
+  _require(problems, m.ema_rampup_ratio >= 0., 'model.ema_rampup_ratio', m.ema_rampup_ratio,
+           'use 0 (no ramp) or the largest half-life as a share of the images seen (EDM: 0.05)')
   _require(problems, 0. <= m.dropout < 1., 'model.dropout', m.dropout, 'use a rate in [0, 1)')
   _require(problems, m.init_scale >= 0., 'model.init_scale', m.init_scale,
            'use 0 (the default initialiser scale) or a positive scale')
@@ -486,10 +497,23 @@ def _model_problems(c) -> List[str]:
   return problems
 
 
+# EDM's preconditionings (models.parameterization.Preconditioned): continuous time only.
+EDM_PRECONDITIONINGS = ('edm', 'edm_vp', 'edm_ve')
+
+
 def _parameterization_problems(c) -> List[str]:
   """``model.parameterization`` names a registered output (or 'auto'), and ``scale_by_sigma``,
-  which divides the output by sigma, is kept for a network whose output is the score."""
+  which divides the output by sigma, is kept for a network whose output is the score; EDM's
+  preconditionings need continuous time, a positive ``sigma_data`` and (``edm_vp``) a VP SDE."""
   m, problems = c.model, []
+  if str(m.parameterization).lower() in EDM_PRECONDITIONINGS:
+    _require(problems, c.training.continuous, 'training.continuous', c.training.continuous,
+             f'model.parameterization={m.parameterization!r} labels the network by its noise '
+             'level, which the discrete objectives do not; set it to True')
+    _require(problems, m.sigma_data > 0, 'model.sigma_data', m.sigma_data,
+             "use the data's standard deviation, e.g. 0.5 (EDM, images in [-1, 1])")
+    if m.sigma_data <= 0:
+      return problems
   from score_sde import sde_lib  # Imported only when validation runs (jax).
   from score_sde.models import parameterization
   options = parameterization.choices()
@@ -500,7 +524,10 @@ def _parameterization_problems(c) -> List[str]:
     sde = sde_lib.get_sde(c)
   except (KeyError, TypeError, ValueError):
     return problems  # training.sde's own problem is reported with it.
-  name = parameterization.get_parameterization(value, sde).name
+  try:
+    name = parameterization.get_parameterization(value, sde, m.sigma_data).name
+  except errors.ConfigError as e:
+    return problems + [f'config.model.parameterization={value!r}: {e}']
   # On VP / sub-VP, scale_by_sigma is refused whatever the output (models.utils.unet_problems).
   ok = not (m.scale_by_sigma and isinstance(sde, sde_lib.VESDE)) or name == 'score'
   _require(problems, ok, 'model.scale_by_sigma',

@@ -5,6 +5,13 @@ storage (``data/<key>``). ``read_pth`` reads them with numpy through an unpickle
 only plain containers and tensors (any other global in the pickle is refused, so a pickle runs
 no code); files in torch's pre-1.6 non-zip format need torch (``pip install torch``) and say so.
 
+``read_pickle`` reads a plain ``pickle.dump`` of tensors the same way. There each storage is
+inline, the bytes that ``torch.storage._load_from_bytes`` receives: the storage alone in the
+pre-1.6 layout (pickles of the format's magic number, version and byte order, of the storage's
+persistent id and of its key, then its element count as a little-endian int64 and its values),
+which ``_legacy_storage`` parses without torch. The caller adds the globals of its own format
+(e.g. ``conversion.edm_checkpoints``' data-only stand-ins), and nothing else is built.
+
 A file from elsewhere is read as untrusted:
 
 * every record's stated size is checked before it is inflated: a storage's record must hold
@@ -51,6 +58,9 @@ MAX_PICKLE_BYTES = 16 << 20
 # 3.4 GB. ``pytorch_checkpoints.load_pytorch_checkpoint`` bounds it by the network it expects.
 DEFAULT_MAX_BYTES = 4 << 30
 _CHUNK_BYTES = 1 << 20  # Records are inflated this much at a time.
+# The pre-1.6 layout's first two pickles.
+_LEGACY_MAGIC = 0x1950a86a20f9469cfc6c
+_LEGACY_PROTOCOL = 1001
 _MAX_DEFLATE_RATIO = 1032  # Deflate's most: 258 bytes from a 2-bit code; a larger claim is a lie.
 _MAX_DIMS = 32
 
@@ -184,6 +194,9 @@ class _TorchUnpickler(pickle.Unpickler):
         ('_codecs', 'encode'): _encode,
     }
 
+  # What a refused global's message ends with: how to get a file this reader takes.
+  refusal_hint = 'load the file with torch.load and save its state dicts'
+
   def find_class(self, module, name):
     if (module, name) in self._globals:
       return self._globals[(module, name)]
@@ -193,7 +206,7 @@ class _TorchUnpickler(pickle.Unpickler):
       return str
     raise pickle.UnpicklingError(
         f'{module}.{name} in the checkpoint is neither a tensor nor a plain container; this '
-        'reader builds only those (load the file with torch.load and save its state dicts).')
+        f'reader builds only those ({self.refusal_hint}).')
 
   def persistent_load(self, pid):
     # ('storage', storage type, key, location, numel): the tensor bytes are data/<key>.
@@ -207,9 +220,13 @@ class _TorchUnpickler(pickle.Unpickler):
         raise _Refused(f'storage {key} is named with two types or sizes')
       return self._storages[key]
     array = np.frombuffer(self._read_storage(key, numel * dtype.itemsize), dtype=dtype)
+    return self._register(key, array)
+
+  def _register(self, key: str, array: np.ndarray) -> np.ndarray:
+    """``array`` (flat) as storage ``key``, the only thing ``_rebuild_tensor`` views."""
     self._storages[key] = array.astype(array.dtype.newbyteorder('='), copy=False)
     self._keys[id(self._storages[key])] = key
-    self._specs[key] = (self._storages[key].dtype, numel)
+    self._specs[key] = (self._storages[key].dtype, array.size)
     return self._storages[key]
 
   def _rebuild_tensor(self, storage, offset, size, stride, *unused):
@@ -227,6 +244,112 @@ class _TorchUnpickler(pickle.Unpickler):
       return np.zeros(size, storage.dtype)
     view = np.lib.stride_tricks.as_strided(storage[offset:], shape=size, strides=byte_strides)
     return np.array(view, copy=True)
+
+
+class _LegacyRecordUnpickler(pickle.Unpickler):
+  """One pickle of a storage's pre-1.6 record: plain values, storage types and the storage's
+  persistent id (returned as it is, for ``_legacy_storage`` to check)."""
+
+  def find_class(self, module, name):
+    if module == 'torch' and name in _STORAGE_DTYPES:
+      return _Storage(_STORAGE_DTYPES[name])
+    raise _Refused(f'{module}.{name} in a tensor storage record is not a storage type')
+
+  def persistent_load(self, pid):
+    return pid
+
+
+def _legacy_storage(data: bytes) -> np.ndarray:
+  """The values of one storage that torch's pre-1.6 ``torch.save`` wrote alone: what a plain
+  pickle of a tensor hands ``torch.storage._load_from_bytes``. A flat read-only array on
+  ``data`` (little-endian), after checking every part of the record; ``_Refused`` names what
+  does not fit (not such a record, another byte order, a count that disagrees with the values
+  present)."""
+  if not isinstance(data, (bytes, bytearray)):
+    raise _Refused(f'a storage record is {type(data).__name__}, not bytes')
+  stream = io.BytesIO(data)
+
+  def load():  # The record's pickles, one after another.
+    return _LegacyRecordUnpickler(stream).load()
+  if load() != _LEGACY_MAGIC or load() != _LEGACY_PROTOCOL:
+    raise _Refused('a storage record does not start as torch.save\'s pre-1.6 layout')
+  info = load()
+  if not isinstance(info, dict) or info.get('little_endian') is not True:
+    raise _Refused(f'a storage record is not little-endian (sys_info {str(info)[:80]})')
+  pid = load()
+  if not (isinstance(pid, tuple) and len(pid) == 6 and pid[0] == 'storage'
+          and isinstance(pid[1], _Storage) and isinstance(pid[2], str) and _is_index(pid[4])
+          and pid[5] is None):
+    raise _Refused(f'a storage record holds {str(pid)[:80]}, not one whole storage')
+  _, storage_type, key, _, numel, _ = pid
+  if load() != [key]:
+    raise _Refused(f'a storage record does not list its one storage {key[:40]}')
+  dtype = np.dtype(storage_type.dtype).newbyteorder('<')
+  start = stream.tell() + 8
+  count = int.from_bytes(data[start - 8:start], 'little')
+  if count != numel or len(data) - start != numel * dtype.itemsize:
+    raise _Refused(f'a storage record states {numel:,} values and {count:,}, and holds '
+                   f'{len(data) - start:,} bytes of {dtype.itemsize}-byte values')
+  return np.frombuffer(memoryview(data)[start:], dtype=dtype)
+
+
+class _PickleUnpickler(_TorchUnpickler):
+  """A plain pickle of tensors: storages inline (``torch.storage._load_from_bytes``), the
+  globals of ``_TorchUnpickler`` and the caller's ``extra_globals``, nothing else."""
+
+  def __init__(self, data: bytes, budget: _Budget, extra_globals, refusal_hint: str):
+    super().__init__(data, self._no_record, 'little', budget)
+    self._globals.update(extra_globals)
+    self._globals[('torch.storage', '_load_from_bytes')] = self._load_from_bytes
+    self.refusal_hint = refusal_hint
+
+  @staticmethod
+  def _no_record(key, nbytes):
+    raise _Refused(f'a plain pickle names storage record {key[:40]} outside itself')
+
+  def persistent_load(self, pid):
+    raise _Refused(f'persistent record {str(pid)[:80]} in a plain pickle')
+
+  def _load_from_bytes(self, data):
+    # The record's bytes are already held (the unpickler made them): count them once more.
+    self._budget.take(len(data) if isinstance(data, (bytes, bytearray)) else 0,
+                      'a storage record')
+    return self._register(f'inline/{len(self._storages)}', _legacy_storage(data))
+
+
+def read_pickle(path, extra_globals: Mapping[Tuple[str, str], Any], refusal_hint: str,
+                max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
+  """The object a plain ``pickle.dump`` wrote to ``path``, with tensors as numpy arrays (no
+  torch), building only containers, tensors and ``extra_globals``.
+
+  Args:
+    path: the pickle file.
+    extra_globals: ``(module, name) -> callable`` the format adds to the containers and tensors
+      (data-only stand-ins: nothing from the file is imported or run).
+    refusal_hint: what the message for any other global ends with (how to get a file this
+      reader takes).
+    max_bytes: the most bytes the file may make the reader hold: the file, its storage
+      records and the tensors built on them.
+  Raises:
+    CheckpointNotFoundError: nothing at ``path``.
+    CheckpointFileError: a global outside those (naming it), a damaged or crafted storage
+      record or tensor view, or more than ``max_bytes``; one line naming ``path``.
+  """
+  path = epath.Path(path)
+  if not path.exists():
+    raise CheckpointNotFoundError(f'No pickle file at {path}.')
+  budget = _Budget(max_bytes)
+  try:
+    budget.take(path.stat().length, 'the file')
+    return _PickleUnpickler(path.read_bytes(), budget, extra_globals, refusal_hint).load()
+  except _Refused as e:
+    raise CheckpointFileError(f'{path} is refused: {e}.') from None
+  except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError, AttributeError,
+          IndexError, OverflowError, MemoryError, RecursionError, RuntimeError,
+          NotImplementedError) as e:  # What a malformed file makes the unpickler raise.
+    message = ' '.join(str(e).split())
+    raise CheckpointFileError(f'{path}: cannot read the pickle ({type(e).__name__}: '
+                              f'{message}).') from None
 
 
 def is_torch_file(path) -> bool:

@@ -68,7 +68,7 @@ def make_elbo_evaluator(config, sde, model, mesh, source: data.Source, key: jax.
       elbo_fn,
       lambda p: mutils.get_score_fn(
           sde, model, p, train=False, continuous=continuous, class_labels=null_label,
-          parameterization=config.model.get('parameterization', 'auto')),
+          parameterization=mutils.config_parameterization(config, sde)),
       mesh, scaler=data.get_data_scaler(config.data.centered))
   batch_size = config.eval.batch_size
 

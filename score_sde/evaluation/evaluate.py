@@ -271,7 +271,7 @@ def make_bpd_evaluator(config, sde, model, mesh, source: data.Source,
           sde, model, p, train=False,
           continuous=mutils.ode_score_continuous(sde, config.training.continuous),
           class_labels=null_label,
-          parameterization=config.model.get('parameterization', 'auto')),
+          parameterization=mutils.config_parameterization(config, sde)),
       mesh, scaler=data.get_data_scaler(centered))
   probe_key = jax.random.fold_in(rng.stream_key(config.seed, rng.EVAL_STREAM), _BPD_PROBES)
 

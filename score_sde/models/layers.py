@@ -101,8 +101,13 @@ def add_class_embedding(temb: jax.Array, class_labels: Optional[jax.Array],
   """The time embedding plus a learnt class embedding, for class-conditional networks that
   classifier-free guidance samples (Ho & Salimans 2022): ``temb + E[y]``.
 
+  NCSN++ adds it to the time embedding or, as EDM's ``SongUNet`` (``map_label``), to the noise
+  embedding before the dense layers (``ncsnpp.NCSNpp.class_embedding``). EDM's bias-carrying
+  linear map of the one-hot label times ``sqrt(K)`` is such a table: row ``k`` is
+  ``sqrt(K) W[:, k] + b``, and the all-zero label of its label dropout, the null row, is ``b``.
+
   Args:
-    temb: ``(B, D)`` time embedding.
+    temb: ``(B, D)`` time (or noise) embedding.
     class_labels: ``(B,)`` int in ``[0, num_classes]``; ``num_classes`` is the null label
       ("no class"), which label dropout trains and the unconditional half of guidance uses.
     num_classes: number of real classes K; 0 returns ``temb`` unchanged (no parameters, so an

@@ -20,8 +20,10 @@ class GaussianFourierProjection(nn.Module):
   """Random Fourier features of a scalar (Tancik et al. 2020), the NCSN++ noise-level embedding.
 
   ``emb = [sin(2 pi x W), cos(2 pi x W)]`` with fixed ``W ~ N(0, scale^2 I)``, ``W`` of shape
-  ``(embedding_size,)``; NCSN++ feeds ``x = log sigma``. ``W`` is a parameter (so checkpoints
-  carry it) that receives no gradient.
+  ``(embedding_size,)``; NCSN++ feeds ``x = log sigma``, EDM's NCSN++ its label ``c_noise``
+  (its ``FourierEmbedding`` of ``2 embedding_size`` channels, a buffer ``freqs = W``, in this
+  sin-then-cos order after its flip). ``W`` is a parameter (so checkpoints carry it) that
+  receives no gradient.
 
   Returns:
     ``(B, 2 embedding_size)`` for ``x`` of shape ``(B,)``.

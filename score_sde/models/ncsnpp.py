@@ -11,6 +11,15 @@ The paper's two CIFAR-10 architectures are settings of this module:
 with 4 (or 8, "deep") residual blocks per resolution, attention at 16x16, skip rescaling by
 ``1/sqrt(2)`` and zero-initialised residual branches (``init_scale=0``).
 
+EDM's ``SongUNet`` (Karras et al. 2022, NVlabs/edm ``training/networks.py``), its DDPM++ and
+NCSN++, computes the same function for ``resblock_type='biggan'``, ``skip_rescale``,
+``progressive='none'`` and ``progressive_input`` 'none' (its encoder 'standard') or 'residual'
+(FIR ``fir_kernel=(1, 3, 3, 1)``), with two settings of its own: ``embed_log_sigma=False``
+(the Fourier embedding reads the label itself, EDM's ``c_noise``, already a log) and
+``class_embedding='noise'`` (the class embedding is added to the noise embedding before the two
+dense layers, EDM's ``map_label``). ``conversion.edm_checkpoints`` maps its parameters
+(docs/edm.md).
+
 The module reproduces the released score_sde code operation by operation, and its parameter tree
 (names, nesting, shapes, HWIO kernels) is that of the released checkpoints' ``params_ema``:
 ``GaussianFourierProjection_0/W``, ``Dense_0``, ``Dense_1``, ``Conv_0``,
@@ -38,6 +47,7 @@ CHOICES = {
     'progressive_input': ('none', 'input_skip', 'residual'),
     'progressive_combine': ('sum', 'cat'),
     'embedding_type': ('fourier', 'positional'),
+    'class_embedding': ('time', 'noise'),
 }
 # model.attention_type: DDPM's self-attention, the one kind the reference implements.
 ATTENTION_TYPES = ('ddpm',)
@@ -58,8 +68,9 @@ class NCSNpp(nn.Module):
   Args (of ``__call__``):
     x: ``(B, H, W, C)`` float32 images, in [0, 1] (mapped to [-1, 1] first) or, with
       ``centered``, already in [-1, 1]. ``H = W`` divisible by ``2^(len(ch_mult) - 1)``.
-    time_cond: ``(B,)`` float: the noise level ``sigma`` for ``embedding_type='fourier'``, or a
-      time step label in ``[0, num_scales - 1]`` for ``'positional'``.
+    time_cond: ``(B,)`` float: the noise level ``sigma`` for ``embedding_type='fourier'`` (any
+      real label without ``embed_log_sigma``, e.g. EDM's ``c_noise``), or a time step label
+      (in ``[0, num_scales - 1]`` for ``scale_by_sigma``) for ``'positional'``.
     train: enables dropout (then an rng stream named 'dropout' is needed).
     class_labels: ``(B,)`` int in ``[0, num_classes]`` for a class-conditional network
       (``num_classes > 0``; ``num_classes`` itself is the null label); else unused.
@@ -85,6 +96,7 @@ class NCSNpp(nn.Module):
   init_scale: float = 0.
   embedding_type: str = 'fourier'
   fourier_scale: float = 16.
+  embed_log_sigma: bool = True  # Fourier features of log(time_cond) (True) or of time_cond.
   nonlinearity: str = 'swish'
   scale_by_sigma: bool = True
   centered: bool = False
@@ -92,6 +104,8 @@ class NCSNpp(nn.Module):
   sigma_max: float = 50.
   num_scales: int = 1000
   num_classes: int = 0  # > 0: class-conditional (layers.add_class_embedding).
+  # Where the class embedding is added: 'time' after the two dense layers, 'noise' before them.
+  class_embedding: str = 'time'
   remat: bool = False  # Rematerialise the residual blocks (layers.rematerialized).
 
   @classmethod
@@ -127,10 +141,13 @@ class NCSNpp(nn.Module):
         progressive_combine=_check_choice('progressive_combine', m.progressive_combine),
         init_scale=m.init_scale,
         embedding_type=_check_choice('embedding_type', m.embedding_type),
-        fourier_scale=m.fourier_scale, nonlinearity=m.nonlinearity,
+        fourier_scale=m.fourier_scale, embed_log_sigma=bool(m.embed_log_sigma),
+        nonlinearity=m.nonlinearity,
         scale_by_sigma=m.scale_by_sigma, centered=config.data.centered, sigma_min=m.sigma_min,
         sigma_max=m.sigma_max, num_scales=m.num_scales,
-        num_classes=class_count(config), remat=bool(m.get('remat', False)))
+        num_classes=class_count(config),
+        class_embedding=_check_choice('class_embedding', m.class_embedding),
+        remat=bool(m.get('remat', False)))
 
   @classmethod
   def config_problems(cls, config) -> List[Tuple[str, str]]:
@@ -153,21 +170,30 @@ class NCSNpp(nn.Module):
   def _embed(self, time_cond: jax.Array, class_labels: Optional[jax.Array], dtype
              ) -> Tuple[Optional[jax.Array], jax.Array]:
     """Time (and class) embedding ``(B, 4 nf)`` in ``dtype`` (None if unconditional), computed
-    in float32, and the per-example sigma ``(B,)`` float32."""
+    in float32, and the per-example sigma ``(B,)`` float32.
+
+    The noise embedding (``2 nf`` Fourier features, or ``nf`` sinusoids) passes through
+    ``Dense_0``, the activation and ``Dense_1``; the class embedding is added to its output
+    (``class_embedding='time'``) or to the noise embedding (``'noise'``).
+    """
     if self.embedding_type == 'fourier':
       sigmas = time_cond
-      temb = layerspp.GaussianFourierProjection(
-          embedding_size=self.nf, scale=self.fourier_scale)(jnp.log(sigmas))
+      temb = layerspp.GaussianFourierProjection(embedding_size=self.nf, scale=self.fourier_scale)(
+          jnp.log(sigmas) if self.embed_log_sigma else time_cond)
     else:
       ladder = get_sigmas(self.sigma_min, self.sigma_max, self.num_scales)
       sigmas = ladder[time_cond.astype(jnp.int32)]
       temb = get_timestep_embedding(time_cond, self.nf)
+    if self.class_embedding == 'noise':
+      temb = add_class_embedding(temb, class_labels, self.num_classes)
     if not self.conditional:
       return None, sigmas
     act = get_act(self.nonlinearity)
     temb = nn.Dense(self.nf * 4, kernel_init=default_init())(temb)
     temb = nn.Dense(self.nf * 4, kernel_init=default_init())(act(temb))
-    return add_class_embedding(temb, class_labels, self.num_classes).astype(dtype), sigmas
+    if self.class_embedding == 'time':
+      temb = add_class_embedding(temb, class_labels, self.num_classes)
+    return temb.astype(dtype), sigmas
 
   def _encode(self, x: jax.Array, temb, train: bool) -> list:
     """The downsampling path; returns every skip activation, the last being the bottleneck input.

@@ -25,13 +25,30 @@ default) is the released convention: ``eps`` on VP and sub-VP, ``score`` on VE; 
 each SDE's native quantity is then the identity (or ``-out / std``), the arithmetic of the
 released code, so paper configs and released checkpoints give the same numbers bit for bit.
 
-A preconditioned denoiser (Karras et al. 2022, EDM: ``D(x; sigma) = c_skip x + c_out
-F(c_in x; c_noise)``) is the next entry of ``PARAMETERIZATIONS``. Unlike the four above it also
-rescales the network's input and replaces its noise label, so it wraps ``labelled_model_fn`` in
-``score_fn_from_model_fn`` (``c_in``, ``c_noise`` on the way in) as well as converting the
-output (``c_skip``, ``c_out`` into ``denoised``, then the score by Tweedie).
+EDM's preconditioned denoiser (Karras et al. 2022, eq. 7 and Table 1) is three more entries:
+``D(x_hat; sigma) = c_skip(sigma) x_hat + c_out(sigma) F(c_in(sigma) x_hat; c_noise(sigma))``
+on the scaled-out state ``x_hat = x_t / alpha`` at noise level ``sigma = std / alpha``. Unlike
+the four above they also set the network's input and noise label (``network_input``), and
+``denoised`` is ``D`` itself; the score follows by Tweedie, ``(alpha D - x_t) / std^2``, so any
+SDE's sampler and likelihood run on them:
+
+===========  ==============================  ===============  ================  ===========================
+name         ``c_skip``                      ``c_out``        ``c_in``          ``c_noise``
+===========  ==============================  ===============  ================  ===========================
+``edm``      ``sd^2 / (sigma^2 + sd^2)``     ``sigma sd /     ``1 / sqrt(       ``ln(sigma) / 4``
+                                             sqrt(sigma^2 +   sigma^2 + sd^2)``
+                                             sd^2)``
+``edm_vp``   ``1``                           ``-sigma``       ``1 / sqrt(       ``(M - 1) sigma_VP^-1(sigma)``
+                                                              sigma^2 + 1)``
+``edm_ve``   ``1``                           ``sigma``        ``1``             ``ln(sigma / 2)``
+===========  ==============================  ===============  ================  ===========================
+
+(``sd``: ``model.sigma_data``; ``edm_vp``'s inverse of ``sigma(t) = sqrt(exp(beta_d t^2 / 2 +
+beta_min t) - 1)`` with the VP SDE's betas and ``M = 1000``: its label is the VP model's ``999 t``
+and its output the noise, so ``edm_vp`` on a VP SDE is the ``eps`` network of DDPM++, and
+``edm_ve`` on VE the ``score`` network times ``-sigma`` with the label ``ln(sigma / 2)``.)
 """
-from typing import Callable, Tuple
+from typing import Callable, Tuple, Union
 
 import jax
 import jax.numpy as jnp
@@ -55,6 +72,18 @@ class Parameterization:
   formula unless a subclass has a direct form.
   """
   name = ''
+
+  @classmethod
+  def create(cls, sde: sde_lib.SDE, sigma_data: float = 0.5) -> 'Parameterization':
+    """The parameterization for ``sde`` (``model.sigma_data`` for EDM's); most take neither."""
+    del sde, sigma_data
+    return cls()
+
+  def network_input(self, x, labels, alpha, std):
+    """What the network is called with at ``x`` and its time ``labels``: ``(x, labels)``,
+    or a preconditioned denoiser's ``(c_in x_hat, c_noise)``."""
+    del alpha, std
+    return x, labels
 
   def score(self, out, x, alpha, std):
     """``grad_x log p_t(x)`` from the network's output ``out``."""
@@ -156,6 +185,103 @@ class V(Parameterization):
     return batch_mul(1. / (alpha ** 2 + std ** 2), batch_mul(alpha, x) - batch_mul(std, out))
 
 
+class Preconditioned(Parameterization):
+  """EDM's preconditioned denoiser ``D(x_hat; sigma) = c_skip x_hat + c_out F(c_in x_hat;
+  c_noise)`` (Karras et al. 2022, eq. 7), ``x_hat = x / alpha``, ``sigma = std / alpha``; the
+  network's output ``out`` is ``F``. Subclasses give ``coefficients(sigma)``."""
+
+  def coefficients(self, sigma: jax.Array) -> Tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """``(c_skip, c_out, c_in, c_noise)`` at ``sigma (B,)``, each ``(B,)`` float32."""
+    raise NotImplementedError
+
+  def network_input(self, x, labels, alpha, std):
+    del labels  # c_noise replaces the SDE's time label.
+    _, _, c_in, c_noise = self.coefficients(std / alpha)
+    return batch_mul(c_in / alpha, x), c_noise
+
+  def denoised(self, out, x, alpha, std):
+    c_skip, c_out, _, _ = self.coefficients(std / alpha)
+    return batch_mul(c_skip / alpha, x) + batch_mul(c_out, out)
+
+  def score(self, out, x, alpha, std):
+    return batch_mul(1. / std ** 2, batch_mul(alpha, self.denoised(out, x, alpha, std)) - x)
+
+  def from_score(self, score, x, alpha, std):
+    c_skip, c_out, _, _ = self.coefficients(std / alpha)
+    denoised = batch_mul(1. / alpha, x + batch_mul(std ** 2, score))
+    return batch_mul(1. / c_out, denoised - batch_mul(c_skip / alpha, x))
+
+  def target(self, x0, noise, alpha, std):
+    """``(x0 - c_skip x_hat) / c_out`` with ``x_hat = x0 + sigma noise``: EDM's effective
+    training target of ``F`` (eq. 8)."""
+    sigma = std / alpha
+    c_skip, c_out, _, _ = self.coefficients(sigma)
+    x_hat = x0 + batch_mul(sigma, noise)
+    return batch_mul(1. / c_out, x0 - batch_mul(c_skip, x_hat))
+
+
+@PARAMETERIZATIONS.register('edm')
+class EDMPreconditioning(Preconditioned):
+  """EDM's own preconditioning (``EDMPrecond``), unit-variance input and target at every sigma
+  for data of standard deviation ``sigma_data``."""
+  name = 'edm'
+
+  def __init__(self, sigma_data: float = 0.5):
+    if not sigma_data > 0:
+      raise errors.ConfigError(f'model.sigma_data={sigma_data} must be positive: the data\'s '
+                               'standard deviation (EDM: 0.5 for images in [-1, 1]).')
+    self.sigma_data = float(sigma_data)
+
+  @classmethod
+  def create(cls, sde, sigma_data=0.5):
+    del sde
+    return cls(sigma_data)
+
+  def coefficients(self, sigma):
+    sd2 = self.sigma_data ** 2
+    return (sd2 / (sigma ** 2 + sd2), sigma * self.sigma_data * jax.lax.rsqrt(sigma ** 2 + sd2),
+            jax.lax.rsqrt(sigma ** 2 + sd2), jnp.log(sigma) / 4)
+
+
+@PARAMETERIZATIONS.register('edm_vp')
+class VPPreconditioning(Preconditioned):
+  """EDM's ``VPPrecond``: DDPM++'s noise prediction on the VP SDE of betas ``beta_min``,
+  ``beta_min + beta_d``, label ``(M - 1) t(sigma)``."""
+  name = 'edm_vp'
+  M = 1000
+
+  def __init__(self, beta_min: float = 0.1, beta_d: float = 19.9):
+    self.beta_min, self.beta_d = float(beta_min), float(beta_d)
+
+  @classmethod
+  def create(cls, sde, sigma_data=0.5):
+    del sigma_data
+    if not isinstance(sde, sde_lib.VPSDE):
+      raise errors.ConfigError("model.parameterization='edm_vp' (EDM's VPPrecond) reads the VP "
+                               "SDE's betas; set training.sde='vpsde', or use "
+                               "model.parameterization='edm' on any SDE.")
+    return cls(sde.beta_0, sde.beta_1 - sde.beta_0)
+
+  def sigma_inv(self, sigma: jax.Array) -> jax.Array:
+    """The time ``t`` of noise level ``sigma``: the inverse of
+    ``sqrt(exp(beta_d t^2 / 2 + beta_min t) - 1)``."""
+    root = jnp.sqrt(self.beta_min ** 2 + 2 * self.beta_d * jnp.log1p(sigma ** 2))
+    return (root - self.beta_min) / self.beta_d
+
+  def coefficients(self, sigma):
+    return (jnp.ones_like(sigma), -sigma, jax.lax.rsqrt(sigma ** 2 + 1),
+            (self.M - 1) * self.sigma_inv(sigma))
+
+
+@PARAMETERIZATIONS.register('edm_ve')
+class VEPreconditioning(Preconditioned):
+  """EDM's ``VEPrecond``: NCSN++'s score network, ``F = -sigma score``, label ``ln(sigma / 2)``."""
+  name = 'edm_ve'
+
+  def coefficients(self, sigma):
+    return jnp.ones_like(sigma), sigma, jnp.ones_like(sigma), jnp.log(0.5 * sigma)
+
+
 def choices() -> Tuple[str, ...]:
   """The values ``model.parameterization`` takes: ``'auto'`` and every registered name."""
   return (AUTO,) + tuple(PARAMETERIZATIONS.names())
@@ -171,19 +297,30 @@ def native_name(sde: sde_lib.SDE) -> str:
                    'use VPSDE, subVPSDE or VESDE.')
 
 
-def get_parameterization(name: str, sde: sde_lib.SDE) -> Parameterization:
-  """The parameterization ``name`` (``'auto'``: ``native_name(sde)``).
+def get_parameterization(name: Union[str, Parameterization], sde: sde_lib.SDE,
+                         sigma_data: float = 0.5) -> Parameterization:
+  """The parameterization ``name`` (``'auto'``: ``native_name(sde)``) for ``sde``, with EDM's
+  ``sigma_data`` where it takes one; a ``Parameterization`` is returned as it is.
 
   Raises:
-    errors.ConfigError: for an unknown name, listing the choices.
+    errors.ConfigError: for an unknown name, listing the choices, or one that ``sde`` or
+      ``sigma_data`` does not fit.
   """
+  if isinstance(name, Parameterization):
+    return name
   name = str(name).lower()
   if name == AUTO:
     name = native_name(sde)
   if name not in PARAMETERIZATIONS:
     raise errors.ConfigError(f'model.parameterization={name!r} is not supported; use one of '
                              f'{", ".join(repr(c) for c in choices())}.')
-  return PARAMETERIZATIONS.get(name)()
+  return PARAMETERIZATIONS.get(name).create(sde, sigma_data)
+
+
+def config_parameterization(config, sde: sde_lib.SDE) -> Parameterization:
+  """``config.model.parameterization`` (with ``model.sigma_data``) for ``sde``."""
+  return get_parameterization(config.model.get('parameterization', AUTO), sde,
+                              config.model.get('sigma_data', 0.5))
 
 
 def labels_and_coeffs(sde: sde_lib.SDE, t: jax.Array, continuous: bool
@@ -216,12 +353,14 @@ def labels_and_coeffs(sde: sde_lib.SDE, t: jax.Array, continuous: bool
 
 def score_fn_from_model_fn(sde: sde_lib.SDE, labelled_model_fn: Callable,
                            continuous: bool = False,
-                           parameterization: str = AUTO) -> sde_lib.ScoreFn:
+                           parameterization: Union[str, Parameterization] = AUTO
+                           ) -> sde_lib.ScoreFn:
   """``score_fn(x, t, class_labels=None) ~ grad_x log p_t(x)`` around a network already bound to
   its parameters, ``labelled_model_fn(x, labels, class_labels=None) -> output``
   (``models.utils.get_model_fn``): the time label and ``(alpha, std)`` of
   ``labels_and_coeffs``, the output read as ``parameterization`` (``'auto'``: the SDE's released
-  convention, ``-output / std`` on VP and sub-VP, the output itself on VE).
+  convention, ``-output / std`` on VP and sub-VP, the output itself on VE; a preconditioned one
+  also sets the network's input and label, ``network_input``).
 
   Raises:
     errors.ConfigError: for an unknown ``parameterization``.
@@ -231,9 +370,33 @@ def score_fn_from_model_fn(sde: sde_lib.SDE, labelled_model_fn: Callable,
 
   def score_fn(x, t, class_labels=None):
     labels, alpha, std = labels_and_coeffs(sde, t, continuous)
-    return param.score(labelled_model_fn(x, labels, class_labels=class_labels), x, alpha, std)
+    inputs, labels = param.network_input(x, labels, alpha, std)
+    return param.score(labelled_model_fn(inputs, labels, class_labels=class_labels), x, alpha,
+                       std)
 
   return score_fn
+
+
+def sigma_denoiser_fn(param: Preconditioned, labelled_model_fn: Callable) -> Callable:
+  """``denoiser(x_hat, sigma, class_labels=None) = D(x_hat; sigma)`` (Karras et al. eq. 7) of a
+  preconditioned network bound to its parameters: ``x_hat (B, ...)`` the data plus noise of std
+  ``sigma (B,)``, with no SDE or time in between (EDM's objective draws ``sigma`` itself).
+
+  Raises:
+    errors.ConfigError: for a parameterization that is not preconditioned (its label is a time).
+  """
+  if not isinstance(param, Preconditioned):
+    raise errors.ConfigError(
+        f'A denoiser of the noise level alone needs a preconditioned model.parameterization '
+        f"('edm', 'edm_vp', 'edm_ve'); got {param.name!r}, whose network is labelled by time.")
+
+  def denoiser(x_hat, sigma, class_labels=None):
+    one = jnp.ones_like(sigma)
+    inputs, labels = param.network_input(x_hat, None, one, sigma)
+    return param.denoised(labelled_model_fn(inputs, labels, class_labels=class_labels), x_hat,
+                          one, sigma)
+
+  return denoiser
 
 
 def get_denoiser_fn(sde: sde_lib.SDE, score_fn: sde_lib.ScoreFn, continuous: bool = True
@@ -269,6 +432,8 @@ def ode_score_continuous(sde: sde_lib.SDE, trained_continuous: bool) -> bool:
   return True if isinstance(sde, sde_lib.VPSDE) else bool(trained_continuous)
 
 
-__all__ = ['AUTO', 'PARAMETERIZATIONS', 'Parameterization', 'choices', 'get_denoiser_fn',
-           'get_parameterization', 'labels_and_coeffs', 'native_name', 'ode_score_continuous',
-           'score_fn_from_model_fn']
+__all__ = ['AUTO', 'EDMPreconditioning', 'PARAMETERIZATIONS', 'Parameterization',
+           'Preconditioned', 'VEPreconditioning', 'VPPreconditioning', 'choices',
+           'config_parameterization', 'get_denoiser_fn', 'get_parameterization',
+           'labels_and_coeffs', 'native_name', 'ode_score_continuous', 'score_fn_from_model_fn',
+           'sigma_denoiser_fn']

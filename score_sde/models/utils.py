@@ -20,7 +20,9 @@ from score_sde import sde_lib
 from score_sde.common.registry import Registry
 from score_sde.models import normalization
 # The score conversion lives in models.parameterization; its names stay importable from here.
-from score_sde.models.parameterization import ode_score_continuous, score_fn_from_model_fn
+from score_sde.models.parameterization import (PARAMETERIZATIONS, Preconditioned,
+                                              config_parameterization, ode_score_continuous,
+                                              score_fn_from_model_fn)
 
 MODELS = Registry('model')
 # Noise-conditional classifiers p_t(y | x) for classifier guidance, named by config.classifier.name.
@@ -71,15 +73,26 @@ def sde_class(config: ml_collections.ConfigDict) -> Optional[type]:
   return sde_lib.SDES.get(name) if name in sde_lib.SDES else None
 
 
+def _preconditioned(config: ml_collections.ConfigDict) -> bool:
+  """Whether ``model.parameterization`` is one of EDM's preconditionings
+  (``parameterization.Preconditioned``), which label the network by ``c_noise(sigma)``."""
+  name = str(config.model.get('parameterization', 'auto')).lower()
+  return name in PARAMETERIZATIONS and issubclass(PARAMETERIZATIONS.get(name), Preconditioned)
+
+
 def unet_problems(config: ml_collections.ConfigDict) -> List[Tuple[str, str]]:
   """``config_problems`` of the U-Nets (NCSN++ / DDPM++, DDPM), as ``(field, fix)`` pairs.
 
   Their resolutions are ``data.image_size`` halved ``len(ch_mult) - 1`` times, and attention runs
   at some of them; the FIR kernel has positive taps. The time embedding matches what training
   passes: the Fourier embedding reads ``log sigma(t)``, which only continuous training passes,
-  and continuous VE training passes ``sigma(t)``, which only it reads. ``scale_by_sigma`` divides
-  by the VE noise level (VP / sub-VP scores are divided by the marginal std when the score is
-  formed). Normalisation is GroupNorm.
+  and continuous VE training passes ``sigma(t)``, which only it reads. A preconditioned
+  parameterization passes EDM's ``c_noise`` instead, already a log (negative below
+  ``sigma = 1``), which either embedding takes and the Fourier one reads as it is
+  (``model.embed_log_sigma=False``). ``scale_by_sigma`` divides by the VE noise level (VP /
+  sub-VP scores are divided by the marginal std when the score is formed). Normalisation is
+  GroupNorm. The class embedding goes to the noise embedding only in a network that has that
+  option (``class_embedding``).
   """
   m, problems = config.model, []
   ch_mult = tuple(m.ch_mult)
@@ -106,7 +119,13 @@ def unet_problems(config: ml_collections.ConfigDict) -> List[Tuple[str, str]]:
       problems.append(('model.fir_kernel',
                        'use a non-empty sequence of positive taps, e.g. (1, 3, 3, 1)'))
   continuous, sde = config.training.continuous, sde_class(config)
+  labelled_by_c_noise = _preconditioned(config)
   if m.embedding_type == 'fourier':
+    if labelled_by_c_noise and m.embed_log_sigma:
+      problems.append(('model.embed_log_sigma',
+                       f'model.parameterization={m.parameterization!r} labels the network by '
+                       "EDM's c_noise, already a log and negative below sigma = 1; set it to "
+                       'False'))
     if not continuous:
       problems.append(('model.embedding_type', 'the Fourier embedding reads log sigma(t), which '
                                                "discrete training does not pass; use "
@@ -114,7 +133,8 @@ def unet_problems(config: ml_collections.ConfigDict) -> List[Tuple[str, str]]:
     if not m.fourier_scale > 0:
       problems.append(('model.fourier_scale',
                        'use a positive scale of the random frequencies, e.g. 16'))
-  elif sde is not None and issubclass(sde, sde_lib.VESDE) and continuous:
+  elif (sde is not None and issubclass(sde, sde_lib.VESDE) and continuous
+        and not labelled_by_c_noise):
     problems.append(('model.embedding_type', 'continuous VE training conditions the network on '
                                              "sigma(t); use 'fourier'"))
   if m.scale_by_sigma and sde is not None and issubclass(sde, sde_lib.VPSDE):
@@ -123,6 +143,10 @@ def unet_problems(config: ml_collections.ConfigDict) -> List[Tuple[str, str]]:
                      'marginal std; set it to False (True is for vesde only)'))
   if m.normalization in normalization.NORMALIZATIONS and m.normalization != 'GroupNorm':
     problems.append(('model.normalization', f"{m.name} supports 'GroupNorm'"))
+  if m.class_embedding != 'time' and m.name not in models_with('class_embedding'):
+    problems.append(('model.class_embedding', f"{m.name} adds the class embedding to the time "
+                                              f"embedding; use 'time' (or model.name in "
+                                              f"{models_with('class_embedding')})"))
   return problems
 
 
@@ -311,7 +335,7 @@ def get_model_fn(model: nn.Module, params, train: bool = False,
 def get_score_fn(sde: sde_lib.SDE, model: nn.Module, params, train: bool = False,
                  continuous: bool = False, rng: Optional[jax.Array] = None,
                  class_labels: Optional[jax.Array] = None,
-                 dtype: str = 'float32', parameterization: str = 'auto') -> sde_lib.ScoreFn:
+                 dtype: str = 'float32', parameterization='auto') -> sde_lib.ScoreFn:
   """``score_fn(x, t) ~ grad_x log p_t(x)`` from a network: ``get_model_fn``'s network read
   through ``parameterization.score_fn_from_model_fn`` (time labels and output conversion).
 
@@ -330,8 +354,10 @@ def get_score_fn(sde: sde_lib.SDE, model: nn.Module, params, train: bool = False
     continuous: whether the model was trained with continuous-time labels.
     class_labels: for a class-conditional network, the ``(B,)`` (or scalar) class to score;
       each call may pass other ``class_labels`` (guidance scores two label sets at once).
-    parameterization: what the output is, ``config.model.parameterization``: ``'score'``,
-      ``'eps'``, ``'x0'``, ``'v'`` or ``'auto'`` (docs/parameterization.md).
+    parameterization: what the output is, a name of ``config.model.parameterization``
+      (``'score'``, ``'eps'``, ``'x0'``, ``'v'``, ``'auto'``, EDM's ``'edm_vp'``, ``'edm_ve'``;
+      docs/parameterization.md) or a ``models.parameterization.Parameterization``, as
+      ``config_parameterization(config, sde)`` gives (the one way to set EDM's ``sigma_data``).
   Returns:
     ``score_fn(x (B, H, W, C), t (B,), class_labels=class_labels) -> (B, H, W, C)``.
   """
@@ -358,5 +384,5 @@ def get_classifier_fn(sde: sde_lib.SDE, classifier: nn.Module, params
 
 __all__ = ['MODELS', 'CLASSIFIERS', 'class_count', 'get_classifier', 'is_class_conditional',
            'get_classifier_fn', 'get_sigmas', 'get_model', 'init_params', 'abstract_params',
-           'count_params', 'get_model_fn', 'get_score_fn', 'models_with', 'ode_score_continuous',
-           'score_fn_from_model_fn', 'sde_class', 'unet_problems']
+           'config_parameterization', 'count_params', 'get_model_fn', 'get_score_fn', 'models_with',
+           'ode_score_continuous', 'score_fn_from_model_fn', 'sde_class', 'unet_problems']

@@ -95,7 +95,7 @@ def get_network_sampler(config, sde: sde_lib.SDE, model, mesh, num_samples: int,
   if methods.get(config.sampling.method).family == 'ode':
     continuous = mutils.ode_score_continuous(sde, continuous)
 
-  parameterization = config.model.get('parameterization', 'auto')
+  parameterization = mutils.config_parameterization(config, sde)
   labels = sampled_classes(config, model, num_samples, classifier)
   guided_by_classifier = classifier is not None and bool(config.sampling.classifier_scale)
 
