@@ -294,12 +294,14 @@ def _training_problems(c) -> List[str]:
              t.weighting, f'{t.weighting!r} weighting exists only for the continuous loss; use '
                           "'dsm' or training.continuous=True")
   if t.weighting == 'edm':
+    from score_sde.models import parameterization  # Imported only when validation runs (jax).
+    preconditioned = parameterization.preconditioned_names()
     _require(problems, t.p_std > 0, 'training.p_std', t.p_std,
              "the std of EDM's ln sigma must be positive (EDM: 1.2)")
-    _require(problems, str(c.model.parameterization).lower() in EDM_PRECONDITIONINGS,
+    _require(problems, str(c.model.parameterization).lower() in preconditioned,
              'model.parameterization', c.model.parameterization,
              "training.weighting='edm' draws the noise level itself and needs EDM's "
-             f'preconditioned denoiser: use one of {", ".join(map(repr, EDM_PRECONDITIONINGS))}')
+             f'preconditioned denoiser: use one of {", ".join(map(repr, preconditioned))}')
   _require(problems, not (t.weighting == 'elbo' and t.reduce_mean), 'training.reduce_mean',
            t.reduce_mean, "training.weighting='elbo' is the bound's sum over the data "
                           'dimensions; set it to False')
@@ -497,16 +499,14 @@ def _model_problems(c) -> List[str]:
   return problems
 
 
-# EDM's preconditionings (models.parameterization.Preconditioned): continuous time only.
-EDM_PRECONDITIONINGS = ('edm', 'edm_vp', 'edm_ve')
-
-
 def _parameterization_problems(c) -> List[str]:
   """``model.parameterization`` names a registered output (or 'auto'), and ``scale_by_sigma``,
   which divides the output by sigma, is kept for a network whose output is the score; EDM's
   preconditionings need continuous time, a positive ``sigma_data`` and (``edm_vp``) a VP SDE."""
   m, problems = c.model, []
-  if str(m.parameterization).lower() in EDM_PRECONDITIONINGS:
+  from score_sde import sde_lib  # Imported only when validation runs (jax).
+  from score_sde.models import parameterization
+  if str(m.parameterization).lower() in parameterization.preconditioned_names():
     _require(problems, c.training.continuous, 'training.continuous', c.training.continuous,
              f'model.parameterization={m.parameterization!r} labels the network by its noise '
              'level, which the discrete objectives do not; set it to True')
@@ -514,8 +514,6 @@ def _parameterization_problems(c) -> List[str]:
              "use the data's standard deviation, e.g. 0.5 (EDM, images in [-1, 1])")
     if m.sigma_data <= 0:
       return problems
-  from score_sde import sde_lib  # Imported only when validation runs (jax).
-  from score_sde.models import parameterization
   options = parameterization.choices()
   value = m.parameterization
   if str(value).lower() not in options:

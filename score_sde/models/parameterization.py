@@ -287,6 +287,13 @@ def choices() -> Tuple[str, ...]:
   return (AUTO,) + tuple(PARAMETERIZATIONS.names())
 
 
+def preconditioned_names() -> Tuple[str, ...]:
+  """The registered names of EDM's preconditionings (``Preconditioned`` entries), which label
+  the network by ``c_noise(sigma)`` and so train in continuous time only."""
+  return tuple(name for name in PARAMETERIZATIONS.names()
+               if issubclass(PARAMETERIZATIONS.get(name), Preconditioned))
+
+
 def native_name(sde: sde_lib.SDE) -> str:
   """The released convention of ``sde``: ``'eps'`` for VP and sub-VP, ``'score'`` for VE."""
   if isinstance(sde, sde_lib.VPSDE):  # subVPSDE included.
@@ -435,5 +442,5 @@ def ode_score_continuous(sde: sde_lib.SDE, trained_continuous: bool) -> bool:
 __all__ = ['AUTO', 'EDMPreconditioning', 'PARAMETERIZATIONS', 'Parameterization',
            'Preconditioned', 'VEPreconditioning', 'VPPreconditioning', 'choices',
            'config_parameterization', 'get_denoiser_fn', 'get_parameterization',
-           'labels_and_coeffs', 'native_name', 'ode_score_continuous', 'score_fn_from_model_fn',
-           'sigma_denoiser_fn']
+           'labels_and_coeffs', 'native_name', 'ode_score_continuous', 'preconditioned_names',
+           'score_fn_from_model_fn', 'sigma_denoiser_fn']

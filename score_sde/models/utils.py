@@ -20,9 +20,8 @@ from score_sde import sde_lib
 from score_sde.common.registry import Registry
 from score_sde.models import normalization
 # The score conversion lives in models.parameterization; its names stay importable from here.
-from score_sde.models.parameterization import (PARAMETERIZATIONS, Preconditioned,
-                                              config_parameterization, ode_score_continuous,
-                                              score_fn_from_model_fn)
+from score_sde.models.parameterization import (config_parameterization, ode_score_continuous,
+                                              preconditioned_names, score_fn_from_model_fn)
 
 MODELS = Registry('model')
 # Noise-conditional classifiers p_t(y | x) for classifier guidance, named by config.classifier.name.
@@ -76,8 +75,7 @@ def sde_class(config: ml_collections.ConfigDict) -> Optional[type]:
 def _preconditioned(config: ml_collections.ConfigDict) -> bool:
   """Whether ``model.parameterization`` is one of EDM's preconditionings
   (``parameterization.Preconditioned``), which label the network by ``c_noise(sigma)``."""
-  name = str(config.model.get('parameterization', 'auto')).lower()
-  return name in PARAMETERIZATIONS and issubclass(PARAMETERIZATIONS.get(name), Preconditioned)
+  return str(config.model.get('parameterization', 'auto')).lower() in preconditioned_names()
 
 
 def unet_problems(config: ml_collections.ConfigDict) -> List[Tuple[str, str]]:
