@@ -58,6 +58,9 @@ def ema_halflife_rate(step: jax.Array, batch_size: int, halflife_kimg: float,
   update copies the weights. ``float32`` scalar."""
   if not halflife_kimg > 0:
     raise ValueError(f'model.ema_halflife_kimg={halflife_kimg} must be positive.')
+  if not batch_size > 0:
+    raise ValueError(f'The EMA by half-life needs the global batch size; got {batch_size} '
+                     '(StepSettings.batch_size: training.batch_size).')
   halflife = jnp.float32(1000. * halflife_kimg)
   if rampup_ratio > 0:
     seen = jnp.asarray(step, jnp.float32) * batch_size
