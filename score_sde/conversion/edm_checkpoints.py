@@ -52,10 +52,11 @@ from etils import epath
 
 from score_sde import models, optim
 from score_sde.common import errors, logs
-from score_sde.configs import default, record, validation
+from score_sde.configs import default, edm, record, validation
 from score_sde.conversion import released_checkpoints, torch_files
 from score_sde.conversion.edm_pickles import PersistentObject, read_snapshot
 from score_sde.io import checkpoint
+from score_sde.models.parameterization import VPPreconditioning
 
 USER_ERROR_STATUS = 2  # As main.py's.
 
@@ -74,12 +75,6 @@ ENCODERS = {'standard': 'none', 'residual': 'residual'}
 FILTERS = ((1, 1), (1, 3, 3, 1))
 # Its noise embedding widths (channel_mult_noise) that ncsnpp's embeddings have.
 NOISE_MULTS = {'positional': 1, 'fourier': 2}
-# EDM's sampling range of noise levels (generate.py), the VE SDE of an EDMPrecond network.
-EDM_SIGMA_MIN, EDM_SIGMA_MAX = 0.002, 80.
-# EDM's sampler defaults (generate.py): Heun on the Karras et al. grid of rho 7, 18 levels.
-EDM_SAMPLER = dict(method='heun', schedule='karras', rho=7., num_steps=18)
-# The number of time steps the edm_vp parameterization scales its label by.
-VP_M = 1000
 _PATTERN = re.compile(r'network-snapshot-(\d+)\.pkl$')
 
 
@@ -190,7 +185,9 @@ def _config(snapshot, dataset):
   if wrapper.state.get('use_fp16'):
     notes.append('use_fp16: EDM ran the network in float16 on GPUs; it runs here in '
                  'training.compute_dtype (float32)')
-  config = default.get_config()
+  # EDM's recipe (configs.edm.recipe: EDMPrecond's VE range 0.002 to 80, its objective, its
+  # 18-step Heun sampler); VPPrecond and VEPrecond replace the SDE and the weighting below.
+  config = edm.recipe(default.get_config())
   t, d, m, s = config.training, config.data, config.model, config.sampling
   d.dataset = _dataset(dataset, snapshot.get('dataset_kwargs'))
   d.image_size, d.num_channels = int(kw['img_resolution']), int(kw['in_channels'])
@@ -212,14 +209,13 @@ def _config(snapshot, dataset):
   m.parameterization = PRECONDITIONINGS[wrapper.class_name]
   t.continuous, t.label_dropout = True, float(kw['label_dropout'])
   if m.parameterization == 'edm':
-    t.sde, t.weighting = 'vesde', 'edm'
-    m.sigma_min, m.sigma_max = EDM_SIGMA_MIN, EDM_SIGMA_MAX
     m.sigma_data = float(_attribute(wrapper, 'sigma_data'))
   elif m.parameterization == 'edm_vp':
     steps = int(_attribute(wrapper, 'M'))
-    if steps != VP_M:
+    if steps != VPPreconditioning.M:
       raise UnsupportedNetworkError(f'VPPrecond with M={steps}; edm_vp labels the network by '
-                                    f'({VP_M} - 1) t, EDM\'s default M={VP_M}.')
+                                    f'({VPPreconditioning.M} - 1) t, EDM\'s default '
+                                    f'M={VPPreconditioning.M}.')
     t.sde, t.weighting = 'vpsde', 'dsm'  # EDM's VPLoss (losses.py).
     m.beta_min = float(_attribute(wrapper, 'beta_min'))
     m.beta_max = m.beta_min + float(_attribute(wrapper, 'beta_d'))
@@ -228,8 +224,6 @@ def _config(snapshot, dataset):
     t.sde, t.weighting = 'vesde', 'dsm'  # EDM's VELoss (losses.py).
     m.sigma_min = float(_attribute(wrapper, 'sigma_min'))
     m.sigma_max = float(_attribute(wrapper, 'sigma_max'))
-  for field, value in EDM_SAMPLER.items():
-    s[field] = value
   config.eval.begin_ckpt = config.eval.end_ckpt = 1  # The converted step is snapshot 1.
   return config, notes
 
